@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from enum import Enum
 from importlib.metadata import version as package_version
 from typing import Annotated, Optional
@@ -87,6 +89,95 @@ def demo(ctx: typer.Context) -> None:
         _print_status(db)
     finally:
         db.dispose()
+
+
+def _print_batch(summary) -> None:
+    counts = summary.counts
+    typer.echo(
+        f"loaded {counts['loaded']}, unchanged {counts['unchanged']}, duplicate {counts['duplicate']}, "
+        f"rejected {counts['rejected']}; {summary.n_spectra} spectra loaded"
+    )
+    rejected = summary.rejected()
+    if rejected:
+        typer.echo("rejected files:")
+        for outcome in rejected:
+            typer.echo(f"  {outcome.path}: {outcome.reason}")
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Files or directories; none: every configured survey.")] = None,
+    reader: Annotated[Optional[str], typer.Option(help="Force this reader instead of detecting each file's format.")] = None,
+    survey: Annotated[Optional[str], typer.Option(help="Survey name (default: the reader's name).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+) -> None:
+    """Ingest survey files: each file wholly or not at all; bad files are rejected with a reason."""
+    from tqdm import tqdm
+
+    from skyledger.ingest.batch import ingest_paths, ingest_surveys
+    from skyledger.ingest.config import SurveySpec, load_config
+
+    settings = _settings(ctx)
+    config_path = config or settings.config
+    db = _open(ctx)
+    try:
+        if paths:
+            files_bar = tqdm(desc="ingest", unit="file", disable=None)
+            spec = root = None
+            if survey is not None:
+                if config_path.exists():
+                    cfg = load_config(config_path)
+                    known = {s.name: s for s in cfg.surveys}
+                    spec, root = known.get(survey), cfg.root if survey in known else None
+                spec = spec or SurveySpec(name=survey, reader=reader)
+            summary = ingest_paths(db, paths, survey=spec, reader=reader, root=root, on_file=lambda o: files_bar.update())
+        else:
+            cfg = load_config(config_path)
+            files_bar = tqdm(desc="ingest", unit="file", disable=None, total=sum(len(s.files()) for s in cfg.surveys))
+            summary = ingest_surveys(db, cfg, on_file=lambda o: files_bar.update())
+        files_bar.close()
+    finally:
+        db.dispose()
+    _print_batch(summary)
+
+
+def _prefect_environment() -> None:
+    # Prefect reads its settings at import: set the offline-friendly defaults first.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@app.command()
+def nightly(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+) -> None:
+    """Run the nightly flow once, now (ingest every configured survey)."""
+    _prefect_environment()
+    from skyledger.ingest.flows import nightly as nightly_flow
+
+    result = nightly_flow(config=str(config or _settings(ctx).config))
+    if result.get("status") == "skipped":
+        typer.echo(f"skipped: {result['reason']}")
+        return
+    counts = result["counts"]
+    typer.echo(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; {result['spectra']} spectra loaded")
+    for path, reason in result["rejected"].items():
+        typer.echo(f"  rejected {path}: {reason}")
+
+
+@app.command()
+def schedule(
+    ctx: typer.Context,
+    cron: Annotated[str, typer.Option(help="Cron schedule (UTC).")] = "0 3 * * *",
+    config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+) -> None:
+    """Serve the nightly deployment in this process (no Prefect server or worker needed)."""
+    _prefect_environment()
+    from skyledger.ingest.flows import nightly as nightly_flow
+
+    config_path = (config or _settings(ctx).config).resolve()
+    nightly_flow.serve(name="nightly", cron=cron, parameters={"config": str(config_path)})
 
 
 @db_app.command("upgrade")

@@ -49,9 +49,14 @@ class ReaderError(IngestError):
         self.hdu = hdu
         self.column = column
         self.problem = problem
-        where = self.path
-        if hdu is not None:
-            where += f" [HDU {hdu}]"
-        if column is not None:
-            where += f" [column {column}]"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{self.path}: {self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """The problem with its HDU/column, without the path (which is recorded apart)."""
+        where = ""
+        if self.hdu is not None:
+            where += f"[HDU {self.hdu}] "
+        if self.column is not None:
+            where += f"[column {self.column}] "
+        return where + self.problem

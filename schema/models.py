@@ -35,6 +35,7 @@ __all__ = [
     "Survey",
     "IngestFile",
     "Source",
+    "WavelengthGrid",
     "Spectrum",
     "Run",
     "Collection",
@@ -43,6 +44,7 @@ __all__ = [
     "ReleaseRun",
     "ReleaseFile",
     "FlagDefinition",
+    "LineMeasurement",
 ]
 
 # Declination zones of 1 arcmin: with a B-tree on (sky_zone, ra, dec) a cone search is
@@ -95,8 +97,8 @@ class IngestFile(Base):
     id: Mapped[int] = column(BigInteger, Identity(), primary_key=True, doc="Ingest record identifier", ucd="meta.id")
     survey_id: Mapped[int] = column(ForeignKey("survey.id"), doc="Survey the file belongs to")
     uri: Mapped[str] = column(Text, doc="Absolute path or URI of the file as seen by the ingest", ucd="meta.ref.url")
-    sha256: Mapped[str] = column(Text, doc="SHA-256 of the file content (hex)")
-    size_bytes: Mapped[int] = column(BigInteger, doc="File size", unit="byte")
+    sha256: Mapped[str | None] = column(Text, doc="SHA-256 of the file content (hex); NULL if it could not be read")
+    size_bytes: Mapped[int | None] = column(BigInteger, doc="File size", unit="byte")
     status: Mapped[str] = column(Text, doc="loaded, rejected or duplicate")
     reason: Mapped[str | None] = column(Text, doc="Why the file was rejected, or what it duplicates")
     reader: Mapped[str | None] = column(Text, doc="Reader used (or attempted)")
@@ -142,6 +144,23 @@ class Source(Base):
     )
 
 
+class WavelengthGrid(Base):
+    """A wavelength grid shared by many spectra (all spaxels of a cube, a plate's fibres).
+
+    Spectra point at their grid instead of each carrying a float64 copy: a third less
+    storage and I/O, and compute tasks batch spectra that share a grid without rebinning.
+    """
+
+    __tablename__ = "wavelength_grid"
+    __table_args__ = (CheckConstraint("n_pix > 0", name="n_pix"),)
+
+    id: Mapped[int] = column(BigInteger, Identity(), primary_key=True, doc="Wavelength grid identifier", ucd="meta.id")
+    sha256: Mapped[str] = column(Text, unique=True, doc="SHA-256 of the grid's float64 values (little-endian)")
+    n_pix: Mapped[int] = column(Integer, doc="Number of pixels")
+    wave: Mapped[list[float]] = column(ARRAY(Double), doc="Vacuum wavelength of each pixel", unit="Angstrom", ucd="em.wl")
+    log_uniform: Mapped[bool] = column(doc="True when the pixels are equally spaced in log wavelength")
+
+
 class Spectrum(Base):
     __tablename__ = "spectrum"
     __table_args__ = (
@@ -152,6 +171,8 @@ class Spectrum(Base):
         Index("ix_spectrum_sky", "sky_zone", "ra", "dec"),
         Index("ix_spectrum_source_id", "source_id"),
         Index("ix_spectrum_survey_id_object_id", "survey_id", "object_id"),
+        Index("ix_spectrum_wave_grid_id", "wave_grid_id"),
+        CheckConstraint("(n_pix = 0) = (wave_grid_id IS NULL)", name="pixels_have_grid"),
     )
 
     id: Mapped[int] = column(BigInteger, Identity(), primary_key=True, doc="Spectrum identifier", ucd="meta.id;meta.main")
@@ -166,8 +187,8 @@ class Spectrum(Base):
     )
     z: Mapped[float | None] = column(Double, doc="Input redshift given by the survey", ucd="src.redshift")
     n_pix: Mapped[int] = column(Integer, doc="Number of pixels; 0 for a catalogue entry without pixels")
-    wave: Mapped[list[float] | None] = column(
-        ARRAY(Double), doc="Vacuum wavelength of each pixel", unit="Angstrom", ucd="em.wl"
+    wave_grid_id: Mapped[int | None] = column(
+        ForeignKey("wavelength_grid.id"), doc="Wavelength grid of the pixels; NULL without pixels"
     )
     flux: Mapped[list[float] | None] = column(
         ARRAY(REAL), doc="Flux density per pixel, in flux_unit", ucd="phot.flux.density;em.wl"
@@ -285,3 +306,35 @@ class FlagDefinition(Base):
     bit: Mapped[int] = column(SmallInteger, primary_key=True, doc="Bit number (value 2**bit)")
     name: Mapped[str] = column(Text, doc="Short upper-case name of the flag")
     description: Mapped[str] = column(Text, doc="What the flag means")
+
+
+class LineMeasurement(Base):
+    """One emission line of one spectrum, as fitted by a task or read from a catalogue.
+
+    Catalogue fluxes are stored as the results of an ``ingested`` run, so downstream
+    tasks read fitted and ingested lines the same way.
+    """
+
+    __tablename__ = "line_measurement"
+    __table_args__ = (Index("ix_line_measurement_spectrum_id", "spectrum_id"),)
+
+    run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the measurement")
+    spectrum_id: Mapped[int] = column(ForeignKey("spectrum.id"), primary_key=True, doc="Spectrum measured")
+    line: Mapped[str] = column(Text, primary_key=True, doc="Line identifier, e.g. HA6563, OIII5007", ucd="meta.id;spect.line")
+    z: Mapped[float | None] = column(Double, doc="Redshift of the line", ucd="src.redshift")
+    velocity: Mapped[float | None] = column(
+        Double, doc="Line-of-sight velocity relative to the stellar (or input) redshift", unit="km/s", ucd="spect.dopplerVeloc"
+    )
+    velocity_err: Mapped[float | None] = column(Double, doc="Error of velocity", unit="km/s", ucd="stat.error;spect.dopplerVeloc")
+    sigma: Mapped[float | None] = column(
+        Double, doc="Intrinsic velocity dispersion (instrumental broadening removed)", unit="km/s", ucd="phys.veloc.dispersion"
+    )
+    sigma_err: Mapped[float | None] = column(Double, doc="Error of sigma", unit="km/s", ucd="stat.error;phys.veloc.dispersion")
+    flux: Mapped[float | None] = column(
+        Double, doc="Integrated line flux, in the spectrum's flux unit times Angstrom", ucd="phot.flux;spect.line"
+    )
+    flux_err: Mapped[float | None] = column(Double, doc="Error of flux", ucd="stat.error;phot.flux;spect.line")
+    ew: Mapped[float | None] = column(Double, doc="Equivalent width (positive in emission)", unit="Angstrom", ucd="spect.line.eqWidth")
+    ew_err: Mapped[float | None] = column(Double, doc="Error of ew", unit="Angstrom", ucd="stat.error;spect.line.eqWidth")
+    snr: Mapped[float | None] = column(Double, doc="Signal-to-noise ratio of the flux", ucd="stat.snr")
+    flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Line flag bits (see flag_definition)", ucd="meta.code")

@@ -12,6 +12,8 @@ cloned from a migrated template in a few hundred milliseconds.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,9 +57,13 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def test_home(tmp_path_factory) -> Path:
+def test_home() -> Iterator[Path]:
     # Under /tmp, never /root: as root the embedded server runs as an unprivileged user.
-    return tmp_path_factory.mktemp("skyledger-home")
+    # Not in pytest's basetemp either: a concurrent pytest session prunes old basetemp
+    # directories, which would pull the data directory from under a running server.
+    home = Path(tempfile.mkdtemp(prefix="skyledger-test-home-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ def test_wheel_contents(wheel):
         "skyledger/migrations/env.py",
         "skyledger/migrations/script.py.mako",
         "skyledger/migrations/versions/0001_foundation.py",
+        "skyledger/migrations/versions/0002_ingest.py",
         "skyledger/api/cli.py",
         "skyledger/ingest/records.py",
         "skyledger/ingest/sample_data/NGC3073_SDSS_DR18.fits",

@@ -27,12 +27,14 @@ CREATE FUNCTION angular_distance_deg(ra1 double precision, dec1 double precision
 RETURNS double precision
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     -- Vincenty's form of the great-circle distance: accurate at all separations.
+    -- PostgreSQL raises on float underflow, so angles below 1e-300 deg (far below any
+    -- astrometric meaning) are taken as zero before they are converted to radians.
     SELECT degrees(atan2(
-        sqrt((cos(radians(dec2)) * sin(radians(ra2 - ra1))) ^ 2
-             + (cos(radians(dec1)) * sin(radians(dec2))
-                - sin(radians(dec1)) * cos(radians(dec2)) * cos(radians(ra2 - ra1))) ^ 2),
-        sin(radians(dec1)) * sin(radians(dec2))
-            + cos(radians(dec1)) * cos(radians(dec2)) * cos(radians(ra2 - ra1))))
+        sqrt((cos(d2) * sin(dra)) ^ 2 + (cos(d1) * sin(d2) - sin(d1) * cos(d2) * cos(dra)) ^ 2),
+        sin(d1) * sin(d2) + cos(d1) * cos(d2) * cos(dra)))
+    FROM (SELECT CASE WHEN abs(dec1) < 1e-300 THEN 0 ELSE radians(dec1) END AS d1,
+                 CASE WHEN abs(dec2) < 1e-300 THEN 0 ELSE radians(dec2) END AS d2,
+                 CASE WHEN abs(ra2 - ra1) < 1e-300 THEN 0 ELSE radians(ra2 - ra1) END AS dra) AS r
 $$;
 COMMENT ON FUNCTION angular_distance_deg(double precision, double precision, double precision, double precision)
     IS 'Great-circle distance in degrees between two ICRS positions given in degrees';
@@ -72,7 +74,9 @@ BEGIN
         alpha := degrees(atan(sin(radians(radius_deg))
                  / sqrt(abs(cos(radians(dec_deg - radius_deg)) * cos(radians(dec_deg + radius_deg)))))) + eps;
     END IF;
-    ra_deg := ra_deg - 360 * floor(ra_deg / 360);
+    IF ra_deg >= 360 THEN
+        ra_deg := ra_deg - 360;
+    END IF;
     -- A FOR loop variable would shadow the OUT column, hence z.
     FOR z IN floor((dec_min + 90.0) * 60.0)::integer .. floor((dec_max + 90.0) * 60.0)::integer LOOP
         zone := z;
@@ -209,8 +213,8 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False, comment='Ingest record identifier'),
     sa.Column('survey_id', sa.Integer(), nullable=False, comment='Survey the file belongs to'),
     sa.Column('uri', sa.Text(), nullable=False, comment='Absolute path or URI of the file as seen by the ingest'),
-    sa.Column('sha256', sa.Text(), nullable=False, comment='SHA-256 of the file content (hex)'),
-    sa.Column('size_bytes', sa.BigInteger(), nullable=False, comment='File size'),
+    sa.Column('sha256', sa.Text(), nullable=True, comment='SHA-256 of the file content (hex); NULL if it could not be read'),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=True, comment='File size'),
     sa.Column('status', sa.Text(), nullable=False, comment='loaded, rejected or duplicate'),
     sa.Column('reason', sa.Text(), nullable=True, comment='Why the file was rejected, or what it duplicates'),
     sa.Column('reader', sa.Text(), nullable=True, comment='Reader used (or attempted)'),
@@ -286,6 +290,16 @@ def upgrade() -> None:
     op.create_index('ix_source_parent_id', 'source', ['parent_id'], unique=False)
     op.create_index('ix_source_sky', 'source', ['sky_zone', 'ra', 'dec'], unique=False)
     op.create_index('ix_source_survey_id_object_id', 'source', ['survey_id', 'object_id'], unique=False)
+    op.create_table('wavelength_grid',
+    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False, comment='Wavelength grid identifier'),
+    sa.Column('sha256', sa.Text(), nullable=False, comment="SHA-256 of the grid's float64 values (little-endian)"),
+    sa.Column('n_pix', sa.Integer(), nullable=False, comment='Number of pixels'),
+    sa.Column('wave', postgresql.ARRAY(Double()), nullable=False, comment='Vacuum wavelength of each pixel'),
+    sa.Column('log_uniform', sa.Boolean(), nullable=False, comment='True when the pixels are equally spaced in log wavelength'),
+    sa.CheckConstraint('n_pix > 0', name=op.f('ck_wavelength_grid_n_pix')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_wavelength_grid')),
+    sa.UniqueConstraint('sha256', name=op.f('uq_wavelength_grid_sha256'))
+    )
     op.create_table('spectrum',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False, comment='Spectrum identifier'),
     sa.Column('source_id', sa.BigInteger(), nullable=False, comment='Source the spectrum belongs to'),
@@ -297,7 +311,7 @@ def upgrade() -> None:
     sa.Column('sky_zone', sa.Integer(), sa.Computed('(floor((dec + 90.0) * 60.0))::integer', persisted=True), nullable=True, comment='Declination zone (1 arcmin) used by cone search'),
     sa.Column('z', sa.Double(), nullable=True, comment='Input redshift given by the survey'),
     sa.Column('n_pix', sa.Integer(), nullable=False, comment='Number of pixels; 0 for a catalogue entry without pixels'),
-    sa.Column('wave', postgresql.ARRAY(Double()), nullable=True, comment='Vacuum wavelength of each pixel'),
+    sa.Column('wave_grid_id', sa.BigInteger(), nullable=True, comment='Wavelength grid of the pixels; NULL without pixels'),
     sa.Column('flux', postgresql.ARRAY(REAL()), nullable=True, comment='Flux density per pixel, in flux_unit'),
     sa.Column('ivar', postgresql.ARRAY(REAL()), nullable=True, comment='Inverse variance of flux; 0 where there is no data'),
     sa.Column('mask', postgresql.ARRAY(Integer()), nullable=True, comment="The survey's pixel bitmask, 0 = good"),
@@ -307,6 +321,8 @@ def upgrade() -> None:
     sa.Column('meta', postgresql.JSONB(astext_type=Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Other header values kept from the file'),
     sa.CheckConstraint('dec >= -90 AND dec <= 90', name=op.f('ck_spectrum_dec_range')),
     sa.CheckConstraint('n_pix >= 0', name=op.f('ck_spectrum_n_pix')),
+    sa.CheckConstraint('(n_pix = 0) = (wave_grid_id IS NULL)', name=op.f('ck_spectrum_pixels_have_grid')),
+    sa.ForeignKeyConstraint(['wave_grid_id'], ['wavelength_grid.id'], name=op.f('fk_spectrum_wave_grid_id_wavelength_grid')),
     sa.CheckConstraint('ra >= 0 AND ra < 360', name=op.f('ck_spectrum_ra_range')),
     sa.ForeignKeyConstraint(['ingest_file_id'], ['ingest_file.id'], name=op.f('fk_spectrum_ingest_file_id_ingest_file')),
     sa.ForeignKeyConstraint(['source_id'], ['source.id'], name=op.f('fk_spectrum_source_id_source')),
@@ -317,10 +333,11 @@ def upgrade() -> None:
     op.create_index('ix_spectrum_sky', 'spectrum', ['sky_zone', 'ra', 'dec'], unique=False)
     op.create_index('ix_spectrum_source_id', 'spectrum', ['source_id'], unique=False)
     op.create_index('ix_spectrum_survey_id_object_id', 'spectrum', ['survey_id', 'object_id'], unique=False)
+    op.create_index('ix_spectrum_wave_grid_id', 'spectrum', ['wave_grid_id'], unique=False)
 
     # Pixel arrays are floats that pglz barely compresses: store them out of line
     # uncompressed, which makes COPY and reads cheaper.
-    for name in ("wave", "flux", "ivar", "mask", "resolution"):
+    for name in ("flux", "ivar", "mask", "resolution"):
         op.execute(f"ALTER TABLE spectrum ALTER COLUMN {name} SET STORAGE EXTERNAL")
     op.execute(SKY_FUNCTIONS)
     op.execute("CREATE SCHEMA catalog")
@@ -343,6 +360,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP SCHEMA catalog CASCADE")
     op.execute(DROP_SKY_FUNCTIONS)
-    for table in ("spectrum", "source", "release_run", "release_file", "release", "ingest_file",
+    for table in ("spectrum", "wavelength_grid", "source", "release_run", "release_file", "release", "ingest_file",
                   "collection_run", "survey", "run", "flag_definition", "collection"):
         op.drop_table(table)

@@ -95,6 +95,8 @@ def test_adversarial_cones(session):
         (120.0, 10.0, 90.0),  # spans several zone edges
         (120.0, 10.0 + ZONE_DEG, 0.5),
         (180.0, 0.0, 180.0 * 3600.0),  # the whole sky
+        (5e-324, 0.0, 1.0),  # a subnormal RA (PostgreSQL raises on float underflow)
+        (360.0, 0.0, 1.0),  # RA given as 360 rather than 0
     ]
     for ra0, dec0, radius in cones:
         check_cone(session, ids, ra, dec, ra0, dec0, radius)

@@ -56,3 +56,11 @@ def test_refuses_an_external_database_without_schema(fresh_settings, fresh_datab
     # An external database is never migrated behind the operator's back.
     with pytest.raises(SchemaVersionError):
         connect(fresh_settings)
+
+
+def test_refuses_an_older_database_and_says_how_to_upgrade(fresh_settings, fresh_database):
+    command.downgrade(alembic_config(fresh_database.engine), "0001")
+    with pytest.raises(SchemaVersionError, match="skyledger db upgrade"):
+        connect(fresh_settings)
+    assert upgrade(fresh_database.engine) == head_revision()
+    connect(fresh_settings).dispose()
