@@ -83,9 +83,18 @@ def init(ctx: typer.Context) -> None:
 
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """Run the whole pipeline on the bundled real data."""
+    """Run the whole pipeline on the bundled real data: ingest (then process and release)."""
+    from .demo import run_demo
+
     db = admin.init_database(_settings(ctx))
     try:
+        typer.echo("ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA)...")
+        _print_batch(run_demo(db))
+        with db.session() as session:
+            result = run_query(
+                session, "SELECT survey, count(*) AS spectra, sum(n_pix) AS pixels FROM catalog.spectra GROUP BY 1 ORDER BY 1"
+            )
+        typer.echo(format_result(result, "table"))
         _print_status(db)
     finally:
         db.dispose()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.loader import FileOutcome, Loader
-from skyledger.ingest.readers import detect_reader
+from skyledger.ingest.readers import detect_reader, get_reader
 from skyledger.schema.database import Database
 from skyledger.schema.errors import ReaderError
 
@@ -81,6 +81,8 @@ def ingest_paths(
 ) -> BatchSummary:
     """Ingest files and directories. Without a survey, each file goes to the survey
     named after its detected reader."""
+    if reader is not None:
+        get_reader(reader)  # an unknown name is the caller's mistake, not each file's
     summary = BatchSummary(batch_id or new_batch_id())
     with Loader(db, root=root, batch_id=summary.batch_id) as loader:
         for path in expand_paths(paths):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyledger.ingest.readers import READERS
 from skyledger.schema.errors import ConfigError
 
 __all__ = ["SurveySpec", "IngestConfig", "load_config"]
@@ -95,10 +96,13 @@ def load_config(path: Path) -> IngestConfig:
             location = (root / entry["location"]).resolve()
             if not location.is_relative_to(root):
                 raise ConfigError(f"{where} ({name}): location {location} is outside the configured root {root}")
+        reader = entry.get("reader")
+        if reader is not None and reader not in READERS:
+            raise ConfigError(f"{where} ({name}): unknown reader {reader!r}; known readers: {', '.join(READERS)}")
         options = entry.get("options", {})
         if not isinstance(options, dict):
             raise ConfigError(f"{where} ({name}): options must be a table")
         surveys.append(
-            SurveySpec(name=name, reader=entry.get("reader"), location=location, glob=entry.get("glob", "*"), options=options)
+            SurveySpec(name=name, reader=reader, location=location, glob=entry.get("glob", "*"), options=options)
         )
     return IngestConfig(path=path, root=root, surveys=tuple(surveys))

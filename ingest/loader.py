@@ -28,14 +28,14 @@ import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.readers import detect_reader, get_reader
 from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
 from skyledger.schema.database import Database
-from skyledger.schema.errors import IngestError, ReaderError
+from skyledger.schema.errors import DatabaseError, IngestError, ReaderError
 from skyledger.schema.pgcopy import copy_rows, to_json
 
 __all__ = ["FileOutcome", "Loader", "sha256_file", "ensure_survey", "SPECTRUM_FLAGS", "SOURCE_FLAGS", "LINE_FLAGS"]
@@ -176,7 +176,14 @@ class Loader:
                 raise
             except _READ_ERRORS as err:
                 raise ReaderError(resolved, f"unreadable ({type(err).__name__}: {err})") from err
-            self._load(contents, outcome, survey_id=survey_id, uri=uri, sha=sha, path=resolved)
+            try:
+                self._load(contents, outcome, survey_id=survey_id, uri=uri, sha=sha, path=resolved)
+            except (OperationalError, psycopg.OperationalError) as err:
+                # Not the file's fault: stop the batch; the transaction died with the connection.
+                raise DatabaseError(
+                    f"lost the database connection while loading {resolved}; nothing of that file was "
+                    "written; run the ingest again to load it and the files after it"
+                ) from err
         except FileNotFoundError:
             outcome.reason = "no such file"
         except _Rejected as err:

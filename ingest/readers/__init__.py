@@ -18,7 +18,7 @@ from skyledger.ingest.readers.manga_cube import reader as _manga_cube
 from skyledger.ingest.readers.manga_rss import reader as _manga_rss
 from skyledger.ingest.readers.muse_cube import reader as _muse_cube
 from skyledger.ingest.readers.sdss import reader as _sdss
-from skyledger.schema.errors import ReaderError
+from skyledger.schema.errors import ConfigError, ReaderError
 
 __all__ = ["READERS", "Reader", "get_reader", "detect_reader"]
 
@@ -33,7 +33,7 @@ def get_reader(name: str) -> Reader:
     try:
         return READERS[name]
     except KeyError:
-        raise ReaderError("<reader option>", f"unknown reader {name!r}; known readers: {', '.join(READERS)}") from None
+        raise ConfigError(f"unknown reader {name!r}; known readers: {', '.join(READERS)}") from None
 
 
 def detect_reader(path: str | os.PathLike[str]) -> Reader:

@@ -20,7 +20,7 @@ from skyledger.ingest.readers.base import (
 )
 from skyledger.ingest.records import FileContents
 from skyledger.ingest.sample_data import sample_data_dir
-from skyledger.schema.errors import ReaderError
+from skyledger.schema.errors import ConfigError, ReaderError
 
 SAMPLE = sample_data_dir()
 NGC3073 = SAMPLE / "NGC3073_SDSS_DR18.fits"
@@ -62,7 +62,7 @@ def test_registry_holds_every_format_and_the_protocol():
     for name, reader in READERS.items():
         assert isinstance(reader, Reader)
         assert reader.name == name
-    with pytest.raises(ReaderError, match="unknown reader 'nope'"):
+    with pytest.raises(ConfigError, match="unknown reader 'nope'"):
         get_reader("nope")
 
 

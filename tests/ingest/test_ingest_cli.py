@@ -1,0 +1,110 @@
+"""`skyledger ingest` and `skyledger demo` as an operator runs them, and the survey config."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from skyledger.ingest.config import load_config
+from skyledger.ingest.sample_data import sample_data_dir
+from skyledger.schema.errors import ConfigError
+from tests.conftest import cli_env
+
+CLI = [sys.executable, "-c", "from skyledger.api.cli import main; main()"]
+
+
+def run(args, env, check=True):
+    proc = subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "skyledger.toml"
+    path.write_text(body)
+    return path
+
+
+@pytest.fixture
+def survey_root(tmp_path) -> Path:
+    root = tmp_path / "surveys"
+    (root / "sdss").mkdir(parents=True)
+    (root / "manga").mkdir()
+    for f in sample_data_dir().glob("*_SDSS_DR18.fits"):
+        shutil.copy(f, root / "sdss" / f.name)
+    shutil.copy(sample_data_dir() / "MaNGA_test_spectra.fits.gz", root / "manga")
+    (root / "manga" / "notes.txt").write_text("observing log, not a spectrum\n")
+    return root
+
+
+def test_ingest_every_configured_survey(fresh_settings, survey_root, tmp_path):
+    config = write_config(
+        tmp_path,
+        f'root = "{survey_root}"\n'
+        '[[survey]]\nname = "sdss-dr18"\nreader = "sdss"\nlocation = "sdss"\nglob = "*.fits"\n'
+        '[[survey]]\nname = "manga"\nlocation = "manga"\n',
+    )
+    env = cli_env(fresh_settings) | {"SKYLEDGER_CONFIG": str(config)}
+    first = run(["ingest"], env)
+    assert "loaded 3, unchanged 0, duplicate 0, rejected 1; 10 spectra loaded" in first.stdout
+    assert "notes.txt: no reader recognises this file" in first.stdout
+    second = run(["ingest"], env)
+    assert "loaded 0, unchanged 3, duplicate 0, rejected 1; 0 spectra loaded" in second.stdout
+    assert "unchanged since ingest_file" in second.stdout  # the bad file is not recorded twice
+    engine = create_engine(fresh_settings.database_url)
+    with engine.connect() as conn:
+        surveys = conn.execute(text("SELECT survey, count(*) FROM catalog.spectra GROUP BY 1 ORDER BY 1")).all()
+    engine.dispose()
+    assert surveys == [("manga", 8), ("sdss-dr18", 2)]
+
+
+def test_ingest_paths_with_a_forced_reader_and_survey(fresh_settings, survey_root):
+    env = cli_env(fresh_settings)
+    proc = run(["ingest", str(survey_root / "sdss"), "--reader", "sdss", "--survey", "my-sdss"], env)
+    assert "loaded 2" in proc.stdout
+    wrong = run(["ingest", str(survey_root / "manga"), "--reader", "sdss"], env)
+    assert "rejected 2" in wrong.stdout  # a MaNGA file is no SDSS file, and a text file neither
+
+
+def test_unknown_reader_is_a_usage_error(fresh_settings, survey_root):
+    proc = run(["ingest", str(survey_root), "--reader", "nope"], cli_env(fresh_settings), check=False)
+    assert proc.returncode == 1 and "unknown reader 'nope'" in proc.stderr
+
+
+def test_demo_ingests_the_bundled_data_once(fresh_settings):
+    env = cli_env(fresh_settings)
+    first = run(["demo"], env)
+    assert "loaded 5, unchanged 0, duplicate 0, rejected 0; 14 spectra loaded" in first.stdout
+    assert "sdss-dr18" in first.stdout and "schema version:" in first.stdout
+    again = run(["demo"], env)
+    assert "loaded 0, unchanged 5" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[[survey]]\nreader = 'sdss'\n", "needs a name"),
+        ("[[survey]]\nname = 'a'\nreader = 'nope'\n", "unknown reader 'nope'"),
+        ("[[survey]]\nname = 'a'\n[[survey]]\nname = 'a'\n", "appears twice"),
+        ("[[survey]]\nname = 'a'\nlocation = '../../elsewhere'\n", "outside the configured root"),
+        ("[[survey]]\nname = 'a'\nlocaton = 'x'\n", "unknown key"),
+        ("survey = [\n", "not valid TOML"),
+        ("surveys = []\n", "unknown top-level key"),
+    ],
+)
+def test_bad_configuration_is_explained(tmp_path, body, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, body))
+
+
+def test_missing_configuration_names_the_file(tmp_path, fresh_settings):
+    env = cli_env(fresh_settings) | {"SKYLEDGER_CONFIG": str(tmp_path / "absent.toml")}
+    proc = run(["ingest"], env, check=False)
+    assert proc.returncode == 1
+    assert f"no survey configuration at {tmp_path / 'absent.toml'}" in proc.stderr
