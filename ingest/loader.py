@@ -261,9 +261,12 @@ class Loader:
                 conn = session.connection().connection.driver_connection
                 source_ids = self._copy_sources(session, conn, contents.sources, survey_id=survey_id, file_id=file_id, path=path)
                 lines: list[tuple[str, list[LineMeasurement]]] = []
+                air = contents.meta.get("wavelength_medium_in_file") == "air"
                 outcome.n_spectra = copy_rows(
                     conn, "spectrum", _SPECTRUM_COLUMNS,
-                    self._spectrum_rows(contents.spectra, source_ids, lines, survey_id=survey_id, file_id=file_id, path=path),
+                    self._spectrum_rows(
+                        contents.spectra, source_ids, lines, survey_id=survey_id, file_id=file_id, path=path, air=air
+                    ),
                 )
                 if outcome.n_spectra == 0:
                     raise ReaderError(path, "the file holds no spectra")
@@ -330,6 +333,7 @@ class Loader:
         survey_id: int,
         file_id: int,
         path: Path,
+        air: bool,
     ) -> Iterator[tuple[Any, ...]]:
         for row in spectra:
             try:
@@ -341,7 +345,7 @@ class Loader:
                 flags |= SPECTRUM_FLAGS["NO_POSITION"]
             if row.meta.get("position_from_config"):
                 flags |= SPECTRUM_FLAGS["POSITION_FROM_CONFIG"]
-            if row.meta.get("air_to_vacuum"):
+            if row.n_pix and (air or row.meta.get("wavelength_medium_in_file") == "air"):
                 flags |= SPECTRUM_FLAGS["AIR_TO_VACUUM"]
             grid_id = None
             if row.n_pix:

@@ -10,6 +10,13 @@ Conventions fixed here, for every reader:
 * positions are ICRS degrees, or ``None`` when the file has none (the spectrum is then
   flagged ``NO_POSITION`` by the loader unless the survey config supplies one);
 * ``flux_unit`` is an astropy-parsable unit string, e.g. ``"1e-17 erg / (s cm2 Angstrom)"``.
+
+Meta keys the loader turns into flag bits:
+
+* ``FileContents.meta["wavelength_medium_in_file"] == "air"`` (or the same key on a
+  row's meta): the wavelengths were converted from air -> ``AIR_TO_VACUUM``;
+* ``meta["position_from_config"]`` true on a source or spectrum row: its position came
+  from the survey configuration, not the file -> ``POSITION_FROM_CONFIG``.
 """
 
 from __future__ import annotations

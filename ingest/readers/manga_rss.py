@@ -127,7 +127,8 @@ class MangaRssReader:
                     mask=None if mask is None else np.array(mask[i], dtype=np.int32),
                     resolution=res,
                     flux_unit=flux_unit,
-                    meta={"index": i},
+                    meta={"index": i, "wavelength_medium_in_file": str(opts.get("medium", "vacuum")).lower(),
+                          "position_from_config": ra is not None},
                 )
                 spectra.append(finalize_spectrum(path, row, hdu="FLUX"))
             drpver = str(hdul[0].header.get("DRPVER", "")).strip() or None
@@ -135,9 +136,12 @@ class MangaRssReader:
             ra_all = {p for p in positions}
             ra0, dec0 = positions[0] if len(ra_all) == 1 else (None, None)
             z0 = spectra[0].z if len({s.z for s in spectra}) == 1 else None
-            sources = [SourceRow(object_id=str(group), ra=ra0, dec=dec0, z=z0)]
+            sources = [SourceRow(object_id=str(group), ra=ra0, dec=dec0, z=z0, meta={"position_from_config": ra0 is not None})]
         else:
-            sources = [SourceRow(object_id=s.object_id, ra=s.ra, dec=s.dec, z=s.z) for s in spectra]
+            sources = [
+                SourceRow(object_id=s.object_id, ra=s.ra, dec=s.dec, z=s.z, meta={"position_from_config": s.ra is not None})
+                for s in spectra
+            ]
         return FileContents(
             reader=self.name, sources=sources, spectra=iter(spectra), meta={"n_spectra": n_spec, "drpver": drpver}
         )

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.loader import SPECTRUM_FLAGS, Loader
+from skyledger.ingest.loader import SOURCE_FLAGS, SPECTRUM_FLAGS, Loader
 from skyledger.ingest.readers import get_reader
 from skyledger.ingest.sample_data import sample_data_dir
 from tests.conftest import cli_env
@@ -222,3 +222,25 @@ def test_mid_stream_failure_rolls_back_rows_already_copied(fresh_database, tmp_p
         outcome = loader.ingest(bad, SurveySpec(name="manga", reader="manga_rss"))
     assert outcome.status == "rejected"
     assert counts(fresh_database) == dict.fromkeys(TABLES, 0)
+
+
+def test_flags_record_air_wavelengths_and_configured_positions(fresh_database, tmp_path):
+    files = copy_samples(tmp_path / "data")
+    legac = next(f for f in files if f.name.startswith("legac"))
+    manga = next(f for f in files if f.name == MANGA.name)
+    ingest_paths(fresh_database, [legac])
+    ingest_paths(fresh_database, [manga], survey=SurveySpec(name="manga", reader="manga_rss", options={"ra": 10.5, "dec": -3.25}))
+    with fresh_database.engine.connect() as conn:
+        legac_flags = conn.execute(text("SELECT flags FROM spectrum WHERE object_id = 'M19_56670'")).scalar_one()
+        manga_rows = conn.execute(
+            text("SELECT s.flags, s.ra, src.flags FROM spectrum s JOIN source src ON src.id = s.source_id "
+                 "WHERE s.object_id LIKE 'MaNGA_test_spectra#%'")
+        ).all()
+    assert legac_flags & SPECTRUM_FLAGS["AIR_TO_VACUUM"]
+    assert not legac_flags & SPECTRUM_FLAGS["NO_POSITION"]
+    assert len(manga_rows) == 8
+    for flags, ra, source_flags in manga_rows:
+        assert ra == 10.5
+        assert flags & SPECTRUM_FLAGS["POSITION_FROM_CONFIG"] and not flags & SPECTRUM_FLAGS["NO_POSITION"]
+        assert not flags & SPECTRUM_FLAGS["AIR_TO_VACUUM"]
+        assert source_flags & SOURCE_FLAGS["POSITION_FROM_CONFIG"]
