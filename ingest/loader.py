@@ -45,7 +45,7 @@ _log = logging.getLogger(__name__)
 # Bit values; their meanings are rows of flag_definition (migrations 0001 and 0002).
 SOURCE_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1}
 SPECTRUM_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1, "NO_RESOLUTION": 1 << 2, "AIR_TO_VACUUM": 1 << 3}
-LINE_FLAGS = {"DUST_CORRECTED": 1 << 0, "FROM_CATALOGUE": 1 << 1}
+LINE_FLAGS = {"DUST_CORRECTED": 1 << 16, "FROM_CATALOGUE": 1 << 17}
 
 INGESTED_TASK = "ingested"
 INGESTED_VERSION = 1

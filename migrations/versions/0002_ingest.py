@@ -59,9 +59,11 @@ VIEW_COMMENTS = {
     "flags": "Spectrum flag bits (see flag_definition)",
 }
 
+# Bits 0-15 of line_measurement.flags belong to the fitting tasks; catalogue facts
+# live from bit 16 up so that the two never collide.
 FLAGS = [
-    ("line_measurement", "flags", 0, "DUST_CORRECTED", "The flux is already corrected for dust (catalogue says so)"),
-    ("line_measurement", "flags", 1, "FROM_CATALOGUE", "Read from an emission-line catalogue, not fitted by skyledger"),
+    ("line_measurement", "flags", 16, "DUST_CORRECTED", "The flux is already corrected for dust (catalogue says so)"),
+    ("line_measurement", "flags", 17, "FROM_CATALOGUE", "Read from an emission-line catalogue, not fitted by skyledger"),
 ]
 
 
@@ -104,7 +106,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM flag_definition WHERE table_name = 'line_measurement'")
+    op.execute("DELETE FROM flag_definition WHERE table_name = 'line_measurement' AND bit >= 16")
     op.execute("DROP VIEW catalog.spectra")
     op.drop_index("ix_line_measurement_spectrum_id", table_name="line_measurement")
     op.drop_table("line_measurement")

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.loader import SOURCE_FLAGS, SPECTRUM_FLAGS, Loader
+from skyledger.ingest.loader import LINE_FLAGS, SOURCE_FLAGS, SPECTRUM_FLAGS, Loader
 from skyledger.ingest.readers import get_reader
 from skyledger.ingest.sample_data import sample_data_dir
 from tests.conftest import cli_env
@@ -125,7 +125,8 @@ def test_changed_file_is_a_new_version_and_old_rows_stay(fresh_database, tmp_pat
             )
         ).all()
         assert [(v, f) for v, f, *_ in fluxes] == [(1, 300.0), (2, 310.0)]
-        assert all(task == "ingested" and status == "succeeded" and flags == 3 for _, _, flags, task, status in fluxes)
+        expected_flags = LINE_FLAGS["DUST_CORRECTED"] | LINE_FLAGS["FROM_CATALOGUE"]
+        assert all(task == "ingested" and status == "succeeded" and flags == expected_flags for _, _, flags, task, status in fluxes)
         in_current = conn.execute(
             text("SELECT count(*) FROM collection_run cr JOIN collection c ON c.id = cr.collection_id WHERE c.name = 'current'")
         ).scalar_one()
