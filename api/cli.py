@@ -181,12 +181,91 @@ def schedule(
     cron: Annotated[str, typer.Option(help="Cron schedule (UTC).")] = "0 3 * * *",
     config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
 ) -> None:
-    """Serve the nightly deployment in this process (no Prefect server or worker needed)."""
+    """Serve the nightly deployment from this process: its runs execute here, no worker needed.
+
+    The cron is fired by the scheduler of a Prefect server: the one PREFECT_API_URL names,
+    or else a private one this command starts (Prefect's ephemeral mode has no scheduler).
+    """
+    from skyledger.ingest.config import load_config
+
+    settings = _settings(ctx)
+    config_path = (config or settings.config).resolve()
+    load_config(config_path)  # a missing or broken configuration fails now, not at 03:00
     _prefect_environment()
+    if os.environ.get("PREFECT_API_URL"):
+        _serve_nightly(cron, config_path)
+        return
+    from .prefect_server import local_prefect_server
+
+    with local_prefect_server(settings.home) as url:
+        # Before Prefect is imported: its settings are read from the environment.
+        os.environ["PREFECT_API_URL"] = url
+        typer.echo(f"started a private Prefect server at {url} (UI: {url.removesuffix('/api')})")
+        _serve_nightly(cron, config_path)
+
+
+def _serve_nightly(cron: str, config_path: Path) -> None:
+    from prefect.schedules import Cron
+
     from skyledger.ingest.flows import nightly as nightly_flow
 
-    config_path = (config or _settings(ctx).config).resolve()
-    nightly_flow.serve(name="nightly", cron=cron, parameters={"config": str(config_path)})
+    # Explicitly UTC, as the option says (a bare cron is stored without a timezone).
+    nightly_flow.serve(name="nightly", schedules=[Cron(cron, timezone="UTC")], parameters={"config": str(config_path)})
+
+
+@app.command()
+def process(
+    ctx: typer.Context,
+    task: Annotated[Optional[list[str]], typer.Option("--task", help="Task to run (repeatable; default: all, in order).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Process at most this many inputs per task.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 64,
+) -> None:
+    """Run compute tasks on every pending input (each task: one new run)."""
+    from tqdm import tqdm
+
+    from skyledger.compute.registry import TASKS, get_task
+    from skyledger.compute.runner import process as run_task
+    from skyledger.compute.task import resolve_device
+
+    settings = _settings(ctx)
+    device = resolve_device(settings.device)
+    tasks = [get_task(name) for name in (task or list(TASKS))]
+    db = _open(ctx)
+    try:
+        for t in tasks:
+            bar = tqdm(desc=t.name, unit="input", disable=None)
+            summary = run_task(db, t, device=device, limit=limit, batch_size=batch_size, on_batch=bar.update)
+            bar.close()
+            if summary.run_id is None:
+                typer.echo(f"{t.name} v{t.version}: nothing to do")
+            else:
+                typer.echo(
+                    f"{t.name} v{t.version}: run {summary.run_id} {summary.status}, {summary.n_inputs} inputs, "
+                    f"{summary.n_results} rows, {summary.n_flagged} flagged, {summary.seconds:.1f} s on {device}"
+                )
+    finally:
+        db.dispose()
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """List runs, newest first, with whether they are in the current collection."""
+    db = _open(ctx)
+    try:
+        with db.session() as session:
+            result = run_query(
+                session,
+                "SELECT r.id, r.task, r.version, r.status, r.n_inputs, r.n_results, r.n_flagged, r.device, "
+                "left(r.params_hash, 10) AS params, r.started_at, r.finished_at, "
+                "EXISTS (SELECT 1 FROM catalog.current_runs c WHERE c.run_id = r.id) AS current "
+                "FROM run r ORDER BY r.id DESC",
+            )
+    finally:
+        db.dispose()
+    typer.echo(format_result(result, fmt.value))
 
 
 @db_app.command("upgrade")

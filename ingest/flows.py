@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 
 from skyledger.ingest.batch import BatchSummary, ingest_surveys
 from skyledger.ingest.config import load_config
+from skyledger.ingest.loader import FileOutcome
 from skyledger.schema.database import Database, connect
 from skyledger.schema.locks import advisory_lock
 from skyledger.schema.settings import Settings
@@ -42,7 +43,7 @@ def _run_survey(db: Database, settings: Settings, survey: str, batch_id: str | N
     logger = get_run_logger()
     config = load_config(settings.config)
 
-    def log(outcome) -> None:
+    def log(outcome: FileOutcome) -> None:
         detail = f" ({outcome.reason})" if outcome.reason else ""
         logger.info("%s %s: %d spectra%s", outcome.status, outcome.path, outcome.n_spectra, detail)
 

@@ -146,7 +146,20 @@ class Loader:
         self.close()
 
     def ingest(self, path: str | os.PathLike[str], survey: SurveySpec, *, reader: str | None = None) -> FileOutcome:
-        """Ingest one file, in its own transaction. Never leaves a partial file behind."""
+        """Ingest one file, in its own transaction. Never leaves a partial file behind.
+
+        Losing the database is not the file's fault: it stops the batch with a
+        :class:`DatabaseError` (the open transaction dies with the connection).
+        """
+        try:
+            return self._ingest(path, survey, reader=reader)
+        except (OperationalError, psycopg.OperationalError) as err:
+            raise DatabaseError(
+                f"lost the database connection while ingesting {path}; nothing of that file was written; "
+                "run the ingest again to load it and the files after it"
+            ) from err
+
+    def _ingest(self, path: str | os.PathLike[str], survey: SurveySpec, *, reader: str | None) -> FileOutcome:
         started = time.perf_counter()
         path = Path(path)
         outcome = FileOutcome(path=str(path), status="rejected")
@@ -176,14 +189,7 @@ class Loader:
                 raise
             except _READ_ERRORS as err:
                 raise ReaderError(resolved, f"unreadable ({type(err).__name__}: {err})") from err
-            try:
-                self._load(contents, outcome, survey_id=survey_id, uri=uri, sha=sha, path=resolved)
-            except (OperationalError, psycopg.OperationalError) as err:
-                # Not the file's fault: stop the batch; the transaction died with the connection.
-                raise DatabaseError(
-                    f"lost the database connection while loading {resolved}; nothing of that file was "
-                    "written; run the ingest again to load it and the files after it"
-                ) from err
+            self._load(contents, outcome, survey_id=survey_id, uri=uri, sha=sha, path=resolved)
         except FileNotFoundError:
             outcome.reason = "no such file"
         except _Rejected as err:

@@ -45,6 +45,7 @@ __all__ = [
     "ReleaseFile",
     "FlagDefinition",
     "LineMeasurement",
+    "StellarKinematics",
 ]
 
 # Declination zones of 1 arcmin: with a B-tree on (sky_zone, ra, dec) a cone search is
@@ -338,3 +339,29 @@ class LineMeasurement(Base):
     ew_err: Mapped[float | None] = column(Double, doc="Error of ew", unit="Angstrom", ucd="stat.error;spect.line.eqWidth")
     snr: Mapped[float | None] = column(Double, doc="Signal-to-noise ratio of the flux", ucd="stat.snr")
     flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Line flag bits (see flag_definition)", ucd="meta.code")
+
+
+class StellarKinematics(Base):
+    """Stellar line-of-sight velocity distribution of one spectrum, from the `lines` task."""
+
+    __tablename__ = "stellar_kinematics"
+    __table_args__ = (Index("ix_stellar_kinematics_spectrum_id", "spectrum_id"),)
+
+    run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the fit")
+    spectrum_id: Mapped[int] = column(ForeignKey("spectrum.id"), primary_key=True, doc="Spectrum fitted")
+    z: Mapped[float | None] = column(Double, doc="Fitted redshift of the stars", ucd="src.redshift")
+    velocity: Mapped[float | None] = column(
+        Double, doc="Stellar line-of-sight velocity relative to the input redshift", unit="km/s", ucd="spect.dopplerVeloc"
+    )
+    velocity_err: Mapped[float | None] = column(Double, doc="Error of velocity", unit="km/s", ucd="stat.error;spect.dopplerVeloc")
+    sigma: Mapped[float | None] = column(
+        Double, doc="Stellar velocity dispersion, instrumental broadening removed", unit="km/s", ucd="phys.veloc.dispersion"
+    )
+    sigma_err: Mapped[float | None] = column(Double, doc="Error of sigma", unit="km/s", ucd="stat.error;phys.veloc.dispersion")
+    chi2: Mapped[float | None] = column(Double, doc="Reduced chi-square of the full (stars + gas) fit", ucd="stat.fit.chi2")
+    stellar_chi2: Mapped[float | None] = column(
+        Double, doc="Reduced chi-square of the stellar fit with emission lines masked", ucd="stat.fit.chi2"
+    )
+    snr: Mapped[float | None] = column(Double, doc="Median signal-to-noise ratio per pixel over the fitted range", ucd="stat.snr")
+    n_pixels: Mapped[int | None] = column(Integer, doc="Pixels used in the final fit")
+    flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Fit flag bits (see flag_definition)", ucd="meta.code")

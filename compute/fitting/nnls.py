@@ -1,0 +1,127 @@
+"""Batched bound-constrained least squares on the normal equations.
+
+The fits only ever need min ||W^(1/2) (A x - y)||^2 with some x >= 0 (template weights,
+line fluxes), some x free (polynomial coefficients) and some x forced to 0 (lines out of
+range). Working on the Gram matrix G = A^T W A keeps every step O(n^3) in the number of
+columns (<~100) instead of O(N n^2) in pixels, so an active-set method is cheap even
+when it takes tens of steps. The algorithm is Lawson & Hanson's (1974, ch. 23), run in
+lock-step over the batch: every element takes one step per sweep and finished elements
+stay put, so no Python loop ever runs over spectra.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["nnls_gram", "solve_masked", "masked_inverse"]
+
+
+def _masked_system(g: torch.Tensor, sel: torch.Tensor, ridge: float) -> torch.Tensor:
+    """G restricted to ``sel`` (rows/cols outside set to the identity) plus a ridge."""
+    m = sel.to(g.dtype)
+    gm = g * m.unsqueeze(-1) * m.unsqueeze(-2)
+    return gm + torch.diag_embed(torch.where(sel, ridge, 1.0).to(g.dtype))
+
+
+def solve_masked(g: torch.Tensor, b: torch.Tensor, sel: torch.Tensor, ridge: float = 1e-11) -> torch.Tensor:
+    """Solve G_SS x_S = b_S for each batch element, x = 0 outside S (G unit-diagonal)."""
+    gm = _masked_system(g, sel, ridge)
+    rhs = torch.where(sel, b, torch.zeros((), dtype=b.dtype, device=b.device)).unsqueeze(-1)
+    # Cholesky is half the cost of LU; the ridge keeps near-collinear templates
+    # positive definite, and LU takes over for the rare element where it still fails.
+    chol, info = torch.linalg.cholesky_ex(gm)
+    x = torch.cholesky_solve(rhs, chol)
+    if bool((info != 0).any()):
+        x_lu, _ = torch.linalg.solve_ex(gm, rhs)
+        x = torch.where((info != 0).view(-1, 1, 1), x_lu, x)
+    return torch.where(sel, x.squeeze(-1), torch.zeros((), dtype=b.dtype, device=b.device))
+
+
+def masked_inverse(g: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Inverse of G restricted to ``sel`` (zero outside); NaN where G_SS is singular."""
+    d = torch.diagonal(g, dim1=-2, dim2=-1)
+    ok = sel & (d > 0)
+    scale = torch.where(ok, d.clamp_min(1e-300).rsqrt(), torch.zeros_like(d))
+    gs = g * scale.unsqueeze(-1) * scale.unsqueeze(-2)
+    inv, info = torch.linalg.inv_ex(_masked_system(gs, ok, 1e-13))
+    inv = inv * scale.unsqueeze(-1) * scale.unsqueeze(-2)
+    both = ok.unsqueeze(-1) & ok.unsqueeze(-2)
+    inv = torch.where(both, inv, torch.zeros((), dtype=g.dtype, device=g.device))
+    bad = (info != 0).view(-1, 1, 1)
+    return torch.where(bad, torch.full_like(inv, float("nan")), inv)
+
+
+def nnls_gram(
+    g: torch.Tensor,
+    b: torch.Tensor,
+    nonneg: torch.Tensor,
+    enabled: torch.Tensor | None = None,
+    passive0: torch.Tensor | None = None,
+    max_iter: int | None = None,
+    tol: float = 1e-10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Minimise x^T G x / 2 - b^T x with x_i >= 0 where ``nonneg``; batched.
+
+    ``g`` ``(B, n, n)`` symmetric positive semi-definite, ``b`` ``(B, n)``. ``nonneg``
+    ``(n,)`` or ``(B, n)``: True = constrained, False = free. ``enabled`` ``(B, n)``:
+    False fixes x_i = 0. ``passive0``: a guess of the positive set (warm start from the
+    previous kinematics). Returns ``(x, passive, converged)``.
+    """
+    bsz, n = b.shape
+    dev, dt = b.device, b.dtype
+    nonneg = nonneg.expand(bsz, n) if nonneg.dim() == 1 else nonneg
+    enabled = torch.ones(bsz, n, dtype=torch.bool, device=dev) if enabled is None else enabled.clone()
+    diag = torch.diagonal(g, dim1=-2, dim2=-1)
+    enabled &= diag > 0
+    # Jacobi scaling: unit diagonal makes one tolerance fit every column and tames the
+    # conditioning of near-collinear stellar templates.
+    s = torch.where(enabled, diag.clamp_min(1e-300).rsqrt(), torch.zeros_like(diag))
+    gs = g * s.unsqueeze(-1) * s.unsqueeze(-2)
+    bs = b * s
+    free = enabled & ~nonneg
+    passive = free.clone()
+    if passive0 is not None:
+        passive |= passive0 & enabled
+    x = torch.zeros_like(bs)
+    done = torch.zeros(bsz, dtype=torch.bool, device=dev)
+    thresh = tol * bs.abs().amax(-1).clamp_min(1e-300)
+    zero = torch.zeros((), dtype=dt, device=dev)
+    ninf = torch.tensor(-float("inf"), dtype=dt, device=dev)
+    live = torch.arange(bsz, device=dev)
+    # Work only on the elements still iterating: most finish in a few steps, a few
+    # need tens, and the batch should not pay for the slowest one at every step.
+    g_l, b_l, nn_l, en_l, p_l, x_l, th_l = gs, bs, nonneg, enabled, passive, x, thresh
+    for _ in range(max_iter or 3 * n + 10):
+        z = solve_masked(g_l, b_l, p_l)
+        bad = p_l & nn_l & (z <= 0)
+        step_back = bad.any(-1)
+        # Move from the feasible x towards z until the first constrained variable hits 0.
+        ratio = torch.where(bad, x_l / (x_l - z).clamp_min(1e-300), torch.full_like(x_l, float("inf")))
+        alpha = ratio.amin(-1).clamp(0.0, 1.0).unsqueeze(-1)
+        x_back = x_l + alpha * (z - x_l)
+        drop = p_l & nn_l & (x_back <= 1e-14)
+        x_back = torch.where(drop, zero, x_back)
+        sb = step_back.unsqueeze(-1)
+        x_l = torch.where(sb, x_back, z)
+        p_l = torch.where(sb, p_l & ~drop, p_l)
+        # Add the constrained variable with the largest descent direction.
+        w = b_l - (g_l @ x_l.unsqueeze(-1)).squeeze(-1)
+        wmax, j = torch.where(en_l & nn_l & ~p_l, w, ninf).max(-1)
+        add = ~step_back & (wmax > th_l)
+        p_l = p_l | (add.unsqueeze(-1) & torch.nn.functional.one_hot(j, n).bool())
+        fin = ~step_back & ~add
+        if bool(fin.any()):
+            x[live[fin]] = x_l[fin]
+            passive[live[fin]] = p_l[fin]
+            done[live[fin]] = True
+            keep = ~fin
+            live = live[keep]
+            if live.numel() == 0:
+                break
+            g_l, b_l, nn_l, en_l, p_l, x_l, th_l = (
+                g_l[keep], b_l[keep], nn_l[keep], en_l[keep], p_l[keep], x_l[keep], th_l[keep]
+            )
+    if live.numel():
+        x[live] = x_l
+        passive[live] = p_l
+    return x * s, passive & (x > 0) | free, done

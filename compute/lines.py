@@ -1,0 +1,188 @@
+"""The `lines` task: stellar kinematics and emission lines of every spectrum with pixels.
+
+The numerics live in :mod:`skyledger.compute.fitting`; this module reads spectra from
+the database into padded arrays, calls the fit, and turns its arrays into rows of
+``stellar_kinematics`` and ``line_measurement``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
+from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+
+__all__ = ["LinesParams", "LinesTask", "SPECTRUM_FLAG_DOCS", "LINE_FLAG_DOCS"]
+
+SPECTRUM_FLAG_DOCS = {
+    "NO_GOOD_PIXELS": "No pixel survives the mask, ivar and finiteness checks; no results",
+    "TOO_FEW_PIXELS": "Too few good pixels overlap the templates; no results",
+    "FIT_FAILED": "A linear solve failed or gave non-finite numbers; no results",
+    "NOT_CONVERGED": "The stellar Levenberg-Marquardt fit reached its iteration limit",
+    "SIGMA_AT_BOUND": "The stellar dispersion is at a bound of the fit",
+    "VELOCITY_AT_BOUND": "The stellar velocity is at the edge of the search window",
+    "TEMPLATE_RES_WORSE": "The templates have coarser resolution than the data over most pixels",
+    "NO_CONTINUUM": "All template weights are zero: the continuum is polynomial only",
+    "BAD_REDSHIFT": "The input redshift is missing or not finite; no results",
+}
+LINE_FLAG_DOCS = {
+    "NOT_IN_RANGE": "The line is outside the fitted wavelength range",
+    "NO_GOOD_PIXELS": "Too few good pixels on the line; no results",
+    "ZERO_FLUX": "The non-negativity bound is active: flux 0, flux_err is an upper-limit scale",
+    "TIED_FLUX": "Flux fixed to its doublet partner by the atomic ratio",
+    "SIGMA_AT_BOUND": "The dispersion of the line's kinematic group is at a bound",
+    "KINEMATICS_UNCONSTRAINED": "No line of the kinematic group has flux: velocity and sigma undefined",
+    "SPECTRUM_FAILED": "The spectrum's fit failed; no results",
+    "NO_CONTINUUM": "The continuum at the line is not positive: no equivalent width",
+}
+_FAILED = SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT
+
+
+class LinesParams(BaseModel):
+    """Parameters of the `lines` fit; any change makes a new run (new parameter hash)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    degree: int = Field(8, ge=-1, le=20, description="Additive Legendre degree of the stellar fit")
+    gas_degree: int = Field(8, ge=-1, le=20, description="Additive Legendre degree under the emission lines")
+    default_resolution: float = Field(2000.0, gt=0, description="R used where a spectrum gives none")
+    fit_gas: bool = Field(True, description="Fit emission lines (False: stellar kinematics only)")
+    clip_sigma: float = Field(3.0, gt=0, description="Outlier clipping threshold of the stellar fit")
+    templates: str = Field("mileshc", description="Stellar template library")
+
+
+@dataclass
+class LinesBatch:
+    spectrum_ids: list[int]
+    spectra: SpectraBatch
+
+
+def _num(value: Any) -> float | None:
+    """NaN (no result) becomes NULL in the database."""
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+class LinesTask:
+    name: ClassVar[str] = "lines"
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[BaseModel]] = LinesParams
+    result_tables: ClassVar[tuple[ResultTable, ...]] = (
+        ResultTable(
+            "stellar_kinematics",
+            (("spectrum_id", "int8"), ("z", "float8"), ("velocity", "float8"), ("velocity_err", "float8"),
+             ("sigma", "float8"), ("sigma_err", "float8"), ("chi2", "float8"), ("stellar_chi2", "float8"),
+             ("snr", "float8"), ("n_pixels", "int4"), ("flags", "int4")),
+        ),
+        ResultTable(
+            "line_measurement",
+            (("spectrum_id", "int8"), ("line", "text"), ("z", "float8"), ("velocity", "float8"),
+             ("velocity_err", "float8"), ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"),
+             ("flux_err", "float8"), ("ew", "float8"), ("snr", "float8"), ("flags", "int4")),
+        ),
+    )
+    flags: ClassVar[tuple[FlagDoc, ...]] = FlagDoc.from_enum(
+        "stellar_kinematics", "flags", SpectrumFlag, SPECTRUM_FLAG_DOCS
+    ) + FlagDoc.from_enum("line_measurement", "flags", LineFlag, LINE_FLAG_DOCS)
+
+    def __init__(self) -> None:
+        self._grids: dict[int, np.ndarray] = {}
+
+    # ----------------------------------------------------------------- database side
+
+    def pending(self, session: Session, params: BaseModel, *, run_id: int, params_hash: str, limit: int) -> list[int]:
+        # Ordered by wavelength grid so that a batch shares one grid (little padding).
+        return pending_inputs(
+            session,
+            inputs_sql="SELECT id, wave_grid_id FROM spectrum WHERE n_pix > 0",
+            result_table="stellar_kinematics",
+            task=self.name, version=self.version, params_hash=params_hash, run_id=run_id, limit=limit,
+            order_by="i.wave_grid_id, i.id",
+        )
+
+    def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
+        return []  # reads ingested pixels only
+
+    def model_files(self, params: BaseModel) -> dict[str, Path]:
+        root = Path(str(importlib.resources.files("skyledger.compute.templates") / "mileshc"))
+        return {f"mileshc/{p.name}": p for p in sorted(root.glob("MILESHC_*.fits"))}
+
+    def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> LinesBatch:
+        rows = session.execute(
+            text(
+                "SELECT id, wave_grid_id, z, flux, ivar, mask, resolution FROM spectrum "
+                "WHERE id = ANY(:ids) ORDER BY wave_grid_id, id"
+            ),
+            {"ids": list(input_ids)},
+        ).all()
+        missing = sorted({r.wave_grid_id for r in rows} - set(self._grids))
+        if missing:
+            for gid, wave in session.execute(
+                text("SELECT id, wave FROM wavelength_grid WHERE id = ANY(:ids)"), {"ids": missing}
+            ):
+                self._grids[gid] = np.asarray(wave, dtype=np.float64)
+        n = max(self._grids[r.wave_grid_id].size for r in rows)
+        b = len(rows)
+        wave = np.full((b, n), np.nan)
+        flux = np.zeros((b, n), np.float32)
+        ivar = np.zeros((b, n), np.float32)
+        mask = np.ones((b, n), np.int32)  # padding is masked
+        res = np.full((b, n), np.nan, np.float32)
+        z = np.full(b, np.nan)
+        for i, r in enumerate(rows):
+            w = self._grids[r.wave_grid_id]
+            k = w.size
+            wave[i, :k] = w
+            flux[i, :k] = r.flux
+            ivar[i, :k] = r.ivar
+            mask[i, :k] = 0 if r.mask is None else np.asarray(r.mask, np.int32)
+            if r.resolution is not None:
+                res[i, :k] = r.resolution
+            if r.z is not None:
+                z[i] = r.z
+        return LinesBatch([r.id for r in rows], SpectraBatch(wave=wave, flux=flux, ivar=ivar, redshift=z, mask=mask, resolution=res))
+
+    # ----------------------------------------------------------------- numerics
+
+    @staticmethod
+    def fit_config(params: LinesParams) -> FitConfig:
+        return FitConfig(
+            degree=params.degree,
+            gas_degree=params.gas_degree,
+            default_resolution=params.default_resolution,
+            fit_gas=params.fit_gas,
+            clip_sigma=params.clip_sigma,
+        )
+
+    def compute(self, batch: LinesBatch, params: BaseModel, device: str) -> TaskOutput:
+        assert isinstance(params, LinesParams)
+        result = fit_spectra(batch.spectra, TemplateLibrary.mileshc(), self.fit_config(params), device=device)
+        kin, lines = [], []
+        for i, sid in enumerate(batch.spectrum_ids):
+            kin.append((
+                sid, _num(result.z[i]), _num(result.velocity[i]), _num(result.velocity_err[i]), _num(result.sigma[i]),
+                _num(result.sigma_err[i]), _num(result.chi2_dof[i]), _num(result.stellar_chi2_dof[i]),
+                _num(result.snr[i]), int(result.n_pixels[i]), int(result.flags[i]),
+            ))
+            for j, line in enumerate(result.line_ids):
+                lflags = int(result.line_flags[i, j])
+                if lflags & LineFlag.NOT_IN_RANGE:
+                    continue  # the line is not in this spectrum: no row
+                lines.append((
+                    sid, line, _num(result.line_z[i, j]), _num(result.line_velocity[i, j]),
+                    _num(result.line_velocity_err[i, j]), _num(result.line_sigma[i, j]), _num(result.line_sigma_err[i, j]),
+                    _num(result.line_flux[i, j]), _num(result.line_flux_err[i, j]), _num(result.line_ew[i, j]),
+                    _num(result.line_snr[i, j]), lflags,
+                ))
+        n_flagged = int(np.count_nonzero(np.asarray(result.flags) & int(_FAILED)))
+        return TaskOutput(rows={"stellar_kinematics": kin, "line_measurement": lines}, n_inputs=len(kin), n_flagged=n_flagged)

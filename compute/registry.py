@@ -1,0 +1,24 @@
+"""Every compute task by name, in the order the nightly flow runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from skyledger.schema.errors import ConfigError
+
+from .lines import LinesTask
+from .task import Task
+
+__all__ = ["TASKS", "get_task"]
+
+#: name -> factory; upstream tasks first (abundances read the lines' results).
+TASKS: dict[str, Callable[[], Task]] = {
+    LinesTask.name: LinesTask,
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None

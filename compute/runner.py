@@ -1,0 +1,138 @@
+"""Running a task: page pending inputs, compute on the device, COPY results back.
+
+Each batch is its own transaction (results plus the run's heartbeat), so a long run
+makes progress that survives; the run itself turns ``succeeded`` only in the final
+transaction. A batch that raises fails the run; the caller (a Prefect task with
+retries, or the operator) runs it again and the new run picks up every input that
+has no result from a succeeded run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from skyledger.schema.database import Database
+from skyledger.schema.pgcopy import copy_rows
+
+from . import runs
+from .task import Task, TaskOutput, register_flags
+
+__all__ = ["RunSummary", "process", "BatchExecutor"]
+
+_log = logging.getLogger(__name__)
+
+#: How one batch is executed: ``executor(fn)`` must call ``fn()`` and return its value.
+#: Flows pass a Prefect task with retries; the CLI calls it directly.
+BatchExecutor = Callable[[Callable[[], int]], int]
+
+
+@dataclass
+class RunSummary:
+    run_id: int | None
+    task: str
+    version: int
+    status: str
+    n_inputs: int = 0
+    n_results: int = 0
+    n_flagged: int = 0
+    seconds: float = 0.0
+
+
+def _direct(fn: Callable[[], int]) -> int:
+    return fn()
+
+
+def process(
+    db: Database,
+    task: Task,
+    params: BaseModel | None = None,
+    *,
+    device: str = "cpu",
+    limit: int | None = None,
+    batch_size: int = 64,
+    flow_run_id: str | None = None,
+    executor: BatchExecutor = _direct,
+    on_batch: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Process every pending input of ``task`` (at most ``limit``) in one new run.
+
+    Returns without creating a run when nothing is pending.
+    """
+    params = params or task.Params()
+    param_dict = params.model_dump(mode="json")
+    phash = runs.params_hash(param_dict)
+    started = time.perf_counter()
+    with db.session() as session:
+        runs.reap_abandoned_runs(session, task.name)
+        first = task.pending(session, params, run_id=-1, params_hash=phash, limit=1)
+    if not first:
+        return RunSummary(None, task.name, task.version, "nothing to do")
+    with db.session() as session:
+        register_flags(session, task.flags)
+        model_sha = {name: runs.file_sha256(path) for name, path in sorted(task.model_files(params).items())}
+        upstream = task.upstream_runs(session, [])
+        info = runs.start_run(
+            session, task=task.name, version=task.version, params=param_dict, model_sha256=model_sha,
+            upstream_run_ids=upstream, device=device, prefect_flow_run_id=flow_run_id,
+        )
+    summary = RunSummary(info.id, task.name, task.version, "running")
+
+    def one_batch(size: int) -> int:
+        with db.session() as session:
+            ids = task.pending(session, params, run_id=info.id, params_hash=phash, limit=size)
+            if not ids:
+                return 0
+            batch = task.load(session, ids, params)
+        output = task.compute(batch, params, device)  # no database access in here
+        _write(db, task, info.id, output)
+        summary.n_inputs += output.n_inputs
+        summary.n_flagged += output.n_flagged
+        summary.n_results += sum(len(r) for r in output.rows.values())
+        return len(ids)
+
+    try:
+        while limit is None or summary.n_inputs < limit:
+            size = batch_size if limit is None else min(batch_size, limit - summary.n_inputs)
+            done = executor(lambda: one_batch(size))
+            if done == 0:
+                break
+            if on_batch is not None:
+                on_batch(done)
+        with db.session() as session:
+            runs.finish_run(session, info.id)
+    except BaseException as err:
+        # Record why, then let the error go on: the run stays visibly unfinished.
+        message = "".join(traceback.format_exception_only(type(err), err)).strip()
+        try:
+            with db.session() as session:
+                runs.fail_run(session, info.id, message)
+        except Exception:  # the database may be what failed; the run then stays 'running'
+            _log.exception("could not mark run %s as failed", info.id)
+        raise
+    summary.status = "succeeded"
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _write(db: Database, task: Task, run_id: int, output: TaskOutput) -> None:
+    with db.session() as session:
+        conn = session.connection().connection.driver_connection
+        for table in task.result_tables:
+            rows = output.rows.get(table.name, [])
+            if rows:
+                copy_rows(conn, table.name, (("run_id", "int8"),) + table.columns, ((run_id, *row) for row in rows))
+        runs.heartbeat(
+            session, run_id, inputs=output.n_inputs, results=sum(len(r) for r in output.rows.values()),
+            flagged=output.n_flagged,
+        )
+
+
+def describe(summary: RunSummary) -> dict[str, Any]:
+    return {k: getattr(summary, k) for k in ("run_id", "task", "version", "status", "n_inputs", "n_results", "n_flagged")}

@@ -1,0 +1,164 @@
+"""Run bookkeeping: every execution of a task is an immutable ``run`` row.
+
+A run starts as ``running``, writes its results batch by batch, and becomes
+``succeeded`` (and joins the ``current`` collection) in one transaction at the very
+end, or ``failed`` with the error. A run whose process died stays ``running`` until a
+later process sees its heartbeat is stale and marks it ``failed``; its rows are never
+shown through a collection, and the next run redoes its inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from skyledger.schema.pgcopy import to_json
+
+__all__ = [
+    "RunInfo",
+    "params_hash",
+    "code_version",
+    "file_sha256",
+    "start_run",
+    "heartbeat",
+    "finish_run",
+    "fail_run",
+    "reap_abandoned_runs",
+    "create_collection",
+    "CURRENT",
+]
+
+CURRENT = "current"
+#: A running run whose heartbeat is older than this is taken for dead.
+STALE_AFTER_S = 600
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    task: str
+    version: int
+    params_hash: str
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the parameters (sorted keys, no spaces)."""
+    canonical = json.dumps(json.loads(to_json(params)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version, plus the git commit when running from a checkout."""
+    version = f"skyledger {package_version('skyledger')}"
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if commit.returncode == 0 and commit.stdout.strip():
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{version} ({commit.stdout.strip()}{'-dirty' if dirty else ''})"
+    return version
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def start_run(
+    session: Session,
+    *,
+    task: str,
+    version: int,
+    params: dict[str, Any],
+    model_sha256: dict[str, str],
+    upstream_run_ids: list[int],
+    device: str,
+    prefect_flow_run_id: str | None,
+) -> RunInfo:
+    phash = params_hash(params)
+    run_id = session.execute(
+        text(
+            "INSERT INTO run (task, version, params, params_hash, code_version, model_sha256, upstream_run_ids, "
+            "device, host, status, prefect_flow_run_id, heartbeat_at) VALUES (:t, :v, CAST(:p AS jsonb), :h, :c, "
+            "CAST(:m AS jsonb), CAST(:u AS bigint[]), :d, :host, 'running', :f, now()) RETURNING id"
+        ),
+        {"t": task, "v": version, "p": to_json(params), "h": phash, "c": code_version(), "m": to_json(model_sha256),
+         "u": upstream_run_ids, "d": device, "host": f"{socket.gethostname()}:{os.getpid()}", "f": prefect_flow_run_id},
+    ).scalar_one()
+    return RunInfo(id=run_id, task=task, version=version, params_hash=phash)
+
+
+def heartbeat(session: Session, run_id: int, *, inputs: int, results: int, flagged: int) -> None:
+    session.execute(
+        text(
+            "UPDATE run SET heartbeat_at = now(), n_inputs = n_inputs + :i, n_results = n_results + :r, "
+            "n_flagged = n_flagged + :f WHERE id = :id AND status = 'running'"
+        ),
+        {"i": inputs, "r": results, "f": flagged, "id": run_id},
+    )
+
+
+def finish_run(session: Session, run_id: int) -> None:
+    """Mark the run succeeded and put it at the head of ``current``, atomically."""
+    updated = session.execute(
+        text("UPDATE run SET status = 'succeeded', finished_at = now() WHERE id = :id AND status = 'running'"),
+        {"id": run_id},
+    ).rowcount
+    if updated != 1:
+        raise RuntimeError(f"run {run_id} is no longer running (was it reaped as abandoned?)")
+    session.execute(
+        text("INSERT INTO collection_run (collection_id, run_id) SELECT id, :r FROM collection WHERE name = :c"),
+        {"r": run_id, "c": CURRENT},
+    )
+
+
+def fail_run(session: Session, run_id: int, error: str) -> None:
+    session.execute(
+        text("UPDATE run SET status = 'failed', error = :e, finished_at = now() WHERE id = :id AND status = 'running'"),
+        {"e": error[:4000], "id": run_id},
+    )
+
+
+def reap_abandoned_runs(session: Session, task: str) -> int:
+    """Mark runs of ``task`` whose heartbeat went stale as failed; returns how many."""
+    return session.execute(
+        text(
+            "UPDATE run SET status = 'failed', finished_at = now(), "
+            "error = 'abandoned: no heartbeat since ' || heartbeat_at::text "
+            "WHERE task = :t AND status = 'running' AND heartbeat_at < now() - make_interval(secs => :s)"
+        ),
+        {"t": task, "s": STALE_AFTER_S},
+    ).rowcount
+
+
+def create_collection(session: Session, name: str, run_ids: list[int], description: str | None = None) -> int:
+    """A named collection over the given runs, searched in the order given."""
+    collection_id = session.execute(
+        text("INSERT INTO collection (name, description) VALUES (:n, :d) RETURNING id"), {"n": name, "d": description}
+    ).scalar_one()
+    for rank, run_id in enumerate(run_ids):
+        session.execute(
+            text("INSERT INTO collection_run (collection_id, run_id, rank) VALUES (:c, :r, :k)"),
+            {"c": collection_id, "r": run_id, "k": rank},
+        )
+    return collection_id

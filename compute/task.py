@@ -1,0 +1,141 @@
+"""The protocol every compute task follows, and the pieces tasks share.
+
+A task is a name, a hand-bumped version, a typed parameter model, a pending query (an
+anti-join: inputs without a result at this version and parameter hash), a loader that
+turns a page of inputs into arrays, and a numeric ``compute`` that turns arrays into
+result rows with no database access.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+__all__ = ["FlagDoc", "ResultTable", "Task", "TaskOutput", "pending_inputs", "register_flags", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """A results table: its name and its COPY columns after ``run_id`` (name, PostgreSQL type).
+
+    The first column after ``run_id`` is the input key (``spectrum_id``); results are never
+    updated in place, so (run_id, input, ...) is the primary key.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class FlagDoc:
+    table: str
+    column: str
+    value: int
+    name: str
+    description: str
+
+    @classmethod
+    def from_enum(cls, table: str, column: str, enum_cls: type[enum.IntFlag], docs: Mapping[str, str]) -> tuple[FlagDoc, ...]:
+        """One FlagDoc per member; ``docs`` must describe every member (a test checks it)."""
+        return tuple(cls(table, column, int(m), m.name, docs[m.name]) for m in enum_cls)
+
+
+@dataclass
+class TaskOutput:
+    """Rows per result table (without ``run_id``), and how many inputs carry a failure flag."""
+
+    rows: dict[str, list[tuple[Any, ...]]]
+    n_inputs: int
+    n_flagged: int
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: ClassVar[str]
+    version: ClassVar[int]
+    Params: ClassVar[type[BaseModel]]
+    #: The table whose rows mark an input as done (checked by the pending anti-join).
+    result_tables: ClassVar[tuple[ResultTable, ...]]
+    #: Every flag bit the task writes, for flag_definition.
+    flags: ClassVar[tuple[FlagDoc, ...]]
+
+    def pending(self, session: Session, params: BaseModel, *, run_id: int, params_hash: str, limit: int) -> list[int]:
+        """Inputs with no result at this version and params hash (succeeded runs or this one)."""
+        ...
+
+    def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
+        """Runs whose results these inputs were read from."""
+        ...
+
+    def model_files(self, params: BaseModel) -> dict[str, Path]:
+        """Files (weights, templates) whose sha256 the run records."""
+        ...
+
+    def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> Any:
+        """Read the inputs into arrays (the only database access of a batch)."""
+        ...
+
+    def compute(self, batch: Any, params: BaseModel, device: str) -> TaskOutput:
+        """Pure numerics: arrays in, result rows out."""
+        ...
+
+
+def pending_inputs(
+    session: Session,
+    *,
+    inputs_sql: str,
+    result_table: str,
+    task: str,
+    version: int,
+    params_hash: str,
+    run_id: int,
+    limit: int,
+    order_by: str = "i.id",
+    bind: Mapping[str, Any] | None = None,
+) -> list[int]:
+    """Ids from ``inputs_sql`` (a query selecting ``id`` aliased as table ``i``) that have no
+    row in ``result_table`` from a succeeded run, or from ``run_id``, of this task version
+    and parameter hash. Results of failed or abandoned runs do not count: they are redone."""
+    query = (
+        f"SELECT i.id FROM ({inputs_sql}) AS i WHERE NOT EXISTS ("
+        f"SELECT 1 FROM {result_table} AS res JOIN run AS r ON r.id = res.run_id "
+        "WHERE res.spectrum_id = i.id AND r.task = :task AND r.version = :version AND r.params_hash = :phash "
+        "AND (r.status = 'succeeded' OR r.id = :run_id)) "
+        f"ORDER BY {order_by} LIMIT :limit"
+    )
+    params = {"task": task, "version": version, "phash": params_hash, "run_id": run_id, "limit": limit}
+    params.update(bind or {})
+    return list(session.execute(text(query), params).scalars())
+
+
+def register_flags(session: Session, flags: Sequence[FlagDoc]) -> None:
+    """Upsert every flag bit a task writes into flag_definition."""
+    for f in flags:
+        session.execute(
+            text(
+                "INSERT INTO flag_definition (table_name, column_name, bit, name, description) "
+                "VALUES (:t, :c, :b, :n, :d) ON CONFLICT (table_name, column_name, bit) "
+                "DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description"
+            ),
+            {"t": f.table, "c": f.column, "b": f.value.bit_length() - 1, "n": f.name, "d": f.description},
+        )
+
+
+def resolve_device(setting: str) -> str:
+    """``auto`` means cuda when torch sees a GPU, else cpu; anything else is used as given."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        from skyledger.schema.errors import ConfigError
+
+        raise ConfigError(f"SKYLEDGER_DEVICE={setting} but torch sees no CUDA device; use cpu or auto")
+    return setting

@@ -1,0 +1,1 @@
+"""Stellar template libraries shipped with skyledger (data only; see ``mileshc/README.md``)."""

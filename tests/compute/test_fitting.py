@@ -1,0 +1,240 @@
+"""Tests of the batched spectral fit (``skyledger.compute.fitting``): no database needed."""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+from skyledger.compute.fitting import (
+    FitConfig,
+    LineFlag,
+    SpectraBatch,
+    SpectrumFlag,
+    TemplateLibrary,
+    fit_spectra,
+    nnls_gram,
+)
+from skyledger.compute.fitting.kernels import losvd_fourier, lsf_match
+from skyledger.compute.fitting.synthetic import make_synthetic
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def lib() -> TemplateLibrary:
+    return TemplateLibrary.mileshc()
+
+
+def _sample(name: str) -> fits.HDUList:
+    path = importlib.resources.files("skyledger.ingest.sample_data") / name
+    with importlib.resources.as_file(path) as p:
+        return fits.open(p)
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def test_mileshc_ships_63_templates(lib: TemplateLibrary) -> None:
+    assert lib.flux.shape == (63, 4300)
+    assert lib.wave_air[0] == pytest.approx(3540.5)
+    lt = lib.on_log_grid(1e-4 * math.log(10))
+    # Vacuum grid starts ~1 A redder than the air one; templates normalised to median 1.
+    assert math.exp(lt.ln0) == pytest.approx(3541.47, abs=0.1)
+    assert np.allclose(np.median(lt.flux, axis=1), 1.0)
+
+
+def test_nnls_satisfies_kkt_conditions() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 200, 25, generator=gen, dtype=torch.float64)
+    y = torch.randn(16, 200, generator=gen, dtype=torch.float64)
+    g = a.transpose(1, 2) @ a
+    b = torch.einsum("bni,bn->bi", a, y)
+    nonneg = torch.ones(25, dtype=torch.bool)
+    nonneg[20:] = False  # the last five are free (polynomial-like)
+    enabled = torch.ones(16, 25, dtype=torch.bool)
+    enabled[:, 3] = False
+    x, passive, done = nnls_gram(g, b, nonneg, enabled)
+    grad = b - torch.einsum("bij,bj->bi", g, x)
+    assert bool(done.all())
+    assert bool((x[:, :20] >= 0).all())
+    assert bool((x[:, 3] == 0).all())
+    at_zero = (x == 0) & nonneg & enabled
+    assert float(grad[at_zero].max()) < 1e-8  # no descent direction left at the bound
+    inside = (x != 0) | ~nonneg
+    assert float(grad[inside].abs().max()) < 1e-8
+    assert bool(((x[:, :20] > 0) <= passive[:, :20]).all())
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.8, 2.5])
+def test_losvd_fourier_shift_width_and_derivatives(sigma: float) -> None:
+    n = 256
+    f64 = torch.float64
+
+    def kernel(shift: float, sig: float) -> torch.Tensor:
+        return torch.fft.irfft(losvd_fourier(n, torch.tensor([shift], dtype=f64), torch.tensor([sig], dtype=f64))[0], n=n)[0]
+
+    k0 = kernel(0.0, sigma)
+    assert float(k0.sum()) == pytest.approx(1.0, abs=1e-12)
+    # An integer shift is an exact roll, a fractional one moves the centroid.
+    assert torch.allclose(kernel(3.0, sigma), torch.roll(k0, 3), atol=1e-14)
+    if sigma >= 2:  # well sampled: the discrete moments are the continuous ones
+        k = torch.arange(n, dtype=f64)
+        k = torch.where(k > n / 2, k - n, k)
+        ks = kernel(3.3, sigma)
+        mean = float((ks * k).sum())
+        assert mean == pytest.approx(3.3, abs=1e-9)
+        assert float((ks * (k - mean) ** 2).sum()) == pytest.approx(sigma**2, abs=1e-9)
+    # Analytic derivatives against finite differences.
+    sh, sg, eps = torch.tensor([3.3], dtype=f64), torch.tensor([sigma], dtype=f64), 1e-6
+    h, hv, hs = losvd_fourier(n, sh, sg, derivatives=True)
+    assert torch.allclose((losvd_fourier(n, sh + eps, sg)[0] - h) / eps, hv, atol=1e-5)
+    assert torch.allclose((losvd_fourier(n, sh, sg + eps)[0] - h) / eps, hs, atol=1e-5)
+
+
+def test_lsf_match_has_exact_variance() -> None:
+    for s in (0.4, 0.9, 1.7):
+        t = torch.zeros(1, 101, dtype=torch.float64)
+        t[0, 50] = 1.0
+        out = lsf_match(t, torch.full((1, 101), s, dtype=torch.float64))[0, 0]
+        k = torch.arange(101, dtype=torch.float64) - 50
+        assert float((out * k * k).sum() / out.sum()) == pytest.approx(s * s, rel=2e-3)
+
+
+# ---------------------------------------------------------------- synthetic truth
+
+
+def test_noiseless_synthetic_recovers_truth(lib: TemplateLibrary) -> None:
+    batch, truth = make_synthetic(4, snr=1e6, seed=3, templates=lib)
+    res = fit_spectra(batch, lib, FitConfig())
+    assert (res.flags == 0).all()
+    np.testing.assert_allclose(res.velocity, truth.velocity, atol=0.5)
+    np.testing.assert_allclose(res.sigma, truth.sigma, rtol=0.01)
+    for lid in ("HB4861", "HA6563", "OIII5007", "NII6584", "SII6716", "OIII4363"):
+        j = res.line_index(lid)
+        np.testing.assert_allclose(res.line_flux[:, j], truth.line_flux[lid], rtol=0.01, err_msg=lid)
+    j = res.line_index("HA6563")
+    np.testing.assert_allclose(res.line_sigma[:, j], truth.gas_sigma[:, 0], atol=1.0)
+    np.testing.assert_allclose(res.line_velocity[:, j] + res.velocity, truth.gas_velocity[:, 0], atol=0.5)
+    # Tied doublet: exactly the fixed ratio.
+    k, m = res.line_index("OIII4959"), res.line_index("OIII5007")
+    np.testing.assert_allclose(res.line_flux[:, k] / res.line_flux[:, m], 1 / 2.98)
+    assert (res.line_flags[:, k] & LineFlag.TIED_FLUX).all()
+
+
+def test_pulls_have_unit_width(lib: TemplateLibrary) -> None:
+    batch, truth = make_synthetic(16, snr=25, seed=11, templates=lib)
+    res = fit_spectra(batch, lib, FitConfig())
+    assert (res.flags == 0).all()
+    pulls = {
+        "V": (res.velocity - truth.velocity) / res.velocity_err,
+        "sigma": (res.sigma - truth.sigma) / res.sigma_err,
+    }
+    for lid in ("HB4861", "HA6563", "OIII5007", "NII6584"):
+        j = res.line_index(lid)
+        pulls[lid] = (res.line_flux[:, j] - truth.line_flux[lid]) / res.line_flux_err[:, j]
+    j = res.line_index("OIII5007")
+    pulls["gas V"] = (res.line_velocity[:, j] + res.velocity - truth.gas_velocity[:, 1]) / res.line_velocity_err[:, j]
+    for name, p in pulls.items():
+        assert np.isfinite(p).all(), name
+        # 16 draws: the sample mean of unit pulls has sd 0.25, the sample sd ~0.18.
+        assert abs(np.mean(p)) < 0.75, (name, np.mean(p))
+        assert 0.5 < np.std(p) < 1.6, (name, np.std(p))
+    assert np.all(np.abs(res.chi2_dof - 1) < 0.1)
+
+
+def test_line_flags_out_of_range_and_zero_flux(lib: TemplateLibrary) -> None:
+    batch, _ = make_synthetic(3, snr=40, seed=5, templates=lib, with_lines=False)
+    res = fit_spectra(batch, lib, FitConfig())
+    j = res.line_index("SIII9532")  # beyond the MILES range
+    assert (res.line_flags[:, j] & LineFlag.NOT_IN_RANGE).all()
+    assert np.isnan(res.line_flux[:, j]).all()
+    fluxes = res.line_flux[:, [res.line_index(x) for x in ("HB4861", "HA6563", "OIII5007")]]
+    errs = res.line_flux_err[:, [res.line_index(x) for x in ("HB4861", "HA6563", "OIII5007")]]
+    assert (fluxes >= 0).all() and (errs > 0).all()
+    assert (fluxes < 4 * errs).all()  # consistent with no line
+    assert (res.line_flags & LineFlag.ZERO_FLUX).any()
+
+
+def test_linear_wavelength_grid_is_rebinned(lib: TemplateLibrary) -> None:
+    batch, truth = make_synthetic(2, snr=80, seed=7, templates=lib)
+    wave = np.asarray(batch.wave)
+    lin = np.stack([np.linspace(w[0], w[-1], w.size) for w in wave])
+    flux = np.stack([np.interp(lw, w, f) for lw, w, f in zip(lin, wave, np.asarray(batch.flux), strict=True)])
+    ivar = np.asarray(batch.ivar)
+    res_lin = fit_spectra(SpectraBatch(wave=lin, flux=flux, ivar=ivar, redshift=batch.redshift,
+                                       resolution=batch.resolution), lib, FitConfig())  # fmt: skip
+    assert (res_lin.flags == 0).all()
+    assert (np.abs(res_lin.velocity - truth.velocity) < 4 * res_lin.velocity_err + 2).all()
+
+
+# ---------------------------------------------------------------- real spectra
+
+
+def test_manga_unfittable_spectrum_is_flagged_not_fatal(lib: TemplateLibrary) -> None:
+    with _sample("MaNGA_test_spectra.fits.gz") as h:
+        wave = np.broadcast_to(h["WAVE"].data, h["FLUX"].data.shape).astype(float)
+        batch = SpectraBatch(wave=wave, flux=h["FLUX"].data.astype(float), ivar=h["IVAR"].data.astype(float),
+                             mask=h["MASK"].data, resolution=h["SRES"].data.astype(float),
+                             redshift=h["Z"].data.astype(float))  # fmt: skip
+        res = fit_spectra(batch, lib, FitConfig(fit_gas=False))
+    assert res.flags[5] & SpectrumFlag.NO_GOOD_PIXELS
+    assert np.isnan(res.velocity[5]) and np.isnan(res.sigma[5])
+    assert (res.line_flags[5] & LineFlag.SPECTRUM_FAILED).all()
+    others = [i for i in range(8) if i != 5]
+    assert np.isfinite(res.velocity[others]).all()
+    # Stellar kinematics of the bright spaxels against pPXF 9.5.2 (benchmarks/compare_ppxf.py).
+    ppxf_v = {0: 17.6, 1: -3.9, 2: -6.9, 3: 62.5, 4: 19.5}
+    ppxf_s = {0: 303.4, 1: 121.4, 2: 246.4, 3: 171.3, 4: 209.2}
+    for i in ppxf_v:
+        assert res.velocity[i] == pytest.approx(ppxf_v[i], abs=10)
+        assert res.sigma[i] == pytest.approx(ppxf_s[i], rel=0.1)
+
+
+def test_broken_inputs_never_stop_the_batch(lib: TemplateLibrary) -> None:
+    batch, truth = make_synthetic(4, snr=30, seed=2, templates=lib)
+    flux = np.array(batch.flux)
+    z = np.array(batch.redshift)
+    flux[1] = np.nan  # no finite pixel
+    z[2] = np.nan  # no redshift
+    ivar = np.array(batch.ivar)
+    ivar[3, 50:] = 0  # only a few good pixels left
+    res = fit_spectra(SpectraBatch(wave=batch.wave, flux=flux, ivar=ivar, redshift=z, resolution=batch.resolution),
+                      lib, FitConfig())  # fmt: skip
+    assert res.flags[0] == 0 and abs(res.velocity[0] - truth.velocity[0]) < 15
+    assert res.flags[1] & SpectrumFlag.NO_GOOD_PIXELS
+    assert res.flags[2] & SpectrumFlag.BAD_REDSHIFT
+    assert res.flags[3] & SpectrumFlag.TOO_FEW_PIXELS
+    assert np.isnan(res.velocity[1:]).all() and np.isnan(res.line_flux[1:]).all()
+
+
+def test_sdss_ngc3073_agrees_with_ppxf(lib: TemplateLibrary) -> None:
+    with _sample("NGC3073_SDSS_DR18.fits") as h:
+        d = h["COADD"].data
+        sig_ln = d["wdisp"].astype(float) * 1e-4 * math.log(10)
+        res_r = np.where(sig_ln > 0, 1 / (math.sqrt(8 * math.log(2)) * np.where(sig_ln > 0, sig_ln, 1)), np.nan)
+        batch = SpectraBatch(wave=10 ** d["loglam"][None].astype(float), flux=d["flux"][None].astype(float),
+                             ivar=d["ivar"][None].astype(float), mask=d["and_mask"][None], resolution=res_r[None],
+                             redshift=np.array([float(h["SPECOBJ"].data["Z"][0])]))  # fmt: skip
+    res = fit_spectra(batch, lib, FitConfig())
+    assert res.flags[0] & ~SpectrumFlag.TEMPLATE_RES_WORSE == 0
+    # pPXF 9.5.2, same templates and settings (benchmarks/compare_ppxf.py): V = 20.5 km/s,
+    # Halpha/Hbeta = 4.674, [OIII]5007/Hbeta = 0.960, [NII]6584/Halpha = 0.3155.
+    assert res.velocity[0] == pytest.approx(20.5, abs=10)
+    f = {lid: res.line_flux[0, res.line_index(lid)] for lid in ("HB4861", "HA6563", "OIII5007", "NII6584")}
+    assert f["HA6563"] / f["HB4861"] == pytest.approx(4.674, rel=0.05)
+    assert f["OIII5007"] / f["HB4861"] == pytest.approx(0.960, rel=0.05)
+    assert f["NII6584"] / f["HA6563"] == pytest.approx(1.4746 / 4.6735, rel=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(lib: TemplateLibrary) -> None:
+    batch, _ = make_synthetic(4, snr=30, seed=9, templates=lib)
+    a = fit_spectra(batch, lib, FitConfig(), "cpu")
+    b = fit_spectra(batch, lib, FitConfig(), "cuda")
+    np.testing.assert_allclose(a.velocity, b.velocity, atol=1e-3)
+    np.testing.assert_allclose(a.line_flux, b.line_flux, rtol=1e-5)
