@@ -18,7 +18,9 @@ def demo_config() -> IngestConfig:
         root=root,
         surveys=(
             SurveySpec(name="sdss-dr18", reader="sdss", location=root, glob="*_SDSS_DR18.fits"),
-            SurveySpec(name="legac-dr3", reader="eso_phase3", location=root, glob="legac_*.fits"),
+            # The LEGA-C file carries no redshift: the survey's value for M19_56670 (as used
+            # in the pPXF LEGA-C example) goes in the configuration, as an operator would.
+            SurveySpec(name="legac-dr3", reader="eso_phase3", location=root, glob="legac_*.fits", options={"z": 0.6686}),
             SurveySpec(name="manga-dap-test", reader="manga_rss", location=root, glob="MaNGA_*.fits.gz"),
         ),
     )

@@ -62,9 +62,19 @@ def ingest_survey(survey: str, config: str | None = None) -> dict[str, Any]:
     return _report(summary)
 
 
+def _compute_markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["", "## Compute", "", "| task | version | run | status | inputs | results | flagged |", "|---|---:|---:|---|---:|---:|---:|"]
+    lines += [
+        f"| {r['task']} | {r['version']} | {r['run_id'] or ''} | {r['status']} | {r['n_inputs']} | {r['n_results']} | {r['n_flagged']} |"
+        for r in results
+    ]
+    return "\n".join(lines)
+
+
 @flow(name="nightly")
-def nightly(config: str | None = None, surveys: list[str] | None = None) -> dict[str, Any]:
-    """Every configured survey (or those named), then a summary artifact.
+def nightly(config: str | None = None, surveys: list[str] | None = None, process: bool = True) -> dict[str, Any]:
+    """Every configured survey (or those named), then every compute task on what is
+    pending (unless ``process`` is false), then a summary artifact.
 
     A PostgreSQL advisory lock keeps two nightly runs from overlapping: a second one
     exits at once, saying so.
@@ -82,7 +92,15 @@ def nightly(config: str | None = None, surveys: list[str] | None = None) -> dict
             summary = BatchSummary(batch_id or "nightly")
             for name in names:
                 summary.outcomes += _run_survey(db, settings, name, batch_id).outcomes
-            create_markdown_artifact(summary.markdown(), key="nightly-summary", description="skyledger nightly ingest")
-            return {"status": "completed", **_report(summary)}
+            computed: list[dict[str, Any]] = []
+            markdown = summary.markdown()
+            if process:
+                # Imported here: ingest does not depend on compute, only the nightly chain does.
+                from skyledger.compute.flows import process_tasks
+
+                computed = process_tasks()
+                markdown += _compute_markdown(computed)
+            create_markdown_artifact(markdown, key="nightly-summary", description="skyledger nightly ingest and compute")
+            return {"status": "completed", **_report(summary), "compute": computed}
     finally:
         db.dispose()

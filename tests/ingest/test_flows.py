@@ -156,7 +156,7 @@ def test_ingest_survey_of_an_unknown_survey_fails(flow_env, tmp_path):
 
 def test_nightly_ingests_every_survey_and_publishes_a_summary(flow_env, fresh_database, tmp_path):
     config = survey_config(tmp_path / "surveys")
-    state = nightly(config=str(config), return_state=True)
+    state = nightly(config=str(config), process=False, return_state=True)
     assert state.is_completed(), state
     result = state.result()
     assert result["status"] == "completed"
@@ -171,7 +171,7 @@ def test_nightly_ingests_every_survey_and_publishes_a_summary(flow_env, fresh_da
     assert "| 3 | 0 | 0 | 0 | 3 |" in artifact.data  # loaded, unchanged, duplicate, rejected, spectra
 
     # The next night finds nothing new: every file is unchanged and nothing is added.
-    again = nightly(config=str(config), return_state=True)
+    again = nightly(config=str(config), process=False, return_state=True)
     assert again.is_completed(), again
     assert again.result()["counts"] == {"unchanged": 3}
     assert spectra_by_survey(fresh_database) == {"sdss-test": 2, "legac-test": 1}
@@ -181,7 +181,7 @@ def test_nightly_ingests_every_survey_and_publishes_a_summary(flow_env, fresh_da
 
 def test_nightly_named_surveys_only(flow_env, fresh_database, tmp_path):
     config = survey_config(tmp_path / "surveys")
-    result = nightly(config=str(config), surveys=["legac-test"])
+    result = nightly(config=str(config), surveys=["legac-test"], process=False)
     assert result["counts"] == {"loaded": 1}
     assert spectra_by_survey(fresh_database) == {"legac-test": 1}
 
@@ -190,7 +190,7 @@ def test_nightly_skips_while_another_holds_the_lock(flow_env, fresh_database, tm
     config = survey_config(tmp_path / "surveys")
     with advisory_lock(fresh_database.engine, NIGHTLY_LOCK) as acquired:
         assert acquired
-        state = nightly(config=str(config), return_state=True)
+        state = nightly(config=str(config), process=False, return_state=True)
         assert state.is_completed(), state  # skipping is not a failure
         result = state.result()
         assert result["status"] == "skipped"
@@ -199,7 +199,7 @@ def test_nightly_skips_while_another_holds_the_lock(flow_env, fresh_database, tm
         assert spectra_by_survey(fresh_database) == {}
         assert nightly_artifacts(state.state_details.flow_run_id) == []
     # The lock was the only reason: once it is free, the same call does the work.
-    result = nightly(config=str(config))
+    result = nightly(config=str(config), process=False)
     assert result["status"] == "completed" and result["counts"] == {"loaded": 3}
 
 
@@ -207,7 +207,7 @@ def test_nightly_rejects_a_bad_file_and_loads_the_others(flow_env, fresh_databas
     config = survey_config(tmp_path / "surveys")
     sdss = tmp_path / "surveys" / "sdss"
     bad = dict([truncated(sdss), not_fits(sdss)])
-    state = nightly(config=str(config), return_state=True)
+    state = nightly(config=str(config), process=False, return_state=True)
     assert state.is_completed(), state
     result = state.result()
     assert result["counts"] == {"loaded": 3, "rejected": 2}
@@ -329,3 +329,20 @@ def test_cli_schedule_alone_fires_its_cron(fresh_settings, fresh_database, tmp_p
     finally:
         _stop(proc)
     assert spectra_by_survey(fresh_database) == {"sdss-test": 2, "legac-test": 1}
+
+
+def test_nightly_chains_the_compute_tasks(flow_env, fresh_database, tmp_path):
+    """After ingest the nightly runs every task on what is pending and reports it."""
+    config = survey_config(tmp_path / "surveys")
+    state = nightly(config=str(config), surveys=["sdss-test"], return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    [lines] = [r for r in result["compute"] if r["task"] == "lines"]
+    assert lines["status"] == "succeeded" and lines["n_inputs"] == 2
+    with fresh_database.engine.connect() as conn:
+        fitted = conn.execute(text("SELECT count(*) FROM catalog.stellar_kinematics WHERE velocity IS NOT NULL")).scalar_one()
+        prefect_ids = conn.execute(text("SELECT prefect_flow_run_id FROM run WHERE task = 'lines'")).scalars().all()
+    assert fitted == 2
+    assert prefect_ids and all(prefect_ids)  # the run records the flow run it belongs to
+    [artifact] = nightly_artifacts(state.state_details.flow_run_id)
+    assert "## Compute" in artifact.data and "| lines | 1 |" in artifact.data
