@@ -84,15 +84,27 @@ def init(ctx: typer.Context) -> None:
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Run the whole pipeline on the bundled real data: ingest (then process and release)."""
-    from .demo import run_demo
+    from skyledger.compute.task import resolve_device
 
-    db = admin.init_database(_settings(ctx))
+    from .demo import process_demo, run_demo
+
+    settings = _settings(ctx)
+    db = admin.init_database(settings)
     try:
-        typer.echo("ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA)...")
+        typer.echo("1/2 ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA)...")
         _print_batch(run_demo(db))
+        device = resolve_device(settings.device)
+        typer.echo(f"2/2 processing on {device}...")
+        process_demo(db, device, on_task=_print_run)
         with db.session() as session:
             result = run_query(
-                session, "SELECT survey, count(*) AS spectra, sum(n_pix) AS pixels FROM catalog.spectra GROUP BY 1 ORDER BY 1"
+                session,
+                "SELECT s.survey, count(*) AS spectra, count(k.velocity) AS stellar_fits, "
+                "round(avg(k.sigma)::numeric, 1) AS mean_sigma_kms, "
+                "(SELECT count(*) FROM catalog.lines l JOIN catalog.spectra t ON t.spectrum_id = l.spectrum_id "
+                " WHERE t.survey = s.survey AND l.snr > 3) AS lines_snr_gt_3 "
+                "FROM catalog.spectra s LEFT JOIN catalog.stellar_kinematics k ON k.spectrum_id = s.spectrum_id "
+                "GROUP BY 1 ORDER BY 1",
             )
         typer.echo(format_result(result, "table"))
         _print_status(db)
@@ -213,6 +225,16 @@ def _serve_nightly(cron: str, config_path: Path) -> None:
     nightly_flow.serve(name="nightly", schedules=[Cron(cron, timezone="UTC")], parameters={"config": str(config_path)})
 
 
+def _print_run(summary) -> None:
+    if summary.run_id is None:
+        typer.echo(f"{summary.task} v{summary.version}: nothing to do")
+    else:
+        typer.echo(
+            f"{summary.task} v{summary.version}: run {summary.run_id} {summary.status}, {summary.n_inputs} inputs, "
+            f"{summary.n_results} rows, {summary.n_flagged} flagged, {summary.seconds:.1f} s"
+        )
+
+
 @app.command()
 def process(
     ctx: typer.Context,
@@ -236,13 +258,7 @@ def process(
             bar = tqdm(desc=t.name, unit="input", disable=None)
             summary = run_task(db, t, device=device, limit=limit, batch_size=batch_size, on_batch=bar.update)
             bar.close()
-            if summary.run_id is None:
-                typer.echo(f"{t.name} v{t.version}: nothing to do")
-            else:
-                typer.echo(
-                    f"{t.name} v{t.version}: run {summary.run_id} {summary.status}, {summary.n_inputs} inputs, "
-                    f"{summary.n_results} rows, {summary.n_flagged} flagged, {summary.seconds:.1f} s on {device}"
-                )
+            _print_run(summary)
     finally:
         db.dispose()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from skyledger.compute.registry import TASKS, get_task
+from skyledger.compute.runner import RunSummary, process
 from skyledger.ingest.batch import BatchSummary, ingest_surveys
 from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import Database
 
-__all__ = ["demo_config", "run_demo"]
+__all__ = ["demo_config", "run_demo", "process_demo"]
 
 
 def demo_config() -> IngestConfig:
@@ -29,3 +31,14 @@ def demo_config() -> IngestConfig:
 def run_demo(db: Database) -> BatchSummary:
     """Ingest the bundled data (a no-op when it is already in)."""
     return ingest_surveys(db, demo_config())
+
+
+def process_demo(db: Database, device: str, on_task=None) -> list[RunSummary]:
+    """Run every compute task on what is pending (nothing, the second time)."""
+    summaries = []
+    for name in TASKS:
+        summary = process(db, get_task(name), device=device, batch_size=16)
+        summaries.append(summary)
+        if on_task is not None:
+            on_task(summary)
+    return summaries

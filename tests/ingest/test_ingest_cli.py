@@ -77,13 +77,20 @@ def test_unknown_reader_is_a_usage_error(fresh_settings, survey_root):
     assert proc.returncode == 1 and "unknown reader 'nope'" in proc.stderr
 
 
-def test_demo_ingests_the_bundled_data_once(fresh_settings):
+def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
     env = cli_env(fresh_settings)
     first = run(["demo"], env)
     assert "loaded 5, unchanged 0, duplicate 0, rejected 0; 14 spectra loaded" in first.stdout
+    assert "lines v1: run 1 succeeded, 14 inputs" in first.stdout
     assert "sdss-dr18" in first.stdout and "schema version:" in first.stdout
+    engine = create_engine(fresh_settings.database_url)
+    with engine.connect() as conn:
+        fitted = conn.execute(text("SELECT count(velocity) FROM catalog.stellar_kinematics")).scalar_one()
+    engine.dispose()
+    assert fitted == 13  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
     again = run(["demo"], env)
     assert "loaded 0, unchanged 5" in again.stdout
+    assert "lines v1: nothing to do" in again.stdout
 
 
 @pytest.mark.parametrize(
