@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,9 +91,10 @@ def test_sigkill_at_random_points_leaves_whole_files_and_a_rerun_loads_the_rest(
     engine.dispose()
 
 
-def test_database_restart_mid_ingest(tmp_path, survey_dir):
+def test_database_restart_mid_ingest(survey_dir):
     """Uses a private embedded server, whatever SKYLEDGER_DATABASE_URL says, to restart it."""
-    home = Path(tmp_path) / "home"
+    # Outside pytest's basetemp, like the session's server (see tests/conftest.py).
+    home = Path(tempfile.mkdtemp(prefix="skyledger-restart-"))
     settings = Settings(home=home)
     server = embedded.start(settings.embedded_data_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYLEDGER_")} | {"SKYLEDGER_HOME": str(home)}
@@ -120,3 +123,4 @@ def test_database_restart_mid_ingest(tmp_path, survey_dir):
         engine.dispose()
     finally:
         embedded.stop(settings.embedded_data_dir)
+        shutil.rmtree(home, ignore_errors=True)
