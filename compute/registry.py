@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from skyledger.schema.errors import ConfigError
 
+from .abundances import AbundancesTask
 from .lines import LinesTask
 from .task import Task
 
@@ -14,6 +15,7 @@ __all__ = ["TASKS", "get_task"]
 #: name -> factory; upstream tasks first (abundances read the lines' results).
 TASKS: dict[str, Callable[[], Task]] = {
     LinesTask.name: LinesTask,
+    AbundancesTask.name: AbundancesTask,
 }
 
 

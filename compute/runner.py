@@ -5,6 +5,10 @@ makes progress that survives; the run itself turns ``succeeded`` only in the fin
 transaction. A batch that raises fails the run; the caller (a Prefect task with
 retries, or the operator) runs it again and the new run picks up every input that
 has no result from a succeeded run.
+
+``run.upstream_run_ids`` starts as ``task.upstream_runs(session, [])`` (runs known before
+any input is read) and grows with each batch by ``task.upstream_runs(session, ids)``,
+the runs that batch read, in the batch's results transaction.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import text
 
 from skyledger.schema.database import Database
 from skyledger.schema.pgcopy import copy_rows
@@ -90,8 +95,11 @@ def process(
             if not ids:
                 return 0
             batch = task.load(session, ids, params)
+            # The runs this batch read, asked right after load (same session) so that they
+            # are the rows the batch was computed from; recorded with its results.
+            used = task.upstream_runs(session, ids)
         output = task.compute(batch, params, device)  # no database access in here
-        _write(db, task, info.id, output)
+        _write(db, task, info.id, output, upstream=used)
         summary.n_inputs += output.n_inputs
         summary.n_flagged += output.n_flagged
         summary.n_results += sum(len(r) for r in output.rows.values())
@@ -121,8 +129,17 @@ def process(
     return summary
 
 
-def _write(db: Database, task: Task, run_id: int, output: TaskOutput) -> None:
+def _write(db: Database, task: Task, run_id: int, output: TaskOutput, *, upstream: Sequence[int] = ()) -> None:
     with db.session() as session:
+        if upstream:
+            # run.upstream_run_ids grows batch by batch: the union of every batch's runs.
+            session.execute(
+                text(
+                    "UPDATE run SET upstream_run_ids = ARRAY(SELECT DISTINCT u FROM "
+                    "unnest(upstream_run_ids || CAST(:u AS bigint[])) AS u ORDER BY u) WHERE id = :id"
+                ),
+                {"u": list(upstream), "id": run_id},
+            )
         conn = session.connection().connection.driver_connection
         for table in task.result_tables:
             rows = output.rows.get(table.name, [])

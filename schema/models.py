@@ -46,6 +46,7 @@ __all__ = [
     "FlagDefinition",
     "LineMeasurement",
     "StellarKinematics",
+    "Abundance",
 ]
 
 # Declination zones of 1 arcmin: with a B-tree on (sky_zone, ra, dec) a cone search is
@@ -365,3 +366,96 @@ class StellarKinematics(Base):
     snr: Mapped[float | None] = column(Double, doc="Median signal-to-noise ratio per pixel over the fitted range", ucd="stat.snr")
     n_pixels: Mapped[int | None] = column(Integer, doc="Pixels used in the final fit")
     flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Fit flag bits (see flag_definition)", ucd="meta.code")
+
+
+def _dex(doc: str, ucd: str) -> Any:
+    return column(Double, doc=doc, unit="dex", ucd=ucd)
+
+
+# Errors are asymmetric Monte Carlo intervals; NULL when the run made no draws.
+def _err_lo(of: str, unit: str, ucd: str) -> Any:
+    return column(Double, doc=f"Lower error of {of}: median minus 16th percentile of the Monte Carlo draws",
+                  unit=unit, ucd=f"stat.error;{ucd}")
+
+
+def _err_hi(of: str, unit: str, ucd: str) -> Any:
+    return column(Double, doc=f"Upper error of {of}: 84th percentile minus median of the Monte Carlo draws",
+                  unit=unit, ucd=f"stat.error;{ucd}")
+
+
+class Abundance(Base):
+    """Nebular abundances of one spectrum by one method, from the `abundances` task.
+
+    Values are Monte Carlo medians (the nominal value when the run made no draws); the
+    direct method fills temperatures, densities and ionic abundances, a strong-line
+    calibration only ``oh``.  ``ebv`` is shared by the methods of a spectrum.
+    """
+
+    __tablename__ = "abundance"
+    __table_args__ = (Index("ix_abundance_spectrum_id", "spectrum_id"),)
+
+    run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the abundances", ucd="meta.id")
+    spectrum_id: Mapped[int] = column(
+        ForeignKey("spectrum.id"), primary_key=True, doc="Spectrum whose emission lines were used", ucd="meta.id"
+    )
+    method: Mapped[str] = column(
+        Text, primary_key=True, doc="Abundance method: direct, or a strong-line calibration such as N2_PP04", ucd="meta.code"
+    )
+    oh: Mapped[float | None] = _dex("Oxygen abundance 12 + log(O/H)", "phys.abund.Z")
+    oh_err_lo: Mapped[float | None] = _err_lo("oh", "dex", "phys.abund.Z")
+    oh_err_hi: Mapped[float | None] = _err_hi("oh", "dex", "phys.abund.Z")
+    n_o: Mapped[float | None] = _dex("Nitrogen-to-oxygen ratio log(N/O), taken as log(N+/O+) (direct method only)", "phys.abund")
+    n_o_err_lo: Mapped[float | None] = _err_lo("n_o", "dex", "phys.abund")
+    n_o_err_hi: Mapped[float | None] = _err_hi("n_o", "dex", "phys.abund")
+    s_h: Mapped[float | None] = _dex(
+        "Sulphur abundance 12 + log(S/H): S+ + S++ with the Stasinska (1978) ionisation correction (direct method only)",
+        "phys.abund",
+    )
+    s_h_err_lo: Mapped[float | None] = _err_lo("s_h", "dex", "phys.abund")
+    s_h_err_hi: Mapped[float | None] = _err_hi("s_h", "dex", "phys.abund")
+    ebv: Mapped[float | None] = column(
+        Double, doc="Colour excess E(B-V) from the Balmer decrement; NULL for dust-corrected input or no decrement",
+        unit="mag", ucd="phot.color.excess",
+    )
+    ebv_err_lo: Mapped[float | None] = _err_lo("ebv", "mag", "phot.color.excess")
+    ebv_err_hi: Mapped[float | None] = _err_hi("ebv", "mag", "phot.color.excess")
+    te_oiii: Mapped[float | None] = column(
+        Double, doc="Electron temperature from the [O III] (4959+5007)/4363 ratio", unit="K", ucd="phys.temperature.electron"
+    )
+    te_oiii_err_lo: Mapped[float | None] = _err_lo("te_oiii", "K", "phys.temperature.electron")
+    te_oiii_err_hi: Mapped[float | None] = _err_hi("te_oiii", "K", "phys.temperature.electron")
+    te_nii: Mapped[float | None] = column(
+        Double, doc="Electron temperature from the [N II] (6548+6584)/5755 ratio", unit="K", ucd="phys.temperature.electron"
+    )
+    te_nii_err_lo: Mapped[float | None] = _err_lo("te_nii", "K", "phys.temperature.electron")
+    te_nii_err_hi: Mapped[float | None] = _err_hi("te_nii", "K", "phys.temperature.electron")
+    te_siii: Mapped[float | None] = column(
+        Double, doc="Electron temperature from the [S III] (9069+9532)/6312 ratio", unit="K", ucd="phys.temperature.electron"
+    )
+    te_siii_err_lo: Mapped[float | None] = _err_lo("te_siii", "K", "phys.temperature.electron")
+    te_siii_err_hi: Mapped[float | None] = _err_hi("te_siii", "K", "phys.temperature.electron")
+    te_oii: Mapped[float | None] = column(
+        Double, doc="Electron temperature from the [O II] (3726+3729)/(7320+7330) ratio", unit="K", ucd="phys.temperature.electron"
+    )
+    te_oii_err_lo: Mapped[float | None] = _err_lo("te_oii", "K", "phys.temperature.electron")
+    te_oii_err_hi: Mapped[float | None] = _err_hi("te_oii", "K", "phys.temperature.electron")
+    ne_sii: Mapped[float | None] = column(
+        Double, doc="Electron density from the [S II] 6716/6731 ratio", unit="cm-3", ucd="phys.density;phys.electron"
+    )
+    ne_sii_err_lo: Mapped[float | None] = _err_lo("ne_sii", "cm-3", "phys.density;phys.electron")
+    ne_sii_err_hi: Mapped[float | None] = _err_hi("ne_sii", "cm-3", "phys.density;phys.electron")
+    ne_oii: Mapped[float | None] = column(
+        Double, doc="Electron density from the [O II] 3729/3726 ratio", unit="cm-3", ucd="phys.density;phys.electron"
+    )
+    ne_oii_err_lo: Mapped[float | None] = _err_lo("ne_oii", "cm-3", "phys.density;phys.electron")
+    ne_oii_err_hi: Mapped[float | None] = _err_hi("ne_oii", "cm-3", "phys.density;phys.electron")
+    op_h: Mapped[float | None] = _dex("Ionic abundance 12 + log(O+/H+) from [O II] 3726+3729", "phys.abund")
+    opp_h: Mapped[float | None] = _dex("Ionic abundance 12 + log(O++/H+) from [O III] 4959+5007", "phys.abund")
+    np_h: Mapped[float | None] = _dex("Ionic abundance 12 + log(N+/H+) from [N II] 6548+6584", "phys.abund")
+    sp_h: Mapped[float | None] = _dex("Ionic abundance 12 + log(S+/H+) from [S II] 6716+6731", "phys.abund")
+    spp_h: Mapped[float | None] = _dex("Ionic abundance 12 + log(S++/H+) from [S III] 9069+9532", "phys.abund")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Abundance flag bits (see flag_definition)", ucd="meta.code"
+    )
+
+
