@@ -30,7 +30,6 @@ from skyledger.ingest.readers.base import (
     check_position,
     check_wavelength,
     file_stem,
-    fits_summary,
     hdu_data,
     header_float,
     normalise_flux_unit,
@@ -45,6 +44,7 @@ from skyledger.ingest.readers.cube import (
     Slab,
     cube_spectra,
     cube_wcs,
+    looks_like_cube,
     parse_target_snr,
     spectral_axis,
 )
@@ -72,16 +72,7 @@ class MangaCubeReader:
     name = "manga_cube"
 
     def sniff(self, path: str | os.PathLike[str]) -> bool:
-        # FLUX and IVAR are HDUs 1 and 2 of a LOGCUBE: no need to read further (and
-        # in a gzipped cube every further header costs a decompression pass).
-        summary = fits_summary(path, max_hdus=2)
-        if summary is None:
-            return False
-        flux, ivar = summary.get("FLUX"), summary.get("IVAR")
-        if flux is None or ivar is None or int(flux.get("NAXIS", 0) or 0) != 3:
-            return False
-        ctype3 = str(flux.get("CTYPE3", "")).strip().upper()
-        return ctype3.startswith("WAVE") or ctype3.startswith("AWAV")
+        return looks_like_cube(path, "FLUX", "IVAR")  # HDUs 1 and 2 of a LOGCUBE
 
     def read(self, path: str | os.PathLike[str], options: Mapping[str, Any]) -> FileContents:
         opts = check_options(path, options, _OPTIONS)

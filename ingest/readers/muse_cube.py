@@ -28,7 +28,6 @@ from skyledger.ingest.readers.base import (
     check_position,
     check_wavelength,
     file_stem,
-    fits_summary,
     hdu_data,
     header_float,
     normalise_flux_unit,
@@ -42,6 +41,7 @@ from skyledger.ingest.readers.cube import (
     Slab,
     cube_spectra,
     cube_wcs,
+    looks_like_cube,
     parse_target_snr,
     spectral_axis,
 )
@@ -65,14 +65,7 @@ class MuseCubeReader:
     name = "muse_cube"
 
     def sniff(self, path: str | os.PathLike[str]) -> bool:
-        summary = fits_summary(path, max_hdus=2)
-        if summary is None:
-            return False
-        data, stat = summary.get("DATA"), summary.get("STAT")
-        if data is None or stat is None or int(data.get("NAXIS", 0) or 0) != 3:
-            return False
-        ctype3 = str(data.get("CTYPE3", "")).strip().upper()
-        return ctype3.startswith("AWAV") or ctype3.startswith("WAVE")
+        return looks_like_cube(path, "DATA", "STAT")
 
     def read(self, path: str | os.PathLike[str], options: Mapping[str, Any]) -> FileContents:
         opts = check_options(path, options, _OPTIONS)
