@@ -8,6 +8,7 @@ from skyledger.schema.errors import ConfigError
 
 from .abundances import AbundancesTask
 from .lines import LinesTask
+from .nebula import NebulaDiagnosticTask, NebulaNNTask
 from .task import Task
 
 __all__ = ["TASKS", "get_task"]
@@ -16,6 +17,8 @@ __all__ = ["TASKS", "get_task"]
 TASKS: dict[str, Callable[[], Task]] = {
     LinesTask.name: LinesTask,
     AbundancesTask.name: AbundancesTask,
+    NebulaDiagnosticTask.name: NebulaDiagnosticTask,
+    NebulaNNTask.name: NebulaNNTask,
 }
 
 

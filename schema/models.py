@@ -47,6 +47,7 @@ __all__ = [
     "LineMeasurement",
     "StellarKinematics",
     "Abundance",
+    "NebulaClass",
 ]
 
 # Declination zones of 1 arcmin: with a B-tree on (sky_zone, ra, dec) a cone search is
@@ -459,3 +460,45 @@ class Abundance(Base):
     )
 
 
+def _class_p(name: str) -> Any:
+    return column(
+        Double, doc=f"Probability that the object is {name}; NULL where the method does not model the class", ucd="stat.probability"
+    )
+
+
+class NebulaClass(Base):
+    """The ionised-nebula class of one spectrum by one method (tasks `nebula_diagnostic`, `nebula_nn`).
+
+    ``probability`` is that of ``class``; the class probabilities need not sum to 1, the
+    rest being the probability that the method cannot decide (UNKNOWN).
+    """
+
+    __tablename__ = "nebula_class"
+    __table_args__ = (
+        Index("ix_nebula_class_spectrum_id", "spectrum_id"),
+        CheckConstraint("class IN ('HII', 'PN', 'SNR', 'DIG', 'AGN', 'UNKNOWN')", name="class_name"),
+    )
+
+    run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the classification", ucd="meta.id")
+    spectrum_id: Mapped[int] = column(
+        ForeignKey("spectrum.id"), primary_key=True, doc="Spectrum whose emission lines were classified", ucd="meta.id"
+    )
+    method: Mapped[str] = column(
+        Text, primary_key=True, doc="Classification method: diagnostic (published line-ratio rules) or nn (neural network)",
+        ucd="meta.code",
+    )
+    # `class` is a Python keyword: the attribute is class_, the column keeps the catalogue name.
+    class_: Mapped[str] = column(
+        "class", Text, doc="Most probable class: HII, PN, SNR, DIG, AGN or UNKNOWN", ucd="src.class"
+    )
+    probability: Mapped[float | None] = column(
+        Double, doc="Probability of the class given in class; NULL when the method gave no probabilities", ucd="stat.probability"
+    )
+    p_hii: Mapped[float | None] = _class_p("HII")
+    p_pn: Mapped[float | None] = _class_p("PN")
+    p_snr: Mapped[float | None] = _class_p("SNR")
+    p_dig: Mapped[float | None] = _class_p("DIG")
+    p_agn: Mapped[float | None] = _class_p("AGN")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Classification flag bits (see flag_definition)", ucd="meta.code"
+    )

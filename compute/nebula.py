@@ -1,0 +1,261 @@
+"""The nebula-classification tasks: `nebula_diagnostic` and `nebula_nn` into ``nebula_class``.
+
+Two tasks, one table: each method has its own hand-bumped version, so re-running one
+method (a new version, new weights) makes new runs of that task only and leaves the
+other method's rows and runs as they are.  ``catalog.nebula_class`` shows, per spectrum
+and task, the rows of the best current run (migration 0006).
+
+Inputs are the spectra with rows in ``catalog.lines`` (fitted by `lines` or read from a
+catalogue), read exactly as :mod:`skyledger.compute.abundances` reads them: one line
+source per spectrum, never a mix.  Fitted lines the fit could not measure are missing
+lines, not zero fluxes.  Every input gets exactly one row per run, UNKNOWN with flags
+when nothing could be decided, so that failures are data and no input stays pending.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .abundances import LineSource, batch_seed
+from .fitting import LineFlag
+from .nebula_diagnostic import (
+    CLASSES,
+    DIAGNOSTIC_LINES,
+    FLAG_DESCRIPTIONS,
+    DiagnosticConfig,
+    NebulaFlag,
+    classify_diagnostic,
+)
+from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+
+__all__ = [
+    "NEBULA_LINES_SQL",
+    "NEBULA_TABLE",
+    "NebulaBatch",
+    "NebulaDiagnosticParams",
+    "NebulaDiagnosticTask",
+    "NebulaNNParams",
+    "NebulaNNTask",
+    "nebula_rows",
+]
+
+_UNUSABLE_FIT = int(LineFlag.NO_GOOD_PIXELS | LineFlag.ZERO_FLUX | LineFlag.SPECTRUM_FAILED | LineFlag.NOT_IN_RANGE)
+#: the class probability columns, in the order of CLASSES (UNKNOWN has none: it is the rest)
+PROBABILITY_COLUMNS: tuple[str, ...] = ("p_hii", "p_pn", "p_snr", "p_dig", "p_agn")
+
+NEBULA_TABLE = ResultTable(
+    "nebula_class",
+    (("spectrum_id", "int8"), ("method", "text"), ("class", "text"), ("probability", "float8"))
+    + tuple((c, "float8") for c in PROBABILITY_COLUMNS)
+    + (("flags", "int4"),),
+)
+_FLAGS = FlagDoc.from_enum("nebula_class", "flags", NebulaFlag, FLAG_DESCRIPTIONS)
+
+# As abundances.LINES_SQL (the lines catalog.lines shows for the preferred source task of
+# each spectrum, written out so the spectrum filter reaches the index), plus the EW.
+NEBULA_LINES_SQL = """
+WITH chosen AS (
+    SELECT DISTINCT ON (m.spectrum_id) m.spectrum_id, m.run_id, cr.task
+    FROM line_measurement AS m
+    JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id
+    WHERE m.spectrum_id = ANY(:ids) AND cr.task = ANY(CAST(:sources AS text[]))
+    ORDER BY m.spectrum_id, array_position(CAST(:sources AS text[]), cr.task), cr.rank, m.run_id DESC
+)
+SELECT m.spectrum_id, m.line, m.flux, m.flux_err, m.ew, m.ew_err, m.flags, chosen.task AS source_task, m.run_id
+FROM line_measurement AS m
+JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
+"""
+
+
+def _sources_ok(v: tuple[str, ...]) -> tuple[str, ...]:
+    if not v or len(set(v)) != len(v):
+        raise ValueError("line_sources must name lines and/or ingested, each at most once")
+    return v
+
+
+class NebulaDiagnosticParams(DiagnosticConfig):
+    """The diagnostic thresholds plus what the task adds; any change is a new run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(20261201, ge=0, description="Seed of the Monte Carlo draws (mixed with each batch's spectrum ids)")
+    line_sources: tuple[LineSource, ...] = Field(("lines", "ingested"), description="Line source tasks, in order of preference")
+
+    @field_validator("line_sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _sources_ok(v)
+
+
+class NebulaNNParams(BaseModel):
+    """What the nn task reads; the weights are recorded by sha256 in the run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_snr: float = Field(3.0, gt=0, description="S/N below which a used line sets LOW_SNR")
+    line_sources: tuple[LineSource, ...] = Field(("lines", "ingested"), description="Line source tasks, in order of preference")
+
+    @field_validator("line_sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _sources_ok(v)
+
+
+@dataclass
+class NebulaBatch:
+    """Lines of one page of spectra: ``fluxes``/``errors`` [n, len(DIAGNOSTIC_LINES)], NaN = missing."""
+
+    spectrum_ids: list[int]
+    fluxes: np.ndarray
+    errors: np.ndarray
+    ew: np.ndarray  # EW(Halpha) [n], NaN = unknown
+    ew_err: np.ndarray
+    upstream_run_ids: list[int]
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def nebula_rows(
+    spectrum_ids: Sequence[int], method: str, classes: np.ndarray, probabilities: np.ndarray, flags: np.ndarray
+) -> list[tuple[Any, ...]]:
+    """Rows of ``nebula_class`` (without run_id): one per spectrum.
+
+    ``probabilities`` is [n, len(CLASSES)], NaN where the method does not give one.  The
+    probability of UNKNOWN is what the class probabilities leave (1 - their sum).
+    """
+    out: list[tuple[Any, ...]] = []
+    for i, sid in enumerate(spectrum_ids):
+        c = int(classes[i])
+        p = probabilities[i]
+        p_class = p[c]
+        if CLASSES[c] == "UNKNOWN":
+            known = p[: len(PROBABILITY_COLUMNS)]
+            p_class = np.nan if np.isnan(known).all() else 1.0 - float(np.nansum(known))
+        out.append(
+            (sid, method, CLASSES[c], _num(float(p_class)), *(_num(float(p[j])) for j in range(len(PROBABILITY_COLUMNS))), int(flags[i]))
+        )
+    return out
+
+
+class _NebulaTaskBase:
+    """Pending inputs, upstream runs and loading shared by both methods."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    result_tables: ClassVar[tuple[ResultTable, ...]] = (NEBULA_TABLE,)
+    flags: ClassVar[tuple[FlagDoc, ...]] = _FLAGS
+
+    def __init__(self) -> None:
+        self._last_read: tuple[tuple[int, ...], list[int]] = ((), [])
+        self._sources: tuple[str, ...] = ("lines", "ingested")
+
+    def pending(self, session: Session, params: BaseModel, *, run_id: int, params_hash: str, limit: int) -> list[int]:
+        sources = list(getattr(params, "line_sources"))
+        return pending_inputs(
+            session,
+            inputs_sql=(
+                "SELECT s.id FROM spectrum AS s WHERE EXISTS ("
+                "SELECT 1 FROM line_measurement AS m JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id "
+                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])))"
+            ),
+            result_table="nebula_class",
+            task=self.name, version=self.version, params_hash=params_hash, run_id=run_id, limit=limit,
+            bind={"sources": sources},
+        )  # fmt: skip
+
+    def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
+        if not input_ids:
+            return []
+        ids, used = self._last_read
+        if ids == tuple(sorted(input_ids)):
+            return list(used)
+        rows = session.execute(
+            text(f"SELECT DISTINCT c.run_id FROM ({NEBULA_LINES_SQL}) AS c ORDER BY 1"),
+            {"ids": sorted(input_ids), "sources": list(self._sources)},
+        )
+        return list(rows.scalars())
+
+    def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> NebulaBatch:
+        sources = tuple(getattr(params, "line_sources"))
+        ids = sorted(input_ids)
+        row_of = {sid: i for i, sid in enumerate(ids)}
+        col_of = {line: j for j, line in enumerate(DIAGNOSTIC_LINES)}
+        fluxes = np.full((len(ids), len(DIAGNOSTIC_LINES)), np.nan)
+        errors = np.full_like(fluxes, np.nan)
+        ew = np.full(len(ids), np.nan)
+        ew_err = np.full(len(ids), np.nan)
+        used: set[int] = set()
+        for r in session.execute(text(NEBULA_LINES_SQL), {"ids": ids, "sources": list(sources)}):
+            i, j = row_of[r.spectrum_id], col_of.get(r.line)
+            used.add(r.run_id)
+            if j is None or (r.source_task == "lines" and r.flags & _UNUSABLE_FIT) or r.flux is None:
+                continue
+            fluxes[i, j] = r.flux
+            errors[i, j] = np.nan if r.flux_err is None else r.flux_err
+            if r.line == "HA6563" and r.ew is not None:
+                ew[i] = r.ew
+                ew_err[i] = np.nan if r.ew_err is None else r.ew_err
+        self._sources = sources
+        self._last_read = (tuple(ids), sorted(used))
+        return NebulaBatch(ids, fluxes, errors, ew, ew_err, sorted(used))
+
+
+class NebulaDiagnosticTask(_NebulaTaskBase):
+    """Published BPT / [S II] / [O III] / EW rules with Monte Carlo class probabilities."""
+
+    name: ClassVar[str] = "nebula_diagnostic"
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[BaseModel]] = NebulaDiagnosticParams
+    method: ClassVar[str] = "diagnostic"
+
+    def model_files(self, params: BaseModel) -> dict[str, Path]:
+        return {}  # the rules are code, versioned by `version`
+
+    def compute(self, batch: NebulaBatch, params: BaseModel, device: str) -> TaskOutput:
+        assert isinstance(params, NebulaDiagnosticParams)
+        generator = torch.Generator(device=device).manual_seed(batch_seed(params.seed, batch.spectrum_ids))
+        res = classify_diagnostic(
+            torch.from_numpy(batch.fluxes).to(device), torch.from_numpy(batch.errors).to(device),
+            torch.from_numpy(batch.ew).to(device), torch.from_numpy(batch.ew_err).to(device), params, generator,
+        )  # fmt: skip
+        classes = res.classes.cpu().numpy()
+        rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), res.flags.cpu().numpy())
+        n_flagged = int(np.count_nonzero(classes == CLASSES.index("UNKNOWN")))
+        return TaskOutput(rows={"nebula_class": rows}, n_inputs=len(batch.spectrum_ids), n_flagged=n_flagged)
+
+
+class NebulaNNTask(_NebulaTaskBase):
+    """A small MLP trained on MAPPINGS HII and AGN grids (see docs/nebula_nn_model_card.md)."""
+
+    name: ClassVar[str] = "nebula_nn"
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[BaseModel]] = NebulaNNParams
+    method: ClassVar[str] = "nn"
+
+    def model_files(self, params: BaseModel) -> dict[str, Path]:
+        from .nebula_nn import weights_path
+
+        return {"models/nebula_nn.pt": weights_path()}
+
+    def compute(self, batch: NebulaBatch, params: BaseModel, device: str) -> TaskOutput:
+        assert isinstance(params, NebulaNNParams)
+        from .nebula_nn import classify_nn
+
+        res = classify_nn(torch.from_numpy(batch.fluxes), torch.from_numpy(batch.errors), torch.from_numpy(batch.ew), params.min_snr, device)
+        classes = res.classes.cpu().numpy()
+        rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), res.flags.cpu().numpy())
+        n_flagged = int(np.count_nonzero(classes == CLASSES.index("UNKNOWN")))
+        return TaskOutput(rows={"nebula_class": rows}, n_inputs=len(batch.spectrum_ids), n_flagged=n_flagged)
+

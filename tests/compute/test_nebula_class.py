@@ -1,0 +1,301 @@
+"""Nebula classification: the published demarcations, and a line catalogue end to end into
+catalog.nebula_class (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+from sqlalchemy import text
+
+from skyledger.compute.nebula import NebulaBatch, NebulaDiagnosticParams, NebulaDiagnosticTask, NebulaNNTask
+from skyledger.compute.nebula_diagnostic import (
+    CLASSES,
+    DIAGNOSTIC_LINES,
+    DiagnosticConfig,
+    NebulaFlag,
+    classify_diagnostic,
+    classify_ratios,
+)
+from skyledger.compute.runner import process
+from skyledger.ingest.batch import ingest_paths
+from skyledger.ingest.config import SurveySpec
+
+F = NebulaFlag
+CFG = DiagnosticConfig()
+NAN = math.nan
+EPS = 0.02  # dex either side of a demarcation
+
+# Observed line fluxes (Hbeta = 100) of the kinds of objects the classes describe.
+OBJECTS: dict[str, dict[str, float]] = {
+    # log [NII]/Ha = -1.0, log [OIII]/Hb = 0.18: well below Kauffmann et al. (2003).
+    "hii": {"HB4861": 100, "OIII5007": 150, "OI6300": 3, "HA6563": 300, "NII6584": 30, "SII6716": 20, "SII6731": 15},
+    # log [NII]/Ha = 0, log [OIII]/Hb = 1.0, [SII]/Ha = 0.71: above Kewley 2001 and the Kewley 2006 Seyfert line.
+    "seyfert": {"HB4861": 100, "OIII5007": 1000, "OI6300": 60, "HA6563": 310, "NII6584": 310, "SII6716": 120, "SII6731": 100},
+    # log [OIII]/Hb = 0.18 with strong low-ionisation lines: below the Kewley 2006 Seyfert/LINER lines.
+    "liner": {"HB4861": 100, "OIII5007": 150, "OI6300": 100, "HA6563": 320, "NII6584": 480, "SII6716": 150, "SII6731": 120},
+    # [SII]/Ha = 0.6, below Kewley 2001 in the [NII] diagram.
+    "snr": {"HB4861": 100, "OIII5007": 200, "OI6300": 30, "HA6563": 300, "NII6584": 150, "SII6716": 100, "SII6731": 80},
+    # [OIII]/Ha = 4.1 with [SII]/Ha = 0.06.
+    "pn": {"HB4861": 100, "OIII5007": 1200, "OI6300": 5, "HA6563": 290, "NII6584": 60, "SII6716": 8, "SII6731": 10},
+    # Only Halpha and [NII]: no BPT diagram and no [SII].
+    "missing": {"HA6563": 300, "NII6584": 30},
+    # An HII region whose [O I] is zero and [N II] negative (noise): undetected, not a crash.
+    "nonpos": {"HB4861": 100, "OIII5007": 150, "OI6300": 0.0, "HA6563": 300, "NII6584": -5, "SII6716": 20, "SII6731": 15},
+    # Halpha zero: nothing can be decided.
+    "zeroha": {"HB4861": 100, "OIII5007": 150, "HA6563": 0.0, "NII6584": 30, "SII6716": 20, "SII6731": 15},
+    # The HII region with NaN errors.
+    "nanerr": {"HB4861": 100, "OIII5007": 150, "OI6300": 3, "HA6563": 300, "NII6584": 30, "SII6716": 20, "SII6731": 15},
+}
+PARAMS = NebulaDiagnosticParams(n_draws=400)
+
+
+def flux_err(flux: float) -> float:
+    return 0.05 * abs(flux) + 1.0  # 5 % calibration plus a noise floor (S/N ~ 3 at flux 4)
+
+
+def write_catalog(path: Path) -> Path:
+    table = Table()
+    table["id"] = list(OBJECTS)
+    table["ra"] = [150.0 + 0.001 * i for i in range(len(OBJECTS))]
+    table["dec"] = [2.0] * len(OBJECTS)
+    for line in DIAGNOSTIC_LINES:
+        table[f"{line}_FLUX"] = [obj.get(line, NAN) for obj in OBJECTS.values()]
+        table[f"{line}_FLUX_ERR"] = [
+            NAN if name == "nanerr" or line not in obj else flux_err(obj[line]) for name, obj in OBJECTS.items()
+        ]
+    table.write(path, format="ascii.ecsv", overwrite=True)
+    return path
+
+
+def view_rows(db) -> dict[tuple[str, str], dict[str, Any]]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT s.object_id, n.* FROM catalog.nebula_class n JOIN spectrum s ON s.id = n.spectrum_id")
+        ).mappings()
+        return {(r["object_id"], r["method"]): dict(r) for r in rows}
+
+
+class DiagnosticV2(NebulaDiagnosticTask):
+    version = 2
+
+
+def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
+    db = fresh_database
+    spec = SurveySpec(name="nebulae", reader="line_catalog")
+    outcome = ingest_paths(db, [write_catalog(tmp_path / "nebulae.ecsv")], survey=spec).outcomes[0]
+    assert outcome.status == "loaded", outcome.reason
+
+    summary = process(db, NebulaDiagnosticTask(), PARAMS)
+    assert summary.status == "succeeded" and summary.n_inputs == len(OBJECTS) and summary.n_results == len(OBJECTS)
+    assert summary.n_flagged == 2  # missing and zeroha: UNKNOWN
+    rows = view_rows(db)
+    got = {obj: r["class"] for (obj, _), r in rows.items()}
+    assert got == {
+        "hii": "HII", "seyfert": "AGN", "liner": "AGN", "snr": "SNR", "pn": "PN",
+        "missing": "UNKNOWN", "nonpos": "HII", "zeroha": "UNKNOWN", "nanerr": "HII",
+    }  # fmt: skip
+
+    for (obj, method), r in rows.items():
+        assert method == "diagnostic"
+        # A catalogue has no equivalent widths: no DIG decision, said so.
+        assert r["p_dig"] is None and r["flags"] & F.NO_EW
+        p = [r[c] for c in ("p_hii", "p_pn", "p_snr", "p_agn") if r[c] is not None]
+        assert sum(p) <= 1 + 1e-12
+        if r["class"] != "UNKNOWN":
+            assert r["probability"] == r[f"p_{r['class'].lower()}"]
+
+    # Its [O I] (3 +- 1.15) is below S/N 3: flagged, but the class does not hinge on it.
+    assert rows["hii", "diagnostic"]["probability"] > 0.99 and rows["hii", "diagnostic"]["flags"] == F.NO_EW | F.LOW_SNR
+    assert rows["seyfert", "diagnostic"]["p_agn"] > 0.99 and not rows["seyfert", "diagnostic"]["flags"] & F.LINER
+    assert rows["liner", "diagnostic"]["flags"] & F.LINER
+    snr = rows["snr", "diagnostic"]
+    # The [S II] and [O I] diagrams put it above Kewley et al. (2001), the [N II] one below.
+    assert snr["p_snr"] > 0.9 and snr["flags"] & F.AMBIGUOUS
+    assert rows["pn", "diagnostic"]["p_pn"] > 0.9
+    miss = rows["missing", "diagnostic"]
+    assert miss["flags"] & F.MISSING_LINES and miss["flags"] & F.NO_BPT and miss["probability"] == pytest.approx(1.0)
+    assert rows["nonpos", "diagnostic"]["flags"] & F.NON_POSITIVE_FLUX and rows["nonpos", "diagnostic"]["flags"] & F.LOW_SNR
+    zero = rows["zeroha", "diagnostic"]
+    assert zero["flags"] & F.MISSING_LINES and zero["flags"] & F.NON_POSITIVE_FLUX
+    nanerr = rows["nanerr", "diagnostic"]
+    # No errors: every draw is the measured value, so the probability is 1 and the flag says why.
+    assert nanerr["flags"] & F.NO_ERROR and nanerr["p_hii"] == 1.0
+
+    with db.engine.connect() as conn:
+        documented = conn.execute(text("SELECT count(*) FROM flag_definition WHERE table_name = 'nebula_class'")).scalar_one()
+        ingested = conn.execute(text("SELECT max(id) FROM run WHERE task = 'ingested'")).scalar_one()
+        upstream = conn.execute(text("SELECT upstream_run_ids FROM run WHERE id = :i"), {"i": summary.run_id}).scalar_one()
+    assert documented == len(NebulaFlag) and upstream == [ingested]
+
+    # Same version, same params: nothing pending.  A version bump makes a new run that the
+    # view shows instead, while the old rows stay in the table.
+    assert process(db, NebulaDiagnosticTask(), PARAMS).status == "nothing to do"
+    v2 = process(db, DiagnosticV2(), PARAMS)
+    assert v2.n_inputs == len(OBJECTS)
+    with db.engine.connect() as conn:
+        per_run = dict(conn.execute(text("SELECT run_id, count(*) FROM nebula_class GROUP BY run_id")).all())
+        shown = set(conn.execute(text("SELECT DISTINCT run_id FROM catalog.nebula_class")).scalars())
+    assert per_run == {summary.run_id: len(OBJECTS), v2.run_id: len(OBJECTS)} and shown == {v2.run_id}
+
+    # The nn method: its own task and run, next to the diagnostic rows, which it leaves alone.
+    nn_run = process(db, NebulaNNTask())
+    assert nn_run.n_inputs == len(OBJECTS)
+    rows = view_rows(db)
+    assert {m for (_, m) in rows} == {"diagnostic", "nn"} and len(rows) == 2 * len(OBJECTS)
+    for obj in OBJECTS:
+        r = rows[obj, "nn"]
+        # Only HII and AGN have offline photoionisation models: the rest is NULL.
+        assert r["p_pn"] is None and r["p_snr"] is None and r["p_dig"] is None
+        if r["class"] != "UNKNOWN":
+            assert r["p_hii"] + r["p_agn"] == pytest.approx(1.0) and r["probability"] >= 0.5
+    assert rows["hii", "nn"]["class"] == "HII" and rows["hii", "nn"]["p_hii"] > 0.9
+    assert rows["seyfert", "nn"]["class"] == "AGN" and rows["seyfert", "nn"]["p_agn"] > 0.9
+    assert rows["liner", "nn"]["class"] == "AGN"
+    assert rows["zeroha", "nn"]["class"] == "UNKNOWN" and rows["zeroha", "nn"]["flags"] & F.MISSING_LINES
+    assert rows["nanerr", "nn"]["flags"] & F.NO_ERROR and rows["nanerr", "nn"]["class"] == "HII"
+    with db.engine.connect() as conn:
+        sha = conn.execute(text("SELECT model_sha256 FROM run WHERE id = :i"), {"i": nn_run.run_id}).scalar_one()
+    assert len(sha["models/nebula_nn.pt"]) == 64
+
+
+def _batch(objects: list[dict[str, float]], ew: list[float], ew_err: list[float]) -> NebulaBatch:
+    f = np.full((len(objects), len(DIAGNOSTIC_LINES)), np.nan)
+    e = f.copy()
+    for i, obj in enumerate(objects):
+        for line, v in obj.items():
+            f[i, DIAGNOSTIC_LINES.index(line)] = v
+            e[i, DIAGNOSTIC_LINES.index(line)] = flux_err(v)
+    return NebulaBatch(list(range(1, len(objects) + 1)), f, e, np.array(ew, float), np.array(ew_err, float), [])
+
+
+def test_dig_from_the_halpha_equivalent_width():
+    """EW(Ha) < 3 A is DIG (Lacerda et al. 2018) whatever the ratios; near 3 A it is a coin toss."""
+    hii, liner = OBJECTS["hii"], OBJECTS["liner"]
+    batch = _batch([hii, liner, hii, hii], ew=[1.0, 1.5, 30.0, 3.0], ew_err=[0.2, 0.2, 1.0, 0.5])
+    rows = NebulaDiagnosticTask().compute(batch, PARAMS, "cpu").rows["nebula_class"]
+    cls = [r[2] for r in rows]
+    assert cls[:3] == ["DIG", "DIG", "HII"]
+    p_dig = [r[7] for r in rows]
+    assert p_dig[0] > 0.99 and p_dig[2] < 0.01 and 0.3 < p_dig[3] < 0.7  # EW = 3 +- 0.5: half the draws
+    assert not any(r[-1] & F.NO_EW for r in rows)
+
+
+def test_same_seed_same_batch_same_probabilities():
+    batch = _batch([OBJECTS["snr"], OBJECTS["nonpos"]], ew=[NAN, NAN], ew_err=[NAN, NAN])
+    a = NebulaDiagnosticTask().compute(batch, PARAMS, "cpu").rows["nebula_class"]
+    b = NebulaDiagnosticTask().compute(batch, PARAMS, "cpu").rows["nebula_class"]
+    assert a == b
+
+
+def test_no_draws_gives_classes_without_probabilities():
+    batch = _batch([OBJECTS["seyfert"]], ew=[NAN], ew_err=[NAN])
+    (row,) = NebulaDiagnosticTask().compute(batch, NebulaDiagnosticParams(n_draws=0), "cpu").rows["nebula_class"]
+    assert row[2] == "AGN" and row[3] is None and all(v is None for v in row[4:9]) and row[-1] & F.NO_PROBABILITIES
+
+
+# --------------------------------------------------------------------------- published lines
+# Each test places points EPS dex either side of a demarcation, with y computed here from
+# the paper's equation, and checks the rules put them on the right sides.
+
+
+def _classify(**kw: float) -> tuple[str, int]:
+    args = {k: torch.tensor([kw.get(k, NAN)], dtype=torch.float64) for k in ("n2", "s2", "o1", "o3hb", "o3ha", "ew")}
+    code, info = classify_ratios(**args, ha_ok=torch.tensor([True]), config=CFG)
+    return CLASSES[int(code[0])], int(info[0])
+
+
+@pytest.mark.parametrize("x", [-1.5, -0.8, -0.3])
+def test_kewley2001_nii_maximum_starburst(x):
+    # Kewley et al. 2001, eq. 5: log([OIII]/Hb) = 0.61 / (log([NII]/Ha) - 0.47) + 1.19
+    y = 0.61 / (x - 0.47) + 1.19
+    assert _classify(n2=x, o3hb=y + EPS)[0] == "AGN"
+    assert _classify(n2=x, o3hb=y - EPS)[0] == "HII"
+    assert _classify(n2=0.5, o3hb=-1.0)[0] == "AGN"  # right of the asymptote: beyond any starburst
+
+
+@pytest.mark.parametrize("x", [-1.0, -0.8, -0.4])
+def test_kauffmann2003_composite(x):
+    # (Left of log [NII]/Ha ~ -1.3 the two curves cross, and there is no composite zone.)
+    # Kauffmann et al. 2003, eq. 1: log([OIII]/Hb) = 0.61 / (log([NII]/Ha) - 0.05) + 1.3
+    y = 0.61 / (x - 0.05) + 1.3
+    cls_above, info_above = _classify(n2=x, o3hb=y + EPS)
+    cls_below, info_below = _classify(n2=x, o3hb=y - EPS)
+    assert cls_above == cls_below == "HII"  # both below Kewley et al. 2001 at these x
+    assert info_above & F.COMPOSITE and not info_below & F.COMPOSITE
+
+
+@pytest.mark.parametrize("x", [-1.2, -0.6, 0.0])
+def test_kewley2001_sii_maximum_starburst(x):
+    # Kewley et al. 2001, eq. 6: log([OIII]/Hb) = 0.72 / (log([SII]/Ha) - 0.32) + 1.30
+    y = 0.72 / (x - 0.32) + 1.30
+    # [S II] is the primary diagram without [N II]; at x = 0, [S II]/Ha = 1 is also an SNR
+    # by Mathewson & Clarke, which AGN outranks, so below the line it is SNR, not HII.
+    below = "HII" if x < math.log10(0.4) else "SNR"
+    assert _classify(s2=x, o3hb=y + EPS)[0] == "AGN"
+    assert _classify(s2=x, o3hb=y - EPS)[0] == below
+
+
+@pytest.mark.parametrize("x", [-2.0, -1.2, -0.8])
+def test_kewley2001_oi_maximum_starburst(x):
+    # Kewley et al. 2001, eq. 7: log([OIII]/Hb) = 0.73 / (log([OI]/Ha) + 0.59) + 1.33
+    y = 0.73 / (x + 0.59) + 1.33
+    assert _classify(o1=x, o3hb=y + EPS)[0] == "AGN"
+    assert _classify(o1=x, o3hb=y - EPS)[0] == "HII"
+
+
+@pytest.mark.parametrize("x", [-0.3, -0.1, 0.2])
+def test_kewley2006_sii_seyfert_liner(x):
+    # Kewley et al. 2006, eq. 6: Seyferts above log([OIII]/Hb) = 1.89 log([SII]/Ha) + 0.76
+    y = 1.89 * x + 0.76
+    up, info_up = _classify(s2=x, n2=0.3, o3hb=y + EPS)
+    down, info_down = _classify(s2=x, n2=0.3, o3hb=y - EPS)
+    assert up == down == "AGN" and not info_up & F.LINER and info_down & F.LINER
+
+
+@pytest.mark.parametrize("x", [-1.0, -0.6, -0.3])
+def test_kewley2006_oi_seyfert_liner(x):
+    # Kewley et al. 2006, eq. 7: Seyferts above log([OIII]/Hb) = 1.18 log([OI]/Ha) + 1.30
+    y = 1.18 * x + 1.30
+    up, info_up = _classify(o1=x, n2=0.3, o3hb=y + EPS)
+    down, info_down = _classify(o1=x, n2=0.3, o3hb=y - EPS)
+    assert up == down == "AGN" and not info_up & F.LINER and info_down & F.LINER
+
+
+def test_sii_halpha_shock_criterion():
+    # Mathewson & Clarke 1973: [SII]/Ha > 0.4 marks shock-excited (SNR) nebulae.
+    cut = math.log10(0.4)
+    assert _classify(s2=cut + EPS, n2=-0.7, o3hb=-0.2)[0] == "SNR"
+    assert _classify(s2=cut - EPS, n2=-0.7, o3hb=-0.2)[0] == "HII"
+    assert _classify(s2=cut + EPS)[0] == "SNR"  # needs no BPT diagram
+
+
+def test_oiii_halpha_pn_criterion():
+    cut = CFG.pn_log_oiii_ha
+    assert _classify(o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)[0] == "PN"
+    # Just below the cut: a metal-poor, high-excitation HII region (still below Kewley 2001 at low [NII]).
+    assert _classify(o3ha=cut - EPS, s2=-1.0, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
+    # Strong [S II] (a Seyfert or a shock) vetoes PN.
+    assert _classify(o3ha=cut + 0.5, s2=-0.2, n2=0.0, o3hb=1.1)[0] == "AGN"
+
+
+def test_dig_equivalent_width_cut():
+    # Lacerda et al. 2018: EW(Ha) < 3 A is hDIG, whatever the ratios say.
+    assert _classify(ew=3.0 - 0.01, n2=0.3, o3hb=1.0)[0] == "DIG"
+    assert _classify(ew=3.0 + 0.01, n2=0.3, o3hb=1.0)[0] == "AGN"
+
+
+def test_halpha_error_drives_unknown_probability():
+    """An Halpha at S/N ~ 1 makes many draws non-positive: those are UNKNOWN, not any class."""
+    f = torch.tensor([[100.0, 150.0, 3.0, 5.0, 30.0, 20.0, 15.0]], dtype=torch.float64)
+    e = torch.tensor([[6.0, 8.0, 1.0, 5.0, 2.0, 2.0, 2.0]], dtype=torch.float64)
+    res = classify_diagnostic(f, e, torch.tensor([NAN]), torch.tensor([NAN]), CFG, torch.Generator().manual_seed(1))
+    p = res.probabilities[0]
+    known = float(torch.nansum(p[:5]))
+    assert 0.1 < 1 - known < 0.3  # P(Ha draw <= 0) = P(z < -1) ~ 0.16
+    assert res.flags[0] & F.LOW_SNR
