@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .nebula_diagnostic import CLASSES, DIAGNOSTIC_LINES, DiagnosticConfig, classify_diagnostic
-from .nebula_nn import FEATURE_NAMES, NN_CLASSES, NebulaMLP, features
+from .nebula_nn import FEATURE_NAMES, NN_CLASSES, NebulaMLP, features, load_model
 
 __all__ = ["HELD_OUT_OH", "SNR_BINS", "evaluate", "load_grids", "main", "synthesise", "train"]
 
@@ -98,7 +98,7 @@ def train(seed: int = 20261201, steps: int = 3000, hidden: int = 64) -> tuple[Ne
     avail = x[:, -4:] == 0
     rmin = torch.stack([ratios[avail[:, j], j].min() for j in range(4)])
     rmax = torch.stack([ratios[avail[:, j], j].max() for j in range(4)])
-    info = {"seed": seed, "steps": steps, "hidden": hidden, "n_train_models": int(train_mask.sum()), "final_loss": float(loss)}
+    info = {"seed": seed, "steps": steps, "hidden": hidden, "n_train_models": int(train_mask.sum()), "final_loss": float(loss.detach())}
     return model, {"ratio_min": rmin, "ratio_max": rmax, "info": info}
 
 
@@ -128,10 +128,20 @@ def evaluate(model: NebulaMLP, seed: int = 7) -> dict:
         agn_d = d == CLASSES.index("AGN")
         decided = np.isin(d, [CLASSES.index("HII"), CLASSES.index("AGN"), CLASSES.index("SNR"), CLASSES.index("PN")])
         truth_agn = y == NN_CLASSES.index("AGN")
+        # Confusion matrices, rows = true class, columns = predicted class. The diagnostic's
+        # columns are all its classes: an HII model it calls SNR or DIG is a miss too.
+        k = len(NN_CLASSES)
+        nn_confusion = np.zeros((k, k), dtype=int)
+        np.add.at(nn_confusion, (y, pred), 1)
+        diag_confusion = np.zeros((k, len(CLASSES)), dtype=int)
+        np.add.at(diag_confusion, (y, d), 1)
         out["bins"].append({
             "snr_ha": [lo, hi], "n": len(y), "nn_accuracy": float(correct.mean()), "nn_ece": _ece(top, correct),
+            "nn_recall": {c: float(correct[y == i].mean()) for i, c in enumerate(NN_CLASSES)},
+            "nn_confusion": {"rows_true": list(NN_CLASSES), "cols_predicted": list(NN_CLASSES), "counts": nn_confusion.tolist()},
             "diagnostic_agn_vs_rest_accuracy": float((agn_d == truth_agn)[decided].mean()),
             "diagnostic_decided_fraction": float(decided.mean()),
+            "diagnostic_confusion": {"rows_true": list(NN_CLASSES), "cols_predicted": list(CLASSES), "counts": diag_confusion.tolist()},
         })  # fmt: skip
     return out
 
@@ -141,8 +151,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "nebula_nn.pt")
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument(
+        "--evaluate-only", action="store_true",
+        help="re-measure the held-out metrics of the weights at --out without training",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # reproducible and polite on shared machines
+    if args.evaluate_only:
+        model, _, _ = load_model(args.out)
+        metrics_path = args.out.with_suffix(".metrics.json")
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        metrics["held_out"] = evaluate(model)
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        print(json.dumps(metrics["held_out"], indent=2))
+        return
     model, extra = train(args.seed, args.steps)
     blob = {"state_dict": model.state_dict(), "hidden": extra["info"]["hidden"], "classes": list(NN_CLASSES),
             "features": list(FEATURE_NAMES), "ratio_min": extra["ratio_min"], "ratio_max": extra["ratio_max"]}  # fmt: skip

@@ -299,3 +299,38 @@ def test_halpha_error_drives_unknown_probability():
     known = float(torch.nansum(p[:5]))
     assert 0.1 < 1 - known < 0.3  # P(Ha draw <= 0) = P(z < -1) ~ 0.16
     assert res.flags[0] & F.LOW_SNR
+
+
+def test_shipped_weights_reproduce_their_model_card_metrics():
+    """The held-out numbers in nebula_nn.metrics.json (and the model card) are what the
+    shipped weights give, and they meet the card's goals."""
+    import json
+
+    from skyledger.compute.nebula_nn import load_model, weights_path
+    from skyledger.compute.nebula_train import evaluate
+
+    shipped = json.loads(weights_path().with_suffix(".metrics.json").read_text())["held_out"]["bins"]
+    torch.set_num_threads(1)
+    measured = evaluate(load_model()[0])["bins"]
+    for card, now in zip(shipped, measured, strict=True):
+        assert now["snr_ha"] == card["snr_ha"]
+        assert now["nn_accuracy"] == pytest.approx(card["nn_accuracy"], abs=0.005)
+        assert now["nn_ece"] == pytest.approx(card["nn_ece"], abs=0.005)
+        assert np.asarray(now["nn_confusion"]["counts"]).sum() == now["n"]
+        # Goals of the model card: calibrated everywhere, both classes recovered at S/N >= 10.
+        assert now["nn_ece"] < 0.05
+        if now["snr_ha"][0] >= 10:
+            assert now["nn_accuracy"] >= 0.85
+            assert min(now["nn_recall"].values()) >= 0.80
+
+
+def test_training_is_reproducible_with_a_fixed_seed():
+    from skyledger.compute.nebula_train import train
+
+    torch.set_num_threads(1)
+    a, _ = train(seed=3, steps=20)
+    b, _ = train(seed=3, steps=20)
+    c, _ = train(seed=4, steps=20)
+    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
