@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from skyledger.compute.registry import TASKS, get_task
 from skyledger.compute.runner import RunSummary, process
 from skyledger.ingest.batch import BatchSummary, ingest_surveys
@@ -9,7 +11,9 @@ from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import Database
 
-__all__ = ["demo_config", "run_demo", "process_demo"]
+from .releases import ReleaseSummary, demo_release
+
+__all__ = ["demo_config", "run_demo", "process_demo", "release_demo"]
 
 
 def demo_config() -> IngestConfig:
@@ -42,3 +46,8 @@ def process_demo(db: Database, device: str, on_task=None) -> list[RunSummary]:
         if on_task is not None:
             on_task(summary)
     return summaries
+
+
+def release_demo(db: Database, releases_dir: Path) -> tuple[str, Path, ReleaseSummary | None]:
+    """Freeze `current` as the next release ``drN`` unless the newest one already holds it."""
+    return demo_release(db, releases_dir)

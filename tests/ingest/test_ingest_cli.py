@@ -88,9 +88,14 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
         fitted = conn.execute(text("SELECT count(velocity) FROM catalog.stellar_kinematics")).scalar_one()
     engine.dispose()
     assert fitted == 13  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
+    assert "release dr1 written:" in first.stdout
+    release_dir = fresh_settings.releases_dir / "dr1"
+    assert (release_dir / "manifest.json").is_file() and (release_dir / "lines.fits").is_file()
+    assert "verified" in run(["release", "verify", "dr1"], env).stdout
     again = run(["demo"], env)
     assert "loaded 0, unchanged 5" in again.stdout
     assert "lines v1: nothing to do" in again.stdout
+    assert "release dr1 already holds the current results" in again.stdout
 
 
 @pytest.mark.parametrize(
