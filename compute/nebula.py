@@ -168,7 +168,7 @@ class _NebulaTaskBase:
             inputs_sql=(
                 "SELECT s.id FROM spectrum AS s WHERE EXISTS ("
                 "SELECT 1 FROM line_measurement AS m JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id "
-                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])))"
+                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])) AND m.flux IS NOT NULL)"
             ),
             result_table="nebula_class",
             task=self.name, version=self.version, params_hash=params_hash, run_id=run_id, limit=limit,

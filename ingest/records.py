@@ -44,11 +44,17 @@ class SourceRow:
 
 @dataclass(frozen=True, slots=True)
 class LineMeasurement:
-    """One emission line of a catalogue row (line id as in ``compute`` e.g. ``HA6563``)."""
+    """One emission line of a catalogue row or map pixel (line id as in ``compute``, e.g. ``HA6563``).
+
+    ``flux`` is None for a line measured only kinematically (a velocity map without a
+    flux image, a catalogue row with ``_VEL`` but no ``_FLUX``): it is stored as NULL and
+    the flux-based tasks skip it.  ``velocity`` is relative to the spectrum's redshift, in
+    km/s; ``line == "STELLAR"`` holds stellar kinematics from a stellar velocity map.
+    """
 
     line: str
-    flux: float
-    flux_err: float | None
+    flux: float | None = None
+    flux_err: float | None = None
     velocity: float | None = None
     velocity_err: float | None = None
     sigma: float | None = None

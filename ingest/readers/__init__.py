@@ -3,8 +3,9 @@
 ``READERS`` maps a reader's name to its instance; :func:`get_reader` looks one up by
 name and :func:`detect_reader` asks each in turn whether a file is its format (by
 content, never by file name).  Specific formats are asked before general ones: a
-MaNGA cube is tested before a MaNGA spectra set, and the line catalogue (which accepts
-any table with ``<LINE>_FLUX`` columns) comes last.
+MaNGA cube is tested before a MaNGA spectra set, a velocity map (2-D ``VEL`` image)
+after the cubes, and the line catalogue (which accepts any table with ``<LINE>_FLUX`` or
+``<LINE>_VEL`` columns) comes last.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from skyledger.ingest.readers.manga_cube import reader as _manga_cube
 from skyledger.ingest.readers.manga_rss import reader as _manga_rss
 from skyledger.ingest.readers.muse_cube import reader as _muse_cube
 from skyledger.ingest.readers.sdss import reader as _sdss
+from skyledger.ingest.readers.velocity_map import reader as _velocity_map
 from skyledger.schema.errors import ConfigError, ReaderError
 
 __all__ = ["READERS", "Reader", "get_reader", "detect_reader"]
 
 #: every reader by name, in the order detect_reader tries them
 READERS: dict[str, Reader] = {
-    r.name: r for r in (_sdss, _eso_phase3, _muse_cube, _manga_cube, _manga_rss, _line_catalog)
+    r.name: r for r in (_sdss, _eso_phase3, _muse_cube, _manga_cube, _manga_rss, _velocity_map, _line_catalog)
 }
 
 

@@ -56,6 +56,8 @@ CUBE_OPTIONS = (
     "target_snr",
     "rows_per_chunk",
     "flux_unit",
+    # Not used by the reader: the survey's seeing, read by the rotation task for beam smearing.
+    "psf_fwhm_arcsec",
 )
 
 _SLAB_BYTES = 64 * 1024 * 1024

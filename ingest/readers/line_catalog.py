@@ -1,9 +1,12 @@
 """Emission-line catalogues: FITS binary table, CSV or ECSV, one row per object.
 
 Columns (case-insensitive): ``id``, ``ra``, ``dec``, optional ``z`` and ``parent``, and per
-line ``<LINE>_FLUX``, ``<LINE>_FLUX_ERR`` with optional ``_VEL``, ``_VEL_ERR``,
-``_SIGMA``, ``_SIGMA_ERR`` (km/s), where ``<LINE>`` is an id of
-:mod:`skyledger.compute.linelist` (``HA6563``, ``OIII5007``, ...).
+line ``<LINE>_FLUX``, ``<LINE>_FLUX_ERR``, ``<LINE>_VEL``, ``<LINE>_VEL_ERR``,
+``<LINE>_SIGMA``, ``<LINE>_SIGMA_ERR`` (velocities in km/s, or any velocity unit the
+column declares), where ``<LINE>`` is an id of :mod:`skyledger.compute.linelist`
+(``HA6563``, ``OIII5007``, ...).  A line needs at least one of ``_FLUX``, ``_VEL``,
+``_SIGMA``; an ``_ERR`` column needs its value column.  Velocities are taken as given,
+i.e. relative to the row's ``z``.
 
 Options:
 
@@ -16,7 +19,10 @@ Options:
 * ``format``: ``fits``, ``csv`` or ``ecsv`` when the content is ambiguous.
 
 Each row becomes a source and a pixel-less :class:`SpectrumRow` with ``lines`` filled.
-A NaN (or empty) flux means the line was not measured: it is left out, not an error.
+A line is left out of a row when its flux, velocity and sigma are all NaN (or empty):
+not measured, not an error.  A line with a velocity or sigma but no flux (a kinematics
+catalogue, or a flux that was not measured) is kept with ``flux = None`` (NULL in the
+database; the flux-based tasks skip it), and its flux error is then dropped too.
 A negative flux error is an error.  Columns that look like lines but name no known
 line are ignored and listed in ``FileContents.meta['ignored_columns']``.  A parent named
 in the file but not itself a row becomes a position-less source, so that every
@@ -63,6 +69,10 @@ _FIELD_CANDIDATES = {
     "parent": ("parent", "parent_id", "galaxy", "host"),
 }
 _SNIFF_BYTES = 65536
+#: a table with one of these per-line columns is a line catalogue
+_SNIFF_QUANTITIES = ("FLUX", "VEL")
+#: a line needs one of these; each error column needs its value column
+_VALUE_QUANTITIES = ("FLUX", "VEL", "SIGMA")
 
 
 def _header_names_from_text(head: str) -> list[str] | None:
@@ -113,7 +123,7 @@ class LineCatalogReader:
                 return False
         except (OSError, UnicodeDecodeError):
             return False
-        return any((m := LINE_COLUMN.match(n)) and m["qty"].upper() == "FLUX" for n in names)
+        return any((m := LINE_COLUMN.match(n)) and m["qty"].upper() in _SNIFF_QUANTITIES for n in names)
 
     def read(self, path: str | os.PathLike[str], options: Mapping[str, Any]) -> FileContents:
         opts = check_options(path, options, _OPTIONS)
@@ -148,17 +158,23 @@ class LineCatalogReader:
                 continue
             lines.setdefault(m["line"].upper(), {})[m["qty"].upper()] = actual
         for line_id, qty in lines.items():
-            if "FLUX" not in qty:
+            if not any(q in qty for q in _VALUE_QUANTITIES):
                 raise ReaderError(
                     path,
-                    f"line {line_id} has {sorted(qty)} columns but no {line_id}_FLUX",
+                    f"line {line_id} has only {sorted(qty)} columns; it needs at least one of "
+                    f"{', '.join(f'{line_id}_{q}' for q in _VALUE_QUANTITIES)}",
                     column=next(iter(qty.values())),
                 )
+            for q in qty:
+                if q.endswith("_ERR") and q[: -len("_ERR")] not in qty:
+                    raise ReaderError(
+                        path, f"column {qty[q]} has no {line_id}_{q[: -len('_ERR')]} column beside it", column=qty[q]
+                    )
 
         flux_unit = opts.get("flux_unit")
         ref_unit = None
         for qty in lines.values():
-            unit = table[qty["FLUX"]].unit
+            unit = table[qty["FLUX"]].unit if "FLUX" in qty else None
             if unit is not None:
                 ref_unit = unit
                 break
@@ -209,18 +225,19 @@ class LineCatalogReader:
             parent = parents[i] if parents else None
             measured: list[LineMeasurement] = []
             for line_id, vals in values.items():
-                flux = vals["FLUX"][i]
-                if not np.isfinite(flux):
+                flux = opt(vals.get("FLUX"), i)
+                velocity, sigma = opt(vals.get("VEL"), i), opt(vals.get("SIGMA"), i)
+                if flux is None and velocity is None and sigma is None:
                     continue  # not measured: absent, not an error
                 measured.append(
                     LineMeasurement(
                         line=line_id,
-                        flux=float(flux),
-                        flux_err=opt(vals.get("FLUX_ERR"), i),
-                        velocity=opt(vals.get("VEL"), i),
-                        velocity_err=opt(vals.get("VEL_ERR"), i),
-                        sigma=opt(vals.get("SIGMA"), i),
-                        sigma_err=opt(vals.get("SIGMA_ERR"), i),
+                        flux=flux,
+                        flux_err=None if flux is None else opt(vals.get("FLUX_ERR"), i),
+                        velocity=velocity,
+                        velocity_err=None if velocity is None else opt(vals.get("VEL_ERR"), i),
+                        sigma=sigma,
+                        sigma_err=None if sigma is None else opt(vals.get("SIGMA_ERR"), i),
                     )
                 )
             sources.append(SourceRow(object_id=oid, ra=ra, dec=dec, z=z, parent_object_id=parent))

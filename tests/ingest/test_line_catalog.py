@@ -215,3 +215,78 @@ def test_line_list_is_complete_and_consistent():
         assert 0.9 < line.vacuum_wavelength - line.air_wavelength < 2.7
     with pytest.raises(KeyError, match="unknown emission line"):
         get_line("HA6562")
+
+
+# --------------------------------------------------------------------------- kinematics columns
+
+
+def kinematics_table() -> Table:
+    """Per-line kinematics in mixed case, one velocity in m/s, one line renamed by mapping."""
+    t = Table()
+    t["id"] = ["r1", "r2", "r3"]
+    t["ra"] = [10.0, 10.001, 10.002]
+    t["dec"] = [-5.0, -5.0, -5.0]
+    t["z"] = [0.01, 0.01, 0.01]
+    t["Ha6562_flux"] = [50.0, np.nan, 20.0]
+    t["Ha6562_flux_err"] = [1.0, 1.5, 0.8]  # r2: an error without a flux is dropped with it
+    t["ha6562_vel"] = [12_000.0, -35_000.0, np.nan] * u.m / u.s
+    t["HA6562_VEL_ERR"] = [2_000.0, 3_000.0, np.nan] * u.m / u.s
+    t["HA6562_Sigma"] = [25.0, 30.0, np.nan] * u.km / u.s
+    t["HA6562_SIGMA_ERR"] = [2.0, 2.5, np.nan] * u.km / u.s
+    t["v_oiii"] = [14.0, np.nan, np.nan] * u.km / u.s  # mapped as a whole column
+    t["OIII5007_VEL_ERR"] = [3.0, np.nan, np.nan] * u.km / u.s
+    t["nii6584_vel"] = [9.0, np.nan, 4.0]  # velocity-only line, no unit: km/s
+    return t
+
+
+@pytest.mark.parametrize("fmt", ["ecsv", "fits"])
+def test_velocity_and_sigma_columns_per_line(tmp_path, fmt):
+    path = tmp_path / f"kin.{fmt}"
+    kinematics_table().write(path, format="ascii.ecsv" if fmt == "ecsv" else "fits")
+    assert detect_reader(path).name == "line_catalog"
+    _, spectra = read(path, {"columns": {"HA6562": "HA6563", "v_oiii": "OIII5007_VEL"}})
+    lines = [{m.line: m for m in s.lines} for s in spectra]
+    ha = lines[0]["HA6563"]
+    assert (ha.flux, ha.flux_err) == (pytest.approx(50.0), pytest.approx(1.0))
+    assert (ha.velocity, ha.velocity_err) == (pytest.approx(12.0), pytest.approx(2.0))  # m/s -> km/s
+    assert (ha.sigma, ha.sigma_err) == (pytest.approx(25.0), pytest.approx(2.0))
+    oiii = lines[0]["OIII5007"]
+    assert oiii.flux is None and oiii.velocity == pytest.approx(14.0) and oiii.velocity_err == pytest.approx(3.0)
+    assert lines[0]["NII6584"].velocity == pytest.approx(9.0) and lines[0]["NII6584"].flux is None
+    # r2: velocity but no flux -> kept with flux (and its error) None.
+    ha2 = lines[1]["HA6563"]
+    assert ha2.flux is None and ha2.flux_err is None and ha2.velocity == pytest.approx(-35.0)
+    assert set(lines[1]) == {"HA6563"}  # OIII and NII are NaN everywhere in r2: absent
+    # r3: a flux but no kinematics.
+    ha3 = lines[2]["HA6563"]
+    assert ha3.flux == pytest.approx(20.0) and ha3.velocity is None and ha3.velocity_err is None and ha3.sigma is None
+    assert set(lines[2]) == {"HA6563", "NII6584"}
+
+
+def test_velocity_only_catalogue_is_sniffed_and_read(tmp_path):
+    path = tmp_path / "kinematics.csv"
+    path.write_text("ID,RA,DEC,z,HA6563_VEL,HA6563_VEL_ERR\na,1.0,2.0,0.01,-40.5,3.0\nb,1.1,2.0,0.01,,\n")
+    assert detect_reader(path).name == "line_catalog"
+    _, (a, b) = read(path)
+    (m,) = a.lines
+    assert (m.line, m.flux, m.flux_err, m.velocity, m.velocity_err) == ("HA6563", None, None, -40.5, 3.0)
+    assert b.lines == []
+
+
+def test_error_columns_need_their_value_column(tmp_path):
+    path = tmp_path / "orphan.csv"
+    path.write_text("id,ra,dec,HA6563_FLUX,HA6563_VEL_ERR\na,1,2,3,4\n")
+    with pytest.raises(ReaderError, match="column HA6563_VEL_ERR has no HA6563_VEL column beside it") as info:
+        READER.read(path, {})
+    assert info.value.column == "HA6563_VEL_ERR" and str(path) in str(info.value)
+    only_err = tmp_path / "only_err.csv"
+    only_err.write_text("id,ra,dec,HA6563_FLUX,HB4861_SIGMA_ERR\na,1,2,3,4\n")
+    with pytest.raises(ReaderError, match=r"line HB4861 has only \['SIGMA_ERR'\] columns; it needs at least one of"):
+        READER.read(only_err, {})
+    bad_unit = tmp_path / "bad_unit.ecsv"
+    t = kinematics_table()
+    t["ha6562_vel"] = [1.0, 2.0, 3.0] * u.AA
+    t.write(bad_unit)
+    with pytest.raises(ReaderError, match="does not convert to km / s") as info:
+        READER.read(bad_unit, {"columns": {"HA6562": "HA6563", "v_oiii": "OIII5007_VEL"}})
+    assert info.value.column == "ha6562_vel"
