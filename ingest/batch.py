@@ -10,15 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skyledger.ingest.config import IngestConfig, SurveySpec
-from skyledger.ingest.loader import FileOutcome, Loader
-from skyledger.ingest.readers import detect_reader, get_reader
+from skyledger.ingest.loader import FileOutcome, Job, Loader
+from skyledger.ingest.read_ahead import UNSORTED_SURVEY
+from skyledger.ingest.readers import get_reader
 from skyledger.schema.database import Database
-from skyledger.schema.errors import ReaderError
 
 __all__ = ["BatchSummary", "expand_paths", "ingest_paths", "ingest_surveys", "new_batch_id", "UNSORTED_SURVEY"]
-
-#: Survey of files given by path whose format nobody recognised (they are rejected).
-UNSORTED_SURVEY = "unsorted"
 
 OnFile = Callable[[FileOutcome], None]
 
@@ -29,16 +26,35 @@ def new_batch_id() -> str:
 
 @dataclass
 class BatchSummary:
+    """What a batch did. ``keep_outcomes=False`` keeps counts and the rejected files only,
+    so that memory does not grow with the number of files loaded."""
+
     batch_id: str
     outcomes: list[FileOutcome] = field(default_factory=list)
+    keep_outcomes: bool = True
+    _counts: Counter[str] = field(default_factory=Counter, repr=False)
+    _n_spectra: int = field(default=0, repr=False)
+
+    def add(self, outcome: FileOutcome) -> None:
+        if self.keep_outcomes:
+            self.outcomes.append(outcome)
+            return
+        self._counts[outcome.status] += 1
+        self._n_spectra += outcome.n_spectra
+        if outcome.status == "rejected":
+            self.outcomes.append(outcome)
 
     @property
     def counts(self) -> Counter[str]:
-        return Counter(o.status for o in self.outcomes)
+        if self.keep_outcomes:
+            return Counter(o.status for o in self.outcomes)
+        return Counter(self._counts)
 
     @property
     def n_spectra(self) -> int:
-        return sum(o.n_spectra for o in self.outcomes)
+        if self.keep_outcomes:
+            return sum(o.n_spectra for o in self.outcomes)
+        return self._n_spectra
 
     def rejected(self) -> list[FileOutcome]:
         return [o for o in self.outcomes if o.status == "rejected"]
@@ -69,6 +85,20 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+def _run(
+    db: Database, jobs: list[Job], summary: BatchSummary, root: Path | None, on_file: OnFile | None,
+    read_workers: int | None,
+) -> BatchSummary:  # fmt: skip
+    def record(outcome: FileOutcome) -> None:
+        summary.add(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
+    with Loader(db, root=root, batch_id=summary.batch_id) as loader:
+        loader.ingest_many(jobs, on_file=record, read_workers=read_workers)
+    return summary
+
+
 def ingest_paths(
     db: Database,
     paths: Iterable[str | os.PathLike[str]],
@@ -78,28 +108,16 @@ def ingest_paths(
     root: Path | None = None,
     batch_id: str | None = None,
     on_file: OnFile | None = None,
+    read_workers: int | None = None,
+    keep_outcomes: bool = True,
 ) -> BatchSummary:
     """Ingest files and directories. Without a survey, each file goes to the survey
-    named after its detected reader."""
+    named after its detected reader. ``read_workers``: see :meth:`Loader.ingest_many`."""
     if reader is not None:
         get_reader(reader)  # an unknown name is the caller's mistake, not each file's
-    summary = BatchSummary(batch_id or new_batch_id())
-    with Loader(db, root=root, batch_id=summary.batch_id) as loader:
-        for path in expand_paths(paths):
-            spec = survey
-            if spec is None:
-                name = reader
-                if name is None:
-                    try:
-                        name = detect_reader(path).name
-                    except ReaderError:
-                        name = UNSORTED_SURVEY  # the loader records why
-                spec = SurveySpec(name=name, reader=reader)
-            outcome = loader.ingest(path, spec, reader=reader)
-            summary.outcomes.append(outcome)
-            if on_file is not None:
-                on_file(outcome)
-    return summary
+    summary = BatchSummary(batch_id or new_batch_id(), keep_outcomes=keep_outcomes)
+    jobs = [Job(str(path), survey, reader) for path in expand_paths(paths)]
+    return _run(db, jobs, summary, root, on_file, read_workers)
 
 
 def ingest_surveys(
@@ -109,15 +127,11 @@ def ingest_surveys(
     names: Iterable[str] | None = None,
     batch_id: str | None = None,
     on_file: OnFile | None = None,
+    read_workers: int | None = None,
+    keep_outcomes: bool = True,
 ) -> BatchSummary:
     """Ingest every file of the configured surveys (or of those named)."""
     specs = [config.survey(n) for n in names] if names is not None else list(config.surveys)
-    summary = BatchSummary(batch_id or new_batch_id())
-    with Loader(db, root=config.root, batch_id=summary.batch_id) as loader:
-        for spec in specs:
-            for path in spec.files():
-                outcome = loader.ingest(path, spec)
-                summary.outcomes.append(outcome)
-                if on_file is not None:
-                    on_file(outcome)
-    return summary
+    summary = BatchSummary(batch_id or new_batch_id(), keep_outcomes=keep_outcomes)
+    jobs = [Job(str(path), spec) for spec in specs for path in spec.files()]
+    return _run(db, jobs, summary, config.root, on_file, read_workers)

@@ -7,6 +7,13 @@ end; any problem with the file rolls everything back and records the file as
 ``rejected`` with the reason, and the batch goes on. Infrastructure failures (the
 database going away) are not the file's fault: they propagate and stop the batch.
 
+The duplicate check runs inside the file's transaction, on one psycopg connection held
+for the batch (a handful of round trips per file). Per-file commits do not wait for the
+WAL flush (``synchronous_commit = off``, this connection only): a crash of the *server*
+may forget the last fraction of a second of files, each one whole, ``ingest_file`` row
+included, so a rerun loads them again; a crash of the ingest process loses nothing
+committed. Closing the loader waits for the flush, so a finished batch is durable.
+
 Wavelength grids are content-addressed and immutable; they are registered on a separate
 autocommit connection, so a rolled-back file can at most leave an unused grid behind.
 """
@@ -18,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -28,17 +35,19 @@ import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError as SqlOperationalError
 from sqlalchemy.orm import Session
 
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.readers import detect_reader, get_reader
+from skyledger.ingest.read_ahead import Job, Prepared, ReadAhead, locate, read_contents, sha256_file
 from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
 from skyledger.schema.database import Database
-from skyledger.schema.errors import DatabaseError, IngestError, ReaderError
+from skyledger.schema.errors import DatabaseError, ReaderError
 from skyledger.schema.pgcopy import copy_rows, to_json
 
-__all__ = ["FileOutcome", "Loader", "sha256_file", "ensure_survey", "SPECTRUM_FLAGS", "SOURCE_FLAGS", "LINE_FLAGS"]
+__all__ = [
+    "FileOutcome", "Job", "Loader", "sha256_file", "ensure_survey", "SPECTRUM_FLAGS", "SOURCE_FLAGS", "LINE_FLAGS",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -65,10 +74,40 @@ _LINE_COLUMNS = [
     ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"), ("flux_err", "float8"), ("flags", "int4"),
 ]
 
-_READ_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError, UnicodeError)
+_PREVIOUS_SQL = (
+    "SELECT id, uri, status, reason FROM ingest_file WHERE survey_id = %(s)s AND sha256 = %(h)s "
+    "AND status IN ('loaded', 'rejected') ORDER BY (status = 'loaded') DESC, (uri = %(u)s) DESC, id DESC LIMIT 1"
+)
+_DUPLICATE_SQL = (
+    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, batch_id, finished_at) "
+    "SELECT %(s)s, %(u)s, %(h)s, size_bytes, 'duplicate', %(why)s, %(b)s, now() FROM ingest_file WHERE id = %(id)s "
+    "RETURNING id"
+)
+# The file's row and the ids of its sources in one round trip (COPY cannot return ids).
+_FILE_SQL = (
+    "WITH f AS (INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reader, batch_id, version) "
+    "VALUES (%(s)s, %(u)s, %(h)s, %(size)s, 'loaded', %(r)s, %(b)s, 1 + coalesce((SELECT max(version) FROM ingest_file "
+    "WHERE survey_id = %(s)s AND uri = %(u)s AND status = 'loaded'), 0)) RETURNING id) "
+    "SELECT f.id, ARRAY(SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, %(n)s)) FROM f"
+)
+_FINISH_SQL = (
+    "UPDATE ingest_file SET n_sources = %(a)s, n_spectra = %(b)s, n_lines = %(c)s, finished_at = now(), "
+    "duration_s = extract(epoch FROM clock_timestamp() - started_at) WHERE id = %(id)s"
+)
+_REJECT_SQL = (
+    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, reader, batch_id, "
+    "finished_at, duration_s) VALUES (%(s)s, %(u)s, %(h)s, %(size)s, 'rejected', %(why)s, %(r)s, %(b)s, now(), %(d)s) "
+    "RETURNING id"
+)
+
+#: Batches with at least this many files read ahead in a worker process (below it the
+#: process start, about a second of imports, costs more than it saves).
+READ_AHEAD_MIN_FILES = 200
+
+OnFile = Callable[["FileOutcome"], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class FileOutcome:
     """What happened to one file."""
 
@@ -82,16 +121,6 @@ class FileOutcome:
     n_lines: int = 0
     size_bytes: int = 0
     seconds: float = 0.0
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def ensure_survey(session: Session, spec: SurveySpec, reader: str | None) -> int:
@@ -115,14 +144,15 @@ def _code_version() -> str:
     return f"skyledger {package_version('skyledger')}"
 
 
-class _Rejected(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+def _lost(path: object) -> DatabaseError:
+    return DatabaseError(
+        f"lost the database connection while ingesting {path}; nothing of that file was written; "
+        "run the ingest again to load it and the files after it"
+    )
 
 
 class Loader:
-    """Loads files into one database. Create one per batch (it caches grid ids)."""
+    """Loads files into one database. Create one per batch (it holds a connection and caches ids)."""
 
     def __init__(self, db: Database, *, root: Path | None = None, batch_id: str | None = None):
         self.db = db
@@ -130,80 +160,91 @@ class Loader:
         self.batch_id = batch_id
         self._grids: dict[str, int] = {}
         self._grid_conn: psycopg.Connection | None = None
+        self._conn: psycopg.Connection | None = None
         self._survey_ids: dict[str, int] = {}
 
     # ------------------------------------------------------------------ public
 
-    def close(self) -> None:
-        if self._grid_conn is not None:
-            self._grid_conn.close()
-            self._grid_conn = None
+    def close(self, *, failing: bool = False) -> None:
+        """Release the connections, first waiting until the committed files are durable.
+
+        ``failing``: an error is already on its way out; a failed flush must not hide it.
+        """
+        try:
+            if self._conn is not None and not self._conn.closed:
+                try:
+                    self._flush_wal()
+                except psycopg.Error:
+                    if not failing:
+                        raise
+                    _log.warning("could not wait for the last files' WAL flush", exc_info=True)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            if self._grid_conn is not None:
+                self._grid_conn.close()
+                self._grid_conn = None
 
     def __enter__(self) -> Loader:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(failing=exc_type is not None)
 
-    def ingest(self, path: str | os.PathLike[str], survey: SurveySpec, *, reader: str | None = None) -> FileOutcome:
+    def ingest(self, path: str | os.PathLike[str], survey: SurveySpec | None, *, reader: str | None = None) -> FileOutcome:
         """Ingest one file, in its own transaction. Never leaves a partial file behind.
 
         Losing the database is not the file's fault: it stops the batch with a
         :class:`DatabaseError` (the open transaction dies with the connection).
+        ``survey=None`` names the survey after the file's reader.
         """
-        try:
-            return self._ingest(path, survey, reader=reader)
-        except (OperationalError, psycopg.OperationalError) as err:
-            raise DatabaseError(
-                f"lost the database connection while ingesting {path}; nothing of that file was written; "
-                "run the ingest again to load it and the files after it"
-            ) from err
-
-    def _ingest(self, path: str | os.PathLike[str], survey: SurveySpec, *, reader: str | None) -> FileOutcome:
         started = time.perf_counter()
-        path = Path(path)
-        outcome = FileOutcome(path=str(path), status="rejected")
-        survey_id = self._survey_id(survey, reader)
-        sha: str | None = None
-        uri = str(path.absolute())
-        try:
-            try:
-                resolved = path.resolve(strict=True)
-                uri = str(resolved)
-                if self.root is not None and not resolved.is_relative_to(self.root):
-                    raise _Rejected(f"the file is outside the configured root {self.root}")
-                if not resolved.is_file():
-                    raise _Rejected("not a regular file")
-                sha, outcome.size_bytes = sha256_file(resolved)
-            except PermissionError as err:
-                raise _Rejected(f"cannot read the file: permission denied ({err.strerror})") from err
-            previous = self._previous(survey_id, uri, sha)
-            if previous is not None:
-                outcome.status, outcome.reason, outcome.ingest_file_id = previous
-                return outcome
-            chosen = get_reader(reader or survey.reader) if (reader or survey.reader) else detect_reader(resolved)
-            outcome.reader = chosen.name
-            try:
-                contents = chosen.read(resolved, survey.options)
-            except ReaderError:
-                raise
-            except _READ_ERRORS as err:
-                raise ReaderError(resolved, f"unreadable ({type(err).__name__}: {err})") from err
-            self._load(contents, outcome, survey_id=survey_id, uri=uri, sha=sha, path=resolved)
-        except FileNotFoundError:
-            outcome.reason = "no such file"
-        except _Rejected as err:
-            outcome.reason = err.reason
-        except ReaderError as err:
-            outcome.reason = err.detail
-        except IngestError as err:
-            outcome.reason = str(err)
-        outcome.seconds = time.perf_counter() - started
-        if outcome.status == "rejected":
-            self._record_rejection(outcome, survey_id, uri, sha)
-        return outcome
+        prepared = locate(Job(str(path), survey, reader), self.root)
+        return self._store(prepared, reader, started, read_inline=True)
+
+    def ingest_many(
+        self, jobs: Sequence[Job], *, on_file: OnFile | None = None, read_workers: int | None = None
+    ) -> None:
+        """Ingest every job in order, each file in its own transaction, calling ``on_file``.
+
+        ``read_workers`` processes read the next files while this one writes (default:
+        one for batches of :data:`READ_AHEAD_MIN_FILES` files or more, else none).
+        """
+        if read_workers is None:
+            read_workers = 1 if len(jobs) >= READ_AHEAD_MIN_FILES else 0
+        if read_workers <= 0:
+            for job in jobs:
+                outcome = self.ingest(job.path, job.survey, reader=job.reader)
+                if on_file is not None:
+                    on_file(outcome)
+            return
+        with ReadAhead(jobs, root=self.root, workers=read_workers) as ahead:
+            for job, prepared in zip(jobs, ahead):
+                started = time.perf_counter() - prepared.seconds
+                outcome = self._store(prepared, job.reader, started, read_inline=prepared.deferred)
+                if on_file is not None:
+                    on_file(outcome)
 
     # ------------------------------------------------------------------ steps
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo())
+            # Durability is restored at close (_flush_wal); atomicity never depends on it.
+            self._conn.execute("SET synchronous_commit = off")
+            self._conn.commit()
+        return self._conn
+
+    def _flush_wal(self) -> None:
+        """Wait until every file this loader committed is on disk (one synchronous commit)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return
+        conn.rollback()
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SELECT pg_current_xact_id()")  # a transaction id, so the commit waits for the flush
+        conn.commit()
 
     def _survey_id(self, survey: SurveySpec, reader: str | None) -> int:
         if survey.name not in self._survey_ids:
@@ -211,110 +252,124 @@ class Loader:
                 self._survey_ids[survey.name] = ensure_survey(session, survey, reader)
         return self._survey_ids[survey.name]
 
-    def _previous(self, survey_id: int, uri: str, sha: str) -> tuple[str, str, int] | None:
-        """Loaded or rejected before with the same content? Then this is a no-op."""
-        with self.db.session() as session:
-            row = session.execute(
-                text(
-                    "SELECT id, uri, status, reason FROM ingest_file WHERE survey_id = :s AND sha256 = :h "
-                    "AND status IN ('loaded', 'rejected') ORDER BY (status = 'loaded') DESC, (uri = :u) DESC, id DESC LIMIT 1"
-                ),
-                {"s": survey_id, "h": sha, "u": uri},
-            ).one_or_none()
-            if row is None:
-                return None
-            if row.status == "rejected":
-                if row.uri != uri:
-                    return None  # same bad content under another name: judge it afresh
-                return ("rejected", f"unchanged since ingest_file {row.id}: {row.reason}", row.id)
-            if row.uri == uri:
-                return ("unchanged", f"already loaded as ingest_file {row.id}", row.id)
-            dup_id = session.execute(
-                text(
-                    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, batch_id, finished_at) "
-                    "SELECT :s, :u, :h, size_bytes, 'duplicate', :why, :b, now() FROM ingest_file WHERE id = :id "
-                    "RETURNING id"
-                ),
-                {"s": survey_id, "u": uri, "h": sha, "why": f"same content as ingest_file {row.id} ({row.uri})",
-                 "b": self.batch_id, "id": row.id},
-            ).scalar_one()
-            return ("duplicate", f"same content as ingest_file {row.id} ({row.uri})", dup_id)
-
-    def _record_rejection(self, outcome: FileOutcome, survey_id: int, uri: str, sha: str | None) -> None:
-        outcome.status = "rejected"
-        with self.db.session() as session:
-            outcome.ingest_file_id = session.execute(
-                text(
-                    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, reader, batch_id, "
-                    "finished_at, duration_s) VALUES (:s, :u, :h, :size, 'rejected', :why, :r, :b, now(), :d) RETURNING id"
-                ),
-                {"s": survey_id, "u": uri, "h": sha, "size": outcome.size_bytes or None, "why": outcome.reason,
-                 "r": outcome.reader, "b": self.batch_id, "d": outcome.seconds},
-            ).scalar_one()
-        _log.info("rejected %s: %s", uri, outcome.reason)
-
-    def _load(self, contents: FileContents, outcome: FileOutcome, *, survey_id: int, uri: str, sha: str, path: Path) -> None:
+    def _store(self, prepared: Prepared, reader: str | None, started: float, *, read_inline: bool) -> FileOutcome:
+        """The writing half: duplicate check, rows, bookkeeping, one transaction."""
         try:
-            with self.db.session() as session:
-                file_id = session.execute(
-                    text(
-                        "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reader, batch_id, version) "
-                        "VALUES (:s, :u, :h, :size, 'loaded', :r, :b, 1 + coalesce((SELECT max(version) FROM ingest_file "
-                        "WHERE survey_id = :s AND uri = :u AND status = 'loaded'), 0)) RETURNING id"
-                    ),
-                    {"s": survey_id, "u": uri, "h": sha, "size": outcome.size_bytes, "r": outcome.reader, "b": self.batch_id},
-                ).scalar_one()
-                conn = session.connection().connection.driver_connection
-                source_ids = self._copy_sources(session, conn, contents.sources, survey_id=survey_id, file_id=file_id, path=path)
-                lines: list[tuple[str, list[LineMeasurement]]] = []
-                air = contents.meta.get("wavelength_medium_in_file") == "air"
-                outcome.n_spectra = copy_rows(
-                    conn, "spectrum", _SPECTRUM_COLUMNS,
-                    self._spectrum_rows(
-                        contents.spectra, source_ids, lines, survey_id=survey_id, file_id=file_id, path=path, air=air
-                    ),
-                )
-                if outcome.n_spectra == 0:
-                    raise ReaderError(path, "the file holds no spectra")
-                outcome.n_sources = len(source_ids)
-                if lines:
-                    outcome.n_lines = self._copy_lines(session, conn, lines, contents, file_id=file_id, uri=uri)
-                session.execute(
-                    text(
-                        "UPDATE ingest_file SET n_sources = :a, n_spectra = :b, n_lines = :c, finished_at = now(), "
-                        "duration_s = extract(epoch FROM clock_timestamp() - started_at) WHERE id = :id"
-                    ),
-                    {"a": outcome.n_sources, "b": outcome.n_spectra, "c": outcome.n_lines, "id": file_id},
-                )
-        except DBAPIError as err:  # from statements run through SQLAlchemy
-            if isinstance(err.orig, pg_errors.UniqueViolation) and "uq_ingest_file_loaded_content" in str(err.orig):
-                # Another process loaded the same content at the same moment.
-                outcome.status, outcome.reason = "duplicate", "loaded concurrently by another process"
-                return
-            if isinstance(err.orig, (pg_errors.DataError, pg_errors.IntegrityError)):
-                raise ReaderError(path, f"the database refused the rows: {err.orig.diag.message_primary}") from err
-            raise
-        except (pg_errors.DataError, pg_errors.IntegrityError) as err:  # from COPY on the raw connection
-            raise ReaderError(path, f"the database refused the rows: {err.diag.message_primary}") from err
+            survey_id = self._survey_id(prepared.survey, reader)
+            conn = self._connection()
+            outcome = FileOutcome(path=prepared.path, status="rejected", size_bytes=prepared.size)
+            try:
+                return self._store_in_transaction(conn, prepared, outcome, survey_id, reader, started, read_inline)
+            except BaseException:
+                if not conn.closed and not conn.broken:
+                    conn.rollback()
+                raise
+        except (psycopg.OperationalError, SqlOperationalError) as err:
+            raise _lost(prepared.path) from err
+
+    def _store_in_transaction(
+        self, conn: psycopg.Connection, prepared: Prepared, outcome: FileOutcome, survey_id: int,
+        reader: str | None, started: float, read_inline: bool,
+    ) -> FileOutcome:  # fmt: skip
+        if prepared.sha is not None:
+            previous = self._previous(conn, survey_id, prepared.uri, prepared.sha)
+            if previous is not None:
+                outcome.status, outcome.reason, outcome.ingest_file_id = previous
+                conn.commit()
+                outcome.seconds = time.perf_counter() - started
+                return outcome
+        if prepared.reason is None and read_inline:
+            read_contents(prepared, reader)
+        outcome.reader = prepared.reader
+        if prepared.reason is None and prepared.contents is not None:
+            try:
+                self._load(conn, prepared.contents, outcome, survey_id=survey_id, uri=prepared.uri,
+                           sha=prepared.sha, path=Path(prepared.uri))  # fmt: skip
+            except ReaderError as err:
+                conn.rollback()
+                prepared.reason = err.detail
+            except pg_errors.UniqueViolation as err:
+                conn.rollback()
+                if "uq_ingest_file_loaded_content" not in str(err):
+                    prepared.reason = f"the database refused the rows: {err.diag.message_primary}"
+                else:  # another process loaded the same content at the same moment
+                    outcome.status, outcome.reason = "duplicate", "loaded concurrently by another process"
+                    outcome.seconds = time.perf_counter() - started
+                    return outcome
+            except (pg_errors.DataError, pg_errors.IntegrityError) as err:
+                conn.rollback()
+                prepared.reason = f"the database refused the rows: {err.diag.message_primary}"
+        outcome.seconds = time.perf_counter() - started
+        if outcome.status == "loaded":
+            conn.commit()
+            return outcome
+        outcome.reason = prepared.reason or "the reader returned nothing"
+        outcome.ingest_file_id = conn.execute(
+            _REJECT_SQL,
+            {"s": survey_id, "u": prepared.uri, "h": prepared.sha, "size": outcome.size_bytes or None,
+             "why": outcome.reason, "r": outcome.reader, "b": self.batch_id, "d": outcome.seconds},
+        ).fetchone()[0]  # fmt: skip
+        conn.commit()
+        _log.info("rejected %s: %s", prepared.uri, outcome.reason)
+        return outcome
+
+    def _previous(self, conn: psycopg.Connection, survey_id: int, uri: str, sha: str) -> tuple[str, str, int] | None:
+        """Loaded or rejected before with the same content? Then this is a no-op."""
+        row = conn.execute(_PREVIOUS_SQL, {"s": survey_id, "h": sha, "u": uri}).fetchone()
+        if row is None:
+            return None
+        prev_id, prev_uri, status, reason = row
+        if status == "rejected":
+            if prev_uri != uri:
+                return None  # same bad content under another name: judge it afresh
+            return ("rejected", f"unchanged since ingest_file {prev_id}: {reason}", prev_id)
+        if prev_uri == uri:
+            return ("unchanged", f"already loaded as ingest_file {prev_id}", prev_id)
+        why = f"same content as ingest_file {prev_id} ({prev_uri})"
+        dup_id = conn.execute(
+            _DUPLICATE_SQL, {"s": survey_id, "u": uri, "h": sha, "why": why, "b": self.batch_id, "id": prev_id}
+        ).fetchone()[0]
+        return ("duplicate", why, dup_id)
+
+    def _load(
+        self, conn: psycopg.Connection, contents: FileContents, outcome: FileOutcome, *, survey_id: int, uri: str,
+        sha: str | None, path: Path,
+    ) -> None:  # fmt: skip
+        if not contents.sources:
+            raise ReaderError(path, "the file holds no sources")
+        file_id, source_ids = conn.execute(
+            _FILE_SQL,
+            {"s": survey_id, "u": uri, "h": sha, "size": outcome.size_bytes, "r": outcome.reader, "b": self.batch_id,
+             "n": len(contents.sources)},
+        ).fetchone()  # fmt: skip
+        by_name = self._copy_sources(conn, contents.sources, source_ids, survey_id=survey_id, file_id=file_id, path=path)
+        lines: list[tuple[str, list[LineMeasurement]]] = []
+        air = contents.meta.get("wavelength_medium_in_file") == "air"
+        outcome.n_spectra = copy_rows(
+            conn, "spectrum", _SPECTRUM_COLUMNS,
+            self._spectrum_rows(contents.spectra, by_name, lines, survey_id=survey_id, file_id=file_id, path=path, air=air),
+        )  # fmt: skip
+        if outcome.n_spectra == 0:
+            raise ReaderError(path, "the file holds no spectra")
+        outcome.n_sources = len(by_name)
+        if lines:
+            outcome.n_lines = self._copy_lines(conn, lines, contents, file_id=file_id, uri=uri)
+        conn.execute(_FINISH_SQL, {"a": outcome.n_sources, "b": outcome.n_spectra, "c": outcome.n_lines, "id": file_id})
         outcome.status, outcome.ingest_file_id = "loaded", file_id
 
     def _copy_sources(
-        self, session: Session, conn: psycopg.Connection, sources: Sequence[SourceRow], *, survey_id: int, file_id: int, path: Path
-    ) -> dict[str, int]:
-        if not sources:
-            raise ReaderError(path, "the file holds no sources")
-        ids = session.execute(
-            text("SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, :n)"), {"n": len(sources)}
-        ).scalars().all()
+        self, conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], *, survey_id: int,
+        file_id: int, path: Path,
+    ) -> dict[str, int]:  # fmt: skip
         by_name = {src.object_id: sid for src, sid in zip(sources, ids)}
         if len(by_name) != len(sources):
             raise ReaderError(path, "duplicate source identifiers within the file")
         external = {s.parent_object_id for s in sources if s.parent_object_id and s.parent_object_id not in by_name}
         parents = dict(by_name)
         for name in external:
-            found = session.execute(
-                text("SELECT max(id) FROM source WHERE survey_id = :s AND object_id = :o"), {"s": survey_id, "o": name}
-            ).scalar_one()
+            found = conn.execute(
+                "SELECT max(id) FROM source WHERE survey_id = %s AND object_id = %s", (survey_id, name)
+            ).fetchone()[0]
             if found is None:
                 raise ReaderError(path, f"parent object {name!r} is neither in the file nor already ingested for this survey")
             parents[name] = found
@@ -392,7 +447,6 @@ class Loader:
 
     def _copy_lines(
         self,
-        session: Session,
         conn: psycopg.Connection,
         lines: list[tuple[str, list[LineMeasurement]]],
         contents: FileContents,
@@ -401,21 +455,15 @@ class Loader:
         uri: str,
     ) -> int:
         params = {"ingest_file_id": file_id, "file": uri, "dust_corrected": contents.dust_corrected}
-        run_id = session.execute(
-            text(
-                "INSERT INTO run (task, version, params, params_hash, code_version, host, status, n_inputs, "
-                "finished_at) VALUES (:t, :v, CAST(:p AS jsonb), :h, :c, :host, 'running', :n, now()) RETURNING id"
-            ),
+        run_id = conn.execute(
+            "INSERT INTO run (task, version, params, params_hash, code_version, host, status, n_inputs, "
+            "finished_at) VALUES (%(t)s, %(v)s, CAST(%(p)s AS jsonb), %(h)s, %(c)s, %(host)s, 'running', %(n)s, now()) "
+            "RETURNING id",
             {"t": INGESTED_TASK, "v": INGESTED_VERSION, "p": to_json(params),
              "h": hashlib.sha256(to_json(params).encode()).hexdigest(), "c": _code_version(),
              "host": socket.gethostname(), "n": len(lines)},
-        ).scalar_one()
-        spectrum_ids = {
-            object_id: sid
-            for object_id, sid in session.execute(
-                text("SELECT object_id, id FROM spectrum WHERE ingest_file_id = :f"), {"f": file_id}
-            )
-        }
+        ).fetchone()[0]
+        spectrum_ids = dict(conn.execute("SELECT object_id, id FROM spectrum WHERE ingest_file_id = %s", (file_id,)))
         base_flags = LINE_FLAGS["FROM_CATALOGUE"] | (LINE_FLAGS["DUST_CORRECTED"] if contents.dust_corrected else 0)
 
         def rows() -> Iterator[tuple[Any, ...]]:
@@ -427,15 +475,9 @@ class Loader:
         n = copy_rows(conn, "line_measurement", _LINE_COLUMNS, rows())
         # Catalogue lines are current as soon as the file is: the run joins `current`
         # in the same transaction that makes it succeed.
-        session.execute(
-            text("UPDATE run SET status = 'succeeded', n_results = :n, finished_at = now() WHERE id = :id"),
-            {"n": n, "id": run_id},
-        )
-        session.execute(
-            text(
-                "INSERT INTO collection_run (collection_id, run_id) "
-                "SELECT id, :r FROM collection WHERE name = 'current'"
-            ),
-            {"r": run_id},
+        conn.execute("UPDATE run SET status = 'succeeded', n_results = %s, finished_at = now() WHERE id = %s", (n, run_id))
+        conn.execute(
+            "INSERT INTO collection_run (collection_id, run_id) SELECT id, %s FROM collection WHERE name = 'current'",
+            (run_id,),
         )
         return n

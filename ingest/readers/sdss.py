@@ -34,10 +34,10 @@ from skyledger.ingest.readers.base import (
     finalize_spectrum,
     find_column,
     fits_summary,
-    hdu_data,
     header_float,
     normalise_flux_unit,
     open_fits,
+    read_table,
     require_hdu,
 )
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
@@ -97,8 +97,8 @@ class SdssReader:
             primary = hdul[0].header
             coadd_hdu = require_hdu(path, hdul, "COADD")
             meta_hdu = require_hdu(path, hdul, "SPECOBJ", "SPALL")
-            coadd = hdu_data(path, coadd_hdu)
-            meta_tab = hdu_data(path, meta_hdu)
+            coadd = read_table(path, coadd_hdu)
+            meta_tab = read_table(path, meta_hdu)
             if coadd is None or len(coadd) < 2:
                 raise ReaderError(path, "COADD table has fewer than 2 rows", hdu="COADD")
             if meta_tab is None or len(meta_tab) != 1:
@@ -107,7 +107,7 @@ class SdssReader:
                     f"expected exactly one metadata row, found {0 if meta_tab is None else len(meta_tab)}",
                     hdu=meta_hdu.name,
                 )
-            cols = coadd.columns.names
+            cols = list(coadd.names)
             col = {}
             for key in ("flux", "loglam", "ivar"):
                 found = find_column(cols, key)
@@ -119,19 +119,19 @@ class SdssReader:
             mask_col = find_column(cols, "and_mask", "mask")
             wdisp_col = find_column(cols, "wdisp")
 
-            loglam = np.asarray(coadd[col["loglam"]], dtype=np.float64)
+            loglam = np.asarray(coadd.column(col["loglam"]), dtype=np.float64)
             wave = self._wavelength(primary, loglam)
             if primary.get("VACUUM", True) is False:
                 wave = air_to_vacuum(wave)
             resolution = None
             if wdisp_col is not None:
                 dloglam = header_float(primary, "COEFF1") or 1.0e-4
-                wdisp = np.asarray(coadd[wdisp_col], dtype=np.float64)
+                wdisp = np.asarray(coadd.column(wdisp_col), dtype=np.float64)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     resolution = 1.0 / (_FWHM_PER_SIGMA * wdisp * dloglam * _LN10)
 
-            row = meta_tab[0]
-            names = meta_tab.columns.names
+            names = list(meta_tab.names)
+            row = meta_tab.row(0)
             plate = self._int(path, row, names, meta_hdu.name, "PLATE", "FIELD")
             mjd = self._int(path, row, names, meta_hdu.name, "MJD")
             fiber = self._int(path, row, names, meta_hdu.name, "FIBERID")
@@ -183,9 +183,9 @@ class SdssReader:
                 dec=dec,
                 z=z,
                 wave=wave,
-                flux=np.array(coadd[col["flux"]], dtype=np.float32),
-                ivar=np.array(coadd[col["ivar"]], dtype=np.float32),
-                mask=None if mask_col is None else np.array(coadd[mask_col], dtype=np.int32),
+                flux=np.array(coadd.column(col["flux"]), dtype=np.float32),
+                ivar=np.array(coadd.column(col["ivar"]), dtype=np.float32),
+                mask=None if mask_col is None else np.array(coadd.column(mask_col), dtype=np.int32),
                 resolution=resolution,
                 flux_unit=flux_unit,
                 meta=dict(meta),

@@ -15,12 +15,16 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from skyledger.ingest.loader import READ_AHEAD_MIN_FILES
 from skyledger.ingest.synthetic import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.settings import Settings
 from tests.conftest import cli_env
+from tests.ingest.test_loader import alive, worker_pids
 
-N_FILES = 40
+# Enough files for the CLI to read ahead in a worker process (READ_AHEAD_MIN_FILES), and
+# for a restart to land mid-batch however fast the loader is.
+N_FILES = 250
 INGEST = [sys.executable, "-c", "from skyledger.api.cli import main; main()", "ingest"]
 
 pytestmark = pytest.mark.slow
@@ -63,17 +67,26 @@ def assert_whole_files_only(engine, directory: Path) -> int:
 
 def run_and_kill(cmd, env, engine, kill_after_files: int, extra_delay: float) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
     try:
         deadline = time.monotonic() + 120
         while loaded_files(engine) < kill_after_files and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(extra_delay)  # land somewhere inside the next file's transaction
+        workers = worker_pids(proc.pid)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    # The reader worker outlives no SIGKILLed parent.
+    assert workers, "the batch was not read ahead in a worker process"
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "a reader worker survived its parent"
 
 
 def test_sigkill_at_random_points_leaves_whole_files_and_a_rerun_loads_the_rest(fresh_settings, survey_dir):
+    assert N_FILES >= READ_AHEAD_MIN_FILES
     engine = create_engine(fresh_settings.database_url)
     env = cli_env(fresh_settings)
     rng = np.random.default_rng(2026)
@@ -103,7 +116,7 @@ def test_database_restart_mid_ingest(survey_dir):
         engine = create_engine(server.url)
         proc = subprocess.Popen(INGEST + [str(survey_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        while loaded_files(engine) < 10 and time.monotonic() < deadline:
+        while loaded_files(engine) < 10 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         engine.dispose()
         assert embedded.stop(settings.embedded_data_dir)  # fast shutdown: every session is cut off

@@ -19,6 +19,7 @@ from skyledger.ingest.loader import LINE_FLAGS, SOURCE_FLAGS, SPECTRUM_FLAGS, Lo
 from skyledger.ingest.readers import get_reader
 from skyledger.ingest.sample_data import sample_data_dir
 from tests.conftest import cli_env
+from tests.ingest.test_flows import prefect_api  # noqa: F401 - the session's Prefect test server
 from tests.ingest.broken import BROKEN, FORCED_READER, MANGA, NGC3073
 
 SAMPLE_FILES = sorted(p for p in sample_data_dir().iterdir() if ".fits" in p.name)
@@ -245,3 +246,166 @@ def test_flags_record_air_wavelengths_and_configured_positions(fresh_database, t
         assert flags & SPECTRUM_FLAGS["POSITION_FROM_CONFIG"] and not flags & SPECTRUM_FLAGS["NO_POSITION"]
         assert not flags & SPECTRUM_FLAGS["AIR_TO_VACUUM"]
         assert source_flags & SOURCE_FLAGS["POSITION_FROM_CONFIG"]
+
+
+# --------------------------------------------------------------------------- reading ahead in worker processes
+
+
+def worker_pids(parent: int) -> set[int]:
+    """Reader worker processes that are children of ``parent`` (from /proc)."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"skyledger.ingest.read_ahead import serve" in cmdline:
+                pids.add(int(pid))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def mixed_batch(directory: Path) -> list[Path]:
+    """Synthetic SDSS files, real files of three formats, a broken one and a copy (duplicate)."""
+    from skyledger.ingest.synthetic import write_sdss_spectra
+
+    files = write_sdss_spectra(directory / "sdss", 6, seed=3, n_pix=600)
+    files += copy_samples(directory / "real")
+    bad, _ = BROKEN["negative_ivar"](directory)  # its last spectrum is bad: the worker reads it all
+    files.append(bad)
+    files.append(Path(shutil.copy(files[0], directory / "copy-of-first.fits")))
+    return files
+
+
+def outcomes_and_rows(db, summary) -> tuple[list, list]:
+    outcomes = [(Path(o.path).name, o.status, o.reader, o.n_spectra, o.n_sources, o.n_lines,
+                 (o.reason or "").replace(str(Path(o.path).parent), "DIR")) for o in summary.outcomes]  # fmt: skip
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT s.object_id, md5(s.flux::text || s.ivar::text || s.mask::text || coalesce(s.resolution::text, '')), "
+                 "s.flags, s.ra, s.z, src.object_id FROM spectrum s JOIN source src ON src.id = s.source_id ORDER BY 1")
+        ).all()  # fmt: skip
+    return outcomes, rows
+
+
+def test_read_ahead_workers_load_exactly_what_inline_reading_loads(fresh_database, server, template_url, tmp_path):
+    files = mixed_batch(tmp_path)
+    inline = ingest_paths(fresh_database, files, read_workers=0)
+    assert {o.status for o in inline.outcomes} == {"loaded", "rejected", "duplicate"}
+    from sqlalchemy import create_engine, make_url
+
+    url = server.create_database(f"skyledger_test_ra_{os.getpid()}", template=make_url(template_url).database)
+    from skyledger.schema.database import Database
+
+    other = Database(engine=create_engine(url), url=url, embedded=None)
+    try:
+        ahead = ingest_paths(other, files, read_workers=2)
+        assert outcomes_and_rows(other, ahead) == outcomes_and_rows(fresh_database, inline)
+        # Re-ingest through the workers is a no-op, as inline.
+        again = ingest_paths(other, files, read_workers=1)
+        assert [o.status for o in again.outcomes] == [
+            "unchanged" if o.status == "loaded" else o.status for o in ahead.outcomes
+        ]
+        assert outcomes_and_rows(other, ahead)[1] == outcomes_and_rows(other, again)[1]
+    finally:
+        other.dispose()
+    assert worker_pids(os.getpid()) == set()
+
+
+def test_a_file_too_large_to_ship_is_read_by_the_loader(fresh_database, tmp_path):
+    from skyledger.ingest.read_ahead import Job, ReadAhead
+
+    files = copy_samples(tmp_path / "data")
+    jobs = [Job(str(f), None) for f in files]
+    with ReadAhead(jobs, root=None, workers=1, ship_limit=100_000) as ahead:
+        prepared = list(ahead)
+    deferred = {Path(p.path).name for p in prepared if p.deferred}
+    assert deferred == {MANGA.name, "MaNGA_multicomp_test_spectra.fits.gz", "legac_M19_56670_v3.0.fits"}
+    assert all(p.contents is None for p in prepared if p.deferred)
+    assert all(p.contents is not None and p.reason is None for p in prepared if not p.deferred)
+
+
+def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
+    from skyledger.ingest.synthetic import write_sdss_spectra
+
+    files = write_sdss_spectra(tmp_path / "sdss", 30, seed=4, n_pix=300)
+    seen: list[set[int]] = []
+
+    def interrupt(outcome) -> None:
+        seen.append(worker_pids(os.getpid()))
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_paths(fresh_database, files, read_workers=2, on_file=interrupt)
+    assert len(seen[0]) == 2
+    assert not any(alive(pid) for pid in seen[0])
+    # The three files reported before the interrupt are in, whole; the rest are not.
+    with fresh_database.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*), sum(n_spectra) FROM ingest_file WHERE status = 'loaded'")).one() == (3, 3)
+    assert counts(fresh_database)["spectrum"] == 3
+
+
+def test_a_dead_worker_stops_the_batch_with_a_clear_error(fresh_database, tmp_path):
+    import signal
+
+    from skyledger.ingest.synthetic import write_sdss_spectra
+    from skyledger.schema.errors import IngestError
+
+    files = write_sdss_spectra(tmp_path / "sdss", 40, seed=6, n_pix=300)
+
+    def kill_workers(outcome) -> None:
+        for pid in worker_pids(os.getpid()):
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(IngestError, match="a reader process died .* run the ingest again for the rest"):
+        ingest_paths(fresh_database, files, read_workers=1, on_file=kill_workers)
+    assert worker_pids(os.getpid()) == set()
+    with fresh_database.engine.connect() as conn:
+        loaded = conn.execute(text("SELECT count(*) FROM ingest_file WHERE status = 'loaded'")).scalar_one()
+    assert 1 <= loaded < len(files)
+    rest = ingest_paths(fresh_database, files, read_workers=1)
+    assert rest.counts["loaded"] == len(files) - loaded and rest.counts["unchanged"] == loaded
+
+
+def test_counts_only_summary_keeps_rejections(fresh_database, tmp_path):
+    files = mixed_batch(tmp_path)
+    full = ingest_paths(fresh_database, files, read_workers=0)
+    lean = ingest_paths(fresh_database, files, read_workers=0, keep_outcomes=False)
+    assert lean.counts == {"unchanged": full.counts["loaded"], "duplicate": 1, "rejected": full.counts["rejected"]}
+    assert [o.path for o in lean.outcomes] == [o.path for o in full.rejected()]
+    assert lean.n_spectra == 0 and full.n_spectra > 0
+    assert "### Rejected files" in lean.markdown()
+
+
+def test_read_ahead_inside_a_prefect_task(prefect_api, fresh_settings, fresh_database, tmp_path):
+    from prefect import flow, task
+
+    from skyledger.ingest.synthetic import write_sdss_spectra
+    from skyledger.schema.database import connect
+
+    files = [str(p) for p in write_sdss_spectra(tmp_path / "sdss", 12, seed=8, n_pix=300)]
+
+    @task
+    def load(paths: list[str]) -> dict[str, int]:
+        db = connect(fresh_settings)
+        try:
+            return dict(ingest_paths(db, paths, read_workers=2).counts)
+        finally:
+            db.dispose()
+
+    @flow
+    def ingest_flow(paths: list[str]) -> dict[str, int]:
+        return load(paths)
+
+    assert ingest_flow(files) == {"loaded": 12}
+    assert counts(fresh_database)["spectrum"] == 12
+    assert worker_pids(os.getpid()) == set()
