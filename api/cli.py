@@ -16,6 +16,8 @@ from skyledger.schema.errors import SkyledgerError
 from skyledger.schema.settings import Settings
 
 from . import admin
+from .plot_cli import plot_app
+from .release_cli import release_app
 from .sql import FORMATS, format_result, run_query
 
 __all__ = ["app", "main"]
@@ -30,6 +32,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database administration.")
 app.add_typer(db_app, name="db")
+app.add_typer(plot_app, name="plot")
+app.add_typer(release_app, name="release")
 
 
 def _version(value: bool) -> None:
@@ -86,15 +90,15 @@ def demo(ctx: typer.Context) -> None:
     """Run the whole pipeline on the bundled real data: ingest (then process and release)."""
     from skyledger.compute.task import resolve_device
 
-    from .demo import process_demo, run_demo
+    from .demo import process_demo, release_demo, run_demo
 
     settings = _settings(ctx)
     db = admin.init_database(settings)
     try:
-        typer.echo("1/2 ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA)...")
+        typer.echo("1/3 ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA)...")
         _print_batch(run_demo(db))
         device = resolve_device(settings.device)
-        typer.echo(f"2/2 processing on {device}...")
+        typer.echo(f"2/3 processing on {device}...")
         process_demo(db, device, on_task=_print_run)
         with db.session() as session:
             result = run_query(
@@ -108,6 +112,13 @@ def demo(ctx: typer.Context) -> None:
             )
         typer.echo(format_result(result, "table"))
         _print_status(db)
+        typer.echo("3/3 releasing the current collection...")
+        name, where, summary = release_demo(db, settings.releases_dir)
+        if summary is None:
+            typer.echo(f"release {name} already holds the current results: {where}")
+        else:
+            typer.echo(f"release {name} written: {len(summary.files)} files in {where}")
+        typer.echo(f"SQL: SELECT * FROM {name}.lines LIMIT 10;  check: skyledger release verify {name}")
     finally:
         db.dispose()
 

@@ -7,16 +7,21 @@ from collections.abc import Callable
 from skyledger.schema.errors import ConfigError
 
 from .abundances import AbundancesTask
+from .gradients import GradientsTask
 from .lines import LinesTask
 from .nebula import NebulaDiagnosticTask, NebulaNNTask
+from .rotation import RotationTask
 from .task import Task
 
 __all__ = ["TASKS", "get_task"]
 
-#: name -> factory; upstream tasks first (abundances read the lines' results).
+#: name -> factory; upstream tasks first (abundances read the lines' results; rotation
+#: reads the lines' velocities; gradients read abundances and rotation).
 TASKS: dict[str, Callable[[], Task]] = {
     LinesTask.name: LinesTask,
     AbundancesTask.name: AbundancesTask,
+    RotationTask.name: RotationTask,
+    GradientsTask.name: GradientsTask,
     NebulaDiagnosticTask.name: NebulaDiagnosticTask,
     NebulaNNTask.name: NebulaNNTask,
 }

@@ -25,8 +25,9 @@ __all__ = ["FlagDoc", "ResultTable", "Task", "TaskOutput", "pending_inputs", "re
 class ResultTable:
     """A results table: its name and its COPY columns after ``run_id`` (name, PostgreSQL type).
 
-    The first column after ``run_id`` is the input key (``spectrum_id``); results are never
-    updated in place, so (run_id, input, ...) is the primary key.
+    The first column after ``run_id`` is the input key (``spectrum_id``, or ``source_id``
+    for per-galaxy tasks); results are never updated in place, so (run_id, input, ...) is
+    the primary key.
     """
 
     name: str
@@ -99,14 +100,16 @@ def pending_inputs(
     limit: int,
     order_by: str = "i.id",
     bind: Mapping[str, Any] | None = None,
+    key_column: str = "spectrum_id",
 ) -> list[int]:
     """Ids from ``inputs_sql`` (a query selecting ``id`` aliased as table ``i``) that have no
-    row in ``result_table`` from a succeeded run, or from ``run_id``, of this task version
-    and parameter hash. Results of failed or abandoned runs do not count: they are redone."""
+    row in ``result_table`` (input key ``key_column``) from a succeeded run, or from
+    ``run_id``, of this task version and parameter hash. Results of failed or abandoned
+    runs do not count: they are redone."""
     query = (
         f"SELECT i.id FROM ({inputs_sql}) AS i WHERE NOT EXISTS ("
         f"SELECT 1 FROM {result_table} AS res JOIN run AS r ON r.id = res.run_id "
-        "WHERE res.spectrum_id = i.id AND r.task = :task AND r.version = :version AND r.params_hash = :phash "
+        f"WHERE res.{key_column} = i.id AND r.task = :task AND r.version = :version AND r.params_hash = :phash "
         "AND (r.status = 'succeeded' OR r.id = :run_id)) "
         f"ORDER BY {order_by} LIMIT :limit"
     )

@@ -48,6 +48,8 @@ __all__ = [
     "StellarKinematics",
     "Abundance",
     "NebulaClass",
+    "RotationFit",
+    "MetallicityGradient",
 ]
 
 # Declination zones of 1 arcmin: with a B-tree on (sky_zone, ra, dec) a cone search is
@@ -501,4 +503,146 @@ class NebulaClass(Base):
     p_agn: Mapped[float | None] = _class_p("AGN")
     flags: Mapped[int] = column(
         Integer, server_default=text("0"), doc="Classification flag bits (see flag_definition)", ucd="meta.code"
+    )
+
+
+def _kms(doc: str, ucd: str) -> Any:
+    return column(Double, doc=doc, unit="km/s", ucd=ucd)
+
+
+def _curvature_err(of: str, unit: str, ucd: str) -> Any:
+    return column(
+        Double, doc=f"Error of {of} from the curvature of the fit (Gauss-Newton covariance scaled by the reduced chi-square)",
+        unit=unit, ucd=f"stat.error;{ucd}",
+    )
+
+
+class RotationFit(Base):
+    """A thin rotating disk fitted to one galaxy's line-of-sight velocities (task `rotation`).
+
+    One row per (galaxy, component, rotation-curve model). Velocities are rest-frame,
+    relative to the galaxy's redshift ``z_gal``; ``vmax`` is deprojected.
+    """
+
+    __tablename__ = "rotation_fit"
+    __table_args__ = (
+        Index("ix_rotation_fit_source_id", "source_id"),
+        CheckConstraint("component IN ('gas', 'stars')", name="component"),
+        CheckConstraint("model IN ('arctan', 'freeman')", name="model"),
+    )
+
+    run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the fit", ucd="meta.id")
+    source_id: Mapped[int] = column(
+        ForeignKey("source.id"), primary_key=True, doc="The galaxy (parent source of the points fitted)", ucd="meta.id"
+    )
+    component: Mapped[str] = column(
+        Text, primary_key=True, doc="Velocities fitted: gas (emission lines) or stars (stellar kinematics)", ucd="meta.code"
+    )
+    model: Mapped[str] = column(
+        Text, primary_key=True,
+        doc="Rotation curve: arctan (V_max asymptotic, r_turn turnover radius) or freeman (exponential disk; "
+        "V_max peak speed, r_turn radius of the peak = 2.15 scale lengths)",
+        ucd="meta.code",
+    )
+    z_gal: Mapped[float | None] = column(
+        Double, doc="Galaxy redshift the velocities are relative to (source.z); NULL when the galaxy has none", ucd="src.redshift"
+    )
+    ra_center: Mapped[float | None] = _ra("Right ascension of the fitted disk centre (ICRS)")
+    dec_center: Mapped[float | None] = _dec("Declination of the fitted disk centre (ICRS)")
+    ra_center_err: Mapped[float | None] = _curvature_err("the centre's east offset", "arcsec", "pos.eq.ra")
+    dec_center_err: Mapped[float | None] = _curvature_err("the centre's north offset", "arcsec", "pos.eq.dec")
+    pa: Mapped[float | None] = column(
+        Double, doc="Position angle of the receding major axis, north through east, in [0, 360)", unit="deg", ucd="pos.posAng"
+    )
+    pa_err: Mapped[float | None] = _curvature_err("pa", "deg", "pos.posAng")
+    inc: Mapped[float | None] = column(Double, doc="Disk inclination (0 = face-on)", unit="deg", ucd="src.orbital.inclination")
+    inc_err: Mapped[float | None] = _curvature_err("inc", "deg", "src.orbital.inclination")
+    vsys: Mapped[float | None] = _kms("Systemic velocity relative to z_gal, rest frame", "spect.dopplerVeloc")
+    vsys_err: Mapped[float | None] = _curvature_err("vsys", "km/s", "spect.dopplerVeloc")
+    vmax: Mapped[float | None] = _kms("Deprojected rotation speed: asymptotic (arctan) or peak (freeman)", "phys.veloc.rotat")
+    vmax_err: Mapped[float | None] = _curvature_err("vmax", "km/s", "phys.veloc.rotat")
+    r_turn: Mapped[float | None] = column(
+        Double, doc="Turnover radius (arctan) or radius of the peak speed (freeman)", unit="arcsec", ucd="phys.angSize"
+    )
+    r_turn_err: Mapped[float | None] = _curvature_err("r_turn", "arcsec", "phys.angSize")
+    r_turn_kpc: Mapped[float | None] = column(
+        Double, doc="r_turn in proper kpc (angular-diameter distance of z_gal, astropy Planck18)", unit="kpc", ucd="phys.size.radius"
+    )
+    r_turn_kpc_err: Mapped[float | None] = _curvature_err("r_turn_kpc", "kpc", "phys.size.radius")
+    sigma0: Mapped[float | None] = _kms(
+        "Velocity-dispersion floor: median intrinsic dispersion of the points beyond r_turn, beam smearing removed when a PSF is known",
+        "phys.veloc.dispersion",
+    )
+    sigma0_err: Mapped[float | None] = column(
+        Double, doc="Error of sigma0: 1.2533 x 1.4826 x MAD / sqrt(n)", unit="km/s", ucd="stat.error;phys.veloc.dispersion"
+    )
+    kpc_per_arcsec: Mapped[float | None] = column(
+        Double, doc="Proper kpc per arcsec at z_gal (astropy Planck18); NULL without redshift", unit="kpc/arcsec", ucd="arith.factor"
+    )
+    r_max: Mapped[float | None] = column(
+        Double, doc="Deprojected radius of the outermost point used", unit="arcsec", ucd="phys.angSize"
+    )
+    psf_fwhm: Mapped[float | None] = column(
+        Double, doc="FWHM of the Gaussian PSF modelled for beam smearing; NULL when none was", unit="arcsec", ucd="instr.fov"
+    )
+    chi2: Mapped[float | None] = column(Double, doc="Reduced chi-square of the points kept", ucd="stat.fit.chi2")
+    n_points: Mapped[int] = column(Integer, doc="Points used in the fit (after outlier rejection)", ucd="meta.number")
+    n_rejected: Mapped[int] = column(Integer, doc="Points rejected as outliers", ucd="meta.number")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
+    )
+
+
+class MetallicityGradient(Base):
+    """Radial 12+log(O/H) gradient of one galaxy by one abundance method (task `gradients`)."""
+
+    __tablename__ = "metallicity_gradient"
+    __table_args__ = (Index("ix_metallicity_gradient_source_id", "source_id"),)
+
+    run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the gradient", ucd="meta.id")
+    source_id: Mapped[int] = column(ForeignKey("source.id"), primary_key=True, doc="The galaxy", ucd="meta.id")
+    method: Mapped[str] = column(
+        Text, primary_key=True, doc="Abundance method of the points (abundance.method)", ucd="meta.code"
+    )
+    rotation_run_id: Mapped[int | None] = column(
+        ForeignKey("run.id"), doc="Run of the rotation fit whose centre, PA and inclination deprojected the radii", ucd="meta.id"
+    )
+    geometry: Mapped[str | None] = column(
+        Text, doc="Which rotation fit gave the geometry: component/model, e.g. gas/arctan", ucd="meta.code"
+    )
+    slope_dex_per_arcsec: Mapped[float | None] = column(
+        Double, doc="Slope of 12+log(O/H) against deprojected radius", unit="dex/arcsec", ucd="phys.abund.Z;arith.grad"
+    )
+    slope_dex_per_arcsec_err: Mapped[float | None] = column(
+        Double, doc="Error of slope_dex_per_arcsec (inverse Hessian of the likelihood)", unit="dex/arcsec",
+        ucd="stat.error;phys.abund.Z;arith.grad",
+    )
+    slope_dex_per_kpc: Mapped[float | None] = column(
+        Double, doc="Slope per proper kpc (astropy Planck18 at the galaxy redshift); NULL without redshift", unit="dex/kpc",
+        ucd="phys.abund.Z;arith.grad",
+    )
+    slope_dex_per_kpc_err: Mapped[float | None] = column(
+        Double, doc="Error of slope_dex_per_kpc", unit="dex/kpc", ucd="stat.error;phys.abund.Z;arith.grad"
+    )
+    slope_dex_per_re: Mapped[float | None] = column(
+        Double, doc="Slope per effective radius r_e; NULL where r_e is not known", unit="dex", ucd="phys.abund.Z;arith.grad"
+    )
+    slope_dex_per_re_err: Mapped[float | None] = column(
+        Double, doc="Error of slope_dex_per_re", unit="dex", ucd="stat.error;phys.abund.Z;arith.grad"
+    )
+    r_e: Mapped[float | None] = column(
+        Double, doc="Effective radius used (source.meta r_e_arcsec)", unit="arcsec", ucd="phys.angSize;src"
+    )
+    central_oh: Mapped[float | None] = column(Double, doc="12+log(O/H) of the fitted line at radius 0", unit="dex", ucd="phys.abund.Z")
+    central_oh_err: Mapped[float | None] = column(Double, doc="Error of central_oh", unit="dex", ucd="stat.error;phys.abund.Z")
+    scatter: Mapped[float | None] = column(
+        Double, doc="Intrinsic scatter about the line, beyond the abundance errors", unit="dex", ucd="stat.stdev;phys.abund.Z"
+    )
+    scatter_err: Mapped[float | None] = column(Double, doc="Error of scatter", unit="dex", ucd="stat.error;stat.stdev")
+    r_min: Mapped[float | None] = column(Double, doc="Smallest deprojected radius of the points used", unit="arcsec", ucd="phys.angSize")
+    r_max: Mapped[float | None] = column(Double, doc="Largest deprojected radius of the points used", unit="arcsec", ucd="phys.angSize")
+    n_points: Mapped[int] = column(Integer, doc="Points used (after outlier rejection)", ucd="meta.number")
+    n_rejected: Mapped[int] = column(Integer, doc="Points rejected as outliers", ucd="meta.number")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Gradient flag bits (see flag_definition)", ucd="meta.code"
     )
