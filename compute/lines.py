@@ -75,7 +75,10 @@ def _num(value: Any) -> float | None:
 
 class LinesTask:
     name: ClassVar[str] = "lines"
-    version: ClassVar[int] = 1
+    # 2: gas searched around the input redshift too (not only the stellar V); resampled
+    # spectra: rebin top-hat added to the instrumental width, errors not scaled below the
+    # noise; EW continuum at the fitted line centre.
+    version: ClassVar[int] = 2
     Params: ClassVar[type[BaseModel]] = LinesParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (
         ResultTable(

@@ -339,7 +339,8 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
 
 class RotationTask:
     name: ClassVar[str] = "rotation"
-    version: ClassVar[int] = 1
+    # 2: parameter errors no longer scaled down by a reduced chi^2 below 1.
+    version: ClassVar[int] = 2
     Params: ClassVar[type[BaseModel]] = RotationParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ROTATION_TABLE,)
     flags: ClassVar[tuple[FlagDoc, ...]] = FlagDoc.from_enum("rotation_fit", "flags", DiskFlag, DISK_FLAG_DOCS)

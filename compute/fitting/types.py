@@ -150,7 +150,9 @@ class FitResult:
     Line velocities are relative to the stellar z. Sigmas are intrinsic (instrumental
     removed). Line fluxes are in input flux units times Angstrom (observed frame); EW is
     rest-frame Angstrom, positive for emission. Errors are 1-sigma, scaled by
-    sqrt(chi2/dof). Missing values are NaN, with a flag bit saying why.
+    sqrt(chi2/dof) (by sqrt(max(chi2/dof, 1)) for spectra resampled onto the log grid,
+    whose correlated noise alone gives chi2/dof < 1). Missing values are NaN, with a flag
+    bit saying why.
     """
 
     line_ids: tuple[str, ...]

@@ -21,7 +21,7 @@ Levenberg-Marquardt on a robust (soft-L1 or Cauchy) cost whose Jacobian comes fr
 forward-mode automatic differentiation (one pass per parameter for the whole batch), with
 several inclination starts per galaxy as extra batch rows, then rounds of clipping.
 Errors are the Gauss-Newton covariance of the surviving points scaled by the reduced
-chi^2.  Beam smearing, when a PSF is given, is modelled by evaluating the disk on a
+chi^2 where it is above 1.  Beam smearing, when a PSF is given, is modelled by evaluating the disk on a
 5 x 5 Gauss-Hermite stencil of the Gaussian PSF around each point and averaging the
 velocities weighted by an exponential surface brightness (see :func:`los_velocity`).
 
@@ -559,7 +559,9 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
         kept = new_kept
         theta, _, converged = _levenberg_marquardt(fn, theta, v, sigma, kept, lower, upper, config.loss, config.max_iter)
 
-    # Errors: Gauss-Newton covariance of the kept points, scaled by the reduced chi^2.
+    # Errors: Gauss-Newton covariance of the kept points, scaled by the reduced chi^2 when
+    # it exceeds 1. Below 1 the error floor (non-circular motions) dominates the point
+    # errors, and scaling down by it would shrink the errors below the real scatter.
     model, jac = fn(theta, every, True)
     z = torch.where(kept, (model - v) / sigma, torch.zeros_like(v))
     jz = jac / sigma.unsqueeze(-1) * kept.unsqueeze(-1)
@@ -568,7 +570,7 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
     chi2 = (z * z).sum(-1) / dof
     h = jz.transpose(1, 2) @ jz
     cov, info = torch.linalg.inv_ex(h)
-    cov = torch.where((info == 0).view(-1, 1, 1), cov, torch.full_like(cov, nan)) * chi2.view(-1, 1, 1)
+    cov = torch.where((info == 0).view(-1, 1, 1), cov, torch.full_like(cov, nan)) * chi2.clamp_min(1.0).view(-1, 1, 1)
     # A parameter pinned at a bound has no meaningful curvature error.
     at_low = theta <= lower + 1e-6 * (upper - lower).abs().clamp_max(1.0)
     at_high = theta >= upper - 1e-6 * (upper - lower).abs().clamp_max(1.0)

@@ -344,7 +344,7 @@ def test_rerun_has_nothing_to_do_and_a_new_version_refits(pipeline):
     assert process(db, RotationTask()).status == "nothing to do"
 
     class RotationV2(RotationTask):
-        version = 2
+        version = RotationTask.version + 1
 
     summary = process(db, RotationV2(), RotationParams(models=("arctan",), components=("gas",)))
     assert summary.status == "succeeded" and summary.n_inputs == 4

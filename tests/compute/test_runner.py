@@ -39,7 +39,7 @@ def sdss_db(fresh_database, tmp_path):
 class LinesV2(LinesTask):
     """The same task after a hand-bumped version, as a developer would ship it."""
 
-    version = 2
+    version = LinesTask.version + 1
 
 
 class BrokenLines(LinesTask):
@@ -54,7 +54,7 @@ def test_process_fills_the_catalog_and_a_rerun_does_no_work(sdss_db):
         run = conn.execute(text("SELECT * FROM run WHERE id = :i"), {"i": summary.run_id}).mappings().one()
         kin = conn.execute(text("SELECT spectrum_id, velocity, sigma, flags FROM catalog.stellar_kinematics")).all()
         n_lines = conn.execute(text("SELECT count(*) FROM catalog.lines WHERE source_task = 'lines'")).scalar_one()
-    assert run["status"] == "succeeded" and run["n_inputs"] == 2 and run["task"] == "lines" and run["version"] == 1
+    assert run["status"] == "succeeded" and run["n_inputs"] == 2 and run["task"] == "lines" and run["version"] == LinesTask.version
     assert run["code_version"].startswith("skyledger ") and run["device"] == "cpu" and run["finished_at"] is not None
     assert len(run["model_sha256"]) >= 60 and all(len(v) == 64 for v in run["model_sha256"].values())
     assert run["params"] == LinesParams().model_dump(mode="json")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from skyledger.compute.lines import LinesTask
 from skyledger.ingest.config import load_config
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.errors import ConfigError
@@ -81,7 +82,7 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
     env = cli_env(fresh_settings)
     first = run(["demo"], env)
     assert "loaded 5, unchanged 0, duplicate 0, rejected 0; 14 spectra loaded" in first.stdout
-    assert "lines v1: run 1 succeeded, 14 inputs" in first.stdout
+    assert f"lines v{LinesTask.version}: run 1 succeeded, 14 inputs" in first.stdout
     assert "sdss-dr18" in first.stdout and "schema version:" in first.stdout
     engine = create_engine(fresh_settings.database_url)
     with engine.connect() as conn:
@@ -94,7 +95,7 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
     assert "verified" in run(["release", "verify", "dr1"], env).stdout
     again = run(["demo"], env)
     assert "loaded 0, unchanged 5" in again.stdout
-    assert "lines v1: nothing to do" in again.stdout
+    assert f"lines v{LinesTask.version}: nothing to do" in again.stdout
     assert "release dr1 already holds the current results" in again.stdout
 
 
