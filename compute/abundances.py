@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from .fitting import LineFlag
 from .linelist import LINE_IDS
 from .nebular import FLAG_DESCRIPTIONS, AbundanceConfig, AbundanceFlag, AbundanceResult, Quantity, derive_abundances
-from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
     "AbundancesParams",
@@ -155,7 +155,7 @@ class AbundancesTask:
 
     def __init__(self) -> None:
         # What the last ``load`` read (spectrum ids, runs), and with which line sources.
-        self._last_read: tuple[tuple[int, ...], list[int]] = ((), [])
+        self._last_read = LoadNote()
         self._sources: tuple[str, ...] = AbundancesParams().line_sources
 
     # ----------------------------------------------------------------- database side
@@ -182,9 +182,9 @@ class AbundancesTask:
         """The `lines`/`ingested` runs whose rows ``load`` read (or would read) for these spectra."""
         if not input_ids:
             return []  # nothing is read before the first batch
-        ids, used = self._last_read
-        if ids == tuple(sorted(input_ids)):
-            return list(used)  # exactly the rows the batch was computed from, no second read
+        known = self._last_read.runs_for(input_ids)
+        if known is not None:
+            return known
         rows = session.execute(
             text(f"SELECT DISTINCT c.run_id FROM ({LINES_SQL}) AS c ORDER BY 1"),
             {"ids": sorted(input_ids), "sources": list(self._sources)},
@@ -218,7 +218,7 @@ class AbundancesTask:
                 fluxes[i, j] = r.flux
                 errors[i, j] = np.nan if r.flux_err is None else r.flux_err
         self._sources = params.line_sources
-        self._last_read = (tuple(ids), sorted(used))
+        self._last_read.record(ids, used)
         return AbundancesBatch(ids, fluxes, errors, corrected, sorted(used))
 
     # ----------------------------------------------------------------- numerics

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from .kinematics.disk import DiskFlag
 from .kinematics.gradient import GRADIENT_FLAG_DOCS, GradientFit, GradientFitConfig, GradientFlag, fit_gradients
 from .kinematics.sky import sky_offsets
-from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = ["GradientsBatch", "GradientsParams", "GradientsTask", "deprojected_radius"]
 
@@ -177,7 +177,7 @@ class GradientsTask:
     )
 
     def __init__(self) -> None:
-        self._last_read: tuple[tuple[int, ...], list[int]] = ((), [])
+        self._last_read = LoadNote()
         self._params = GradientsParams()
 
     # ----------------------------------------------------------------- database side
@@ -204,9 +204,9 @@ class GradientsTask:
         """The `rotation` and `abundances` runs whose rows ``load`` read for these galaxies."""
         if not input_ids:
             return []
-        ids, used = self._last_read
-        if ids == tuple(sorted(input_ids)):
-            return list(used)
+        known = self._last_read.runs_for(input_ids)
+        if known is not None:
+            return known
         return self.load(session, input_ids, self._params).upstream_run_ids
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
@@ -268,7 +268,7 @@ class GradientsTask:
             # pending() only offers galaxies with a geometry; one vanishing in between is a bug.
             raise RuntimeError(f"galaxies {missing} have no usable rotation geometry any more")
         batch = GradientsBatch(ids, groups, geometry, radius, oh, err, mask, spec, sorted(used))
-        self._last_read = (tuple(ids), batch.upstream_run_ids)
+        self._last_read.record(ids, batch.upstream_run_ids)
         self._params = params
         return batch
 

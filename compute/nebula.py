@@ -36,7 +36,7 @@ from .nebula_diagnostic import (
     NebulaFlag,
     classify_diagnostic,
 )
-from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
     "NEBULA_LINES_SQL",
@@ -158,7 +158,7 @@ class _NebulaTaskBase:
     flags: ClassVar[tuple[FlagDoc, ...]] = _FLAGS
 
     def __init__(self) -> None:
-        self._last_read: tuple[tuple[int, ...], list[int]] = ((), [])
+        self._last_read = LoadNote()
         self._sources: tuple[str, ...] = ("lines", "ingested")
 
     def pending(self, session: Session, params: BaseModel, *, run_id: int, params_hash: str, limit: int) -> list[int]:
@@ -178,9 +178,9 @@ class _NebulaTaskBase:
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
         if not input_ids:
             return []
-        ids, used = self._last_read
-        if ids == tuple(sorted(input_ids)):
-            return list(used)
+        known = self._last_read.runs_for(input_ids)
+        if known is not None:
+            return known
         rows = session.execute(
             text(f"SELECT DISTINCT c.run_id FROM ({NEBULA_LINES_SQL}) AS c ORDER BY 1"),
             {"ids": sorted(input_ids), "sources": list(self._sources)},
@@ -208,7 +208,7 @@ class _NebulaTaskBase:
                 ew[i] = r.ew
                 ew_err[i] = np.nan if r.ew_err is None else r.ew_err
         self._sources = sources
-        self._last_read = (tuple(ids), sorted(used))
+        self._last_read.record(ids, used)
         return NebulaBatch(ids, fluxes, errors, ew, ew_err, sorted(used))
 
 

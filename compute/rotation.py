@@ -56,7 +56,7 @@ from .kinematics.disk import (
     los_velocity,
 )
 from .kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
-from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
     "ComponentPoints",
@@ -347,7 +347,7 @@ class RotationTask:
 
     def __init__(self) -> None:
         # What the last ``load`` read (galaxy ids, runs), and with which parameters.
-        self._last_read: tuple[tuple[int, ...], list[int]] = ((), [])
+        self._last_read = LoadNote()
         self._params = RotationParams()
 
     # ----------------------------------------------------------------- database side
@@ -370,9 +370,9 @@ class RotationTask:
         """The runs whose lines and stellar kinematics ``load`` read for these galaxies."""
         if not input_ids:
             return []
-        ids, used = self._last_read
-        if ids == tuple(sorted(input_ids)):
-            return list(used)
+        known = self._last_read.runs_for(input_ids)
+        if known is not None:
+            return known
         return self.load(session, input_ids, self._params).upstream_run_ids
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
@@ -453,7 +453,7 @@ class RotationTask:
         if "stars" in params.components:
             batch.components["stars"] = _pad(stars, ref_ra, ref_dec, z_frame)
         batch.upstream_run_ids = sorted(used)
-        self._last_read = (tuple(ids), batch.upstream_run_ids)
+        self._last_read.record(ids, batch.upstream_run_ids)
         self._params = params
         return batch
 

@@ -9,7 +9,7 @@ result rows with no database access.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -18,7 +18,27 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-__all__ = ["FlagDoc", "ResultTable", "Task", "TaskOutput", "pending_inputs", "register_flags", "resolve_device"]
+__all__ = ["FlagDoc", "LoadNote", "ResultTable", "Task", "TaskOutput", "pending_inputs", "register_flags", "resolve_device"]
+
+
+class LoadNote:
+    """What a task's last ``load`` read: its input ids and the upstream runs of their rows.
+
+    The runner asks for a batch's upstream runs right after loading it; a task that keeps
+    this note answers from the rows the batch was computed from, without reading again.
+    """
+
+    def __init__(self) -> None:
+        self._ids: tuple[int, ...] = ()
+        self._runs: list[int] = []
+
+    def record(self, input_ids: Sequence[int], run_ids: Iterable[int]) -> None:
+        self._ids = tuple(sorted(input_ids))
+        self._runs = sorted(run_ids)
+
+    def runs_for(self, input_ids: Sequence[int]) -> list[int] | None:
+        """The noted runs when the last load read exactly ``input_ids``, else None."""
+        return list(self._runs) if self._ids == tuple(sorted(input_ids)) else None
 
 
 @dataclass(frozen=True)
