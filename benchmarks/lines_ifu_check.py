@@ -20,6 +20,7 @@ prints one Markdown row per cube (docs/lines_validation.md, section 4).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,17 +31,10 @@ import torch
 from skyledger.compute.fitting import SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
 from skyledger.compute.lines import LinesParams, LinesTask
 from skyledger.ingest.readers.muse_cube import reader as muse_reader
-from skyledger.ingest.synthetic import C_KMS, DiskParams, write_muse_cube
+from skyledger.ingest.synthetic import C_KMS
 
-#: (inclination, PA, V_max, r_turn, gradient dex/arcsec, v_sys): those of rotation_validation.py
-GALAXIES = (
-    (30.0, 20.0, 220.0, 1.5, -0.030, 4500.0),
-    (40.0, 135.0, 180.0, 1.2, -0.020, 6000.0),
-    (50.0, 250.0, 250.0, 2.0, -0.040, 5200.0),
-    (60.0, 310.0, 150.0, 1.0, -0.025, 7000.0),
-    (70.0, 75.0, 200.0, 1.8, -0.035, 6500.0),
-)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rotation_validation import GALAXIES, validation_cube  # noqa: E402
 
 def _robust_sd(x: np.ndarray) -> float:
     x = x[np.isfinite(x)]
@@ -48,12 +42,8 @@ def _robust_sd(x: np.ndarray) -> float:
 
 
 def check_cube(k: int, work: Path, snr: float, size: int, scale: float) -> dict[str, float]:
-    inc, pa, vmax, rt, grad, vsys = GALAXIES[k]
-    p = DiskParams(pa=pa, inclination=inc, v_max=vmax, r_turn=rt, v_sys=vsys, oh_gradient=grad, snr=snr,
-                   r_gas=3.0, ra=150.0 + k, dec=2.0)  # fmt: skip
-    path, truth = write_muse_cube(work / f"VAL{k}.fits", p, n_x=size, n_y=size, pixel_scale=scale, n_wave=1760,
-                                  object_id=f"VAL{k}", seed=100 + k)  # fmt: skip
-    z_in = vsys / C_KMS
+    p, path, truth = validation_cube(k, work, snr, size, scale)
+    z_in = p.v_sys / C_KMS
     rows = [r for r in muse_reader.read(path, {"z": z_in}).spectra if r.wave is not None]
     # Spaxel of each row: nearest true position (the reader's WCS against the generator's own).
     cos_d = np.cos(np.radians(p.dec))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from skyledger.compute.rotation import RotationTask
 from skyledger.compute.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.synthetic import C_KMS, DiskParams, write_muse_cube
+from skyledger.ingest.synthetic import C_KMS, CubeTruth, DiskParams, write_muse_cube
 from skyledger.schema import embedded
 from skyledger.schema.database import connect, upgrade
 from skyledger.schema.settings import Settings
@@ -50,6 +49,16 @@ GALAXIES = (
     (70.0, 75.0, 200.0, 1.8, -0.035, 6500.0),
 )
 GOALS = {"pa": 2.0, "inc": 5.0, "vmax": 0.05, "slope": 0.01}
+
+
+def validation_cube(k: int, work: Path, snr: float, size: int, scale: float) -> tuple[DiskParams, Path, CubeTruth]:
+    """Galaxy ``k`` of GALAXIES as a synthetic MUSE cube VAL<k>.fits under ``work``."""
+    inc, pa, vmax, rt, grad, vsys = GALAXIES[k]
+    p = DiskParams(pa=pa, inclination=inc, v_max=vmax, r_turn=rt, v_sys=vsys, oh_gradient=grad, snr=snr,
+                   r_gas=3.0, ra=150.0 + k, dec=2.0)  # fmt: skip
+    path, truth = write_muse_cube(work / f"VAL{k}.fits", p, n_x=size, n_y=size, pixel_scale=scale, n_wave=1760,
+                                  object_id=f"VAL{k}", seed=100 + k)  # fmt: skip
+    return p, path, truth
 
 
 def main() -> None:
@@ -74,15 +83,11 @@ def main() -> None:
         engine.dispose()
         db = connect(Settings(home=work, database_url=url))
         truths = {}
-        for k, (inc, pa, vmax, rt, grad, vsys) in enumerate(GALAXIES):
-            p = DiskParams(pa=pa, inclination=inc, v_max=vmax, r_turn=rt, v_sys=vsys, oh_gradient=grad, snr=args.snr,
-                           r_gas=3.0, ra=150.0 + k, dec=2.0)
-            oid = f"VAL{k}"
-            path, _ = write_muse_cube(work / f"{oid}.fits", p, n_x=args.size, n_y=args.size, pixel_scale=args.scale,
-                                      n_wave=1760, object_id=oid, seed=100 + k)
-            spec = SurveySpec(name=f"val{k}", reader="muse_cube", options={"z": vsys / C_KMS})
+        for k in range(len(GALAXIES)):
+            p, path, _ = validation_cube(k, work, args.snr, args.size, args.scale)
+            spec = SurveySpec(name=f"val{k}", reader="muse_cube", options={"z": p.v_sys / C_KMS})
             assert ingest_paths(db, [path], survey=spec).outcomes[0].status == "loaded"
-            truths[oid] = p
+            truths[f"VAL{k}"] = p
         timings = {}
         for task, params in ((LinesTask(), None), (AbundancesTask(), AbundancesParams(methods=("N2_PP04", "O3N2_PP04"))),
                              (RotationTask(), None), (GradientsTask(), None)):

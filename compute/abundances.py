@@ -180,16 +180,14 @@ class AbundancesTask:
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
         """The `lines`/`ingested` runs whose rows ``load`` read (or would read) for these spectra."""
-        if not input_ids:
-            return []  # nothing is read before the first batch
-        known = self._last_read.runs_for(input_ids)
-        if known is not None:
-            return known
-        rows = session.execute(
-            text(f"SELECT DISTINCT c.run_id FROM ({LINES_SQL}) AS c ORDER BY 1"),
-            {"ids": sorted(input_ids), "sources": list(self._sources)},
-        )
-        return list(rows.scalars())
+        def read_again() -> list[int]:
+            rows = session.execute(
+                text(f"SELECT DISTINCT c.run_id FROM ({LINES_SQL}) AS c ORDER BY 1"),
+                {"ids": sorted(input_ids), "sources": list(self._sources)},
+            )
+            return list(rows.scalars())
+
+        return self._last_read.upstream_runs(input_ids, read_again)
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
         # The atomic data decide every Te, ne and ionic abundance: record their checksum.

@@ -202,12 +202,9 @@ class GradientsTask:
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
         """The `rotation` and `abundances` runs whose rows ``load`` read for these galaxies."""
-        if not input_ids:
-            return []
-        known = self._last_read.runs_for(input_ids)
-        if known is not None:
-            return known
-        return self.load(session, input_ids, self._params).upstream_run_ids
+        return self._last_read.upstream_runs(
+            input_ids, lambda: self.load(session, input_ids, self._params).upstream_run_ids
+        )
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
         return {}

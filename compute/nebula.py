@@ -176,16 +176,14 @@ class _NebulaTaskBase:
         )  # fmt: skip
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
-        if not input_ids:
-            return []
-        known = self._last_read.runs_for(input_ids)
-        if known is not None:
-            return known
-        rows = session.execute(
-            text(f"SELECT DISTINCT c.run_id FROM ({NEBULA_LINES_SQL}) AS c ORDER BY 1"),
-            {"ids": sorted(input_ids), "sources": list(self._sources)},
-        )
-        return list(rows.scalars())
+        def read_again() -> list[int]:
+            rows = session.execute(
+                text(f"SELECT DISTINCT c.run_id FROM ({NEBULA_LINES_SQL}) AS c ORDER BY 1"),
+                {"ids": sorted(input_ids), "sources": list(self._sources)},
+            )
+            return list(rows.scalars())
+
+        return self._last_read.upstream_runs(input_ids, read_again)
 
     def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> NebulaBatch:
         sources = tuple(getattr(params, "line_sources"))

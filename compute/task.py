@@ -9,7 +9,7 @@ result rows with no database access.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -36,9 +36,16 @@ class LoadNote:
         self._ids = tuple(sorted(input_ids))
         self._runs = sorted(run_ids)
 
-    def runs_for(self, input_ids: Sequence[int]) -> list[int] | None:
-        """The noted runs when the last load read exactly ``input_ids``, else None."""
-        return list(self._runs) if self._ids == tuple(sorted(input_ids)) else None
+    def upstream_runs(self, input_ids: Sequence[int], read_again: Callable[[], list[int]]) -> list[int]:
+        """The noted runs when the last load read exactly ``input_ids``; else ``read_again()``.
+
+        Nothing is read before the first batch, so no inputs means no upstream runs.
+        """
+        if not input_ids:
+            return []
+        if self._ids == tuple(sorted(input_ids)):
+            return list(self._runs)
+        return read_again()
 
 
 @dataclass(frozen=True)

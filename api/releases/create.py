@@ -10,7 +10,6 @@ commit. A failure at any step leaves no schema, no rows and no directory.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import DBAPIError
 
-from skyledger.compute.runs import code_version
+from skyledger.compute.runs import code_version, file_sha256
 from skyledger.schema.database import Database
 
 from .content import ReleaseInfo, RunRef, TableContent
@@ -37,7 +36,7 @@ from .parquet import ParquetTableWriter
 from .stream import stream_batches
 from .tables import RELEASE_TABLES
 
-__all__ = ["ReleaseFile", "ReleaseSummary", "check_name", "create_release", "file_sha256", "FORMATS"]
+__all__ = ["ReleaseFile", "ReleaseSummary", "check_name", "create_release", "FORMATS"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 #: Schemas a release may never take the name of.
@@ -77,14 +76,6 @@ def check_name(name: str) -> None:
             "letters, digits and underscores, starting with a letter (e.g. dr1)")
     if name in RESERVED or name.startswith("pg_"):
         raise ReleaseError(f"release name {name!r} is reserved for the database's own schemas; choose another")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_free(conn: psycopg.Connection, name: str, out_dir: Path) -> None:

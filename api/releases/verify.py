@@ -22,7 +22,9 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .create import MANIFEST, ReleaseFile, file_sha256
+from skyledger.compute.runs import file_sha256
+
+from .create import MANIFEST, ReleaseFile
 from .errors import ReleaseError
 from .fits import verify_fits_checksums
 
