@@ -1,4 +1,4 @@
-"""Bulk loading of survey files: one transaction per file, binary COPY, bounded memory.
+"""Bulk loading of survey files: whole files per transaction, binary COPY, bounded memory.
 
 A file is wholly in or wholly out. Its rows are written inside one transaction (the
 ``ingest_file`` row, its sources, its spectra streamed through COPY, and for line
@@ -6,6 +6,12 @@ catalogues an ``ingested`` run with its line measurements), which commits only a
 end; any problem with the file rolls everything back and records the file as
 ``rejected`` with the reason, and the batch goes on. Infrastructure failures (the
 database going away) are not the file's fault: they propagate and stop the batch.
+
+Large batches read ahead in worker processes and commit small, already-read files in
+groups (up to :data:`GROUP_FILES` per transaction, one COPY per table for the group):
+for one-spectrum files the per-file statements cost more than the rows. A group holds
+whole files only, so a killed process still leaves every file wholly in or out; a group
+that fails on one file's rows is retried file by file, so only that file is rejected.
 
 The duplicate check runs inside the file's transaction, on one psycopg connection held
 for the batch (a handful of round trips per file). Per-file commits do not wait for the
@@ -21,6 +27,7 @@ autocommit connection, so a rolled-back file can at most leave an unused grid be
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import socket
@@ -103,6 +110,34 @@ _REJECT_SQL = (
 #: Batches with at least this many files read ahead in a worker process (below it the
 #: process start, about a second of imports, costs more than it saves).
 READ_AHEAD_MIN_FILES = 200
+#: Reader processes of a large batch. Two, even on two cores: the loader and the database
+#: server wait on each other half the time, and one reader alone left cores idle
+#: (docs/benchmarks.md, "Ingest").
+READ_WORKERS = min(2, os.cpu_count() or 1)
+
+#: Read-ahead files are committed in groups of up to this many files (or bytes of
+#: arrays), one transaction per group: per-file statements and commits cost more than
+#: the COPY of a one-spectrum file. Every file is still wholly in or wholly out.
+GROUP_FILES = 16
+GROUP_BYTES = 16 << 20
+
+# Several files' rows in one statement; versions are looked up first (_GROUP_VERSIONS_SQL)
+# so that each lookup is an index probe by uri, not a subquery the planner may misjudge.
+_GROUP_FILES_SQL = (
+    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reader, batch_id, version, "
+    "n_sources, n_spectra, n_lines, finished_at, duration_s) "
+    "SELECT s, u, h, size, 'loaded', r, %(b)s, v, na, nb, 0, now(), d FROM unnest(%(s)s::int4[], %(u)s::text[], "
+    "%(h)s::text[], %(size)s::int8[], %(r)s::text[], %(v)s::int4[], %(na)s::int4[], %(nb)s::int4[], %(d)s::float8[]) "
+    "AS t(s, u, h, size, r, v, na, nb, d) RETURNING id, survey_id, uri"
+)
+_GROUP_VERSIONS_SQL = (
+    "SELECT survey_id, uri, max(version) FROM ingest_file WHERE uri = ANY(%(u)s) AND status = 'loaded' "
+    "GROUP BY survey_id, uri"
+)
+_GROUP_KNOWN_SQL = (
+    "SELECT survey_id, sha256 FROM ingest_file WHERE sha256 = ANY(%(h)s) AND status IN ('loaded', 'rejected')"
+)
+_SOURCE_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, %(n)s)"
 
 OnFile = Callable[["FileOutcome"], None]
 
@@ -159,6 +194,7 @@ class Loader:
         self.root = root.resolve() if root is not None else None
         self.batch_id = batch_id
         self._grids: dict[str, int] = {}
+        self._recent_grids: dict[tuple[int, float, float], tuple[np.ndarray, int]] = {}
         self._grid_conn: psycopg.Connection | None = None
         self._conn: psycopg.Connection | None = None
         self._survey_ids: dict[str, int] = {}
@@ -206,25 +242,33 @@ class Loader:
     def ingest_many(
         self, jobs: Sequence[Job], *, on_file: OnFile | None = None, read_workers: int | None = None
     ) -> None:
-        """Ingest every job in order, each file in its own transaction, calling ``on_file``.
+        """Ingest every job in order, calling ``on_file`` once each file's transaction committed.
 
         ``read_workers`` processes read the next files while this one writes (default:
-        one for batches of :data:`READ_AHEAD_MIN_FILES` files or more, else none).
+        :data:`READ_WORKERS` for batches of :data:`READ_AHEAD_MIN_FILES` files or more,
+        else none); their files are committed in groups (see :meth:`_flush`).
         """
         if read_workers is None:
-            read_workers = 1 if len(jobs) >= READ_AHEAD_MIN_FILES else 0
+            read_workers = READ_WORKERS if len(jobs) >= READ_AHEAD_MIN_FILES else 0
         if read_workers <= 0:
             for job in jobs:
                 outcome = self.ingest(job.path, job.survey, reader=job.reader)
                 if on_file is not None:
                     on_file(outcome)
             return
+        group = _Group()
         with ReadAhead(jobs, root=self.root, workers=read_workers) as ahead:
             for job, prepared in zip(jobs, ahead):
                 started = time.perf_counter() - prepared.seconds
+                if group.admit(prepared, job.reader, started):
+                    if group.full():
+                        self._flush(group, on_file)
+                    continue
+                self._flush(group, on_file)  # files stay in order around one stored alone
                 outcome = self._store(prepared, job.reader, started, read_inline=prepared.deferred)
                 if on_file is not None:
                     on_file(outcome)
+            self._flush(group, on_file)
 
     # ------------------------------------------------------------------ steps
 
@@ -313,6 +357,108 @@ class Loader:
         _log.info("rejected %s: %s", prepared.uri, outcome.reason)
         return outcome
 
+    def _flush(self, group: _Group, on_file: OnFile | None) -> None:
+        """Store the group's files: the new ones in one transaction, the rest one by one.
+
+        Files whose content is already known (loaded or rejected before, or twice in the
+        group) take the per-file path after the group's commit, which gives them their
+        ``unchanged``/``duplicate`` outcome. If the group's transaction fails on any
+        file's rows, it is rolled back and every file of the group is stored alone, so
+        the culprit is rejected with its reason and the others load. Outcomes are
+        reported in the order of the files, after the commit that made them true.
+        """
+        members = group.take()
+        if not members:
+            return
+        outcomes: dict[int, FileOutcome] = {}
+        try:
+            conn = self._connection()
+            fresh = self._fresh_members(conn, members)
+            if not fresh:
+                conn.commit()  # end the check's transaction; each file below has its own
+            else:
+                try:
+                    outcomes.update(self._store_group(conn, fresh))
+                except (ReaderError, pg_errors.DataError, pg_errors.IntegrityError):
+                    conn.rollback()
+                    for member in fresh:
+                        member.rewind()
+                    _log.info("a group of %d files failed together; storing them one by one", len(fresh))
+        except (psycopg.OperationalError, SqlOperationalError) as err:
+            raise _lost(members[0].prepared.path) from err
+        for member in members:
+            if member.position not in outcomes:
+                outcomes[member.position] = self._store(member.prepared, member.reader, member.started, read_inline=False)
+        if on_file is not None:
+            for position in sorted(outcomes):
+                on_file(outcomes[position])
+
+    def _fresh_members(self, conn: psycopg.Connection, members: list[_Member]) -> list[_Member]:
+        """The members whose content is new to their survey and unique within the group."""
+        for member in members:
+            member.survey_id = self._survey_id(member.prepared.survey, member.reader)
+        known = set(conn.execute(_GROUP_KNOWN_SQL, {"h": [m.prepared.sha for m in members]}).fetchall())
+        fresh: list[_Member] = []
+        seen: set[tuple[int, str | None]] = set()
+        uris: set[tuple[int, str]] = set()
+        for member in members:
+            key = (member.survey_id, member.prepared.sha)
+            uri = (member.survey_id, member.prepared.uri)
+            if key in known or key in seen or uri in uris:
+                continue
+            seen.add(key)
+            uris.add(uri)
+            fresh.append(member)
+        return fresh
+
+    def _store_group(self, conn: psycopg.Connection, members: list[_Member]) -> dict[int, FileOutcome]:
+        """One transaction for several new files: their ``ingest_file`` rows, one COPY of
+        all their sources and one of all their spectra, one commit."""
+        versions = {
+            (survey_id, uri): version
+            for survey_id, uri, version in conn.execute(_GROUP_VERSIONS_SQL, {"u": [m.prepared.uri for m in members]})
+        }
+        file_rows = conn.execute(
+            _GROUP_FILES_SQL,
+            {"s": [m.survey_id for m in members], "u": [m.prepared.uri for m in members],
+             "h": [m.prepared.sha for m in members], "size": [m.prepared.size for m in members],
+             "r": [m.prepared.reader for m in members],
+             "v": [1 + versions.get((m.survey_id, m.prepared.uri), 0) for m in members],
+             "na": [len(m.contents.sources) for m in members],
+             "nb": [len(m.spectra) for m in members], "d": [time.perf_counter() - m.started for m in members],
+             "b": self.batch_id},
+        ).fetchall()  # fmt: skip
+        file_ids = {(survey_id, uri): file_id for file_id, survey_id, uri in file_rows}
+        source_ids = iter(
+            row[0] for row in conn.execute(_SOURCE_IDS_SQL, {"n": sum(len(m.contents.sources) for m in members)})
+        )
+        source_rows: list[tuple[Any, ...]] = []
+        spectrum_rows: list[Iterator[tuple[Any, ...]]] = []
+        outcomes: dict[int, FileOutcome] = {}
+        for member in members:
+            prepared, contents = member.prepared, member.contents
+            file_id = file_ids[(member.survey_id, prepared.uri)]
+            path = Path(prepared.uri)
+            ids = [next(source_ids) for _ in contents.sources]
+            by_name = self._source_rows(conn, contents.sources, ids, source_rows, survey_id=member.survey_id,
+                                        file_id=file_id, path=path)  # fmt: skip
+            air = contents.meta.get("wavelength_medium_in_file") == "air"
+            spectrum_rows.append(
+                self._spectrum_rows(iter(member.spectra), by_name, [], survey_id=member.survey_id, file_id=file_id,
+                                    path=path, air=air)  # fmt: skip
+            )
+            outcomes[member.position] = FileOutcome(
+                path=prepared.path, status="loaded", reader=prepared.reader, ingest_file_id=file_id,
+                n_sources=len(by_name), n_spectra=len(member.spectra), size_bytes=prepared.size,
+            )  # fmt: skip
+        copy_rows(conn, "source", _SOURCE_COLUMNS, source_rows)
+        copy_rows(conn, "spectrum", _SPECTRUM_COLUMNS, itertools.chain.from_iterable(spectrum_rows))
+        conn.commit()
+        now = time.perf_counter()
+        for member in members:
+            outcomes[member.position].seconds = now - member.started
+        return outcomes
+
     def _previous(self, conn: psycopg.Connection, survey_id: int, uri: str, sha: str) -> tuple[str, str, int] | None:
         """Loaded or rejected before with the same content? Then this is a no-op."""
         row = conn.execute(_PREVIOUS_SQL, {"s": survey_id, "h": sha, "u": uri}).fetchone()
@@ -361,6 +507,16 @@ class Loader:
         self, conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], *, survey_id: int,
         file_id: int, path: Path,
     ) -> dict[str, int]:  # fmt: skip
+        rows: list[tuple[Any, ...]] = []
+        by_name = self._source_rows(conn, sources, ids, rows, survey_id=survey_id, file_id=file_id, path=path)
+        copy_rows(conn, "source", _SOURCE_COLUMNS, rows)
+        return by_name
+
+    def _source_rows(
+        self, conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], out: list[tuple[Any, ...]],
+        *, survey_id: int, file_id: int, path: Path,
+    ) -> dict[str, int]:  # fmt: skip
+        """Append the file's ``source`` rows to ``out``; returns the source ids by object id."""
         by_name = {src.object_id: sid for src, sid in zip(sources, ids)}
         if len(by_name) != len(sources):
             raise ReaderError(path, "duplicate source identifiers within the file")
@@ -374,15 +530,12 @@ class Loader:
                 raise ReaderError(path, f"parent object {name!r} is neither in the file nor already ingested for this survey")
             parents[name] = found
 
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for src, sid in zip(sources, ids):
-                flags = SOURCE_FLAGS["NO_POSITION"] if src.ra is None else 0
-                if src.meta.get("position_from_config"):
-                    flags |= SOURCE_FLAGS["POSITION_FROM_CONFIG"]
-                parent = parents[src.parent_object_id] if src.parent_object_id else None
-                yield (sid, survey_id, file_id, src.object_id, parent, src.ra, src.dec, src.z, flags, src.meta)
-
-        copy_rows(conn, "source", _SOURCE_COLUMNS, rows())
+        for src, sid in zip(sources, ids):
+            flags = SOURCE_FLAGS["NO_POSITION"] if src.ra is None else 0
+            if src.meta.get("position_from_config"):
+                flags |= SOURCE_FLAGS["POSITION_FROM_CONFIG"]
+            parent = parents[src.parent_object_id] if src.parent_object_id else None
+            out.append((sid, survey_id, file_id, src.object_id, parent, src.ra, src.dec, src.z, flags, src.meta))
         return by_name
 
     def _spectrum_rows(
@@ -422,9 +575,16 @@ class Loader:
 
     def _grid_id(self, wave: np.ndarray) -> int:
         values = np.ascontiguousarray(wave, dtype="<f8")
+        # Most files of a survey share a few grids: compare with the last grid of the
+        # same ends before hashing (sha256 of 32 kB per spectrum shows in a profile).
+        probe = (values.size, float(values[0]), float(values[-1])) if values.size else (0, 0.0, 0.0)
+        seen = self._recent_grids.get(probe)
+        if seen is not None and np.array_equal(seen[0], values):
+            return seen[1]
         key = hashlib.sha256(values.tobytes()).hexdigest()
         cached = self._grids.get(key)
         if cached is not None:
+            self._recent_grids[probe] = (values, cached)
             return cached
         if self._grid_conn is None or self._grid_conn.closed:
             self._grid_conn = psycopg.connect(self._conninfo(), autocommit=True)
@@ -439,6 +599,7 @@ class Loader:
             grid = cur.execute("SELECT id FROM wavelength_grid WHERE sha256 = %s", (key,)).fetchone()
         assert grid is not None
         self._grids[key] = grid[0]
+        self._recent_grids[probe] = (values, grid[0])
         return grid[0]
 
     def _conninfo(self) -> str:
@@ -481,3 +642,56 @@ class Loader:
             (run_id,),
         )
         return n
+
+
+@dataclass(slots=True)
+class _Member:
+    """A read-ahead file waiting in a group, with its spectra materialised (shipped files are)."""
+
+    position: int
+    prepared: Prepared
+    reader: str | None
+    started: float
+    contents: FileContents
+    spectra: list[SpectrumRow]
+    survey_id: int = 0
+
+    def rewind(self) -> None:
+        """Make the file storable alone again after a failed group."""
+        self.contents.spectra = iter(self.spectra)
+
+
+class _Group:
+    """Read-ahead files collected for one transaction (see :meth:`Loader._flush`)."""
+
+    def __init__(self, max_files: int = GROUP_FILES, max_bytes: int = GROUP_BYTES):
+        self.max_files, self.max_bytes = max_files, max_bytes
+        self._members: list[_Member] = []
+        self._bytes = 0
+        self._count = 0
+
+    def admit(self, prepared: Prepared, reader: str | None, started: float) -> bool:
+        """Take a file that can share a transaction: read, new so far as the reader knows,
+        not a line catalogue, no parents outside the file. False: store it alone."""
+        contents = prepared.contents
+        if prepared.reason is not None or prepared.deferred or contents is None or prepared.sha is None:
+            return False
+        names = {src.object_id for src in contents.sources}
+        if not contents.sources or any(s.parent_object_id and s.parent_object_id not in names for s in contents.sources):
+            return False
+        spectra = list(contents.spectra)
+        contents.spectra = iter(spectra)
+        if not spectra or any(row.lines for row in spectra):
+            return False
+        self._members.append(_Member(self._count, prepared, reader, started, contents, spectra))
+        self._count += 1
+        self._bytes += sum(a.nbytes for row in spectra for a in (row.wave, row.flux, row.ivar, row.mask, row.resolution)
+                           if a is not None)  # fmt: skip
+        return True
+
+    def full(self) -> bool:
+        return len(self._members) >= self.max_files or self._bytes >= self.max_bytes
+
+    def take(self) -> list[_Member]:
+        members, self._members, self._bytes = self._members, [], 0
+        return members

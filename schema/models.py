@@ -97,6 +97,8 @@ class IngestFile(Base):
             postgresql_where=text("status = 'loaded'"),
         ),
         Index("ix_ingest_file_uri", "uri"),
+        # The re-ingest check looks up loaded *and* rejected content (migration 0009).
+        Index("ix_ingest_file_sha256", "sha256"),
     )
 
     id: Mapped[int] = column(BigInteger, Identity(), primary_key=True, doc="Ingest record identifier", ucd="meta.id")

@@ -95,7 +95,22 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
+def _plain(value: Any) -> Any:
+    # json.dumps's fallback for what it cannot encode itself: numpy integers and bools.
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError
+
+
 def to_json(value: Any) -> str:
+    try:
+        # The common case (plain values, numpy scalars, no NaN) without _clean's walk,
+        # which costs more than the encoding itself for the per-row ``meta`` of a load.
+        # Dict keys must already be strings: json would coerce 1 and "1" alike.
+        if not isinstance(value, dict) or all(type(k) is str for k in value):
+            return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_plain)
+    except (TypeError, ValueError):
+        pass  # NaN/inf, nested odd types: the careful walk below
     return json.dumps(_clean(value), separators=(",", ":"))
 
 
@@ -110,12 +125,16 @@ class CopyWriter:
         self._count = struct.pack(">h", len(types))
 
     def encode(self, row: Sequence[Any]) -> bytes:
+        return b"".join(self.parts(row))
+
+    def parts(self, row: Sequence[Any]) -> list[bytes]:
+        """The row's encoding in pieces, to be joined once with the rows around it."""
         if len(row) != len(self._encoders):
             raise ValueError(f"row has {len(row)} values, the COPY expects {len(self._encoders)}")
         parts = [self._count]
         for enc, value in zip(self._encoders, row):
             parts.append(_NULL if value is None else enc(value))
-        return b"".join(parts)
+        return parts
 
 
 def copy_rows(
@@ -141,9 +160,9 @@ def copy_rows(
         buf = [HEADER]
         size = len(HEADER)
         for row in rows:
-            data = writer.encode(row)
-            buf.append(data)
-            size += len(data)
+            parts = writer.parts(row)  # joined once per chunk: a row's arrays are copied once
+            buf += parts
+            size += sum(map(len, parts))
             n += 1
             if size >= chunk_bytes:
                 copy.write(b"".join(buf))

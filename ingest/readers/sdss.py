@@ -36,7 +36,7 @@ from skyledger.ingest.readers.base import (
     fits_summary,
     header_float,
     normalise_flux_unit,
-    open_fits,
+    open_tables,
     read_table,
     require_hdu,
 )
@@ -93,7 +93,7 @@ class SdssReader:
         id_format = str(opts.get("id_format", "plate-mjd-fiber")).lower()
         if id_format not in ("plate-mjd-fiber", "specobjid"):
             raise ReaderError(path, f"option id_format must be 'plate-mjd-fiber' or 'specobjid', got {id_format!r}")
-        with open_fits(path) as hdul:
+        with open_tables(path) as hdul:
             primary = hdul[0].header
             coadd_hdu = require_hdu(path, hdul, "COADD")
             meta_hdu = require_hdu(path, hdul, "SPECOBJ", "SPALL")
@@ -107,13 +107,13 @@ class SdssReader:
                     f"expected exactly one metadata row, found {0 if meta_tab is None else len(meta_tab)}",
                     hdu=meta_hdu.name,
                 )
-            cols = list(coadd.names)
+            cols = tuple(coadd.names)
             col = {}
             for key in ("flux", "loglam", "ivar"):
                 found = find_column(cols, key)
                 if found is None:
                     raise ReaderError(
-                        path, f"required column missing; columns present: {cols}", hdu="COADD", column=key
+                        path, f"required column missing; columns present: {list(cols)}", hdu="COADD", column=key
                     )
                 col[key] = found
             mask_col = find_column(cols, "and_mask", "mask")
@@ -130,7 +130,7 @@ class SdssReader:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     resolution = 1.0 / (_FWHM_PER_SIGMA * wdisp * dloglam * _LN10)
 
-            names = list(meta_tab.names)
+            names = tuple(meta_tab.names)
             row = meta_tab.row(0)
             plate = self._int(path, row, names, meta_hdu.name, "PLATE", "FIELD")
             mjd = self._int(path, row, names, meta_hdu.name, "MJD")
@@ -208,7 +208,7 @@ class SdssReader:
         return 10.0**loglam
 
     @staticmethod
-    def _int(path: object, row: Any, names: list[str], hdu: str, *candidates: str) -> int:
+    def _int(path: object, row: Any, names: tuple[str, ...], hdu: str, *candidates: str) -> int:
         found = find_column(names, *candidates)
         if found is None:
             raise ReaderError(path, "required column missing", hdu=hdu, column="/".join(candidates))
