@@ -8,9 +8,9 @@ COADD + SPECOBJ, one spectrum per file as in SDSS, grouped one directory per pla
 1,000 fibres as in the SAS ``spectra/lite/PLATE/`` tree), three peers on the same rows,
 each into its own freshly migrated database on the same server:
 
-* production: ``ingest_paths`` (``Loader``: sha256, reader, one transaction per file,
-  binary COPY) over every file, as the CLI runs it (files read ahead by one worker
-  process); wall time, spectra/s, input MB/s (FITS bytes), RSS of this process plus its
+* production: ``ingest_paths`` (``Loader``: sha256, reader, binary COPY, whole files per
+  transaction) over every file, as the CLI runs it (files read ahead by
+  ``READ_WORKERS`` worker processes and committed in groups of ``GROUP_FILES``); wall time, spectra/s, input MB/s (FITS bytes), RSS of this process plus its
   reader workers sampled every 20 ms, and the peak RSS after each tenth of the files;
 * production, inline: the same with ``read_workers=0`` (reading and writing take turns
   in one process), into its own database;
@@ -265,6 +265,7 @@ def run_production(
     checkpoints = {max(1, round(n_files * k / 10)): k * 10 for k in range(1, 11)}
     memory: list[dict[str, Any]] = []
     seconds: list[float] = []
+    done_at: list[float] = []  # seconds since the call when each file was reported (committed)
     statuses: dict[str, int] = {}
     started = time.perf_counter()
 
@@ -272,6 +273,7 @@ def run_production(
 
         def on_file(outcome: FileOutcome) -> None:
             seconds.append(outcome.seconds)
+            done_at.append(time.perf_counter() - started)
             statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
             done = len(seconds)
             if done in checkpoints:
@@ -302,7 +304,8 @@ def run_production(
         "peak_rss_mib": rss.peak / 2**20,
         "ru_maxrss_mib_process_lifetime": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "memory_checkpoints": memory,
-        "file_seconds": seconds,  # per-file Loader time, to compare with the ORM's sample
+        "file_seconds": seconds,  # per-file latency, read start to the commit that took it
+        "done_at_s": done_at,
         "read_workers": read_workers,
         **table_sizes(server.conninfo(db_name)),
     }
@@ -545,7 +548,9 @@ def main() -> None:
     pi["file_seconds_percentiles_ms"] = {q: float(np.percentile(inline_seconds, q) * 1e3) for q in (50, 90, 99)}
     k = args.orm_sample
     # Production over the same first files the ORM loaded (per-file Loader seconds).
-    p["first_orm_sample_spectra_per_s"] = k / sum(p["file_seconds"][:k])
+    # Files commit in groups, so per-file latencies overlap: use the time by which the
+    # first k files were committed.
+    p["first_orm_sample_spectra_per_s"] = k / p["done_at_s"][k - 1]
     res["ratios"] = {
         "production_over_copy": p["spectra_per_s"] / res["copy_ceiling"]["spectra_per_s"],
         "production_over_orm": p["spectra_per_s"] / res["orm"]["spectra_per_s"],
@@ -559,6 +564,8 @@ def main() -> None:
         "20x_orm": res["ratios"]["production_over_orm"] >= 20,
     }
     out = workdir / "ingest_benchmark.json"
+    p.pop("done_at_s")
+    pi.pop("done_at_s")
     seconds = p.pop("file_seconds")
     p["file_seconds_percentiles_ms"] = {q: float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)}
     out.write_text(json.dumps(res, indent=2))

@@ -101,21 +101,21 @@ class RawHeader(Mapping[str, Any]):
 # Files of one survey repeat the same extension headers byte for byte (an SDSS file's
 # COADD and SPECOBJ headers differ only where the data differ): a header already parsed
 # is reused. RawHeader is read-only, so sharing one is safe.
-_HEADER_CACHE: dict[bytes, tuple[RawHeader, int]] = {}
+_HEADER_CACHE: dict[bytes, RawHeader] = {}
 _HEADER_CACHE_SIZE = 64
 
 
 def _parse_header(buf: bytes, start: int, size: int) -> tuple[RawHeader, int]:
     """The header starting at ``start``; returns it and the offset of its data."""
     end = _header_end(buf, start, size)
-    block = buf[start:end]
-    cached = _HEADER_CACHE.get(block)
-    if cached is None:
-        cached = _parse_cards(block)
+    blocks = buf[start:end]
+    header = _HEADER_CACHE.get(blocks)
+    if header is None:
+        header = _parse_cards(blocks)
         if len(_HEADER_CACHE) >= _HEADER_CACHE_SIZE:
             _HEADER_CACHE.pop(next(iter(_HEADER_CACHE)))
-        _HEADER_CACHE[block] = cached
-    return cached[0], start + cached[1]
+        _HEADER_CACHE[blocks] = header
+    return header, end
 
 
 def _header_end(buf: bytes, start: int, size: int) -> int:
@@ -130,30 +130,24 @@ def _header_end(buf: bytes, start: int, size: int) -> int:
         pos += BLOCK
 
 
-def _parse_cards(buf: bytes) -> tuple[RawHeader, int]:
-    """The cards of one header's blocks (``buf`` ends with the END block)."""
-    start, size = 0, len(buf)
+def _parse_cards(blocks: bytes) -> RawHeader:
+    """The cards of one header (``blocks`` end with the block holding its END card)."""
+    if not _PRINTABLE.match(blocks):
+        raise _Decline("non-ASCII header bytes")
+    text = blocks.decode("ascii")
     cards: dict[str, Any] = {}
     texts: dict[str, str] = {}
-    pos = start
-    while True:
-        if pos + BLOCK > size:
-            raise _Decline("header runs past the end of the file")
-        block = buf[pos : pos + BLOCK]
-        pos += BLOCK
-        if not _PRINTABLE.match(block):
-            raise _Decline("non-ASCII header bytes")
-        text = block.decode("ascii")
-        for i in range(0, BLOCK, _CARD):
-            keyword = text[i : i + 8].rstrip().upper()
-            if keyword == "END":
-                return RawHeader(cards, texts), pos
-            if keyword in ("CONTINUE", "HIERARCH"):
-                raise _Decline(keyword)
-            if text[i + 8 : i + 10] != "= " or keyword in ("COMMENT", "HISTORY", ""):
-                continue
-            if keyword not in cards:
-                cards[keyword], texts[keyword] = _value(text[i + 10 : i + _CARD])
+    for i in range(0, len(text), _CARD):
+        if text[i : i + 8] == "END     ":  # the same test as _header_end's
+            break
+        keyword = text[i : i + 8].rstrip().upper()
+        if keyword in ("CONTINUE", "HIERARCH", "END"):  # END: a malformed one (trailing text, lower case)
+            raise _Decline(keyword)
+        if text[i + 8 : i + 10] != "= " or keyword in ("COMMENT", "HISTORY", ""):
+            continue
+        if keyword not in cards:
+            cards[keyword], texts[keyword] = _value(text[i + 10 : i + _CARD])
+    return RawHeader(cards, texts)
 
 
 def _data_bytes(header: RawHeader, primary: bool, max_elements: int) -> int:

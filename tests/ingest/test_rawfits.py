@@ -144,3 +144,15 @@ def test_declined_broken_files_are_still_rejected_with_astropys_checks(tmp_path,
         with open_tables(path):
             pass
     assert expected in str(info.value) and path.name in str(info.value)
+
+
+def test_tables_numpy_cannot_decode_alone_come_from_astropy(tmp_path):
+    # TZERO-scaled unsigned integers: the scan reads the headers, astropy the rows.
+    path = tmp_path / "scaled.fits"
+    col = fits.Column(name="u", format="J", bzero=2**31, array=np.array([0, 7, 2**32 - 1], dtype=np.uint32))
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([col], name="U")]).writeto(path)
+    with open_tables(path) as hdul:
+        assert isinstance(hdul, rawfits.RawFits)
+        table = read_table(path, hdul["U"])
+    assert table is not None
+    np.testing.assert_array_equal(table.column("u"), [0, 7, 2**32 - 1])
