@@ -2,13 +2,17 @@
 ``scipy.optimize.least_squares`` fitting the same model galaxy by galaxy, in one run.
 
 Both sides do the same work per galaxy: the arctan thin disk (7 parameters), soft-L1 loss,
-the same starting guesses (three inclination starts, best kept), then up to two rounds of
-4-sigma (MAD) clipping with a refit, and the covariance at the end.  scipy gets an analytic
-numpy Jacobian, so neither side differentiates numerically.  Data: random disks (PA, i in
-30-70 deg, V_max 100-300 km/s, r_turn 1-2.5") sampled at N random positions with 8 km/s
-noise and 3 % outliers.
+the same starting guesses (three inclination starts, each run to convergence and the
+best kept; with ``--prune-after K`` all three run K iterations, then only the
+lowest-cost one continues), then up to two rounds of 4-sigma (MAD)
+clipping with a refit of the galaxies whose points changed, and the covariance at the
+end.  scipy gets an analytic numpy Jacobian, so neither side differentiates numerically.
+What differs is the arithmetic of one evaluation (fit_disks: float32 iterations, a
+float64 polish, fused Jacobian and normal equations) and the batching.  Data: random
+disks (PA, i in 30-70 deg, V_max 100-300 km/s, r_turn 1-2.5") sampled at N random
+positions with 8 km/s noise and 3 % outliers.
 
-    python benchmarks/rotation_throughput.py --galaxies 2000 --points 200 --scipy 150 [--device cuda]
+    python benchmarks/rotation_throughput.py --galaxies 2000 --points 200 --scipy 150 [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -72,20 +76,25 @@ def scipy_fit(x, y, v, sigma, start, lower, upper, config: DiskFitConfig) -> np.
     """The same procedure as fit_disks, one galaxy, with scipy least_squares (TRF, soft_l1)."""
     keep = np.ones_like(v, dtype=bool)
 
-    def solve(th0, keep):
+    def solve(th0, keep, max_nfev=config.max_iter * 2):
         fun = lambda th: (model_np(th, x[keep], y[keep])[0] - v[keep]) / sigma[keep]  # noqa: E731
         jac = lambda th: model_np(th, x[keep], y[keep])[1] / sigma[keep][:, None]  # noqa: E731
         th0 = np.clip(th0, lower + 1e-9, upper - 1e-9)
-        return least_squares(fun, th0, jac=jac, bounds=(lower, upper), loss=config.loss, max_nfev=config.max_iter * 2)
+        return least_squares(fun, th0, jac=jac, bounds=(lower, upper), loss=config.loss, max_nfev=max_nfev)
 
+    # The same start pruning as fit_disks: every start for prune_after iterations (one
+    # function evaluation each, plus the one at the start), then only the best goes on.
+    prune = 0 < config.prune_after < config.max_iter
     best = None
     for inc in config.inc_starts_deg:
         th0 = start.copy()
         th0[3] = math.radians(inc)
         th0[5] = start[5] / math.sin(math.radians(inc))
-        res = solve(th0, keep)
+        res = solve(th0, keep, config.prune_after + 1) if prune else solve(th0, keep)
         if best is None or res.cost < best.cost:
             best = res
+    if prune and best.status == 0:  # stopped by max_nfev, not converged
+        best = solve(best.x, keep)
     theta = best.x
     for _ in range(config.clip_rounds):
         z = (model_np(theta, x, y)[0] - v) / sigma
@@ -111,29 +120,22 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (scipy is single-threaded)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--precision", choices=("mixed", "double"), default="mixed",
+                    help="fit_disks iterations in float32 with a float64 polish (mixed) or all in float64")
+    ap.add_argument("--prune-after", type=int, default=DiskFitConfig.prune_after,
+                    help="iterations of every inclination start before only the best goes on, for both "
+                    "codes (0: every start to convergence)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    config = DiskFitConfig(model="arctan", error_floor=0.0)
+    config = DiskFitConfig(model="arctan", error_floor=0.0, precision=args.precision, prune_after=args.prune_after)
     xs, ys, vs, truth = make_data(args.galaxies, args.points, args.seed)
     t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=args.device)  # noqa: E731
 
     # warm-up (first-call costs of torch are not throughput)
     fit_disks(DiskData(t(xs[:4]), t(ys[:4]), t(vs[:4]), t(np.full((4, args.points), 8.0)),
                        torch.ones(4, args.points, dtype=torch.bool, device=args.device)), config)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    thetas = []
-    for lo in range(0, args.galaxies, args.batch):
-        sl = slice(lo, lo + args.batch)
-        n = xs[sl].shape[0]
-        data = DiskData(t(xs[sl]), t(ys[sl]), t(vs[sl]), t(np.full((n, args.points), 8.0)),
-                        torch.ones(n, args.points, dtype=torch.bool, device=args.device))
-        thetas.append(fit_disks(data, config).theta.cpu().numpy())
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    torch_s = time.perf_counter() - started
-    theta_torch = np.concatenate(thetas)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync()
 
     # The peer starts from the very same guesses (computed outside its clock, as for torch
     # they are a negligible part of the batch) and the same bounds.
@@ -142,14 +144,32 @@ def main() -> None:
     sub = DiskData(cpu(xs), cpu(ys), cpu(vs), cpu(np.full((ns, args.points), 8.0)), torch.ones(ns, args.points, dtype=torch.bool))
     starts = _initial(sub, sub.mask, config).numpy()
     sigma = np.full(args.points, 8.0)
-    started = time.perf_counter()
-    theta_scipy = []
-    for b in range(ns):
-        ext = float(np.hypot(xs[b], ys[b]).max())
-        lower = np.array([-ext, -ext, -1e9, math.radians(3), -1e9, -config.vmax_limit, config.r_turn_min])
-        upper = np.array([ext, ext, 1e9, math.radians(87), 1e9, config.vmax_limit, 10 * ext])
-        theta_scipy.append(scipy_fit(xs[b], ys[b], vs[b], sigma, starts[b], lower, upper, config))
-    scipy_s = time.perf_counter() - started
+
+    # The two codes take turns, one fit_disks batch and then an equal share of the scipy
+    # galaxies, so that on a shared machine both see the same load; wall and CPU clocks.
+    batches = list(range(0, args.galaxies, args.batch))
+    shares = np.array_split(np.arange(ns), len(batches))
+    torch_s = torch_cpu = scipy_s = scipy_cpu = 0.0
+    thetas, theta_scipy = [], []
+    for lo, share in zip(batches, shares, strict=True):
+        wall, proc = time.perf_counter(), time.process_time()
+        sl = slice(lo, lo + args.batch)
+        n = xs[sl].shape[0]
+        data = DiskData(t(xs[sl]), t(ys[sl]), t(vs[sl]), t(np.full((n, args.points), 8.0)),
+                        torch.ones(n, args.points, dtype=torch.bool, device=args.device))
+        thetas.append(fit_disks(data, config).theta.cpu().numpy())
+        sync()
+        torch_s += time.perf_counter() - wall
+        torch_cpu += time.process_time() - proc
+        wall, proc = time.perf_counter(), time.process_time()
+        for b in share:
+            ext = float(np.hypot(xs[b], ys[b]).max())
+            lower = np.array([-ext, -ext, -1e9, math.radians(3), -1e9, -config.vmax_limit, config.r_turn_min])
+            upper = np.array([ext, ext, 1e9, math.radians(87), 1e9, config.vmax_limit, 10 * ext])
+            theta_scipy.append(scipy_fit(xs[b], ys[b], vs[b], sigma, starts[b], lower, upper, config))
+        scipy_s += time.perf_counter() - wall
+        scipy_cpu += time.process_time() - proc
+    theta_torch = np.concatenate(thetas)
     theta_scipy = np.array(theta_scipy)
 
     def accuracy(th: np.ndarray, n: int) -> dict[str, float]:
@@ -164,8 +184,12 @@ def main() -> None:
     diff[:, 2] = (diff[:, 2] + math.pi) % (2 * math.pi) - math.pi
     result = {
         "galaxies": args.galaxies, "points": args.points, "device": args.device, "torch_threads": args.threads,
+        "precision": args.precision, "prune_after": args.prune_after,
         "torch_galaxies_per_s": args.galaxies / torch_s, "scipy_galaxies": ns, "scipy_galaxies_per_s": ns / scipy_s,
         "ratio": (args.galaxies / torch_s) / (ns / scipy_s),
+        # CPU time: all of torch's threads together, so with one thread the ratio of work done
+        "torch_cpu_s": torch_cpu, "scipy_cpu_s": scipy_cpu,
+        "ratio_cpu": (args.galaxies / torch_cpu) / (ns / scipy_cpu),
         "torch_accuracy": accuracy(theta_torch, args.galaxies), "scipy_accuracy": accuracy(theta_scipy, ns),
         "median_abs_difference": {"pa_deg": float(np.degrees(np.median(np.abs(diff[:, 2])))),
                                   "inc_deg": float(np.degrees(np.median(np.abs(diff[:, 3])))),

@@ -30,7 +30,8 @@ from skyledger.compute.kinematics import (
     los_velocity_jacobian,
     rotation_curve,
 )
-from skyledger.compute.kinematics.disk import _freeman_dg
+from skyledger.compute.kinematics import disk as disk_module
+from skyledger.compute.kinematics.disk import _freeman_dg, _Points
 from skyledger.compute.lines import LinesTask
 from skyledger.compute.rotation import RotationParams, RotationTask
 from skyledger.compute.runner import process
@@ -188,6 +189,81 @@ def test_degenerate_inputs_give_flags_not_errors():
     assert np.isnan(fit.theta[:2].numpy()).all() and (fit.n_points[:2] == 0).all()
     assert flags[2] & DiskFlag.NEAR_FACE_ON and not flags[2] & DiskFlag.TOO_FEW_POINTS
     assert flags[3] == 0 and abs(fit.theta[3, 5].item() / truth[3].v_max - 1) < 0.05  # the healthy one is unharmed
+
+
+def _pulls(fit, ref) -> np.ndarray:
+    """|difference| / error of ``ref``, per galaxy and parameter (PA wrapped)."""
+    d = (fit.theta - ref.theta).numpy()
+    d[:, 2] = (d[:, 2] + math.pi) % (2 * math.pi) - math.pi
+    return np.abs(d) / ref.errors.numpy()
+
+
+def test_float32_iterations_agree_with_an_all_float64_fit():
+    data, _, _ = synthetic_points(24, 200, seed=13, noise=8.0, n_outliers=6)
+    double = fit_disks(data, DiskFitConfig(error_floor=0.0, precision="double"))
+    mixed = fit_disks(data, DiskFitConfig(error_floor=0.0))  # the default: float32, then a float64 polish
+    assert mixed.theta.dtype == F64 and not torch.equal(mixed.theta, double.theta)  # another path was taken
+    assert _pulls(mixed, double).max() < 0.01  # 1 % of an error bar (~3e-4 typical)
+    torch.testing.assert_close(mixed.errors, double.errors, rtol=1e-2, atol=0)
+    torch.testing.assert_close(mixed.chi2, double.chi2, rtol=1e-4, atol=0)
+    assert torch.equal(mixed.kept, double.kept) and torch.equal(mixed.flags, double.flags)
+
+
+def test_start_pruning_keeps_the_start_that_leads():
+    data, truth, _ = synthetic_points(24, 150, seed=11, noise=8.0, n_outliers=4)
+    config = lambda **kw: DiskFitConfig(error_floor=0.0, **kw)  # noqa: E731
+    # A start at 87 deg alone ends in a wrong minimum for several of these galaxies, so
+    # picking it would show; with a 45 deg start beside it, pruning after 3 iterations
+    # must keep the 45 deg one wherever it matters.
+    alone = fit_disks(data, config(inc_starts_deg=(87.0,)))
+    every = fit_disks(data, config(inc_starts_deg=(87.0, 45.0), prune_after=0))
+    pruned = fit_disks(data, config(inc_starts_deg=(87.0, 45.0), prune_after=3))
+    assert int((alone.chi2 > 1.5 * every.chi2).sum()) >= 4
+    assert _pulls(pruned, every).max() < 0.05
+    torch.testing.assert_close(pruned.chi2, every.chi2, rtol=1e-3, atol=0)
+    inc_true = np.array([p.inclination for p in truth])
+    wrong = lambda fit: int((np.abs(np.degrees(fit.theta[:, 3].numpy()) - inc_true) > 10).sum())  # noqa: E731
+    assert wrong(pruned) == wrong(every) < wrong(alone)
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "cauchy", "linear", None])
+@pytest.mark.parametrize("curvature", [False, True])
+@pytest.mark.parametrize("smeared", [False, True])
+def test_fit_normal_equations_equal_weighted_jacobian_products(loss, curvature, smeared, monkeypatch):
+    """The fused weighting of the fit against J^T diag(k w^2) J and J^T (rho' w z) written out."""
+    g = torch.Generator().manual_seed(4)
+    theta = torch.tensor([[0.3, -0.2, 0.7, 0.9, 10.0, 200.0, 1.5]], dtype=F64).repeat(5, 1)
+    theta[:, 2] += torch.rand(5, generator=g, dtype=F64) * 3
+    x = torch.rand(5, 30, generator=g, dtype=F64) * 10 - 5
+    y = torch.rand(5, 30, generator=g, dtype=F64) * 10 - 5
+    psf = torch.tensor([0.8, 0.0, 1.2, 0.5, 0.3], dtype=F64) if smeared else None
+    h = torch.tensor([2.0, 3.0, float("inf"), 1.0, 4.0], dtype=F64) if smeared else None
+    v = los_velocity(theta, x, y, "arctan", psf, h) + torch.randn(5, 30, generator=g, dtype=F64) * 20
+    sigma = 3.0 + torch.rand(5, 30, generator=g, dtype=F64) * 5
+    mask = torch.rand(5, 30, generator=g) > 0.2
+    fit_theta = theta + torch.tensor([0.1, -0.1, 0.05, -0.05, 3.0, -10.0, 0.2], dtype=F64)
+    # 40 points per block: the five galaxies come in several blocks, as large batches do
+    monkeypatch.setattr(disk_module, "_CHUNK_POINTS", 40 * (25 if smeared else 1))
+    points = _Points.build(x, y, v, sigma, mask, "arctan", psf, h, F64)
+    assert len(points.chunks()) == 5
+    hess, grad = points.normal_equations(fit_theta, loss, curvature)
+
+    model, jac = los_velocity_jacobian(fit_theta, x, y, "arctan", psf, h)
+    w = torch.where(mask, 1.0 / sigma, torch.zeros_like(sigma))
+    z = (model - v) * w
+    s = z * z
+    if loss == "soft_l1":
+        slope, second = (1 + s) ** -0.5, -0.5 * (1 + s) ** -1.5
+    elif loss == "cauchy":
+        slope, second = 1 / (1 + s), -1 / (1 + s) ** 2
+    else:
+        slope, second = torch.ones_like(s), torch.zeros_like(s)
+    k = slope + 2 * s * second if curvature else slope
+    k = torch.maximum(k, 1e-3 * slope)
+    expect_h = torch.einsum("bn,bnp,bnq->bpq", k * w * w, jac, jac)
+    expect_g = torch.einsum("bn,bn,bnp->bp", slope * w, z, jac)
+    torch.testing.assert_close(hess, expect_h, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, expect_g, rtol=1e-9, atol=1e-9)
 
 
 # --------------------------------------------------------------------------- end to end
