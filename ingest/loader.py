@@ -120,6 +120,7 @@ READ_WORKERS = min(2, os.cpu_count() or 1)
 #: the COPY of a one-spectrum file. Every file is still wholly in or wholly out.
 GROUP_FILES = 16
 GROUP_BYTES = 16 << 20
+STREAM_CHUNK_BYTES = 256 << 10
 
 # Several files' rows in one statement; versions are looked up first (_GROUP_VERSIONS_SQL)
 # so that each lookup is an index probe by uri, not a subquery the planner may misjudge.
@@ -452,7 +453,9 @@ class Loader:
                 n_sources=len(by_name), n_spectra=len(member.spectra), size_bytes=prepared.size,
             )  # fmt: skip
         copy_rows(conn, "source", _SOURCE_COLUMNS, source_rows)
-        copy_rows(conn, "spectrum", _SPECTRUM_COLUMNS, itertools.chain.from_iterable(spectrum_rows))
+        # Sent in small chunks so that the server inserts rows while the rest are encoded.
+        copy_rows(conn, "spectrum", _SPECTRUM_COLUMNS, itertools.chain.from_iterable(spectrum_rows),
+                  chunk_bytes=STREAM_CHUNK_BYTES)  # fmt: skip
         conn.commit()
         now = time.perf_counter()
         for member in members:
