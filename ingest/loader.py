@@ -26,6 +26,7 @@ autocommit connection, so a rolled-back file can at most leave an unused grid be
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import logging
@@ -33,6 +34,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -120,6 +122,8 @@ READ_WORKERS = min(2, os.cpu_count() or 1)
 #: the COPY of a one-spectrum file. Every file is still wholly in or wholly out.
 GROUP_FILES = 16
 GROUP_BYTES = 16 << 20
+#: Threads that store groups concurrently, each with its own connection (_GroupWriters).
+GROUP_WRITERS = 2
 STREAM_CHUNK_BYTES = 256 << 10
 
 # Several files' rows in one statement; versions are looked up first (_GROUP_VERSIONS_SQL)
@@ -258,18 +262,19 @@ class Loader:
                     on_file(outcome)
             return
         group = _Group()
-        with ReadAhead(jobs, root=self.root, workers=read_workers) as ahead:
+        with ReadAhead(jobs, root=self.root, workers=read_workers) as ahead, _GroupWriters(self, on_file) as writers:
             for job, prepared in zip(jobs, ahead):
                 started = time.perf_counter() - prepared.seconds
                 if group.admit(prepared, job.reader, started):
                     if group.full():
-                        self._flush(group, on_file)
+                        writers.submit(group.take())
                     continue
-                self._flush(group, on_file)  # files stay in order around one stored alone
+                writers.submit(group.take())
+                writers.drain()  # files stay in order around one stored alone
                 outcome = self._store(prepared, job.reader, started, read_inline=prepared.deferred)
                 if on_file is not None:
                     on_file(outcome)
-            self._flush(group, on_file)
+            writers.submit(group.take())
 
     # ------------------------------------------------------------------ steps
 
@@ -359,18 +364,24 @@ class Loader:
         return outcome
 
     def _flush(self, group: _Group, on_file: OnFile | None) -> None:
-        """Store the group's files: the new ones in one transaction, the rest one by one.
+        """Store the group's files now and report them (see :meth:`_store_members`)."""
+        outcomes = self._store_members(group.take())
+        if on_file is not None:
+            for outcome in outcomes:
+                on_file(outcome)
+
+    def _store_members(self, members: list[_Member]) -> list[FileOutcome]:
+        """Store a group's files: the new ones in one transaction, the rest one by one.
 
         Files whose content is already known (loaded or rejected before, or twice in the
         group) take the per-file path after the group's commit, which gives them their
         ``unchanged``/``duplicate`` outcome. If the group's transaction fails on any
         file's rows, it is rolled back and every file of the group is stored alone, so
-        the culprit is rejected with its reason and the others load. Outcomes are
-        reported in the order of the files, after the commit that made them true.
+        the culprit is rejected with its reason and the others load. Returns the
+        outcomes in the order of the files, once the commits that made them true are done.
         """
-        members = group.take()
         if not members:
-            return
+            return []
         outcomes: dict[int, FileOutcome] = {}
         try:
             conn = self._connection()
@@ -380,7 +391,9 @@ class Loader:
             else:
                 try:
                     outcomes.update(self._store_group(conn, fresh))
-                except (ReaderError, pg_errors.DataError, pg_errors.IntegrityError):
+                # TransactionRollback: a deadlock with another writer's group (each holding
+                # a copy of content the other inserts); one file at a time cannot deadlock.
+                except (ReaderError, pg_errors.DataError, pg_errors.IntegrityError, pg_errors.TransactionRollback):
                     conn.rollback()
                     for member in fresh:
                         member.rewind()
@@ -390,9 +403,7 @@ class Loader:
         for member in members:
             if member.position not in outcomes:
                 outcomes[member.position] = self._store(member.prepared, member.reader, member.started, read_inline=False)
-        if on_file is not None:
-            for position in sorted(outcomes):
-                on_file(outcomes[position])
+        return [outcomes[position] for position in sorted(outcomes)]
 
     def _fresh_members(self, conn: psycopg.Connection, members: list[_Member]) -> list[_Member]:
         """The members whose content is new to their survey and unique within the group."""
@@ -698,3 +709,70 @@ class _Group:
     def take(self) -> list[_Member]:
         members, self._members, self._bytes = self._members, [], 0
         return members
+
+
+class _GroupWriters:
+    """Groups stored by :data:`GROUP_WRITERS` threads, each a :class:`Loader` with its own
+    connection, while the calling thread collects the next group.
+
+    Why: a loader alone alternates between encoding rows and waiting for the server to
+    insert them, and the server waits while it encodes; with two writers one group is
+    encoded while the server inserts another, and two server backends share the work.
+    Outcomes are reported from the calling thread, in submission order, each group once
+    its transaction has committed. A group that shares content or a path with a group in
+    flight (a copy of a file in the batch) waits until that group is done, so the copy is
+    judged against it exactly as in order, and writers never wait for each other's locks.
+    """
+
+    def __init__(self, loader: Loader, on_file: OnFile | None, threads: int = 0):
+        self._threads = threads or GROUP_WRITERS
+        self._loaders = [Loader(loader.db, root=loader.root, batch_id=loader.batch_id) for _ in range(self._threads)]
+        self._free = list(self._loaders)
+        self._on_file = on_file
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="skyledger-ingest-writer")
+        self._inflight: collections.deque[tuple[Loader, Future[list[FileOutcome]], set[str]]] = collections.deque()
+
+    def __enter__(self) -> _GroupWriters:
+        return self
+
+    def submit(self, members: list[_Member]) -> None:
+        if not members:
+            return
+        keys = {m.prepared.sha or "" for m in members} | {m.prepared.uri for m in members}
+        while self._inflight and any(keys & busy for _, _, busy in self._inflight):
+            self._report_oldest()
+        if not self._free:
+            self._report_oldest()
+        writer = self._free.pop()
+        self._inflight.append((writer, self._pool.submit(writer._store_members, members), keys))
+
+    def drain(self) -> None:
+        """Wait for every group in flight and report it."""
+        while self._inflight:
+            self._report_oldest()
+
+    def _report_oldest(self) -> None:
+        writer, future, _ = self._inflight.popleft()
+        outcomes = future.result()  # a writer's DatabaseError stops the batch here
+        self._free.append(writer)
+        if self._on_file is not None:
+            for outcome in outcomes:
+                self._on_file(outcome)
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        failing = exc_type is not None
+        try:
+            if not failing:
+                self.drain()
+        finally:
+            # On an error the groups in flight finish their transaction (commit or roll
+            # back) before their connections close; their outcomes are not reported.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            errors: list[BaseException] = []
+            for writer in self._loaders:
+                try:
+                    writer.close(failing=failing)
+                except BaseException as err:  # noqa: BLE001 - closed below, first one raised
+                    errors.append(err)
+            if errors and not failing:
+                raise errors[0]

@@ -337,7 +337,7 @@ def test_a_file_too_large_to_ship_is_read_by_the_loader(fresh_database, tmp_path
 def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
     from skyledger.ingest.synthetic import write_sdss_spectra
 
-    files = write_sdss_spectra(tmp_path / "sdss", 30, seed=4, n_pix=300)
+    files = write_sdss_spectra(tmp_path / "sdss", 40, seed=4, n_pix=300)
     seen: list[set[int]] = []
 
     def interrupt(outcome) -> None:
@@ -350,16 +350,19 @@ def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
     assert len(seen[0]) == 2
     assert not any(alive(pid) for pid in seen[0])
     # The files reported before the interrupt are in, whole, with the rest of the group
-    # whose commit they were reported after (GROUP_FILES); the files after it are not.
-    from skyledger.ingest.loader import GROUP_FILES
+    # whose commit they were reported after, and any group another writer thread had in
+    # flight (it finishes its transaction); no file is in part.
+    from skyledger.ingest.loader import GROUP_FILES, GROUP_WRITERS
 
-    assert GROUP_FILES < len(files)
+    assert GROUP_FILES * GROUP_WRITERS < len(files)
     with fresh_database.engine.connect() as conn:
-        loaded = conn.execute(text("SELECT count(*), sum(n_spectra) FROM ingest_file WHERE status = 'loaded'")).one()
-    assert loaded == (GROUP_FILES, GROUP_FILES)
-    assert counts(fresh_database)["spectrum"] == GROUP_FILES
+        n_files, n_spectra = conn.execute(
+            text("SELECT count(*), sum(n_spectra) FROM ingest_file WHERE status = 'loaded'")
+        ).one()
+    assert n_files == n_spectra == counts(fresh_database)["spectrum"]
+    assert n_files in {GROUP_FILES * k for k in range(1, GROUP_WRITERS + 1)}
     rest = ingest_paths(fresh_database, files, read_workers=2)
-    assert dict(rest.counts) == {"loaded": len(files) - GROUP_FILES, "unchanged": GROUP_FILES}
+    assert dict(rest.counts) == {"loaded": len(files) - n_files, "unchanged": n_files}
 
 
 def test_a_dead_worker_stops_the_batch_with_a_clear_error(fresh_database, tmp_path):
@@ -368,7 +371,8 @@ def test_a_dead_worker_stops_the_batch_with_a_clear_error(fresh_database, tmp_pa
     from skyledger.ingest.synthetic import write_sdss_spectra
     from skyledger.schema.errors import IngestError
 
-    files = write_sdss_spectra(tmp_path / "sdss", 40, seed=6, n_pix=300)
+    # More files than the read-ahead window and the groups in flight hold.
+    files = write_sdss_spectra(tmp_path / "sdss", 120, seed=6, n_pix=300)
 
     def kill_workers(outcome) -> None:
         for pid in worker_pids(os.getpid()):
@@ -444,3 +448,30 @@ def test_a_group_whose_rows_the_database_refuses_is_stored_file_by_file(fresh_da
         rows = conn.execute(text("SELECT uri, status, n_spectra FROM ingest_file ORDER BY id")).all()
     assert [(Path(u).name, s) for u, s, _ in rows if s == "loaded"] == [(p.name, "loaded") for i, p in enumerate(files) if i != 2]
     assert counts(fresh_database)["spectrum"] == counts(fresh_database)["source"] == 4
+
+
+def test_copies_across_concurrent_groups_are_judged_in_file_order(fresh_database, server, template_url, tmp_path):
+    """Groups are stored by two writer threads at once; a copy of a file in a neighbouring
+    group still comes out as it does when every file is stored in order."""
+    from sqlalchemy import create_engine, make_url
+
+    from skyledger.ingest.loader import GROUP_FILES
+    from skyledger.ingest.synthetic import write_sdss_spectra
+    from skyledger.schema.database import Database
+
+    files = write_sdss_spectra(tmp_path / "sdss", 3 * GROUP_FILES, seed=12, n_pix=300)
+    # A copy of the first file in the second group, and a copy of a second-group file that
+    # comes before its original (so the copy is the one loaded).
+    files.insert(GROUP_FILES + 3, Path(shutil.copy(files[0], tmp_path / "copy-of-0.fits")))
+    files.insert(GROUP_FILES - 2, Path(shutil.copy(files[GROUP_FILES + 5], tmp_path / "early-copy.fits")))
+    inline = ingest_paths(fresh_database, files, read_workers=0)
+    assert inline.counts == {"loaded": len(files) - 2, "duplicate": 2}
+    url = server.create_database(f"skyledger_test_cg_{os.getpid()}", template=make_url(template_url).database)
+    other = Database(engine=create_engine(url), url=url, embedded=None)
+    try:
+        grouped = ingest_paths(other, files, read_workers=2)
+        assert outcomes_and_rows(other, grouped) == outcomes_and_rows(fresh_database, inline)
+        early = next(o for o in grouped.outcomes if o.path.endswith("early-copy.fits"))
+        assert early.status == "loaded"
+    finally:
+        other.dispose()
