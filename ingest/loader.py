@@ -13,8 +13,8 @@ for one-spectrum files the per-file statements cost more than the rows. A group 
 whole files only, so a killed process still leaves every file wholly in or out; a group
 that fails on one file's rows is retried file by file, so only that file is rejected.
 
-The duplicate check runs inside the file's transaction, on one psycopg connection held
-for the batch (a handful of round trips per file). Per-file commits do not wait for the
+The duplicate check runs inside the file's (or group's) transaction, on psycopg
+connections held for the batch (a handful of round trips per transaction). Per-file commits do not wait for the
 WAL flush (``synchronous_commit = off``, this connection only): a crash of the *server*
 may forget the last fraction of a second of files, each one whole, ``ingest_file`` row
 included, so a rerun loads them again; a crash of the ingest process loses nothing
@@ -251,7 +251,7 @@ class Loader:
 
         ``read_workers`` processes read the next files while this one writes (default:
         :data:`READ_WORKERS` for batches of :data:`READ_AHEAD_MIN_FILES` files or more,
-        else none); their files are committed in groups (see :meth:`_flush`).
+        else none); their files are committed in groups (see :meth:`_store_members`).
         """
         if read_workers is None:
             read_workers = READ_WORKERS if len(jobs) >= READ_AHEAD_MIN_FILES else 0
@@ -362,13 +362,6 @@ class Loader:
         conn.commit()
         _log.info("rejected %s: %s", prepared.uri, outcome.reason)
         return outcome
-
-    def _flush(self, group: _Group, on_file: OnFile | None) -> None:
-        """Store the group's files now and report them (see :meth:`_store_members`)."""
-        outcomes = self._store_members(group.take())
-        if on_file is not None:
-            for outcome in outcomes:
-                on_file(outcome)
 
     def _store_members(self, members: list[_Member]) -> list[FileOutcome]:
         """Store a group's files: the new ones in one transaction, the rest one by one.
@@ -676,7 +669,7 @@ class _Member:
 
 
 class _Group:
-    """Read-ahead files collected for one transaction (see :meth:`Loader._flush`)."""
+    """Read-ahead files collected for one transaction (see :meth:`Loader._store_members`)."""
 
     def __init__(self, max_files: int = GROUP_FILES, max_bytes: int = GROUP_BYTES):
         self.max_files, self.max_bytes = max_files, max_bytes

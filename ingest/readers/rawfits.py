@@ -180,15 +180,13 @@ class RawHdu:
     name: str  # EXTNAME upper-cased, PRIMARY for the first HDU without one
     header: RawHeader
     data_offset: int
-    data_bytes: int
     buffer: bytes  # the whole file's bytes
 
 
 class RawFits:
     """The HDUs of a scanned file: by index, slice or EXTNAME (case-insensitive, first wins)."""
 
-    def __init__(self, path: str | os.PathLike[str], hdus: list[RawHdu]):
-        self.path = path
+    def __init__(self, hdus: list[RawHdu]):
         self._hdus = hdus
         self._by_name: dict[str, RawHdu] = {}
         for hdu in hdus:
@@ -240,8 +238,8 @@ def scan(path: str | os.PathLike[str], *, max_elements: int, max_bytes: int = MA
                 raise _Decline("data run past the end of the file")
             name = header.get("EXTNAME")
             name = str(name).strip().upper() if name not in (None, "") else ("PRIMARY" if primary else "")
-            hdus.append(RawHdu(len(hdus), name, header, data_offset, n_bytes, buf))
+            hdus.append(RawHdu(len(hdus), name, header, data_offset, buf))
             pos = end
     except _Decline:
         return None
-    return RawFits(path, hdus)
+    return RawFits(hdus)

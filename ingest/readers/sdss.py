@@ -107,7 +107,7 @@ class SdssReader:
                     f"expected exactly one metadata row, found {0 if meta_tab is None else len(meta_tab)}",
                     hdu=meta_hdu.name,
                 )
-            cols = tuple(coadd.names)
+            cols = coadd.names
             col = {}
             for key in ("flux", "loglam", "ivar"):
                 found = find_column(cols, key)
@@ -130,7 +130,7 @@ class SdssReader:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     resolution = 1.0 / (_FWHM_PER_SIGMA * wdisp * dloglam * _LN10)
 
-            names = tuple(meta_tab.names)
+            names = meta_tab.names
             row = meta_tab.row(0)
             plate = self._int(path, row, names, meta_hdu.name, "PLATE", "FIELD")
             mjd = self._int(path, row, names, meta_hdu.name, "MJD")

@@ -438,9 +438,8 @@ def test_a_group_whose_rows_the_database_refuses_is_stored_file_by_file(fresh_da
             # A reader bug the database's CHECK catches: the spectrum's RA out of range.
             prepared.contents.spectra = iter([dataclasses.replace(row, ra=400.0) for row in prepared.contents.spectra])
         assert group.admit(prepared, "sdss", 0.0)
-    reported = []
     with Loader(fresh_database) as loader:
-        loader._flush(group, reported.append)
+        reported = loader._store_members(group.take())
     assert [Path(o.path).name for o in reported] == [p.name for p in files]
     assert [o.status for o in reported] == ["loaded", "loaded", "rejected", "loaded", "loaded"]
     assert "the database refused the rows" in reported[2].reason and "ra_range" in reported[2].reason
