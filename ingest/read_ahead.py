@@ -21,12 +21,12 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.readers import detect_reader, get_reader
+from skyledger.ingest.readers import detect_reader, get_reader, rawfits
 from skyledger.ingest.records import FileContents
 from skyledger.schema.errors import IngestError, ReaderError
 
@@ -75,6 +75,24 @@ class Prepared:
     reason: str | None = None  # rejected before the database
     deferred: bool = False  # located but not read: the loader reads it (too large to ship)
     seconds: float = 0.0
+    #: the file's bytes as checksummed (files up to ``rawfits.MAX_SCAN_BYTES``), until it
+    #: is read; never pickled, so a worker ships only what it read from them
+    content: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "content": None}
+
+
+def _read_and_hash(path: Path, keep_limit: int) -> tuple[str, int, bytes | None]:
+    """sha256 and size of the file, and its bytes when it is at most ``keep_limit`` bytes."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size <= keep_limit:
+            data = fh.read(keep_limit + 1)
+            if len(data) <= keep_limit:  # it did not grow meanwhile
+                return hashlib.sha256(data).hexdigest(), len(data), data
+            fh.seek(0)
+    sha, size = sha256_file(path)
+    return sha, size, None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
@@ -111,7 +129,7 @@ def locate(job: Job, root: Path | None) -> Prepared:
             raise Rejected(f"the file is outside the configured root {root}")
         if not resolved.is_file():
             raise Rejected("not a regular file")
-        prepared.sha, prepared.size = sha256_file(resolved)
+        prepared.sha, prepared.size, prepared.content = _read_and_hash(resolved, rawfits.MAX_SCAN_BYTES)
     except FileNotFoundError:
         prepared.reason = "no such file"
     except PermissionError as err:
@@ -129,7 +147,8 @@ def read_contents(prepared: Prepared, reader: str | None) -> None:
         chosen = get_reader(reader or survey.reader) if (reader or survey.reader) else detect_reader(path)
         prepared.reader = chosen.name
         try:
-            prepared.contents = chosen.read(path, survey.options)
+            with rawfits.preloaded(path, prepared.content):
+                prepared.contents = chosen.read(path, survey.options)
         except ReaderError:
             raise
         except _READ_ERRORS as err:
@@ -138,6 +157,8 @@ def read_contents(prepared: Prepared, reader: str | None) -> None:
         prepared.reason = err.detail
     except IngestError as err:
         prepared.reason = str(err)
+    finally:
+        prepared.content = None  # read once; a batch does not keep files in memory
 
 
 def _ship(prepared: Prepared, limit: int) -> None:

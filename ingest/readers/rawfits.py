@@ -23,11 +23,13 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-__all__ = ["BLOCK", "RawHeader", "RawHdu", "RawFits", "scan"]
+__all__ = ["BLOCK", "RawHeader", "RawHdu", "RawFits", "preloaded", "scan"]
 
 BLOCK = 2880
 _CARD = 80
@@ -211,16 +213,40 @@ class RawFits:
         return len(self._hdus)
 
 
+_PRELOADED: ContextVar[tuple[str, bytes] | None] = ContextVar("rawfits_preloaded", default=None)
+
+
+@contextmanager
+def preloaded(path: str | os.PathLike[str], data: bytes | None) -> Iterator[None]:
+    """Within the block, :func:`scan` of ``path`` reads ``data`` instead of the file.
+
+    The ingest has already read the whole file to checksum it: scanning those very bytes
+    saves a second read, and the rows loaded are then exactly the content whose sha256
+    is recorded, even if the file changes in between. ``data=None`` changes nothing.
+    """
+    token = _PRELOADED.set(None if data is None else (os.fspath(path), data))
+    try:
+        yield
+    finally:
+        _PRELOADED.reset(token)
+
+
 def scan(path: str | os.PathLike[str], *, max_elements: int, max_bytes: int = MAX_SCAN_BYTES) -> RawFits | None:
     """The file's HDUs, or None wherever astropy should read it instead (see the module doc).
 
     Raises only what opening and reading the file raise (``OSError``); the callers treat
     those as they treat them from astropy.
     """
-    p = Path(path)
-    if p.stat().st_size > max_bytes:
-        return None
-    buf = p.read_bytes()
+    pre = _PRELOADED.get()
+    if pre is not None and pre[0] == os.fspath(path):
+        buf = pre[1]
+        if len(buf) > max_bytes:
+            return None
+    else:
+        p = Path(path)
+        if p.stat().st_size > max_bytes:
+            return None
+        buf = p.read_bytes()
     size = len(buf)
     if size == 0 or size % BLOCK or not buf.startswith(b"SIMPLE  =") or buf[10:30].strip() != b"T":
         return None

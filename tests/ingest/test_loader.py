@@ -474,3 +474,27 @@ def test_copies_across_concurrent_groups_are_judged_in_file_order(fresh_database
         assert early.status == "loaded"
     finally:
         other.dispose()
+
+
+def test_the_rows_read_are_the_content_checksummed(tmp_path):
+    """A file rewritten between its checksum and its read loads the checksummed content,
+    so ``ingest_file.sha256`` always describes the rows; the bytes are never shipped."""
+    import hashlib
+    import pickle
+
+    from skyledger.ingest.read_ahead import Job, locate, read_contents
+    from skyledger.ingest.synthetic import write_sdss_spectra
+
+    first, second = write_sdss_spectra(tmp_path, 2, seed=12, n_pix=300)
+    original = first.read_bytes()
+    expected = next(get_reader("sdss").read(first, {}).spectra)
+    job = Job(str(first), SurveySpec(name="s", reader="sdss"), "sdss")
+    prepared = locate(job, None)
+    assert prepared.sha == hashlib.sha256(original).hexdigest() and prepared.content == original
+    assert pickle.loads(pickle.dumps(prepared)).content is None  # what a reader worker sends
+    shutil.copyfile(second, first)  # changed after the checksum
+    read_contents(prepared, "sdss")
+    assert prepared.reason is None and prepared.content is None
+    got = next(prepared.contents.spectra)
+    assert got.object_id == expected.object_id != next(get_reader("sdss").read(first, {}).spectra).object_id
+    np.testing.assert_array_equal(got.flux, expected.flux)

@@ -156,3 +156,22 @@ def test_tables_numpy_cannot_decode_alone_come_from_astropy(tmp_path):
         table = read_table(path, hdul["U"])
     assert table is not None
     np.testing.assert_array_equal(table.column("u"), [0, 7, 2**32 - 1])
+
+
+def test_preloaded_bytes_are_scanned_instead_of_the_file(tmp_path):
+    """The ingest scans the very bytes it checksummed: inside ``preloaded`` the file on
+    disk is not read (here it holds other content), outside it is."""
+    from skyledger.ingest.synthetic import write_sdss_spectra
+
+    first, second = write_sdss_spectra(tmp_path, 2, seed=11, n_pix=200)
+    hashed = first.read_bytes()
+    with rawfits.preloaded(second, hashed):
+        raw = scan(second)
+        assert raw is not None
+        assert raw[0].header["FIBERID"] == fits.getheader(first)["FIBERID"]
+        other = scan(first)  # a path the block does not name is read from disk
+        assert other is not None and other[0].header["FIBERID"] == raw[0].header["FIBERID"]
+    assert scan(second)[0].header["FIBERID"] == fits.getheader(second)["FIBERID"] != raw[0].header["FIBERID"]
+    # Bytes over the scan's size limit go to astropy (which reads the file), as files do.
+    with rawfits.preloaded(second, hashed):
+        assert rawfits.scan(second, max_elements=MAX_ARRAY_ELEMENTS, max_bytes=len(hashed) - 1) is None
