@@ -76,7 +76,8 @@ class Prepared:
     deferred: bool = False  # located but not read: the loader reads it (too large to ship)
     seconds: float = 0.0
     #: the file's bytes as checksummed (files up to ``rawfits.MAX_SCAN_BYTES``), until it
-    #: is read; never pickled, so a worker ships only what it read from them
+    #: is read: readers that scan headers with :mod:`rawfits` (SDSS) parse these very
+    #: bytes; astropy-based readers open the file again. Never pickled.
     content: bytes | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -90,7 +91,6 @@ def _read_and_hash(path: Path, keep_limit: int) -> tuple[str, int, bytes | None]
             data = fh.read(keep_limit + 1)
             if len(data) <= keep_limit:  # it did not grow meanwhile
                 return hashlib.sha256(data).hexdigest(), len(data), data
-            fh.seek(0)
     sha, size = sha256_file(path)
     return sha, size, None
 

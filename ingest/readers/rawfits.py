@@ -221,8 +221,9 @@ def preloaded(path: str | os.PathLike[str], data: bytes | None) -> Iterator[None
     """Within the block, :func:`scan` of ``path`` reads ``data`` instead of the file.
 
     The ingest has already read the whole file to checksum it: scanning those very bytes
-    saves a second read, and the rows loaded are then exactly the content whose sha256
-    is recorded, even if the file changes in between. ``data=None`` changes nothing.
+    saves a second read, and what the scan reads is then exactly the content whose
+    sha256 is recorded, even if the file changes in between (a file the scan declines
+    goes to astropy, which opens it again). ``data=None`` changes nothing.
     """
     token = _PRELOADED.set(None if data is None else (os.fspath(path), data))
     try:
