@@ -110,7 +110,7 @@ _REJECT_SQL = (
 )
 
 #: Batches with at least this many files read ahead in a worker process (below it the
-#: process start, about a second of imports, costs more than it saves).
+#: process start, about half a second of interpreter and imports, costs more than it saves).
 READ_AHEAD_MIN_FILES = 200
 #: Reader processes of a large batch. Two, even on two cores: the loader and the database
 #: server wait on each other half the time, and one reader alone left cores idle

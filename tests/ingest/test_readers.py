@@ -66,6 +66,27 @@ def test_registry_holds_every_format_and_the_protocol():
         get_reader("nope")
 
 
+def test_a_reader_is_imported_only_when_asked_for():
+    """A read-ahead worker that reads SDSS files does not import the other readers (and
+    astropy.io.ascii, WCS with them): a fresh interpreter, as a worker is."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from skyledger.ingest.read_ahead import serve\n"
+        "from skyledger.ingest.readers import READERS, get_reader\n"
+        "assert get_reader('sdss').name == 'sdss'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('skyledger.ingest.readers.')))\n"
+        "print('astropy.io.ascii' in sys.modules)\n"
+        "assert [r.name for r in READERS.values()] == list(READERS)\n"
+        "print('astropy.io.ascii' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == str(["skyledger.ingest.readers.base", "skyledger.ingest.readers.rawfits", "skyledger.ingest.readers.sdss"])
+    assert out[1:] == ["False", "True"]  # iterating the registry's readers loads them all
+
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [(NGC3073, "sdss"), (NGC3522, "sdss"), (LEGAC, "eso_phase3"), (MANGA, "manga_rss"), (MANGA_MULTI, "manga_rss")],
