@@ -64,8 +64,9 @@ from sqlalchemy.orm import Session
 
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.loader import _SOURCE_COLUMNS, _SPECTRUM_COLUMNS, SPECTRUM_FLAGS, FileOutcome, sha256_file
+from skyledger.ingest.read_ahead import sha256_file
 from skyledger.ingest.readers import get_reader
+from skyledger.ingest.store import _SOURCE_COLUMNS, _SPECTRUM_COLUMNS, SPECTRUM_FLAGS, FileOutcome
 from skyledger.ingest.synthetic import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.database import Database, upgrade

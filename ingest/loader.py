@@ -1,257 +1,77 @@
 """Bulk loading of survey files: whole files per transaction, binary COPY, bounded memory.
 
-A file is wholly in or wholly out. Its rows are written inside one transaction (the
-``ingest_file`` row, its sources, its spectra streamed through COPY, and for line
-catalogues an ``ingested`` run with its line measurements), which commits only at the
-end; any problem with the file rolls everything back and records the file as
-``rejected`` with the reason, and the batch goes on. Infrastructure failures (the
-database going away) are not the file's fault: they propagate and stop the batch.
+:class:`Loader` is the :class:`~skyledger.ingest.store.Store` of a batch (what a file
+becomes in the database, one transaction per file or per group of files, is described
+there) plus the batch itself: :meth:`Loader.ingest_many` reads files in order, inline or
+in worker processes, and reports each file's outcome once the commit that made it true
+is done.
 
-Large batches read ahead in worker processes and commit small, already-read files in
-groups (up to :data:`GROUP_FILES` per transaction, one COPY per table for the group):
-for one-spectrum files the per-file statements cost more than the rows. A group holds
-whole files only, so a killed process still leaves every file wholly in or out; a group
-that fails on one file's rows is retried file by file, so only that file is rejected.
-
-The duplicate check runs inside the file's (or group's) transaction, on psycopg
-connections held for the batch (a handful of round trips per transaction). Per-file commits do not wait for the
-WAL flush (``synchronous_commit = off``, this connection only): a crash of the *server*
-may forget the last fraction of a second of files, each one whole, ``ingest_file`` row
-included, so a rerun loads them again; a crash of the ingest process loses nothing
-committed. Closing the loader waits for the flush, so a finished batch is durable.
-
-Wavelength grids are content-addressed and immutable; they are registered on a separate
-autocommit connection, so a rolled-back file can at most leave an unused grid behind.
+Large batches read ahead in worker processes that also store what they read: a new,
+small file stays in the worker that read it, and the loader has that worker commit its
+files in groups (up to :data:`GROUP_FILES` per transaction; jobs go to the workers in
+blocks of that many files). What the loader keeps to itself is the order: outcomes are
+reported in file order, a file that must be stored alone (a rejection, a line
+catalogue, a file too large to ship) waits until every group before it is committed,
+and a group that shares content or a path with a group in flight waits for it, so a
+copy of a file is judged against its original exactly as in order.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
-import itertools
-import logging
 import os
-import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from importlib.metadata import version as package_version
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import psycopg
-from psycopg import errors as pg_errors
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError as SqlOperationalError
-from sqlalchemy.orm import Session
-
-from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.read_ahead import Job, Prepared, ReadAhead, locate, read_contents, sha256_file
-from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
+from skyledger.ingest.read_ahead import Job, Prepared, ReadAhead, StoreTarget, sha256_file
+from skyledger.ingest.store import (
+    GROUP_BYTES, GROUP_FILES, LINE_FLAGS, SOURCE_FLAGS, SPECTRUM_FLAGS, FileOutcome, Store, ensure_survey,
+)  # fmt: skip
 from skyledger.schema.database import Database
-from skyledger.schema.errors import DatabaseError, ReaderError
-from skyledger.schema.pgcopy import copy_rows, to_json
 
 __all__ = [
-    "FileOutcome", "Job", "Loader", "sha256_file", "ensure_survey", "SPECTRUM_FLAGS", "SOURCE_FLAGS", "LINE_FLAGS",
+    "FileOutcome", "GROUP_FILES", "Job", "Loader", "LINE_FLAGS", "READ_AHEAD_MIN_FILES", "READ_WORKERS", "SOURCE_FLAGS",
+    "SPECTRUM_FLAGS", "ensure_survey", "sha256_file",
 ]  # fmt: skip
-
-_log = logging.getLogger(__name__)
-
-# Bit values; their meanings are rows of flag_definition (migrations 0001 and 0002).
-SOURCE_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1}
-SPECTRUM_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1, "NO_RESOLUTION": 1 << 2, "AIR_TO_VACUUM": 1 << 3}
-LINE_FLAGS = {"DUST_CORRECTED": 1 << 16, "FROM_CATALOGUE": 1 << 17}
-
-INGESTED_TASK = "ingested"
-INGESTED_VERSION = 1
-
-_SOURCE_COLUMNS = [
-    ("id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
-    ("parent_id", "int8"), ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("flags", "int4"), ("meta", "jsonb"),
-]
-_SPECTRUM_COLUMNS = [
-    ("source_id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
-    ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("n_pix", "int4"), ("wave_grid_id", "int8"),
-    ("flux", "float4[]"), ("ivar", "float4[]"), ("mask", "int4[]"), ("resolution", "float4[]"),
-    ("flux_unit", "text"), ("flags", "int4"), ("meta", "jsonb"),
-]
-_LINE_COLUMNS = [
-    ("run_id", "int8"), ("spectrum_id", "int8"), ("line", "text"), ("velocity", "float8"), ("velocity_err", "float8"),
-    ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"), ("flux_err", "float8"), ("flags", "int4"),
-]
-
-_PREVIOUS_SQL = (
-    "SELECT id, uri, status, reason FROM ingest_file WHERE survey_id = %(s)s AND sha256 = %(h)s "
-    "AND status IN ('loaded', 'rejected') ORDER BY (status = 'loaded') DESC, (uri = %(u)s) DESC, id DESC LIMIT 1"
-)
-_DUPLICATE_SQL = (
-    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, batch_id, finished_at) "
-    "SELECT %(s)s, %(u)s, %(h)s, size_bytes, 'duplicate', %(why)s, %(b)s, now() FROM ingest_file WHERE id = %(id)s "
-    "RETURNING id"
-)
-# The file's row and the ids of its sources in one round trip (COPY cannot return ids).
-_FILE_SQL = (
-    "WITH f AS (INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reader, batch_id, version) "
-    "VALUES (%(s)s, %(u)s, %(h)s, %(size)s, 'loaded', %(r)s, %(b)s, 1 + coalesce((SELECT max(version) FROM ingest_file "
-    "WHERE survey_id = %(s)s AND uri = %(u)s AND status = 'loaded'), 0)) RETURNING id) "
-    "SELECT f.id, ARRAY(SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, %(n)s)) FROM f"
-)
-_FINISH_SQL = (
-    "UPDATE ingest_file SET n_sources = %(a)s, n_spectra = %(b)s, n_lines = %(c)s, finished_at = now(), "
-    "duration_s = extract(epoch FROM clock_timestamp() - started_at) WHERE id = %(id)s"
-)
-_REJECT_SQL = (
-    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, reader, batch_id, "
-    "finished_at, duration_s) VALUES (%(s)s, %(u)s, %(h)s, %(size)s, 'rejected', %(why)s, %(r)s, %(b)s, now(), %(d)s) "
-    "RETURNING id"
-)
 
 #: Batches with at least this many files read ahead in a worker process (below it the
 #: process start, about half a second of interpreter and imports, costs more than it saves).
 READ_AHEAD_MIN_FILES = 200
-#: Reader processes of a large batch. Two, even on two cores: the loader and the database
-#: server wait on each other half the time, and one reader alone left cores idle
-#: (docs/benchmarks.md, "Ingest").
+#: Reader processes of a large batch. Two, even on two cores: each waits for the database
+#: server while it commits a group, and the other reads meanwhile (docs/benchmarks.md,
+#: "Ingest").
 READ_WORKERS = min(2, os.cpu_count() or 1)
+#: Groups each worker may have been told to store and not yet reported: bounds what the
+#: workers hold in memory, with the read-ahead window (two blocks per worker).
+GROUPS_IN_FLIGHT_PER_WORKER = 2
 
-#: Read-ahead files are committed in groups of up to this many files (or bytes of
-#: arrays), one transaction per group: per-file statements and commits cost more than
-#: the COPY of a one-spectrum file. Every file is still wholly in or wholly out.
-GROUP_FILES = 16
-GROUP_BYTES = 16 << 20
-#: Threads that store groups concurrently, each with its own connection (_GroupWriters).
-GROUP_WRITERS = 2
-STREAM_CHUNK_BYTES = 256 << 10
-
-# Several files' rows in one statement; versions are looked up first (_GROUP_VERSIONS_SQL)
-# so that each lookup is an index probe by uri, not a subquery the planner may misjudge.
-_GROUP_FILES_SQL = (
-    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reader, batch_id, version, "
-    "n_sources, n_spectra, n_lines, finished_at, duration_s) "
-    "SELECT s, u, h, size, 'loaded', r, %(b)s, v, na, nb, 0, now(), d FROM unnest(%(s)s::int4[], %(u)s::text[], "
-    "%(h)s::text[], %(size)s::int8[], %(r)s::text[], %(v)s::int4[], %(na)s::int4[], %(nb)s::int4[], %(d)s::float8[]) "
-    "AS t(s, u, h, size, r, v, na, nb, d) RETURNING id, survey_id, uri"
-)
-_GROUP_VERSIONS_SQL = (
-    "SELECT survey_id, uri, max(version) FROM ingest_file WHERE uri = ANY(%(u)s) AND status = 'loaded' "
-    "GROUP BY survey_id, uri"
-)
-_GROUP_KNOWN_SQL = (
-    "SELECT survey_id, sha256 FROM ingest_file WHERE sha256 = ANY(%(h)s) AND status IN ('loaded', 'rejected')"
-)
-_SOURCE_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, %(n)s)"
-
-OnFile = Callable[["FileOutcome"], None]
+OnFile = Callable[[FileOutcome], None]
 
 
-@dataclass(slots=True)
-class FileOutcome:
-    """What happened to one file."""
-
-    path: str
-    status: str  # loaded, rejected, duplicate, unchanged
-    reason: str | None = None
-    reader: str | None = None
-    ingest_file_id: int | None = None
-    n_sources: int = 0
-    n_spectra: int = 0
-    n_lines: int = 0
-    size_bytes: int = 0
-    seconds: float = 0.0
+def conninfo_of(db: Database) -> str:
+    """The libpq connection string of the database's engine (password included)."""
+    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def ensure_survey(session: Session, spec: SurveySpec, reader: str | None) -> int:
-    """Register the survey (or refresh its configuration) and return its id."""
-    return session.execute(
-        text(
-            "INSERT INTO survey (name, reader, location, options) VALUES (:n, :r, :l, CAST(:o AS jsonb)) "
-            "ON CONFLICT (name) DO UPDATE SET reader = EXCLUDED.reader, location = EXCLUDED.location, "
-            "options = EXCLUDED.options RETURNING id"
-        ),
-        {
-            "n": spec.name,
-            "r": spec.reader or reader or "auto",
-            "l": None if spec.location is None else f"{spec.location}/{spec.glob}",
-            "o": to_json(spec.options),
-        },
-    ).scalar_one()
-
-
-def _code_version() -> str:
-    return f"skyledger {package_version('skyledger')}"
-
-
-def _lost(path: object) -> DatabaseError:
-    return DatabaseError(
-        f"lost the database connection while ingesting {path}; nothing of that file was written; "
-        "run the ingest again to load it and the files after it"
-    )
-
-
-class Loader:
-    """Loads files into one database. Create one per batch (it holds a connection and caches ids)."""
+class Loader(Store):
+    """Loads files into one database. Create one per batch (it holds connections and caches ids)."""
 
     def __init__(self, db: Database, *, root: Path | None = None, batch_id: str | None = None):
+        super().__init__(conninfo_of(db), root=root, batch_id=batch_id)
         self.db = db
-        self.root = root.resolve() if root is not None else None
-        self.batch_id = batch_id
-        self._grids: dict[str, int] = {}
-        self._recent_grids: dict[tuple[int, float, float], tuple[np.ndarray, int]] = {}
-        self._grid_conn: psycopg.Connection | None = None
-        self._conn: psycopg.Connection | None = None
-        self._survey_ids: dict[str, int] = {}
-
-    # ------------------------------------------------------------------ public
-
-    def close(self, *, failing: bool = False) -> None:
-        """Release the connections, first waiting until the committed files are durable.
-
-        ``failing``: an error is already on its way out; a failed flush must not hide it.
-        """
-        try:
-            if self._conn is not None and not self._conn.closed:
-                try:
-                    self._flush_wal()
-                except psycopg.Error:
-                    if not failing:
-                        raise
-                    _log.warning("could not wait for the last files' WAL flush", exc_info=True)
-        finally:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            if self._grid_conn is not None:
-                self._grid_conn.close()
-                self._grid_conn = None
 
     def __enter__(self) -> Loader:
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        self.close(failing=exc_type is not None)
-
-    def ingest(self, path: str | os.PathLike[str], survey: SurveySpec | None, *, reader: str | None = None) -> FileOutcome:
-        """Ingest one file, in its own transaction. Never leaves a partial file behind.
-
-        Losing the database is not the file's fault: it stops the batch with a
-        :class:`DatabaseError` (the open transaction dies with the connection).
-        ``survey=None`` names the survey after the file's reader.
-        """
-        started = time.perf_counter()
-        prepared = locate(Job(str(path), survey, reader), self.root)
-        return self._store(prepared, reader, started, read_inline=True)
 
     def ingest_many(
         self, jobs: Sequence[Job], *, on_file: OnFile | None = None, read_workers: int | None = None
     ) -> None:
         """Ingest every job in order, calling ``on_file`` once each file's transaction committed.
 
-        ``read_workers`` processes read the next files while this one writes (default:
+        ``read_workers`` processes read the next files and store them in groups (default:
         :data:`READ_WORKERS` for batches of :data:`READ_AHEAD_MIN_FILES` files or more,
-        else none); their files are committed in groups (see :meth:`_store_members`).
+        else none: each file is read and stored here, in its own transaction).
         """
         if read_workers is None:
             read_workers = READ_WORKERS if len(jobs) >= READ_AHEAD_MIN_FILES else 0
@@ -261,483 +81,59 @@ class Loader:
                 if on_file is not None:
                     on_file(outcome)
             return
-        group = _Group()
-        with ReadAhead(jobs, root=self.root, workers=read_workers) as ahead, _GroupWriters(self, on_file) as writers:
-            for job, prepared in zip(jobs, ahead):
-                started = time.perf_counter() - prepared.seconds
-                if group.admit(prepared, job.reader, started):
-                    if group.full():
-                        writers.submit(group.take())
+        target = StoreTarget(self.conninfo, self.batch_id)
+        with ReadAhead(jobs, root=self.root, workers=read_workers, window=2 * GROUP_FILES, block=GROUP_FILES,
+                       store=target) as ahead:  # fmt: skip
+            groups = _Groups(self, ahead, on_file, limit=GROUPS_IN_FLIGHT_PER_WORKER * read_workers)
+            for index, (job, prepared) in enumerate(zip(jobs, ahead)):
+                if prepared.held:
+                    groups.add(index, prepared, job.reader)
                     continue
-                writers.submit(group.take())
-                writers.drain()  # files stay in order around one stored alone
+                groups.submit()
+                groups.drain()  # files stay in order around one stored alone
+                started = time.perf_counter() - prepared.seconds
                 outcome = self._store(prepared, job.reader, started, read_inline=prepared.deferred)
                 if on_file is not None:
                     on_file(outcome)
-            writers.submit(group.take())
-
-    # ------------------------------------------------------------------ steps
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo())
-            # Durability is restored at close (_flush_wal); atomicity never depends on it.
-            self._conn.execute("SET synchronous_commit = off")
-            self._conn.commit()
-        return self._conn
-
-    def _flush_wal(self) -> None:
-        """Wait until every file this loader committed is on disk (one synchronous commit)."""
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            return
-        conn.rollback()
-        conn.execute("SET synchronous_commit = on")
-        conn.execute("SELECT pg_current_xact_id()")  # a transaction id, so the commit waits for the flush
-        conn.commit()
-
-    def _survey_id(self, survey: SurveySpec, reader: str | None) -> int:
-        if survey.name not in self._survey_ids:
-            with self.db.session() as session:
-                self._survey_ids[survey.name] = ensure_survey(session, survey, reader)
-        return self._survey_ids[survey.name]
-
-    def _store(self, prepared: Prepared, reader: str | None, started: float, *, read_inline: bool) -> FileOutcome:
-        """The writing half: duplicate check, rows, bookkeeping, one transaction."""
-        try:
-            survey_id = self._survey_id(prepared.survey, reader)
-            conn = self._connection()
-            outcome = FileOutcome(path=prepared.path, status="rejected", size_bytes=prepared.size)
-            try:
-                return self._store_in_transaction(conn, prepared, outcome, survey_id, reader, started, read_inline)
-            except BaseException:
-                if not conn.closed and not conn.broken:
-                    conn.rollback()
-                raise
-        except (psycopg.OperationalError, SqlOperationalError) as err:
-            raise _lost(prepared.path) from err
-
-    def _store_in_transaction(
-        self, conn: psycopg.Connection, prepared: Prepared, outcome: FileOutcome, survey_id: int,
-        reader: str | None, started: float, read_inline: bool,
-    ) -> FileOutcome:  # fmt: skip
-        if prepared.sha is not None:
-            previous = self._previous(conn, survey_id, prepared.uri, prepared.sha)
-            if previous is not None:
-                outcome.status, outcome.reason, outcome.ingest_file_id = previous
-                conn.commit()
-                outcome.seconds = time.perf_counter() - started
-                return outcome
-        if prepared.reason is None and read_inline:
-            read_contents(prepared, reader)
-        outcome.reader = prepared.reader
-        if prepared.reason is None and prepared.contents is not None:
-            try:
-                self._load(conn, prepared.contents, outcome, survey_id=survey_id, uri=prepared.uri,
-                           sha=prepared.sha, path=Path(prepared.uri))  # fmt: skip
-            except ReaderError as err:
-                conn.rollback()
-                prepared.reason = err.detail
-            except pg_errors.UniqueViolation as err:
-                conn.rollback()
-                if "uq_ingest_file_loaded_content" not in str(err):
-                    prepared.reason = f"the database refused the rows: {err.diag.message_primary}"
-                else:  # another process loaded the same content at the same moment
-                    outcome.status, outcome.reason = "duplicate", "loaded concurrently by another process"
-                    outcome.seconds = time.perf_counter() - started
-                    return outcome
-            except (pg_errors.DataError, pg_errors.IntegrityError) as err:
-                conn.rollback()
-                prepared.reason = f"the database refused the rows: {err.diag.message_primary}"
-        outcome.seconds = time.perf_counter() - started
-        if outcome.status == "loaded":
-            conn.commit()
-            return outcome
-        outcome.reason = prepared.reason or "the reader returned nothing"
-        outcome.ingest_file_id = conn.execute(
-            _REJECT_SQL,
-            {"s": survey_id, "u": prepared.uri, "h": prepared.sha, "size": outcome.size_bytes or None,
-             "why": outcome.reason, "r": outcome.reader, "b": self.batch_id, "d": outcome.seconds},
-        ).fetchone()[0]  # fmt: skip
-        conn.commit()
-        _log.info("rejected %s: %s", prepared.uri, outcome.reason)
-        return outcome
-
-    def _store_members(self, members: list[_Member]) -> list[FileOutcome]:
-        """Store a group's files: the new ones in one transaction, the rest one by one.
-
-        Files whose content is already known (loaded or rejected before, or twice in the
-        group) take the per-file path after the group's commit, which gives them their
-        ``unchanged``/``duplicate`` outcome. If the group's transaction fails on any
-        file's rows, it is rolled back and every file of the group is stored alone, so
-        the culprit is rejected with its reason and the others load. Returns the
-        outcomes in the order of the files, once the commits that made them true are done.
-        """
-        if not members:
-            return []
-        outcomes: dict[int, FileOutcome] = {}
-        try:
-            conn = self._connection()
-            fresh = self._fresh_members(conn, members)
-            if not fresh:
-                conn.commit()  # end the check's transaction; each file below has its own
-            else:
-                try:
-                    outcomes.update(self._store_group(conn, fresh))
-                # TransactionRollback: a deadlock with another writer's group (each holding
-                # a copy of content the other inserts); one file at a time cannot deadlock.
-                except (ReaderError, pg_errors.DataError, pg_errors.IntegrityError, pg_errors.TransactionRollback):
-                    conn.rollback()
-                    for member in fresh:
-                        member.rewind()
-                    _log.info("a group of %d files failed together; storing them one by one", len(fresh))
-        except (psycopg.OperationalError, SqlOperationalError) as err:
-            raise _lost(members[0].prepared.path) from err
-        for member in members:
-            if member.position not in outcomes:
-                outcomes[member.position] = self._store(member.prepared, member.reader, member.started, read_inline=False)
-        return [outcomes[position] for position in sorted(outcomes)]
-
-    def _fresh_members(self, conn: psycopg.Connection, members: list[_Member]) -> list[_Member]:
-        """The members whose content is new to their survey and unique within the group."""
-        for member in members:
-            member.survey_id = self._survey_id(member.prepared.survey, member.reader)
-        known = set(conn.execute(_GROUP_KNOWN_SQL, {"h": [m.prepared.sha for m in members]}).fetchall())
-        fresh: list[_Member] = []
-        seen: set[tuple[int, str | None]] = set()
-        uris: set[tuple[int, str]] = set()
-        for member in members:
-            key = (member.survey_id, member.prepared.sha)
-            uri = (member.survey_id, member.prepared.uri)
-            if key in known or key in seen or uri in uris:
-                continue
-            seen.add(key)
-            uris.add(uri)
-            fresh.append(member)
-        return fresh
-
-    def _store_group(self, conn: psycopg.Connection, members: list[_Member]) -> dict[int, FileOutcome]:
-        """One transaction for several new files: their ``ingest_file`` rows, one COPY of
-        all their sources and one of all their spectra, one commit."""
-        versions = {
-            (survey_id, uri): version
-            for survey_id, uri, version in conn.execute(_GROUP_VERSIONS_SQL, {"u": [m.prepared.uri for m in members]})
-        }
-        file_rows = conn.execute(
-            _GROUP_FILES_SQL,
-            {"s": [m.survey_id for m in members], "u": [m.prepared.uri for m in members],
-             "h": [m.prepared.sha for m in members], "size": [m.prepared.size for m in members],
-             "r": [m.prepared.reader for m in members],
-             "v": [1 + versions.get((m.survey_id, m.prepared.uri), 0) for m in members],
-             "na": [len(m.contents.sources) for m in members],
-             "nb": [len(m.spectra) for m in members], "d": [time.perf_counter() - m.started for m in members],
-             "b": self.batch_id},
-        ).fetchall()  # fmt: skip
-        file_ids = {(survey_id, uri): file_id for file_id, survey_id, uri in file_rows}
-        source_ids = iter(
-            row[0] for row in conn.execute(_SOURCE_IDS_SQL, {"n": sum(len(m.contents.sources) for m in members)})
-        )
-        source_rows: list[tuple[Any, ...]] = []
-        spectrum_rows: list[Iterator[tuple[Any, ...]]] = []
-        outcomes: dict[int, FileOutcome] = {}
-        for member in members:
-            prepared, contents = member.prepared, member.contents
-            file_id = file_ids[(member.survey_id, prepared.uri)]
-            path = Path(prepared.uri)
-            ids = [next(source_ids) for _ in contents.sources]
-            by_name = self._source_rows(conn, contents.sources, ids, source_rows, survey_id=member.survey_id,
-                                        file_id=file_id, path=path)  # fmt: skip
-            air = contents.meta.get("wavelength_medium_in_file") == "air"
-            spectrum_rows.append(
-                self._spectrum_rows(iter(member.spectra), by_name, [], survey_id=member.survey_id, file_id=file_id,
-                                    path=path, air=air)  # fmt: skip
-            )
-            outcomes[member.position] = FileOutcome(
-                path=prepared.path, status="loaded", reader=prepared.reader, ingest_file_id=file_id,
-                n_sources=len(by_name), n_spectra=len(member.spectra), size_bytes=prepared.size,
-            )  # fmt: skip
-        copy_rows(conn, "source", _SOURCE_COLUMNS, source_rows)
-        # Sent in small chunks so that the server inserts rows while the rest are encoded.
-        copy_rows(conn, "spectrum", _SPECTRUM_COLUMNS, itertools.chain.from_iterable(spectrum_rows),
-                  chunk_bytes=STREAM_CHUNK_BYTES)  # fmt: skip
-        conn.commit()
-        now = time.perf_counter()
-        for member in members:
-            outcomes[member.position].seconds = now - member.started
-        return outcomes
-
-    def _previous(self, conn: psycopg.Connection, survey_id: int, uri: str, sha: str) -> tuple[str, str, int] | None:
-        """Loaded or rejected before with the same content? Then this is a no-op."""
-        row = conn.execute(_PREVIOUS_SQL, {"s": survey_id, "h": sha, "u": uri}).fetchone()
-        if row is None:
-            return None
-        prev_id, prev_uri, status, reason = row
-        if status == "rejected":
-            if prev_uri != uri:
-                return None  # same bad content under another name: judge it afresh
-            return ("rejected", f"unchanged since ingest_file {prev_id}: {reason}", prev_id)
-        if prev_uri == uri:
-            return ("unchanged", f"already loaded as ingest_file {prev_id}", prev_id)
-        why = f"same content as ingest_file {prev_id} ({prev_uri})"
-        dup_id = conn.execute(
-            _DUPLICATE_SQL, {"s": survey_id, "u": uri, "h": sha, "why": why, "b": self.batch_id, "id": prev_id}
-        ).fetchone()[0]
-        return ("duplicate", why, dup_id)
-
-    def _load(
-        self, conn: psycopg.Connection, contents: FileContents, outcome: FileOutcome, *, survey_id: int, uri: str,
-        sha: str | None, path: Path,
-    ) -> None:  # fmt: skip
-        if not contents.sources:
-            raise ReaderError(path, "the file holds no sources")
-        file_id, source_ids = conn.execute(
-            _FILE_SQL,
-            {"s": survey_id, "u": uri, "h": sha, "size": outcome.size_bytes, "r": outcome.reader, "b": self.batch_id,
-             "n": len(contents.sources)},
-        ).fetchone()  # fmt: skip
-        by_name = self._copy_sources(conn, contents.sources, source_ids, survey_id=survey_id, file_id=file_id, path=path)
-        lines: list[tuple[str, list[LineMeasurement]]] = []
-        air = contents.meta.get("wavelength_medium_in_file") == "air"
-        outcome.n_spectra = copy_rows(
-            conn, "spectrum", _SPECTRUM_COLUMNS,
-            self._spectrum_rows(contents.spectra, by_name, lines, survey_id=survey_id, file_id=file_id, path=path, air=air),
-        )  # fmt: skip
-        if outcome.n_spectra == 0:
-            raise ReaderError(path, "the file holds no spectra")
-        outcome.n_sources = len(by_name)
-        if lines:
-            outcome.n_lines = self._copy_lines(conn, lines, contents, file_id=file_id, uri=uri)
-        conn.execute(_FINISH_SQL, {"a": outcome.n_sources, "b": outcome.n_spectra, "c": outcome.n_lines, "id": file_id})
-        outcome.status, outcome.ingest_file_id = "loaded", file_id
-
-    def _copy_sources(
-        self, conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], *, survey_id: int,
-        file_id: int, path: Path,
-    ) -> dict[str, int]:  # fmt: skip
-        rows: list[tuple[Any, ...]] = []
-        by_name = self._source_rows(conn, sources, ids, rows, survey_id=survey_id, file_id=file_id, path=path)
-        copy_rows(conn, "source", _SOURCE_COLUMNS, rows)
-        return by_name
-
-    def _source_rows(
-        self, conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], out: list[tuple[Any, ...]],
-        *, survey_id: int, file_id: int, path: Path,
-    ) -> dict[str, int]:  # fmt: skip
-        """Append the file's ``source`` rows to ``out``; returns the source ids by object id."""
-        by_name = {src.object_id: sid for src, sid in zip(sources, ids)}
-        if len(by_name) != len(sources):
-            raise ReaderError(path, "duplicate source identifiers within the file")
-        external = {s.parent_object_id for s in sources if s.parent_object_id and s.parent_object_id not in by_name}
-        parents = dict(by_name)
-        for name in external:
-            found = conn.execute(
-                "SELECT max(id) FROM source WHERE survey_id = %s AND object_id = %s", (survey_id, name)
-            ).fetchone()[0]
-            if found is None:
-                raise ReaderError(path, f"parent object {name!r} is neither in the file nor already ingested for this survey")
-            parents[name] = found
-
-        for src, sid in zip(sources, ids):
-            flags = SOURCE_FLAGS["NO_POSITION"] if src.ra is None else 0
-            if src.meta.get("position_from_config"):
-                flags |= SOURCE_FLAGS["POSITION_FROM_CONFIG"]
-            parent = parents[src.parent_object_id] if src.parent_object_id else None
-            out.append((sid, survey_id, file_id, src.object_id, parent, src.ra, src.dec, src.z, flags, src.meta))
-        return by_name
-
-    def _spectrum_rows(
-        self,
-        spectra: Iterator[SpectrumRow],
-        source_ids: dict[str, int],
-        lines: list[tuple[str, list[LineMeasurement]]],
-        *,
-        survey_id: int,
-        file_id: int,
-        path: Path,
-        air: bool,
-    ) -> Iterator[tuple[Any, ...]]:
-        for row in spectra:
-            try:
-                source_id = source_ids[row.source_object_id]
-            except KeyError:
-                raise ReaderError(path, f"spectrum {row.object_id!r} refers to unknown source {row.source_object_id!r}") from None
-            flags = 0
-            if row.ra is None:
-                flags |= SPECTRUM_FLAGS["NO_POSITION"]
-            if row.meta.get("position_from_config"):
-                flags |= SPECTRUM_FLAGS["POSITION_FROM_CONFIG"]
-            if row.n_pix and (air or row.meta.get("wavelength_medium_in_file") == "air"):
-                flags |= SPECTRUM_FLAGS["AIR_TO_VACUUM"]
-            grid_id = None
-            if row.n_pix:
-                grid_id = self._grid_id(row.wave)
-                if row.resolution is None:
-                    flags |= SPECTRUM_FLAGS["NO_RESOLUTION"]
-            if row.lines:
-                lines.append((row.object_id, row.lines))
-            yield (
-                source_id, survey_id, file_id, row.object_id, row.ra, row.dec, row.z, row.n_pix, grid_id,
-                row.flux, row.ivar, row.mask, row.resolution, row.flux_unit, flags, row.meta,
-            )
-
-    def _grid_id(self, wave: np.ndarray) -> int:
-        values = np.ascontiguousarray(wave, dtype="<f8")
-        # Most files of a survey share a few grids: compare with the last grid of the
-        # same ends before hashing (sha256 of 32 kB per spectrum shows in a profile).
-        probe = (values.size, float(values[0]), float(values[-1])) if values.size else (0, 0.0, 0.0)
-        seen = self._recent_grids.get(probe)
-        if seen is not None and np.array_equal(seen[0], values):
-            return seen[1]
-        key = hashlib.sha256(values.tobytes()).hexdigest()
-        cached = self._grids.get(key)
-        if cached is not None:
-            self._recent_grids[probe] = (values, cached)
-            return cached
-        if self._grid_conn is None or self._grid_conn.closed:
-            self._grid_conn = psycopg.connect(self._conninfo(), autocommit=True)
-        steps = np.diff(np.log(values))
-        log_uniform = bool(values.size > 2 and np.allclose(steps, steps.mean(), rtol=1e-5, atol=0))
-        with self._grid_conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO wavelength_grid (sha256, n_pix, wave, log_uniform) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (sha256) DO NOTHING",
-                (key, int(values.size), values.tolist(), log_uniform),
-            )
-            grid = cur.execute("SELECT id FROM wavelength_grid WHERE sha256 = %s", (key,)).fetchone()
-        assert grid is not None
-        self._grids[key] = grid[0]
-        self._recent_grids[probe] = (values, grid[0])
-        return grid[0]
-
-    def _conninfo(self) -> str:
-        url = self.db.engine.url
-        return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def _copy_lines(
-        self,
-        conn: psycopg.Connection,
-        lines: list[tuple[str, list[LineMeasurement]]],
-        contents: FileContents,
-        *,
-        file_id: int,
-        uri: str,
-    ) -> int:
-        params = {"ingest_file_id": file_id, "file": uri, "dust_corrected": contents.dust_corrected}
-        run_id = conn.execute(
-            "INSERT INTO run (task, version, params, params_hash, code_version, host, status, n_inputs, "
-            "finished_at) VALUES (%(t)s, %(v)s, CAST(%(p)s AS jsonb), %(h)s, %(c)s, %(host)s, 'running', %(n)s, now()) "
-            "RETURNING id",
-            {"t": INGESTED_TASK, "v": INGESTED_VERSION, "p": to_json(params),
-             "h": hashlib.sha256(to_json(params).encode()).hexdigest(), "c": _code_version(),
-             "host": socket.gethostname(), "n": len(lines)},
-        ).fetchone()[0]
-        spectrum_ids = dict(conn.execute("SELECT object_id, id FROM spectrum WHERE ingest_file_id = %s", (file_id,)))
-        base_flags = LINE_FLAGS["FROM_CATALOGUE"] | (LINE_FLAGS["DUST_CORRECTED"] if contents.dust_corrected else 0)
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for object_id, measured in lines:
-                sid = spectrum_ids[object_id]
-                for m in measured:
-                    yield (run_id, sid, m.line, m.velocity, m.velocity_err, m.sigma, m.sigma_err, m.flux, m.flux_err, base_flags)
-
-        n = copy_rows(conn, "line_measurement", _LINE_COLUMNS, rows())
-        # Catalogue lines are current as soon as the file is: the run joins `current`
-        # in the same transaction that makes it succeed.
-        conn.execute("UPDATE run SET status = 'succeeded', n_results = %s, finished_at = now() WHERE id = %s", (n, run_id))
-        conn.execute(
-            "INSERT INTO collection_run (collection_id, run_id) SELECT id, %s FROM collection WHERE name = 'current'",
-            (run_id,),
-        )
-        return n
+            groups.submit()
+            groups.drain()
+            ahead.finish()
 
 
-@dataclass(slots=True)
-class _Member:
-    """A read-ahead file waiting in a group, with its spectra materialised (shipped files are)."""
+class _Groups:
+    """The groups of a read-ahead batch: files held by one worker collected in file order,
+    stored by that worker, their outcomes reported in the order the groups were formed."""
 
-    position: int
-    prepared: Prepared
-    reader: str | None
-    started: float
-    contents: FileContents
-    spectra: list[SpectrumRow]
-    survey_id: int = 0
-
-    def rewind(self) -> None:
-        """Make the file storable alone again after a failed group."""
-        self.contents.spectra = iter(self.spectra)
-
-
-class _Group:
-    """Read-ahead files collected for one transaction (see :meth:`Loader._store_members`)."""
-
-    def __init__(self, max_files: int = GROUP_FILES, max_bytes: int = GROUP_BYTES):
-        self.max_files, self.max_bytes = max_files, max_bytes
-        self._members: list[_Member] = []
+    def __init__(self, loader: Loader, ahead: ReadAhead, on_file: OnFile | None, *, limit: int):
+        self._loader, self._ahead, self._on_file, self._limit = loader, ahead, on_file, limit
+        self._indexes: list[int] = []
+        self._keys: set[str] = set()
+        self._survey_ids: dict[str, int] = {}
         self._bytes = 0
-        self._count = 0
+        self._inflight: collections.deque[tuple[int, set[str]]] = collections.deque()
 
-    def admit(self, prepared: Prepared, reader: str | None, started: float) -> bool:
-        """Take a file that can share a transaction: read, new so far as the reader knows,
-        not a line catalogue, no parents outside the file. False: store it alone."""
-        contents = prepared.contents
-        if prepared.reason is not None or prepared.deferred or contents is None or prepared.sha is None:
-            return False
-        names = {src.object_id for src in contents.sources}
-        if not contents.sources or any(s.parent_object_id and s.parent_object_id not in names for s in contents.sources):
-            return False
-        spectra = list(contents.spectra)
-        contents.spectra = iter(spectra)
-        if not spectra or any(row.lines for row in spectra):
-            return False
-        self._members.append(_Member(self._count, prepared, reader, started, contents, spectra))
-        self._count += 1
-        self._bytes += sum(a.nbytes for row in spectra for a in (row.wave, row.flux, row.ivar, row.mask, row.resolution)
-                           if a is not None)  # fmt: skip
-        return True
+    def add(self, index: int, prepared: Prepared, reader: str | None) -> None:
+        if self._indexes and self._ahead.worker_of(index) != self._ahead.worker_of(self._indexes[0]):
+            self.submit()
+        self._indexes.append(index)
+        self._keys |= {prepared.sha or "", prepared.uri}
+        self._survey_ids[prepared.survey.name] = self._loader.survey_id(prepared.survey, reader)
+        self._bytes += prepared.held_bytes
+        if len(self._indexes) >= GROUP_FILES or self._bytes >= GROUP_BYTES:
+            self.submit()
 
-    def full(self) -> bool:
-        return len(self._members) >= self.max_files or self._bytes >= self.max_bytes
-
-    def take(self) -> list[_Member]:
-        members, self._members, self._bytes = self._members, [], 0
-        return members
-
-
-class _GroupWriters:
-    """Groups stored by :data:`GROUP_WRITERS` threads, each a :class:`Loader` with its own
-    connection, while the calling thread collects the next group.
-
-    Why: a loader alone alternates between encoding rows and waiting for the server to
-    insert them, and the server waits while it encodes; with two writers one group is
-    encoded while the server inserts another, and two server backends share the work.
-    Outcomes are reported from the calling thread, in submission order, each group once
-    its transaction has committed. A group that shares content or a path with a group in
-    flight (a copy of a file in the batch) waits until that group is done, so the copy is
-    judged against it exactly as in order, and writers never wait for each other's locks.
-    """
-
-    def __init__(self, loader: Loader, on_file: OnFile | None, threads: int = 0):
-        self._threads = threads or GROUP_WRITERS
-        self._loaders = [Loader(loader.db, root=loader.root, batch_id=loader.batch_id) for _ in range(self._threads)]
-        self._free = list(self._loaders)
-        self._on_file = on_file
-        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="skyledger-ingest-writer")
-        self._inflight: collections.deque[tuple[Loader, Future[list[FileOutcome]], set[str]]] = collections.deque()
-
-    def __enter__(self) -> _GroupWriters:
-        return self
-
-    def submit(self, members: list[_Member]) -> None:
-        if not members:
+    def submit(self) -> None:
+        """Send the collected files to their worker, once no group in flight shares their
+        content or paths (a copy is judged against its original as in order)."""
+        if not self._indexes:
             return
-        keys = {m.prepared.sha or "" for m in members} | {m.prepared.uri for m in members}
-        while self._inflight and any(keys & busy for _, _, busy in self._inflight):
+        while self._inflight and any(self._keys & busy for _, busy in self._inflight):
             self._report_oldest()
-        if not self._free:
+        while len(self._inflight) >= self._limit:
             self._report_oldest()
-        writer = self._free.pop()
-        self._inflight.append((writer, self._pool.submit(writer._store_members, members), keys))
+        token = self._ahead.store(self._indexes, self._survey_ids)
+        self._inflight.append((token, self._keys))
+        self._indexes, self._keys, self._survey_ids, self._bytes = [], set(), {}, 0
 
     def drain(self) -> None:
         """Wait for every group in flight and report it."""
@@ -745,27 +141,8 @@ class _GroupWriters:
             self._report_oldest()
 
     def _report_oldest(self) -> None:
-        writer, future, _ = self._inflight.popleft()
-        outcomes = future.result()  # a writer's DatabaseError stops the batch here
-        self._free.append(writer)
+        token, _ = self._inflight.popleft()
+        outcomes = self._ahead.stored(token)  # a worker's DatabaseError stops the batch here
         if self._on_file is not None:
             for outcome in outcomes:
                 self._on_file(outcome)
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        failing = exc_type is not None
-        try:
-            if not failing:
-                self.drain()
-        finally:
-            # On an error the groups in flight finish their transaction (commit or roll
-            # back) before their connections close; their outcomes are not reported.
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            errors: list[BaseException] = []
-            for writer in self._loaders:
-                try:
-                    writer.close(failing=failing)
-                except BaseException as err:  # noqa: BLE001 - closed below, first one raised
-                    errors.append(err)
-            if errors and not failing:
-                raise errors[0]

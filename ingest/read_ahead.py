@@ -2,24 +2,35 @@
 
 Reading a survey file (FITS headers, table decoding, validation) costs the CPU more than
 writing its rows, so a batch reads the next files in worker processes while the loader
-writes the current one. ``ReadAhead`` keeps at most ``window`` files read and not yet
-written, so memory is bounded whatever the batch size; a file too large to ship between
-processes (a cube) is left for the loader to stream itself. Workers are started with
-``spawn`` (safe inside Prefect's threads), stopped on every exit path, and exit on their
-own if the parent dies (SIGKILL included).
+writes the current one. ``ReadAhead`` keeps at most ``window`` files per worker read and
+not yet taken, so memory is bounded whatever the batch size; a file too large to ship
+between processes (a cube) is left for the loader to stream itself. Workers are plain
+subprocesses (safe inside Prefect's threads), stopped on every exit path, and exit on
+their own if the parent dies (SIGKILL included).
+
+Given a :class:`StoreTarget`, the workers also *store* what they read: a file that can
+share a transaction (:func:`skyledger.ingest.store.groupable`) stays in its worker, the
+loader gets a stub (``Prepared.held``) and later tells the worker which of its held files
+to commit as one group (:meth:`ReadAhead.store`). The arrays then never cross a process
+boundary, and the loader process only coordinates: which files form a group, file order
+and the duplicate judgement across groups (see :mod:`skyledger.ingest.loader`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +39,12 @@ from typing import Any
 from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.readers import detect_reader, get_reader, rawfits
 from skyledger.ingest.records import FileContents
-from skyledger.schema.errors import IngestError, ReaderError
+from skyledger.schema.errors import DatabaseError, IngestError, ReaderError
 
-__all__ = ["Job", "Prepared", "ReadAhead", "Rejected", "UNSORTED_SURVEY", "locate", "prepare", "read_contents", "serve", "sha256_file"]
+__all__ = [
+    "Job", "Prepared", "ReadAhead", "Rejected", "StoreTarget", "UNSORTED_SURVEY", "locate", "prepare", "read_contents",
+    "serve", "sha256_file",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +89,10 @@ class Prepared:
     reason: str | None = None  # rejected before the database
     deferred: bool = False  # located but not read: the loader reads it (too large to ship)
     seconds: float = 0.0
+    #: a stub: the file was read and is held by the worker that read it, to be stored in a
+    #: group (``contents`` is None here); ``held_bytes``: its arrays' size
+    held: bool = False
+    held_bytes: int = 0
     #: the file's bytes as checksummed (files up to ``rawfits.MAX_SCAN_BYTES``), until it
     #: is read: readers that scan headers with :mod:`rawfits` (SDSS) parse these very
     #: bytes; astropy-based readers open the file again. Never pickled.
@@ -87,9 +105,13 @@ class Prepared:
 def _read_and_hash(path: Path, keep_limit: int) -> tuple[str, int, bytes | None]:
     """sha256 and size of the file, and its bytes when it is at most ``keep_limit`` bytes."""
     with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size <= keep_limit:
-            data = fh.read(keep_limit + 1)
-            if len(data) <= keep_limit:  # it did not grow meanwhile
+        size = os.fstat(fh.fileno()).st_size
+        if size <= keep_limit:
+            # One byte more than the size, to see whether the file grew meanwhile. Not
+            # keep_limit + 1: read(n) allocates n bytes first (64 MiB for a 144 kB file:
+            # 0.06 ms per SDSS file, more than reading it).
+            data = fh.read(size + 1)
+            if len(data) <= size:
                 return hashlib.sha256(data).hexdigest(), len(data), data
     sha, size = sha256_file(path)
     return sha, size, None
@@ -200,17 +222,30 @@ def prepare(job: Job, root: Path | None, *, ship_limit: int | None = None) -> Pr
 
 # --------------------------------------------------------------------------- workers
 #
-# Workers are plain ``python -c`` subprocesses fed pickled jobs on stdin and answering
-# with pickled results on stdout, in order. Not multiprocessing's ``spawn``: it re-runs
-# the parent's ``__main__`` script in every child, which breaks any caller's script
-# that lacks an ``if __name__ == "__main__"`` guard.
+# Workers are plain ``python -c`` subprocesses fed pickled messages on stdin and answering
+# each with one pickled reply on stdout, in order. Not multiprocessing's ``spawn``: it
+# re-runs the parent's ``__main__`` script in every child, which breaks any caller's
+# script that lacks an ``if __name__ == "__main__"`` guard.
+#
+# Messages: ("setup", StoreTarget, root) once, no reply (storing workers only);
+# ("read", index, job, root, ship_limit) -> Prepared (a stub if held);
+# ("store", indexes, survey_ids) -> _Stored; ("close",) -> _Closed. Any -> _Failure.
 
 _WORKER_CODE = "from skyledger.ingest.read_ahead import serve; serve()"
 
 
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where storing workers write: the database (libpq conninfo) and the batch id."""
+
+    conninfo: str
+    batch_id: str | None = None
+
+
 def _die_with_parent() -> None:
     # Linux: the kernel sends SIGTERM to this worker when its parent dies, even by
-    # SIGKILL; elsewhere the closed stdin ends the loop.
+    # SIGKILL; elsewhere the closed stdin ends the loop. SIGTERM ends the process at
+    # once: an open transaction dies with its connection.
     try:
         import ctypes
 
@@ -223,27 +258,145 @@ def _die_with_parent() -> None:
 class _Failure:
     path: str
     trace: str
+    database: str | None = None  # a DatabaseError's message: the loader raises it as one
+
+
+@dataclass
+class _Stored:
+    outcomes: list[Any]  # FileOutcome, in file order
+
+
+@dataclass
+class _Closed:
+    pass
+
+
+class _Slot:
+    """A reply in the making; replies leave a worker in the order of their messages."""
+
+    __slots__ = ("_done", "reply")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.reply: Any = None
+
+    def fill(self, reply: Any) -> None:
+        self.reply = reply
+        self._done.set()
+
+    def wait(self) -> Any:
+        self._done.wait()
+        return self.reply
+
+
+class _Worker:
+    """A worker's state: the files it holds for groups, and its store (storing workers).
+
+    Reads run on the worker's main thread; stores and the closing flush run in order on
+    a storing thread, so the worker goes on reading while the database server inserts a
+    group (the thread waits on the socket with the GIL released); a third thread writes
+    the replies in message order.
+    """
+
+    def __init__(self, results: Any) -> None:
+        self.store: Any = None  # skyledger.ingest.store.Store, made on setup
+        self.held: dict[int, Any] = {}  # job index -> Member
+        self._results = results
+        self._replies: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self._stores: queue.SimpleQueue[tuple[str, Any, _Slot]] = queue.SimpleQueue()
+        self._replier = threading.Thread(target=self._reply_loop, name="skyledger-reader-replies", daemon=True)
+        self._replier.start()
+        self._storer: threading.Thread | None = None
+
+    def handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "setup":
+            # Imported here: the store module imports this one (Job, Prepared, locate).
+            from skyledger.ingest.store import Store
+
+            target, root = message[1], message[2]
+            self.store = Store(target.conninfo, root=root, batch_id=target.batch_id)
+            self._storer = threading.Thread(target=self._store_loop, name="skyledger-reader-store", daemon=True)
+            self._storer.start()
+            return
+        slot = _Slot()
+        self._replies.put(slot)
+        if kind == "read":
+            try:
+                slot.fill(self.read(*message[1:]))
+            except Exception:  # noqa: BLE001 - a bug in a reader: the parent re-raises it with this trace
+                slot.fill(_Failure(message[2].path, traceback.format_exc()))
+        elif kind == "store":
+            indexes, survey_ids = message[1], message[2]
+            self._stores.put(("store", ([self.held.pop(i) for i in indexes], survey_ids), slot))
+        elif kind == "close":
+            self._stores.put(("close", None, slot))
+        else:
+            slot.fill(_Failure("", f"unknown message {kind!r}"))
+
+    def read(self, index: int, job: Job, root: Path | None, ship_limit: int | None) -> Prepared:
+        prepared = prepare(job, root, ship_limit=ship_limit)
+        if self.store is None:
+            return prepared
+        from skyledger.ingest.store import groupable
+
+        member = groupable(prepared, job.reader, index, time.perf_counter() - prepared.seconds)
+        if member is None:
+            return prepared
+        self.held[index] = member
+        return dataclasses.replace(prepared, contents=None, held=True, held_bytes=member.nbytes)
+
+    def _store_loop(self) -> None:
+        while True:
+            kind, payload, slot = self._stores.get()
+            if kind == "store":
+                members, survey_ids = payload
+                self.store.survey_ids.update(survey_ids)
+                try:
+                    slot.fill(_Stored(self.store.store_group(members)))
+                except DatabaseError as err:
+                    slot.fill(_Failure(members[0].prepared.path, traceback.format_exc(), database=str(err)))
+                except Exception:  # noqa: BLE001 - a bug: the parent re-raises it with this trace
+                    slot.fill(_Failure(members[0].prepared.path, traceback.format_exc()))
+            else:
+                try:
+                    self.store.close()
+                    slot.fill(_Closed())
+                except Exception as err:  # noqa: BLE001 - psycopg's: the flush of the last groups failed
+                    slot.fill(_Failure("", traceback.format_exc(),
+                                       database=f"could not make the last stored files durable: {err}"))  # fmt: skip
+                return
+
+    def _reply_loop(self) -> None:
+        try:
+            while (slot := self._replies.get()) is not None:
+                pickle.dump(slot.wait(), self._results, protocol=pickle.HIGHEST_PROTOCOL)
+                self._results.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the parent is gone, or the stream was closed on the way out
+
+    def finish(self) -> None:
+        """Write the outstanding replies (the input has ended)."""
+        self._replies.put(None)
+        self._replier.join()
 
 
 def serve() -> None:
-    """A worker's loop: (job, root, ship_limit) in, Prepared (or _Failure) out, until EOF."""
+    """A worker's loop: one reply per message (see above), until EOF."""
     _die_with_parent()
-    jobs = os.fdopen(os.dup(0), "rb")
+    messages = os.fdopen(os.dup(0), "rb")
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)  # a stray print must not corrupt the result stream
+    worker = _Worker(results)
     try:
         while True:
             try:
-                job, root, ship_limit = pickle.load(jobs)
+                message = pickle.load(messages)
             except EOFError:
-                return  # the parent closed the stream, or died
-            try:
-                result: Prepared | _Failure = prepare(job, root, ship_limit=ship_limit)
-            except Exception:  # noqa: BLE001 - a bug in a reader: the parent re-raises it with this trace
-                result = _Failure(job.path, traceback.format_exc())
-            pickle.dump(result, results, protocol=pickle.HIGHEST_PROTOCOL)
-            results.flush()
+                break  # the parent closed the stream, or died
+            worker.handle(message)
+        worker.finish()
     except (KeyboardInterrupt, BrokenPipeError):
         return  # Ctrl-C reaches the whole process group; a broken pipe means the parent is gone
 
@@ -267,21 +420,34 @@ def _widen_pipe(stream: Any) -> None:
 
 
 class ReadAhead:
-    """Prepared files in job order, read by ``workers`` processes, each at most
-    ``window`` files ahead of the loader (job ``i`` goes to worker ``i % workers``)."""
+    """Prepared files in job order, read by ``workers`` processes, each at most ``window``
+    files ahead of the loader. Jobs go to the workers in blocks of ``block`` consecutive
+    files (job ``i`` to worker ``(i // block) % workers``), so that a group of files
+    stored together is held by one worker.
+
+    With ``store``, the workers hold groupable files and :meth:`store` has one commit
+    some of them; :meth:`finish` then waits until everything they committed is durable.
+    """
 
     def __init__(self, jobs: Sequence[Job], *, root: Path | None, workers: int = 1, window: int = 12,
-                 ship_limit: int = SHIP_LIMIT_BYTES):  # fmt: skip
+                 ship_limit: int = SHIP_LIMIT_BYTES, store: StoreTarget | None = None, block: int = 1):  # fmt: skip
         if workers < 1:
             raise ValueError("ReadAhead needs at least one worker")
         self._jobs = jobs
         self._root = root
-        self._n_workers = max(1, min(workers, len(jobs)))
+        self._block = max(block, 1)
+        self._n_workers = max(1, min(workers, -(-len(jobs) // self._block)))
         self._window = max(window, 1)
         self._ship_limit = ship_limit
+        self._target = store
         self._procs: list[subprocess.Popen[bytes]] = []
         self._sent = 0
         self._finished = False
+        # What each worker's next replies answer, in order: ("read", index) or ("store", token).
+        self._expected: list[deque[tuple[str, int]]] = []
+        self._ready: dict[int, Prepared] = {}
+        self._stored: dict[int, list[Any]] = {}
+        self._tokens: dict[int, tuple[int, str]] = {}  # store token -> (worker, first file's path)
 
     def __enter__(self) -> ReadAhead:
         env = dict(os.environ)
@@ -292,7 +458,10 @@ class ReadAhead:
                 proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, env=env, close_fds=True)  # fmt: skip
                 self._procs.append(proc)
+                self._expected.append(deque())
                 _widen_pipe(proc.stdout)
+                if self._target is not None:
+                    self._tell(len(self._procs) - 1, ("setup", self._target, self._root))
             while self._sent < min(self._window * self._n_workers, len(self._jobs)):
                 self._send()
         except BaseException:
@@ -300,33 +469,96 @@ class ReadAhead:
             raise
         return self
 
+    def worker_of(self, index: int) -> int:
+        return (index // self._block) % self._n_workers
+
+    def _tell(self, worker: int, message: tuple[Any, ...]) -> None:
+        proc = self._procs[worker]
+        assert proc.stdin is not None
+        try:
+            pickle.dump(message, proc.stdin)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker is dead: reading its next reply says so, clearly
+
     def _send(self) -> None:
         if self._sent < len(self._jobs):
-            proc = self._procs[self._sent % self._n_workers]
-            assert proc.stdin is not None
-            try:
-                pickle.dump((self._jobs[self._sent], self._root, self._ship_limit), proc.stdin)
-                proc.stdin.flush()
-            except BrokenPipeError:
-                pass  # the worker is dead: reading its next result says so, clearly
+            index = self._sent
+            worker = self.worker_of(index)
+            self._tell(worker, ("read", index, self._jobs[index], self._root, self._ship_limit))
+            self._expected[worker].append(("read", index))
             self._sent += 1
+
+    def _receive(self, worker: int) -> None:
+        """Read the worker's next reply into ``_ready`` or ``_stored``."""
+        proc = self._procs[worker]
+        assert proc.stdout is not None
+        kind, key = self._expected[worker].popleft()
+        try:
+            reply = pickle.load(proc.stdout)
+        except (EOFError, pickle.UnpicklingError) as err:
+            code = proc.wait(timeout=5)
+            doing = {"read": lambda: f"{self._jobs[key].path} was being read",
+                     "store": lambda: f"it stored a group of files from {self._tokens[key][1]} on",
+                     "close": lambda: "it finished the batch"}[kind]()  # fmt: skip
+            raise IngestError(
+                f"a reader process died (exit code {code}) while {doing}; the files reported before it are "
+                "ingested, each wholly; run the ingest again for the rest"
+            ) from err
+        if isinstance(reply, _Failure):
+            if reply.database is not None:
+                raise DatabaseError(reply.database)
+            raise IngestError(f"reading {reply.path} failed in a reader process:\n{reply.trace}")
+        if kind == "read":
+            self._ready[key] = reply
+        else:
+            self._stored[key] = reply.outcomes if isinstance(reply, _Stored) else []
 
     def __iter__(self) -> Iterator[Prepared]:
         for index in range(len(self._jobs)):
-            proc = self._procs[index % self._n_workers]
-            assert proc.stdout is not None
-            try:
-                result = pickle.load(proc.stdout)
-            except (EOFError, pickle.UnpicklingError) as err:
-                code = proc.wait(timeout=5)
-                raise IngestError(
-                    f"a reader process died (exit code {code}) while {self._jobs[index].path} was being read; "
-                    "the files before it are ingested; run the ingest again for the rest"
-                ) from err
+            worker = self.worker_of(index)
+            while index not in self._ready:
+                self._receive(worker)
+            result = self._ready.pop(index)
             self._send()
-            if isinstance(result, _Failure):
-                raise IngestError(f"reading {result.path} failed in a reader process:\n{result.trace}")
             yield result
+        if self._target is None:
+            self._finished = True
+
+    def store(self, indexes: Sequence[int], survey_ids: dict[str, int]) -> int:
+        """Have the worker holding these files (all one worker's) store them as one group;
+        returns a token for :meth:`stored`."""
+        worker = self.worker_of(indexes[0])
+        if any(self.worker_of(i) != worker for i in indexes):
+            raise ValueError("a group's files must all be held by one worker")
+        token = len(self._tokens)
+        self._tokens[token] = (worker, self._jobs[indexes[0]].path)
+        self._tell(worker, ("store", list(indexes), survey_ids))
+        self._expected[worker].append(("store", token))
+        return token
+
+    def stored(self, token: int) -> list[Any]:
+        """The group's outcomes (FileOutcome, file order), once its worker committed it."""
+        worker = self._tokens[token][0]
+        while token not in self._stored:
+            self._receive(worker)
+        return self._stored.pop(token)
+
+    def finish(self) -> None:
+        """After the last file and group: every worker commits nothing more and waits until
+        what it committed is durable (its store's WAL flush)."""
+        closing = []
+        for worker in range(len(self._procs)):
+            if self._target is not None:
+                token = len(self._tokens)
+                self._tokens[token] = (worker, "the end of the batch")
+                self._tell(worker, ("close",))
+                self._expected[worker].append(("close", token))
+                closing.append((worker, token))
+        for worker, token in closing:
+            while token not in self._stored:
+                self._receive(worker)
+            self._stored.pop(token)
         self._finished = True
 
     def __exit__(self, *exc: object) -> None:

@@ -334,6 +334,40 @@ def test_a_file_too_large_to_ship_is_read_by_the_loader(fresh_database, tmp_path
     assert all(p.contents is not None and p.reason is None for p in prepared if not p.deferred)
 
 
+def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(fresh_database, tmp_path):
+    """With a store target, a groupable file reaches the loader as a stub (no arrays) and
+    stays in its worker until the loader names it in a group; a rejected file arrives whole."""
+    from skyledger.ingest.loader import conninfo_of
+    from skyledger.ingest.read_ahead import Job, ReadAhead, StoreTarget
+    from skyledger.ingest.synthetic import write_sdss_spectra
+
+    files = write_sdss_spectra(tmp_path / "sdss", 6, seed=21, n_pix=300)
+    (tmp_path / "sdss" / "zz-not-fits.fits").write_bytes(b"not a FITS file at all")
+    jobs = [Job(str(f), SurveySpec(name="held", reader="sdss")) for f in files] + [
+        Job(str(tmp_path / "sdss" / "zz-not-fits.fits"), SurveySpec(name="held", reader="sdss"))
+    ]
+    with Loader(fresh_database) as loader:
+        survey_id = loader.survey_id(jobs[0].survey, "sdss")
+    target = StoreTarget(conninfo_of(fresh_database), batch_id="held-test")
+    with ReadAhead(jobs, root=None, workers=2, block=3, window=4, store=target) as ahead:
+        prepared = list(ahead)
+        assert [p.held for p in prepared] == [True] * 6 + [False]
+        assert all(p.contents is None and p.held_bytes > 0 for p in prepared[:6])
+        assert prepared[6].reason is not None and "FITS" in prepared[6].reason
+        assert {ahead.worker_of(i) for i in range(3)} == {0} and {ahead.worker_of(i) for i in range(3, 6)} == {1}
+        with pytest.raises(ValueError, match="one worker"):
+            ahead.store([2, 3], {"held": survey_id})
+        assert counts(fresh_database)["spectrum"] == 0  # nothing is stored before it is asked for
+        second = ahead.store([3, 4, 5], {"held": survey_id})
+        first = ahead.store([0, 1], {"held": survey_id})
+        assert [o.status for o in ahead.stored(second)] == ["loaded"] * 3
+        assert [Path(o.path).name for o in ahead.stored(first)] == [f.name for f in files[:2]]
+        ahead.finish()
+    with fresh_database.engine.connect() as conn:
+        batches = conn.execute(text("SELECT DISTINCT batch_id FROM ingest_file")).scalars().all()
+    assert counts(fresh_database)["spectrum"] == 5 and batches == ["held-test"]
+
+
 def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
     from skyledger.ingest.synthetic import write_sdss_spectra
 
@@ -350,17 +384,20 @@ def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
     assert len(seen[0]) == 2
     assert not any(alive(pid) for pid in seen[0])
     # The files reported before the interrupt are in, whole, with the rest of the group
-    # whose commit they were reported after, and any group another writer thread had in
-    # flight (it finishes its transaction); no file is in part.
-    from skyledger.ingest.loader import GROUP_FILES, GROUP_WRITERS
+    # whose commit they were reported after; groups the workers had been told to store
+    # are each wholly in or wholly out (a worker killed mid-group rolls it back).
+    from skyledger.ingest.loader import GROUP_FILES
 
-    assert GROUP_FILES * GROUP_WRITERS < len(files)
+    assert 2 * GROUP_FILES < len(files)
     with fresh_database.engine.connect() as conn:
         n_files, n_spectra = conn.execute(
             text("SELECT count(*), sum(n_spectra) FROM ingest_file WHERE status = 'loaded'")
         ).one()
+        loaded = {Path(u) for u in conn.execute(text("SELECT uri FROM ingest_file WHERE status = 'loaded'")).scalars()}
     assert n_files == n_spectra == counts(fresh_database)["spectrum"]
-    assert n_files in {GROUP_FILES * k for k in range(1, GROUP_WRITERS + 1)}
+    blocks = [{p.resolve() for p in files[k : k + GROUP_FILES]} for k in range(0, len(files), GROUP_FILES)]
+    assert blocks[0] <= loaded
+    assert all(block <= loaded or not (block & loaded) for block in blocks)
     rest = ingest_paths(fresh_database, files, read_workers=2)
     assert dict(rest.counts) == {"loaded": len(files) - n_files, "unchanged": n_files}
 
@@ -426,20 +463,23 @@ def test_read_ahead_inside_a_prefect_task(prefect_api, fresh_settings, fresh_dat
 def test_a_group_whose_rows_the_database_refuses_is_stored_file_by_file(fresh_database, tmp_path):
     """Read-ahead files share one transaction; when one file's rows fail in it, the group
     is rolled back and retried one file at a time: the culprit is rejected, the rest load."""
-    from skyledger.ingest.loader import Loader, _Group
+    from skyledger.ingest.loader import Loader
     from skyledger.ingest.read_ahead import Job, prepare
+    from skyledger.ingest.store import groupable
     from skyledger.ingest.synthetic import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 5, seed=9, n_pix=300)
-    group = _Group()
+    group = []
     for position, path in enumerate(files):
         prepared = prepare(Job(str(path), None, "sdss"), None, ship_limit=1 << 20)
         if position == 2:
             # A reader bug the database's CHECK catches: the spectrum's RA out of range.
             prepared.contents.spectra = iter([dataclasses.replace(row, ra=400.0) for row in prepared.contents.spectra])
-        assert group.admit(prepared, "sdss", 0.0)
+        member = groupable(prepared, "sdss", position, 0.0)
+        assert member is not None
+        group.append(member)
     with Loader(fresh_database) as loader:
-        reported = loader._store_members(group.take())
+        reported = loader.store_group(group)
     assert [Path(o.path).name for o in reported] == [p.name for p in files]
     assert [o.status for o in reported] == ["loaded", "loaded", "rejected", "loaded", "loaded"]
     assert "the database refused the rows" in reported[2].reason and "ra_range" in reported[2].reason
@@ -450,8 +490,8 @@ def test_a_group_whose_rows_the_database_refuses_is_stored_file_by_file(fresh_da
 
 
 def test_copies_across_concurrent_groups_are_judged_in_file_order(fresh_database, server, template_url, tmp_path):
-    """Groups are stored by two writer threads at once; a copy of a file in a neighbouring
-    group still comes out as it does when every file is stored in order."""
+    """Groups are stored by two worker processes at once; a copy of a file in a
+    neighbouring group still comes out as it does when every file is stored in order."""
     from sqlalchemy import create_engine, make_url
 
     from skyledger.ingest.loader import GROUP_FILES
