@@ -538,3 +538,37 @@ def test_the_rows_read_are_the_content_checksummed(tmp_path):
     got = next(prepared.contents.spectra)
     assert got.object_id == expected.object_id != next(get_reader("sdss").read(first, {}).spectra).object_id
     np.testing.assert_array_equal(got.flux, expected.flux)
+
+
+def test_resolving_with_cached_directories_agrees_with_pathlib(tmp_path, monkeypatch):
+    """``locate`` resolves each directory once per process; every path kind must still come
+    out as ``Path.resolve(strict=True)`` says, symlinks anywhere in the path included."""
+    from skyledger.ingest import read_ahead
+
+    real = tmp_path / "real" / "plate"
+    real.mkdir(parents=True)
+    (real / "spec.fits").write_bytes(b"x")
+    (tmp_path / "linked-dir").symlink_to(tmp_path / "real")
+    (real / "link.fits").symlink_to(real / "spec.fits")
+    (tmp_path / "elsewhere.fits").write_bytes(b"y")
+    (real / "out.fits").symlink_to(tmp_path / "elsewhere.fits")
+    (tmp_path / "deep" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "deep" / "a" / "x.fits").write_bytes(b"z")
+    (tmp_path / "x.fits").write_bytes(b"w")
+    (tmp_path / "jump").symlink_to(tmp_path / "deep" / "a" / "b")  # jump/.. is deep/a, not tmp_path
+    monkeypatch.chdir(real)
+    paths = [real / "spec.fits", tmp_path / "linked-dir" / "plate" / "spec.fits", real / "link.fits",
+             real / "out.fits", Path("spec.fits"), Path("../plate/spec.fits"), tmp_path / "linked-dir" / ".." / "real",
+             real / ".", Path("."), tmp_path / "jump" / ".." / "x.fits"]  # fmt: skip
+    for path in paths:
+        for _ in range(2):  # the second time from the directory cache
+            resolved, status = read_ahead._resolve(path)
+            assert resolved == path.resolve(strict=True), path
+            assert status.st_ino == os.stat(path).st_ino
+    # A directory swapped for a symlink after it was cached is a known blind spot; a
+    # file swapped for a symlink is not (its own lstat is never cached).
+    (real / "spec.fits").unlink()
+    (real / "spec.fits").symlink_to(tmp_path / "elsewhere.fits")
+    assert read_ahead._resolve(real / "spec.fits")[0] == tmp_path / "elsewhere.fits"
+    with pytest.raises(FileNotFoundError):
+        read_ahead._resolve(real / "missing.fits")
