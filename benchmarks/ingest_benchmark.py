@@ -16,8 +16,8 @@ and the ceiling twenty minutes later. Dirty pages are written out before each pe
 clock starts.
 
 * production: ``ingest_paths`` over the round's files, as the CLI runs a batch (files
-  read ahead by ``READ_WORKERS`` worker processes, committed in groups of
-  ``GROUP_FILES``); wall time, spectra/s, RSS of this process plus its reader workers
+  read by ``READ_WORKERS`` worker processes, which also commit them in groups of
+  ``GROUP_FILES`` on the loader's orders); wall time, spectra/s, RSS of this process plus its reader workers
   sampled every 20 ms, and the peak RSS after each tenth of the files;
 * ceiling: the identical ``source`` and ``spectrum`` rows production wrote in the round
   (same columns, same values, arrays included), exported to PostgreSQL binary COPY

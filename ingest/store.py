@@ -109,8 +109,10 @@ _REJECT_SQL = (
 
 #: Read-ahead files are committed in groups of up to this many files (or bytes of
 #: arrays), one transaction per group: per-file statements and commits cost more than
-#: the COPY of a one-spectrum file. Every file is still wholly in or wholly out.
-GROUP_FILES = 16
+#: the COPY of a one-spectrum file. Every file is still wholly in or wholly out. 32, not
+#: 16, since the read-ahead workers store their own groups: 20,000 SDSS files went in at
+#: 700-800 against 550-650 spectra/s (docs/benchmarks.md, "Ingest"); 64 was no better.
+GROUP_FILES = 32
 GROUP_BYTES = 16 << 20
 STREAM_CHUNK_BYTES = 256 << 10
 

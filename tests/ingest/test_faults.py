@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from skyledger.ingest.loader import GROUP_FILES, READ_AHEAD_MIN_FILES
+from skyledger.ingest.loader import GROUP_FILES, GROUPS_IN_FLIGHT_PER_WORKER, READ_AHEAD_MIN_FILES, READ_WORKERS
 from skyledger.ingest.synthetic import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.settings import Settings
 from tests.conftest import cli_env
 from tests.ingest.test_loader import alive, worker_pids
 
-# Enough files for the CLI to read ahead in a worker process (READ_AHEAD_MIN_FILES), and
-# for a restart to land mid-batch however fast the loader is.
-N_FILES = 250
+# Enough files for the CLI to read ahead in worker processes (READ_AHEAD_MIN_FILES), for
+# three kills each to land mid-batch with groups of GROUP_FILES in flight, and for a
+# restart to land mid-batch however fast the loader is.
+N_FILES = 400
 INGEST = [sys.executable, "-c", "from skyledger.api.cli import main; main()", "ingest"]
 
 pytestmark = pytest.mark.slow
@@ -91,12 +92,16 @@ def test_sigkill_at_random_points_leaves_whole_files_and_a_rerun_loads_the_rest(
     env = cli_env(fresh_settings)
     rng = np.random.default_rng(2026)
     previous = 0
-    # Read-ahead files commit in groups of GROUP_FILES: stop short of the last groups so
-    # that every kill leaves files to load.
-    for target in sorted(rng.choice(np.arange(3, N_FILES - 3 * GROUP_FILES), size=3, replace=False)):
-        run_and_kill(INGEST + [str(survey_dir)], env, engine, int(target), float(rng.uniform(0.0, 0.06)))
+    # Read-ahead files commit in groups of GROUP_FILES, several groups at a time, so a kill
+    # lands up to a few groups after its target: each target is a little past what the
+    # previous runs left, and every kill leaves files to load.
+    in_flight = (GROUPS_IN_FLIGHT_PER_WORKER * READ_WORKERS + 1) * GROUP_FILES
+    for _ in range(3):
+        target = previous + int(rng.integers(3, 40))
+        assert target + in_flight < N_FILES
+        run_and_kill(INGEST + [str(survey_dir)], env, engine, target, float(rng.uniform(0.0, 0.06)))
         now = assert_whole_files_only(engine, survey_dir)
-        assert now >= previous
+        assert now >= target
         previous = now
     assert previous < N_FILES
     rerun = subprocess.run(INGEST + [str(survey_dir)], env=env, capture_output=True, text=True, timeout=600)

@@ -371,7 +371,7 @@ def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(
 def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
     from skyledger.ingest.synthetic import write_sdss_spectra
 
-    files = write_sdss_spectra(tmp_path / "sdss", 40, seed=4, n_pix=300)
+    files = write_sdss_spectra(tmp_path / "sdss", 100, seed=4, n_pix=300)
     seen: list[set[int]] = []
 
     def interrupt(outcome) -> None:
