@@ -325,6 +325,7 @@ class _Worker:
     def __init__(self, results: Any) -> None:
         self.store: Any = None  # skyledger.ingest.store.Store, made on setup
         self.held: dict[int, Any] = {}  # job index -> Member
+        self._groupable: Any = None  # skyledger.ingest.store.groupable, storing workers only
         self._results = results
         self._replies: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
         self._stores: queue.SimpleQueue[tuple[str, Any, _Slot]] = queue.SimpleQueue()
@@ -336,10 +337,11 @@ class _Worker:
         kind = message[0]
         if kind == "setup":
             # Imported here: the store module imports this one (Job, Prepared, locate).
-            from skyledger.ingest.store import Store
+            from skyledger.ingest.store import Store, groupable
 
             target, root = message[1], message[2]
             self.store = Store(target.conninfo, root=root, batch_id=target.batch_id)
+            self._groupable = groupable
             self._storer = threading.Thread(target=self._store_loop, name="skyledger-reader-store", daemon=True)
             self._storer.start()
             return
@@ -352,19 +354,24 @@ class _Worker:
                 slot.fill(_Failure(message[2].path, traceback.format_exc()))
         elif kind == "store":
             indexes, survey_ids = message[1], message[2]
+            missing = [i for i in indexes if i not in self.held]
+            if missing:  # a loader bug: say which files, rather than dying
+                slot.fill(_Failure("", f"asked to store files {missing} this worker does not hold"))
+                return
             self._stores.put(("store", ([self.held.pop(i) for i in indexes], survey_ids), slot))
         elif kind == "close":
-            self._stores.put(("close", None, slot))
+            if self._storer is None:
+                slot.fill(_Closed())  # nothing stored, nothing to flush
+            else:
+                self._stores.put(("close", None, slot))
         else:
             slot.fill(_Failure("", f"unknown message {kind!r}"))
 
     def read(self, index: int, job: Job, root: Path | None, ship_limit: int | None) -> Prepared:
         prepared = prepare(job, root, ship_limit=ship_limit)
-        if self.store is None:
+        if self._groupable is None:
             return prepared
-        from skyledger.ingest.store import groupable
-
-        member = groupable(prepared, job.reader, index, time.perf_counter() - prepared.seconds)
+        member = self._groupable(prepared, job.reader, index, time.perf_counter() - prepared.seconds)
         if member is None:
             return prepared
         self.held[index] = member
@@ -549,7 +556,9 @@ class ReadAhead:
         if isinstance(reply, _Failure):
             if reply.database is not None:
                 raise DatabaseError(reply.database)
-            raise IngestError(f"reading {reply.path} failed in a reader process:\n{reply.trace}")
+            what = {"read": lambda: f"reading {reply.path}", "store": lambda: f"storing files from {self._tokens[key][1]}",
+                    "close": lambda: "finishing the batch"}[kind]()  # fmt: skip
+            raise IngestError(f"{what} failed in a reader process:\n{reply.trace}")
         if kind == "read":
             self._ready[key] = reply
         else:

@@ -357,6 +357,10 @@ def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(
         assert {ahead.worker_of(i) for i in range(3)} == {0} and {ahead.worker_of(i) for i in range(3, 6)} == {1}
         with pytest.raises(ValueError, match="one worker"):
             ahead.store([2, 3], {"held": survey_id})
+        from skyledger.schema.errors import IngestError
+
+        with pytest.raises(IngestError, match=r"(?s)storing files from .*zz-not-fits.*does not hold"):
+            ahead.stored(ahead.store([6], {"held": survey_id}))  # the rejected file was never held
         assert counts(fresh_database)["spectrum"] == 0  # nothing is stored before it is asked for
         second = ahead.store([3, 4, 5], {"held": survey_id})
         first = ahead.store([0, 1], {"held": survey_id})
