@@ -49,16 +49,11 @@ GROUPS_IN_FLIGHT_PER_WORKER = 2
 OnFile = Callable[[FileOutcome], None]
 
 
-def conninfo_of(db: Database) -> str:
-    """The libpq connection string of the database's engine (password included)."""
-    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class Loader(Store):
     """Loads files into one database. Create one per batch (it holds connections and caches ids)."""
 
     def __init__(self, db: Database, *, root: Path | None = None, batch_id: str | None = None):
-        super().__init__(conninfo_of(db), root=root, batch_id=batch_id)
+        super().__init__(db.conninfo, root=root, batch_id=batch_id)
         self.db = db
 
     def __enter__(self) -> Loader:

@@ -494,7 +494,7 @@ class ReadAhead:
         self._expected: list[deque[tuple[str, int]]] = []
         self._ready: dict[int, Prepared] = {}
         self._stored: dict[int, list[Any]] = {}
-        self._tokens: dict[int, tuple[int, str]] = {}  # store token -> (worker, first file's path)
+        self._tokens: dict[int, tuple[int, str]] = {}  # token -> (worker, what it asked, for messages)
 
     def __enter__(self) -> ReadAhead:
         env = dict(os.environ)
@@ -546,23 +546,22 @@ class ReadAhead:
             reply = pickle.load(proc.stdout)
         except (EOFError, pickle.UnpicklingError) as err:
             code = proc.wait(timeout=5)
-            doing = {"read": lambda: f"{self._jobs[key].path} was being read",
-                     "store": lambda: f"it stored a group of files from {self._tokens[key][1]} on",
-                     "close": lambda: "it finished the batch"}[kind]()  # fmt: skip
             raise IngestError(
-                f"a reader process died (exit code {code}) while {doing}; the files reported before it are "
-                "ingested, each wholly; run the ingest again for the rest"
+                f"a reader process died (exit code {code}) while {self._task(kind, key)}; the files reported "
+                "before it are ingested, each wholly; run the ingest again for the rest"
             ) from err
         if isinstance(reply, _Failure):
             if reply.database is not None:
                 raise DatabaseError(reply.database)
-            what = {"read": lambda: f"reading {reply.path}", "store": lambda: f"storing files from {self._tokens[key][1]}",
-                    "close": lambda: "finishing the batch"}[kind]()  # fmt: skip
-            raise IngestError(f"{what} failed in a reader process:\n{reply.trace}")
+            raise IngestError(f"{self._task(kind, key)} failed in a reader process:\n{reply.trace}")
         if kind == "read":
             self._ready[key] = reply
         else:
             self._stored[key] = reply.outcomes if isinstance(reply, _Stored) else []
+
+    def _task(self, kind: str, key: int) -> str:
+        """What a reply answers, for messages: ``reading PATH``, or the store or close task."""
+        return f"reading {self._jobs[key].path}" if kind == "read" else self._tokens[key][1]
 
     def __iter__(self) -> Iterator[Prepared]:
         for index in range(len(self._jobs)):
@@ -582,7 +581,7 @@ class ReadAhead:
         if any(self.worker_of(i) != worker for i in indexes):
             raise ValueError("a group's files must all be held by one worker")
         token = len(self._tokens)
-        self._tokens[token] = (worker, self._jobs[indexes[0]].path)
+        self._tokens[token] = (worker, f"storing files from {self._jobs[indexes[0]].path}")
         self._tell(worker, ("store", list(indexes), survey_ids))
         self._expected[worker].append(("store", token))
         return token
@@ -598,10 +597,10 @@ class ReadAhead:
         """After the last file and group: every worker commits nothing more and waits until
         what it committed is durable (its store's WAL flush)."""
         closing = []
-        for worker in range(len(self._procs)):
-            if self._target is not None:
+        if self._target is not None:
+            for worker in range(len(self._procs)):
                 token = len(self._tokens)
-                self._tokens[token] = (worker, "the end of the batch")
+                self._tokens[token] = (worker, "finishing the batch")
                 self._tell(worker, ("close",))
                 self._expected[worker].append(("close", token))
                 closing.append((worker, token))

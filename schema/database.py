@@ -50,6 +50,11 @@ class Database:
     embedded: embedded.EmbeddedServer | None
 
     @property
+    def conninfo(self) -> str:
+        """The libpq connection string (password included), for plain psycopg connections."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    @property
     def sessions(self) -> sessionmaker[Session]:
         return sessionmaker(self.engine, expire_on_commit=False)
 

@@ -337,7 +337,6 @@ def test_a_file_too_large_to_ship_is_read_by_the_loader(fresh_database, tmp_path
 def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(fresh_database, tmp_path):
     """With a store target, a groupable file reaches the loader as a stub (no arrays) and
     stays in its worker until the loader names it in a group; a rejected file arrives whole."""
-    from skyledger.ingest.loader import conninfo_of
     from skyledger.ingest.read_ahead import Job, ReadAhead, StoreTarget
     from skyledger.ingest.synthetic import write_sdss_spectra
 
@@ -348,7 +347,7 @@ def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(
     ]
     with Loader(fresh_database) as loader:
         survey_id = loader.survey_id(jobs[0].survey, "sdss")
-    target = StoreTarget(conninfo_of(fresh_database), batch_id="held-test")
+    target = StoreTarget(fresh_database.conninfo, batch_id="held-test")
     with ReadAhead(jobs, root=None, workers=2, block=3, window=4, store=target) as ahead:
         prepared = list(ahead)
         assert [p.held for p in prepared] == [True] * 6 + [False]
