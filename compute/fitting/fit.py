@@ -475,45 +475,42 @@ def _fit_chunk(
         theta, lo1, hi1, config.max_iter, config.tol,
     )  # fmt: skip
     all_sub = torch.arange(ntpl, device=dev).expand(nb, ntpl)
-    ev0 = make_eval_stars(all_sub, torch.ones(nb, ntpl, dtype=torch.bool, device=dev))(every, theta, None)
+    every_tpl = torch.ones(nb, ntpl + npoly1, dtype=torch.bool, device=dev)  # warm start: all, negatives dropped
+    ev0 = make_eval_stars(all_sub, every_tpl[:, :ntpl])(every, theta, every_tpl)
     col_norm = torch.diagonal(ev0.gram, dim1=-2, dim2=-1)[:, :ntpl].clamp_min(0).sqrt()
     members = ev0.passive[:, :ntpl]
     passive_full = members.clone()
 
-    def fit_stars(theta: torch.Tensor, members: torch.Tensor, passive_full: torch.Tensor) -> tuple[torch.Tensor, Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """LM on a template subset, widened until no left-out template violates KKT.
+    def settle_kkt(theta: torch.Tensor, ev: Evaluation, conv: torch.Tensor, sub: torch.Tensor, sub_on: torch.Tensor) -> tuple[torch.Tensor, Evaluation, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Widen the subset until no left-out template violates KKT at the optimum.
 
-        The test runs before the optimiser (so it starts from a subset that is right at
-        the starting point) and after it; after a widening the NNLS is re-solved at the
-        same kinematics and the optimiser runs again only where that lowered chi^2 by
-        more than its own tolerance.
+        After a widening the NNLS is re-solved at the same kinematics and the optimiser
+        resumes from there; where the wider set does not move the optimum it stops at
+        once (its quadratic model promises nothing), so only spectra that gained pay.
         """
-        sub, sub_on = to_subset(members)
-        evaluate = make_eval_stars(sub, sub_on)
-        ev = evaluate(every, theta, subset_passive(sub, sub_on, passive_full))
-        conv = torch.zeros(nb, dtype=torch.bool, device=dev)
-        need_lm = True
-        for rnd in range(2 * _KKT_ROUNDS + 2):
+        for rnd in range(2 * _KKT_ROUNDS + 1):
             passive_full = on_library(sub, sub_on, ev.passive[:, : sub.shape[1]])
             enter = stellar_kkt(theta, ev, on_library(sub, sub_on, sub_on), col_norm)
-            if bool(enter.any()):
-                # Next subset: the templates in use plus those that want in (the whole
-                # library if widening has not settled it, which is not expected).
-                last = rnd >= 2 * _KKT_ROUNDS
-                sub, sub_on = to_subset(torch.ones_like(enter) if last else passive_full | enter)
-                evaluate = make_eval_stars(sub, sub_on)
-                new = evaluate(every, theta, subset_passive(sub, sub_on, passive_full))
-                gain = ev.chi2 - new.chi2
-                need_lm |= bool((gain > config.tol * new.chi2).any())
-                ev = new
-                continue
-            if not need_lm:
+            if not bool(enter.any()):
                 break
-            theta, ev, conv = levenberg_marquardt(evaluate, theta, lo1, hi1, config.max_iter, config.tol, start=ev)
-            need_lm = False
+            # Next subset: the templates in use plus those that want in (the whole
+            # library if widening has not settled it, which is not expected).
+            last = rnd >= 2 * _KKT_ROUNDS
+            sub, sub_on = to_subset(torch.ones_like(enter) if last else passive_full | enter)
+            evaluate = make_eval_stars(sub, sub_on)
+            ev = evaluate(every, theta, subset_passive(sub, sub_on, passive_full))
+            theta, ev, conv_new = levenberg_marquardt(evaluate, theta, lo1, hi1, config.max_iter, config.tol, start=ev)
+            conv = conv & conv_new
         return theta, ev, conv, sub, sub_on
 
-    theta, ev1, conv1, sub1, sub1_on = fit_stars(theta, members, passive_full)
+    # The optimiser works on the templates the full NNLS uses at the start; every
+    # left-out template is tested at each optimum (before pixels are clipped on its
+    # residuals, and at the end), and the subset widened only where one fails.
+    sub1, sub1_on = to_subset(members)
+    eval1 = make_eval_stars(sub1, sub1_on)
+    ev1 = eval1(every, theta, subset_passive(sub1, sub1_on, passive_full))
+    theta, ev1, conv1 = levenberg_marquardt(eval1, theta, lo1, hi1, config.max_iter, config.tol, start=ev1)
+    theta, ev1, conv1, sub1, sub1_on = settle_kkt(theta, ev1, conv1, sub1, sub1_on)
     clipped = torch.zeros_like(fit1)
     for _ in range(config.clip_iterations):
         r = ev1.resid
@@ -524,8 +521,10 @@ def _fit_chunk(
             break
         clipped |= new
         w1 = torch.where(new, torch.zeros_like(w1), w1)
-        pf = on_library(sub1, sub1_on, ev1.passive[:, : sub1.shape[1]])
-        theta, ev1, conv1, sub1, sub1_on = fit_stars(theta, pf | on_library(sub1, sub1_on, sub1_on), pf)
+        eval1 = make_eval_stars(sub1, sub1_on)  # the new weights
+        ev1 = eval1(every, theta, ev1.passive)
+        theta, ev1, conv1 = levenberg_marquardt(eval1, theta, lo1, hi1, config.max_iter, config.tol, start=ev1)
+        theta, ev1, conv1, sub1, sub1_on = settle_kkt(theta, ev1, conv1, sub1, sub1_on)
     n_fit1 = (w1 > 0).sum(1)
     dof1 = (n_fit1 - ev1.passive.sum(1) - 2).clamp_min(1).to(_DT)
     chi2_dof1 = ev1.chi2 / dof1
@@ -709,18 +708,28 @@ def _fit_chunk(
 
             return evaluate
 
-        # Coarse grid on a common gas velocity offset from the stars, with the stellar
-        # continuum frozen to its stage-1 shape (one column): cheap, and enough to find
-        # the basin of the line kinematics. All grid points go through one batched call.
-        star1 = torch.einsum("bnk,bk->bn", cols_all, coef_t)[..., None]
-        grid_cols = torch.cat([star1, poly2], dim=-1)
-        grid_w = grid_cols * sw2[..., None]
-        gext = grid_w.transpose(1, 2) @ torch.cat([grid_w, yw2[..., None]], dim=-1)
-        ngc = grid_w.shape[-1]
-        grid_c = _Continuum(
-            every[:, None], torch.ones(nb, 1, dtype=torch.bool, device=dev), grid_cols, grid_w, gext[..., :-1],
-            gext[..., -1], torch.arange(ngc, device=dev) < 1, torch.ones(nb, ngc, dtype=torch.bool, device=dev),
-        )  # fmt: skip
+        # Coarse grid on a common gas velocity, with the continuum frozen to the stage-1
+        # model (stars and polynomial, fitted with the line windows masked): at each trial
+        # only the line fluxes are solved for (NNLS on the few line columns, from window
+        # sums), which is enough to find the basin of the line kinematics and a small
+        # fraction of a full evaluation. All grid points go through one batched call.
+        m1p = sub1.shape[1]
+        cont1 = torch.einsum("bnk,bk->bn", cols_all, coef_t) + torch.einsum("bnp,bp->bn", poly1, ev1.coef[:, m1p:])
+        rw1 = (y - cont1) * sw2
+
+        def line_gain(i: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+            """chi^2 decrease (b,) from the best non-negative line fluxes at ``th`` over
+            the frozen continuum."""
+            pix, kc, val, _, _ = gas_windows(i, th)
+            b_, w_ = len(i), pix.shape[-1]
+            flat = pix.view(b_, -1)
+            vw = val * torch.gather(sw2[i], 1, flat).view(b_, nl, w_)
+            r_l = (vw * torch.gather(rw1[i], 1, flat).view(b_, nl, w_)).sum(-1) @ onehot
+            ov = window_overlaps(kc, vw[..., None])[..., 0, 0]
+            g11 = torch.einsum("blm,lc,md->bcd", ov, onehot, onehot)
+            x, _, _ = nnls_gram(0.5 * (g11 + g11.transpose(1, 2)), r_l, torch.ones(nc, dtype=torch.bool, device=dev), comp_on[i], comp_on[i])
+            return (x * r_l).sum(1)
+
         # The grid is searched around the stellar V *and* around the input redshift: at
         # low continuum S/N (faint IFU spaxels, weak or broad absorption features) the
         # stellar V can be off by far more than the window while the lines are bright,
@@ -732,11 +741,9 @@ def _fit_chunk(
         trial = torch.empty(nb, nd, 2 * ng, dtype=_DT, device=dev)
         trial[..., 0::2] = trial_v[..., None]
         trial[..., 1::2] = config.gas_sigma_start
-        rep = every.repeat_interleave(nd)
-        p_grid = torch.cat([torch.ones(nb * nd, ngc, dtype=torch.bool, device=dev), comp_on[rep]], dim=1)
-        ev_grid = make_eval_gas(grid_c)(rep, trial.view(nb * nd, 2 * ng), p_grid)
-        # First minimum along the grid, as a sequential scan would keep it.
-        th_g = trial[every, ev_grid.chi2.view(nb, nd).argmin(1)]
+        gain_grid = line_gain(every.repeat_interleave(nd), trial.view(nb * nd, 2 * ng))
+        # First maximum along the grid, as a sequential scan would keep it.
+        th_g = trial[every, gain_grid.view(nb, nd).argmax(1)]
         lo2 = torch.zeros_like(th_g)
         hi2 = torch.zeros_like(th_g)
         lo2[:, 0::2] = centres.amin(1)[:, None] - config.gas_v_search - 300.0

@@ -83,6 +83,18 @@ def nnls_gram(
     if passive0 is not None:
         passive |= passive0 & enabled
     x = torch.zeros_like(bs)
+    if passive0 is not None:
+        # Warm start: the guessed set, less every constrained variable whose solution
+        # on it is not positive, re-solved until none is left (a few rounds at most).
+        # Starting the loop below from x = 0 instead would step straight back to x = 0
+        # and drop the whole guess, then rebuild it one variable per step.
+        for _ in range(n):
+            z = solve_masked(gs, bs, passive)
+            neg = passive & nonneg & (z <= 0)
+            if not bool(neg.any()):
+                break
+            passive &= ~neg
+        x = torch.where(passive, z, torch.zeros((), dtype=dt, device=dev))
     done = torch.zeros(bsz, dtype=torch.bool, device=dev)
     thresh = tol * bs.abs().amax(-1).clamp_min(1e-300)
     zero = torch.zeros((), dtype=dt, device=dev)

@@ -99,14 +99,28 @@ def levenberg_marquardt(
         step = torch.nan_to_num(step.squeeze(-1))
         old = theta[idx]
         trial = torch.minimum(torch.maximum(old + step, lower[idx]), upper[idx])
+        # Elements whose step (within the bounds) is negligible, or whose quadratic model
+        # promises less than the tolerance even undamped, have converged: stop them here
+        # instead of paying an evaluation to confirm it. chi^2(theta + s) ~ chi^2 - 2 g.s
+        # + s^T H s in the projected Gauss-Newton model.
+        tiny_step = ((trial - old).abs() < 1e-4).all(-1)
+        s_gn, _ = torch.linalg.solve_ex(h + torch.diag_embed(1e-12 * hd.amax(-1, keepdim=True) + 1e-30), g.unsqueeze(-1))
+        s_gn = torch.minimum(torch.maximum(old + torch.nan_to_num(s_gn.squeeze(-1)), lower[idx]), upper[idx]) - old
+        promise = 2.0 * (g * s_gn).sum(-1) - torch.einsum("bp,bpq,bq->b", s_gn, h, s_gn)
+        settled = tiny_step | (promise < 1e-3 * tol * sub.chi2)
+        if bool(settled.any()):
+            active[idx[settled]] = False
+            keep = ~settled
+            idx, sub, trial = idx[keep], sub.take(keep), trial[keep]
+            if idx.numel() == 0:
+                break
         new = evaluate(idx, trial, sub.passive)
         better = torch.isfinite(new.chi2) & (new.chi2 < sub.chi2)
         gain = sub.chi2 - new.chi2
         cur.put(idx, new, better)
         theta[idx[better]] = trial[better]
         lam[idx] = torch.where(better, (lam[idx] / 10).clamp_min(1e-7), lam[idx] * 10)
-        tiny_step = ((trial - old).abs() < 1e-4).all(-1)
-        done = (better & (gain < tol * sub.chi2)) | (~better & (lam[idx] > 1e6)) | tiny_step
+        done = (better & (gain < tol * sub.chi2)) | (~better & (lam[idx] > 1e6))
         active[idx[done]] = False
     return theta, cur, ~active & torch.isfinite(cur.chi2)
 

@@ -72,6 +72,28 @@ def test_nnls_satisfies_kkt_conditions() -> None:
     assert bool(((x[:, :20] > 0) <= passive[:, :20]).all())
 
 
+def test_nnls_warm_start_from_a_wrong_guess_finds_the_same_solution() -> None:
+    # A guess that holds every variable (most of them negative on it, as for all 63
+    # templates at once) and one that holds none of the right ones must both end at the
+    # cold-start solution: the warm start only saves steps.
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(12, 300, 30, generator=gen, dtype=torch.float64) + torch.linspace(0, 1, 300, dtype=torch.float64)[:, None]
+    y = a[..., :4] @ torch.rand(12, 4, 1, generator=gen, dtype=torch.float64) + 0.05 * torch.randn(12, 300, 1, generator=gen, dtype=torch.float64)
+    g = a.transpose(1, 2) @ a
+    b = (a.transpose(1, 2) @ y).squeeze(-1)
+    nonneg = torch.ones(30, dtype=torch.bool)
+    nonneg[27:] = False
+    cold, p_cold, _ = nnls_gram(g, b, nonneg)
+    everything = torch.ones(12, 30, dtype=torch.bool)
+    wrong = ~p_cold | ~nonneg
+    for guess in (everything, wrong):
+        x, passive, done = nnls_gram(g, b, nonneg, passive0=guess)
+        assert bool(done.all())
+        assert bool((x[:, :27] >= 0).all())
+        torch.testing.assert_close(x, cold, rtol=1e-7, atol=1e-9)
+        assert bool((passive == p_cold).all())
+
+
 @pytest.mark.parametrize("sigma", [0.3, 0.8, 2.5])
 def test_losvd_fourier_shift_width_and_derivatives(sigma: float) -> None:
     n = 256
