@@ -95,45 +95,38 @@ def nnls_gram(
                 break
             passive &= ~neg
         x = torch.where(passive, z, torch.zeros((), dtype=dt, device=dev))
-    done = torch.zeros(bsz, dtype=torch.bool, device=dev)
     thresh = tol * bs.abs().amax(-1).clamp_min(1e-300)
     zero = torch.zeros((), dtype=dt, device=dev)
-    ninf = torch.tensor(-float("inf"), dtype=dt, device=dev)
-    live = torch.arange(bsz, device=dev)
-    # Work only on the elements still iterating: most finish in a few steps, a few
-    # need tens, and the batch should not pay for the slowest one at every step.
-    g_l, b_l, nn_l, en_l, p_l, x_l, th_l = gs, bs, nonneg, enabled, passive, x, thresh
-    for _ in range(max_iter or 3 * n + 10):
-        z = solve_masked(g_l, b_l, p_l)
-        bad = p_l & nn_l & (z <= 0)
+    inf = torch.tensor(float("inf"), dtype=dt, device=dev)
+    cand = enabled & nonneg
+    cols = torch.arange(n, device=dev)
+    done = torch.zeros(bsz, dtype=torch.bool, device=dev)
+    # Lock-step over the batch. A finished element is a fixed point of a step (its
+    # solve returns its x, nothing is added), so it simply goes along until all are
+    # done: cheaper, for these small systems, than removing it from the batch.
+    for it in range(max_iter or 3 * n + 10):
+        # After a warm start x is already the solution on the passive set: go straight
+        # to the test for a variable to add.
+        z = x if it == 0 and passive0 is not None else solve_masked(gs, bs, passive)
+        bad = passive & nonneg & (z <= 0)
         step_back = bad.any(-1)
-        # Move from the feasible x towards z until the first constrained variable hits 0.
-        ratio = torch.where(bad, x_l / (x_l - z).clamp_min(1e-300), torch.full_like(x_l, float("inf")))
-        alpha = ratio.amin(-1).clamp(0.0, 1.0).unsqueeze(-1)
-        x_back = x_l + alpha * (z - x_l)
-        drop = p_l & nn_l & (x_back <= 1e-14)
-        x_back = torch.where(drop, zero, x_back)
-        sb = step_back.unsqueeze(-1)
-        x_l = torch.where(sb, x_back, z)
-        p_l = torch.where(sb, p_l & ~drop, p_l)
+        if bool(step_back.any()):
+            # Move from the feasible x towards z until the first constrained variable
+            # hits 0, and drop the variables that did.
+            ratio = torch.where(bad, x / (x - z).clamp_min(1e-300), inf)
+            alpha = ratio.amin(-1, keepdim=True).clamp(0.0, 1.0)
+            x_back = x + alpha * (z - x)
+            drop = passive & nonneg & (x_back <= 1e-14) & step_back.unsqueeze(-1)
+            x = torch.where(step_back.unsqueeze(-1), torch.where(drop, zero, x_back), z)
+            passive = passive & ~drop
+        else:
+            x = z
         # Add the constrained variable with the largest descent direction.
-        w = b_l - (g_l @ x_l.unsqueeze(-1)).squeeze(-1)
-        wmax, j = torch.where(en_l & nn_l & ~p_l, w, ninf).max(-1)
-        add = ~step_back & (wmax > th_l)
-        p_l = p_l | (add.unsqueeze(-1) & torch.nn.functional.one_hot(j, n).bool())
-        fin = ~step_back & ~add
-        if bool(fin.any()):
-            x[live[fin]] = x_l[fin]
-            passive[live[fin]] = p_l[fin]
-            done[live[fin]] = True
-            keep = ~fin
-            live = live[keep]
-            if live.numel() == 0:
-                break
-            g_l, b_l, nn_l, en_l, p_l, x_l, th_l = (
-                g_l[keep], b_l[keep], nn_l[keep], en_l[keep], p_l[keep], x_l[keep], th_l[keep]
-            )
-    if live.numel():
-        x[live] = x_l
-        passive[live] = p_l
+        w = bs - (gs @ x.unsqueeze(-1)).squeeze(-1)
+        wmax, j = torch.where(cand & ~passive, w, -inf).max(-1)
+        add = ~step_back & (wmax > thresh)
+        passive = passive | ((cols == j.unsqueeze(-1)) & add.unsqueeze(-1))
+        done = ~step_back & ~add
+        if bool(done.all()):
+            break
     return x * s, passive & (x > 0) | free, done
