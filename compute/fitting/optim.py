@@ -17,6 +17,11 @@ import torch
 
 from .nnls import masked_inverse
 
+#: An element stops without evaluating a step once its Gauss-Newton model promises less
+#: than this fraction of the tolerance (a step promising about ``tol`` still gains about
+#: that much, so the old "take the step, then stop" rule is kept to within this factor).
+_PROMISE = 0.1
+
 __all__ = ["Evaluation", "evaluation_from", "projected_normal", "levenberg_marquardt", "theta_covariance"]
 
 
@@ -107,7 +112,7 @@ def levenberg_marquardt(
         s_gn, _ = torch.linalg.solve_ex(h + torch.diag_embed(1e-12 * hd.amax(-1, keepdim=True) + 1e-30), g.unsqueeze(-1))
         s_gn = torch.minimum(torch.maximum(old + torch.nan_to_num(s_gn.squeeze(-1)), lower[idx]), upper[idx]) - old
         promise = 2.0 * (g * s_gn).sum(-1) - torch.einsum("bp,bpq,bq->b", s_gn, h, s_gn)
-        settled = tiny_step | (promise < 1e-3 * tol * sub.chi2)
+        settled = tiny_step | (promise < _PROMISE * tol * sub.chi2)
         if bool(settled.any()):
             active[idx[settled]] = False
             keep = ~settled
