@@ -21,6 +21,7 @@ from skyledger.compute.fitting import (
 )
 from skyledger.compute.fitting import fit as fit_module
 from skyledger.compute.fitting.kernels import losvd_fourier, lsf_match
+from skyledger.compute.fitting.optim import Evaluation, levenberg_marquardt
 from skyledger.compute.fitting.synthetic import make_synthetic
 from skyledger.ingest.synthetic import DiskParams, muse_lsf_fwhm, write_muse_cube
 
@@ -92,6 +93,52 @@ def test_nnls_warm_start_from_a_wrong_guess_finds_the_same_solution() -> None:
         assert bool((x[:, :27] >= 0).all())
         torch.testing.assert_close(x, cold, rtol=1e-7, atol=1e-9)
         assert bool((passive == p_cold).all())
+
+
+def _gaussian_problem(truth: torch.Tensor) -> tuple[torch.Tensor, list[int], object]:
+    """Variable-projection problem: y = a G(x; centre, width), a solved at every trial
+    (x in km/s-like units: the optimiser's smallest step is 1e-4 of them)."""
+    x = torch.linspace(-1000, 1000, 401, dtype=torch.float64)
+
+    def gauss(th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        u = (x[None, :] - th[:, :1]) / th[:, 1:]
+        c = torch.exp(-0.5 * u * u)
+        return c, c * u / th[:, 1:], c * u * u / th[:, 1:]
+
+    y = 3.0 * gauss(truth)[0]
+    calls = [0]
+
+    def evaluate(i: torch.Tensor, th: torch.Tensor, passive0: torch.Tensor | None) -> Evaluation:
+        calls[0] += len(i)
+        c, dc, dw = gauss(th)
+        a = (c * y[i]).sum(1) / (c * c).sum(1)
+        r = y[i] - a[:, None] * c
+        jac = torch.stack([dc, dw], dim=-1) * a[:, None, None]
+        ones = torch.ones(len(i), 1, dtype=torch.bool)
+        return Evaluation(
+            chi2=(r * r).sum(1), coef=a[:, None], passive=ones, resid=r, gram=(c * c).sum(1)[:, None, None],
+            atr=(c * r).sum(1)[:, None], cross=(c[..., None] * jac).sum(1)[:, None, :],
+            jtj=jac.transpose(1, 2) @ jac, jtr=(jac * r[..., None]).sum(1),
+        )  # fmt: skip
+
+    return y, calls, evaluate
+
+
+def test_levenberg_marquardt_converges_and_stops_without_a_confirming_evaluation() -> None:
+    truth = torch.tensor([[70.0, 130.0], [-200.0, 250.0], [150.0, 80.0]], dtype=torch.float64)
+    _, calls, evaluate = _gaussian_problem(truth)
+    lo = torch.tensor([-1000.0, 10.0], dtype=torch.float64).expand(3, 2)
+    hi = torch.tensor([1000.0, 1000.0], dtype=torch.float64).expand(3, 2)
+    start = truth + torch.tensor([[40.0, 30.0], [-50.0, -60.0], [30.0, 20.0]], dtype=torch.float64)
+    theta, ev, conv = levenberg_marquardt(evaluate, start, lo, hi, 30, 1e-10)
+    assert bool(conv.all())
+    torch.testing.assert_close(theta, truth, atol=1e-3, rtol=0)
+    # Restarted at its own optimum, the optimiser sees that its model promises nothing
+    # and stops without evaluating a single step.
+    calls[0] = 0
+    theta2, _, conv2 = levenberg_marquardt(evaluate, theta, lo, hi, 30, 1e-10, start=ev)
+    assert calls[0] == 0 and bool(conv2.all())
+    assert torch.equal(theta2, theta)
 
 
 @pytest.mark.parametrize("sigma", [0.3, 0.8, 2.5])
