@@ -88,7 +88,7 @@ def nnls_gram(
         # on it is not positive, re-solved until none is left (a few rounds at most).
         # Starting the loop below from x = 0 instead would step straight back to x = 0
         # and drop the whole guess, then rebuild it one variable per step.
-        for _ in range(n):
+        for _ in range(n + 1):  # each round drops at least one variable
             z = solve_masked(gs, bs, passive)
             neg = passive & nonneg & (z <= 0)
             if not bool(neg.any()):

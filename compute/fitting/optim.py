@@ -106,8 +106,8 @@ def levenberg_marquardt(
         trial = torch.minimum(torch.maximum(old + step, lower[idx]), upper[idx])
         # Elements whose step (within the bounds) is negligible, or whose quadratic model
         # promises less than _PROMISE x the tolerance even undamped, have converged: stop
-        # them here instead of paying an evaluation to confirm it. chi^2(theta + s) ~ chi^2 - 2 g.s
-        # + s^T H s in the projected Gauss-Newton model.
+        # them here instead of paying an evaluation to confirm it. In the projected
+        # Gauss-Newton model chi^2(theta + s) ~ chi^2 - 2 g.s + s^T H s.
         tiny_step = ((trial - old).abs() < 1e-4).all(-1)
         s_gn, _ = torch.linalg.solve_ex(h + torch.diag_embed(1e-12 * hd.amax(-1, keepdim=True) + 1e-30), g.unsqueeze(-1))
         s_gn = torch.minimum(torch.maximum(old + torch.nan_to_num(s_gn.squeeze(-1)), lower[idx]), upper[idx]) - old
