@@ -99,7 +99,7 @@ def demo(ctx: typer.Context) -> None:
         _print_batch(run_demo(db))
         device = resolve_device(settings.device)
         typer.echo(f"2/3 processing on {device}...")
-        process_demo(db, device, on_task=_print_run)
+        process_demo(db, device, workers=settings.cpu_workers, on_task=_print_run)
         with db.session() as session:
             result = run_query(
                 session,
@@ -267,7 +267,8 @@ def process(
     try:
         for t in tasks:
             bar = tqdm(desc=t.name, unit="input", disable=None)
-            summary = run_task(db, t, device=device, limit=limit, batch_size=batch_size, on_batch=bar.update)
+            summary = run_task(db, t, device=device, workers=settings.cpu_workers, limit=limit, batch_size=batch_size,
+                               on_batch=bar.update)
             bar.close()
             _print_run(summary)
     finally:

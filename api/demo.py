@@ -37,11 +37,11 @@ def run_demo(db: Database) -> BatchSummary:
     return ingest_surveys(db, demo_config())
 
 
-def process_demo(db: Database, device: str, on_task=None) -> list[RunSummary]:
+def process_demo(db: Database, device: str, workers: int = 1, on_task=None) -> list[RunSummary]:
     """Run every compute task on what is pending (nothing, the second time)."""
     summaries = []
     for name in TASKS:
-        summary = process(db, get_task(name), device=device, batch_size=16)
+        summary = process(db, get_task(name), device=device, workers=workers, batch_size=16)
         summaries.append(summary)
         if on_task is not None:
             on_task(summary)

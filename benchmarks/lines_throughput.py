@@ -6,6 +6,7 @@
     python benchmarks/lines_throughput.py --device cuda --sizes 256 1024 --ppxf 0 --check-cpu 8
     python benchmarks/lines_throughput.py --threads 1 --ppxf-procs 1    # one core each
     python benchmarks/lines_throughput.py --threads 2 --ppxf-procs 2    # the whole machine each
+    python benchmarks/lines_throughput.py --workers 2 --ppxf-procs 2    # ... in worker processes
 
 Synthetic SDSS-like spectra (S/N 30, MILESHC continuum, 13 emission lines, see
 ``skyledger.compute.fitting.synthetic``) are fitted by ``fit_spectra`` at several batch
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--check-cpu", type=int, default=0, help="compare N spectra against a CPU fit")
     ap.add_argument("--ppxf-threads", type=int, default=1, help="OpenBLAS threads of pPXF (set before numpy loads)")
     ap.add_argument("--ppxf-procs", type=int, default=1, help="pPXF worker processes (1: in this process)")
+    ap.add_argument("--workers", type=int, default=1, help="skyledger worker processes (fit_spectra(workers=...))")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lib = TemplateLibrary.mileshc()
@@ -95,6 +97,8 @@ def main() -> None:
               f"|dV| max {np.nanmax(np.abs(a.velocity - b.velocity)):.2e} km/s, "
               f"|dF/F| max {np.max(np.abs(b.line_flux[lit] / a.line_flux[lit] - 1), initial=0.0):.2e}")  # fmt: skip
     fit_spectra(_subset(batch, 2), lib, config, args.device)  # warm-up (template cache, allocator)
+    if args.workers > 1:
+        fit_spectra(_subset(batch, 32), lib, config, args.device, workers=args.workers)  # start the workers
     # pPXF in worker processes (spectra are independent, so a survey would run one per
     # core): its throughput on the whole machine, to set against skyledger's threads.
     pool = None
@@ -109,7 +113,7 @@ def main() -> None:
         for n in args.sizes:
             sub = _subset(batch, n)
             t0 = time.perf_counter()
-            res = fit_spectra(sub, lib, config, args.device)
+            res = fit_spectra(sub, lib, config, args.device, workers=args.workers)
             sky[n].append(time.perf_counter() - t0)
         if args.ppxf:
             sub = _subset(batch, args.ppxf)
@@ -129,7 +133,8 @@ def main() -> None:
         n = args.ppxf
         rate_pp = n * args.rounds / sum(pp_t)
         print(f"pPXF (stars + gas, 2 stages) {n:4d}: {sum(pp_t) / args.rounds:8.2f} s  {rate_pp:8.3f} spectra/s "
-              f"({args.ppxf_procs} process(es), {args.ppxf_threads} BLAS thread(s) each; skyledger {args.threads} torch threads)")  # fmt: skip
+              f"({args.ppxf_procs} process(es), {args.ppxf_threads} BLAS thread(s) each; skyledger {args.threads} torch threads, "
+              f"{args.workers} worker process(es))")  # fmt: skip
         best = max(args.sizes, key=lambda m: m * args.rounds / sum(sky[m]))
         per_round = sorted((best / sky[best][r]) / (n / pp_t[r]) for r in range(args.rounds))
         print(f"speed-up (best skyledger rate, batch {best}, / pPXF rate): {best * args.rounds / sum(sky[best]) / rate_pp:.1f}x "

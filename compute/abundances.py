@@ -221,7 +221,7 @@ class AbundancesTask:
 
     # ----------------------------------------------------------------- numerics
 
-    def compute(self, batch: AbundancesBatch, params: BaseModel, device: str) -> TaskOutput:
+    def compute(self, batch: AbundancesBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, AbundancesParams)
         generator = torch.Generator(device=device).manual_seed(batch_seed(params.seed, batch.spectrum_ids))
         result = derive_abundances(

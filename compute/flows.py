@@ -62,8 +62,8 @@ def process_tasks(tasks: list[str] | None = None, limit: int | None = None, batc
                     summary = process(db, t, device=device, limit=limit, batch_size=batch_size,
                                       flow_run_id=run_id, executor=_batch)
             else:
-                summary = process(db, t, device=device, limit=limit, batch_size=batch_size,
-                                  flow_run_id=run_id, executor=_batch)
+                summary = process(db, t, device=device, workers=settings.cpu_workers, limit=limit,
+                                  batch_size=batch_size, flow_run_id=run_id, executor=_batch)
             logger.info("%s v%s: %s (%d inputs)", t.name, t.version, summary.status, summary.n_inputs)
             results.append(describe(summary))
     finally:

@@ -271,7 +271,7 @@ class GradientsTask:
 
     # ----------------------------------------------------------------- numerics
 
-    def compute(self, batch: GradientsBatch, params: BaseModel, device: str) -> TaskOutput:
+    def compute(self, batch: GradientsBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, GradientsParams)
         t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
         fit = fit_gradients(t(batch.radius), t(batch.oh), t(batch.oh_err), torch.as_tensor(batch.mask, device=device),

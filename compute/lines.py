@@ -167,9 +167,9 @@ class LinesTask:
             clip_sigma=params.clip_sigma,
         )
 
-    def compute(self, batch: LinesBatch, params: BaseModel, device: str) -> TaskOutput:
+    def compute(self, batch: LinesBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, LinesParams)
-        result = fit_spectra(batch.spectra, TemplateLibrary.mileshc(), self.fit_config(params), device=device)
+        result = fit_spectra(batch.spectra, TemplateLibrary.mileshc(), self.fit_config(params), device=device, workers=workers)
         kin, lines = [], []
         for i, sid in enumerate(batch.spectrum_ids):
             kin.append((

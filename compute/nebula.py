@@ -221,7 +221,7 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
     def model_files(self, params: BaseModel) -> dict[str, Path]:
         return {}  # the rules are code, versioned by `version`
 
-    def compute(self, batch: NebulaBatch, params: BaseModel, device: str) -> TaskOutput:
+    def compute(self, batch: NebulaBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, NebulaDiagnosticParams)
         generator = torch.Generator(device=device).manual_seed(batch_seed(params.seed, batch.spectrum_ids))
         res = classify_diagnostic(
@@ -247,7 +247,7 @@ class NebulaNNTask(_NebulaTaskBase):
 
         return {"models/nebula_nn.pt": weights_path()}
 
-    def compute(self, batch: NebulaBatch, params: BaseModel, device: str) -> TaskOutput:
+    def compute(self, batch: NebulaBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, NebulaNNParams)
         from .nebula_nn import classify_nn
 

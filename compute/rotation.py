@@ -460,7 +460,7 @@ class RotationTask:
 
     # ----------------------------------------------------------------- numerics
 
-    def compute(self, batch: RotationBatch, params: BaseModel, device: str) -> TaskOutput:
+    def compute(self, batch: RotationBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, RotationParams)
         nb = len(batch.source_ids)
         rows: list[tuple[Any, ...]] = []

@@ -60,6 +60,7 @@ def process(
     params: BaseModel | None = None,
     *,
     device: str = "cpu",
+    workers: int = 1,
     limit: int | None = None,
     batch_size: int = 64,
     flow_run_id: str | None = None,
@@ -98,7 +99,7 @@ def process(
             # The runs this batch read, asked right after load (same session) so that they
             # are the rows the batch was computed from; recorded with its results.
             used = task.upstream_runs(session, ids)
-        output = task.compute(batch, params, device)  # no database access in here
+        output = task.compute(batch, params, device, workers)  # no database access in here
         _write(db, task, info.id, output, upstream=used)
         summary.n_inputs += output.n_inputs
         summary.n_flagged += output.n_flagged

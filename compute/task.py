@@ -110,8 +110,10 @@ class Task(Protocol):
         """Read the inputs into arrays (the only database access of a batch)."""
         ...
 
-    def compute(self, batch: Any, params: BaseModel, device: str) -> TaskOutput:
-        """Pure numerics: arrays in, result rows out."""
+    def compute(self, batch: Any, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
+        """Pure numerics: arrays in, result rows out. ``workers``: CPU processes the task
+        may use (``SKYLEDGER_CPU_WORKERS``); tasks whose numerics gain nothing from them
+        ignore it."""
         ...
 
 

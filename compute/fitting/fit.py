@@ -17,6 +17,7 @@ matrix), which float32 cannot carry.
 from __future__ import annotations
 
 import math
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from .optim import EvalFn, Evaluation, evaluation_from, levenberg_marquardt, the
 from .prepare import LogSpectra, prepare_batch
 from .templates import LogTemplates, TemplateLibrary
 from .types import C_KMS, DOUBLETS, FitConfig, FitResult, LineFlag, SpectraBatch, SpectrumFlag
+from .workers import shutdown_pool, worker_pool
 
 __all__ = ["fit_spectra"]
 
@@ -248,11 +250,14 @@ def fit_spectra(
     templates: TemplateLibrary | None = None,
     config: FitConfig | None = None,
     device: str | torch.device = "cpu",
+    workers: int = 1,
 ) -> FitResult:
     """Fit stellar kinematics and emission lines of every spectrum in ``batch``.
 
     Spectra that cannot be fitted come back as NaN with :class:`SpectrumFlag` bits set;
     they never stop the rest of the batch. ``templates`` defaults to the shipped MILESHC.
+    ``workers`` > 1 fits the chunks in that many single-thread processes (CPU only; the
+    results are the same as in one process).
     """
     config = config or FitConfig()
     templates = templates or TemplateLibrary.mileshc()
@@ -265,9 +270,18 @@ def fit_spectra(
     res.flags[:] = spectra.flags
     fittable = np.flatnonzero(spectra.flags == 0)
     chunk = config.chunk_size or (256 if dev.type == "cuda" else 8)
-    for start in range(0, len(fittable), chunk):
-        idx = fittable[start : start + chunk]
-        out = _fit_chunk(spectra, idx, lt, setup, config, dev)
+    chunks = [fittable[start : start + chunk] for start in range(0, len(fittable), chunk)]
+    if workers > 1 and dev.type == "cpu" and len(chunks) > 1:
+        # One job per chunk, so a slow chunk does not hold a whole share back.
+        jobs = [(spectra.take(idx), lt, setup, config) for idx in chunks]
+        try:
+            outs = list(worker_pool(workers).map(_fit_job, jobs))
+        except BrokenProcessPool:
+            shutdown_pool()  # a worker died (killed, out of memory): the next fit starts afresh
+            raise
+    else:
+        outs = (_fit_chunk(spectra, idx, lt, setup, config, dev) for idx in chunks)
+    for idx, out in zip(chunks, outs):
         for name, values in out.items():
             getattr(res, name)[idx] = values
     # A spectrum that failed before the line stage gets every line flagged.
@@ -277,6 +291,12 @@ def fit_spectra(
         for name in ("line_velocity", "line_velocity_err", "line_sigma", "line_sigma_err", "line_flux", "line_flux_err", "line_ew", "line_snr", "line_z"):
             getattr(res, name)[failed] = np.nan
     return res
+
+
+def _fit_job(job: tuple[LogSpectra, LogTemplates, _LineSetup, FitConfig]) -> dict[str, np.ndarray]:
+    """One chunk (all of ``spectra``) in a worker process."""
+    spectra, lt, setup, config = job
+    return _fit_chunk(spectra, np.arange(len(spectra.redshift)), lt, setup, config, torch.device("cpu"))
 
 
 def _empty_result(nb: int, ids: tuple[str, ...], nmod: int) -> FitResult:

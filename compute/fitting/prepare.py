@@ -34,6 +34,14 @@ class LogSpectra:
     flags: np.ndarray  # (B,) SpectrumFlag bits found while preparing
     rebinned: np.ndarray  # (B,) bool: resampled onto the log grid (noise now correlated)
 
+    def take(self, rows: np.ndarray) -> LogSpectra:
+        """The spectra ``rows`` only (copies), e.g. one chunk to send to a worker."""
+        return LogSpectra(
+            dln=self.dln, ln0=self.ln0[rows], flux=self.flux[rows], ivar=self.ivar[rows], good=self.good[rows],
+            sigma_inst=self.sigma_inst[rows], redshift=self.redshift[rows], flags=self.flags[rows],
+            rebinned=self.rebinned[rows],
+        )  # fmt: skip
+
 
 def _as_np(a: object, dtype: type = np.float64) -> np.ndarray:
     if hasattr(a, "detach"):

@@ -141,6 +141,58 @@ def test_levenberg_marquardt_converges_and_stops_without_a_confirming_evaluation
     assert torch.equal(theta2, theta)
 
 
+def test_worker_processes_give_the_single_process_result(lib: TemplateLibrary) -> None:
+    # Chunks of 4 spread over two single-thread worker processes must give exactly what
+    # one process with one thread gives (same arithmetic, same order).
+    batch, _ = make_synthetic(12, snr=30, seed=11, templates=lib)
+    config = FitConfig(chunk_size=4)
+    pooled = fit_spectra(batch, lib, config, workers=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = fit_spectra(batch, lib, config)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("velocity", "sigma", "velocity_err", "line_flux", "line_flux_err", "line_velocity", "model_flux"):
+        np.testing.assert_array_equal(getattr(pooled, name), getattr(alone, name), err_msg=name)
+    assert (pooled.flags == alone.flags).all() and (pooled.line_flags == alone.line_flags).all()
+
+
+def test_worker_processes_exit_when_their_parent_is_killed(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from concurrent.futures import wait\n"
+        "from skyledger.compute.fitting.workers import worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = worker_pool(2)\n"
+        "    wait([pool.submit(time.sleep, 0.5) for _ in range(4)])\n"
+        "    print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(os.path.exists(f"/proc/{p}") for p in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in workers):
+            time.sleep(0.2)
+        # Gone, or at most a zombie awaiting its reaper: no longer running.
+        alive = [p for p in workers if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+        assert alive == [], f"worker processes {alive} outlived their killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
 @pytest.mark.parametrize("sigma", [0.3, 0.8, 2.5])
 def test_losvd_fourier_shift_width_and_derivatives(sigma: float) -> None:
     n = 256

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -43,7 +44,7 @@ class LinesV2(LinesTask):
 
 
 class BrokenLines(LinesTask):
-    def compute(self, batch, params, device):
+    def compute(self, batch, params, device, workers=1):
         raise RuntimeError("simulated batch failure (device lost)")
 
 
@@ -66,6 +67,21 @@ def test_process_fills_the_catalog_and_a_rerun_does_no_work(sdss_db):
     # Every bit the task can write is documented.
     documented = scalar(sdss_db, "SELECT count(*) FROM flag_definition WHERE table_name = 'stellar_kinematics'")
     assert documented == len(SpectrumFlag)
+
+
+class RecordingLines(LinesTask):
+    seen: ClassVar[list[int]] = []
+
+    def compute(self, batch, params, device, workers=1):
+        self.seen.append(workers)
+        return super().compute(batch, params, device, workers)
+
+
+def test_process_hands_the_cpu_workers_setting_to_the_task(sdss_db):
+    summary = process(sdss_db, RecordingLines(), params=LinesParams(fit_gas=False), workers=2)
+    assert summary.status == "succeeded" and summary.n_inputs == 2
+    assert RecordingLines.seen == [2]
+    assert scalar(sdss_db, "SELECT count(*) FROM catalog.stellar_kinematics WHERE velocity IS NOT NULL") == 2
 
 
 def test_version_bump_and_new_params_make_new_runs_and_keep_old_results(sdss_db):
