@@ -26,8 +26,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 # pPXF's linear algebra runs on numpy's OpenBLAS, which reads its thread count once, when
@@ -45,6 +43,7 @@ from lines_common import run_ppxf  # noqa: E402
 
 from skyledger.compute.fitting import FitConfig, SpectraBatch, TemplateLibrary, fit_spectra  # noqa: E402
 from skyledger.compute.fitting.synthetic import make_synthetic  # noqa: E402
+from skyledger.compute.fitting.workers import worker_pool  # noqa: E402
 
 
 def _subset(batch: SpectraBatch, n: int) -> SpectraBatch:
@@ -101,9 +100,11 @@ def main() -> None:
         fit_spectra(_subset(batch, 32), lib, config, args.device, workers=args.workers)  # start the workers
     # pPXF in worker processes (spectra are independent, so a survey would run one per
     # core): its throughput on the whole machine, to set against skyledger's threads.
+    # The same single-thread worker pool as fit_spectra's (shared when the sizes match);
+    # the workers inherit the OpenBLAS setting made above.
     pool = None
     if args.ppxf and args.ppxf_procs > 1:
-        pool = ProcessPoolExecutor(args.ppxf_procs, mp_context=get_context("spawn"))
+        pool = worker_pool(args.ppxf_procs)
         list(pool.map(_ppxf_one, [(_subset(batch, 1), 0, config)] * args.ppxf_procs))  # warm-up
     sky: dict[int, list[float]] = {n: [] for n in args.sizes}
     pp_t: list[float] = []

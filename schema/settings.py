@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     config: Path = Path("skyledger.toml")
     #: Torch device for compute tasks: "auto" picks cuda when available, else cpu.
     device: str = "auto"
-    #: Worker processes (one torch thread each) a CPU task may use; the `lines` fit runs
-    #: about 1.5x faster with one per core than in one process with threads.
+    #: Worker processes (one torch thread each) a CPU task may use; on two cores the
+    #: `lines` fit measured 1.35x faster with one per core than in one process with threads.
     cpu_workers: int = Field(1, ge=1)
 
     @field_validator("home", mode="after")

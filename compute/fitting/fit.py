@@ -445,7 +445,8 @@ def _fit_chunk(
             # Weighted template columns, one row per template (b, m, nt): the layout the
             # inverse FFT gives, so no transposed copy of the design is ever made; the
             # polynomial and data columns (b, nt, P+1) are fixed.
-            cw = torch.fft.irfft(f_sub * hs[0][:, None, :], n=nfft, dim=-1)[..., :nt] * sw[i][:, None, :]
+            sw_i = sw[i]
+            cw = torch.fft.irfft(f_sub * hs[0][:, None, :], n=nfft, dim=-1)[..., :nt] * sw_i[:, None, :]
             fx = fixed[i]
             g_tf = cw @ fx  # (b, m, P+1): template x polynomial, and the right-hand side
             g = torch.empty(len(i), n, n, dtype=_DT, device=dev)
@@ -458,7 +459,7 @@ def _fit_chunk(
             # Derivatives of the model at fixed weights: one inverse FFT each for V, sigma.
             mix = torch.einsum("bkf,bk->bf", f_sub, coef[:, :m].to(f_sub.dtype))
             d = torch.fft.irfft(torch.stack([mix * hs[1], mix * hs[2]], dim=1), n=nfft, dim=-1)
-            jac = d[..., :nt].transpose(1, 2) * (sw[i][..., None] / vpix)  # (b, nt, 2)
+            jac = d[..., :nt].transpose(1, 2) * (sw_i[..., None] / vpix)  # (b, nt, 2)
             resid = fx[..., npoly1] - (coef[:, None, :m] @ cw).squeeze(1) - (fx[..., :npoly1] @ coef[:, m:, None]).squeeze(-1)
             return Evaluation(
                 chi2=(resid * resid).sum(1), coef=coef, passive=passive, resid=resid, gram=g,
