@@ -8,6 +8,7 @@ the database into padded arrays, calls the fit, and turns its arrays into rows o
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,13 +17,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from skyledger.schema.pgcopy import numpy_arrays
 
 from .fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
 from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
 
 __all__ = ["LinesParams", "LinesTask", "SPECTRUM_FLAG_DOCS", "LINE_FLAG_DOCS"]
+
+_log = logging.getLogger(__name__)
 
 SPECTRUM_FLAG_DOCS = {
     "NO_GOOD_PIXELS": "No pixel survives the mask, ivar and finiteness checks; no results",
@@ -121,20 +125,20 @@ class LinesTask:
         return {f"mileshc/{p.name}": p for p in sorted(root.glob("MILESHC_*.fits"))}
 
     def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> LinesBatch:
-        rows = session.execute(
-            text(
+        # The pixel arrays come in binary, decoded by numpy: read as text, parsing a
+        # Python float per pixel took ~3 ms per spectrum, 6 % of `skyledger process`.
+        with session.connection().connection.driver_connection.cursor(binary=True) as cur:
+            numpy_arrays(cur)
+            rows = cur.execute(
                 "SELECT id, wave_grid_id, z, flux, ivar, mask, resolution FROM spectrum "
-                "WHERE id = ANY(:ids) ORDER BY wave_grid_id, id"
-            ),
-            {"ids": list(input_ids)},
-        ).all()
-        missing = sorted({r.wave_grid_id for r in rows} - set(self._grids))
-        if missing:
-            for gid, wave in session.execute(
-                text("SELECT id, wave FROM wavelength_grid WHERE id = ANY(:ids)"), {"ids": missing}
-            ):
-                self._grids[gid] = np.asarray(wave, dtype=np.float64)
-        n = max(self._grids[r.wave_grid_id].size for r in rows)
+                "WHERE id = ANY(%s) ORDER BY wave_grid_id, id",
+                (list(input_ids),),
+            ).fetchall()
+            missing = sorted({r[1] for r in rows} - set(self._grids))
+            if missing:
+                for gid, wave in cur.execute("SELECT id, wave FROM wavelength_grid WHERE id = ANY(%s)", (missing,)):
+                    self._grids[gid] = np.asarray(wave, dtype=np.float64)
+        n = max(self._grids[r[1]].size for r in rows)
         b = len(rows)
         wave = np.full((b, n), np.nan)
         flux = np.zeros((b, n), np.float32)
@@ -142,18 +146,24 @@ class LinesTask:
         mask = np.ones((b, n), np.int32)  # padding is masked
         res = np.full((b, n), np.nan, np.float32)
         z = np.full(b, np.nan)
-        for i, r in enumerate(rows):
-            w = self._grids[r.wave_grid_id]
+        for i, (sid, gid, zi, f, iv, m, r) in enumerate(rows):
+            w = self._grids[gid]
             k = w.size
             wave[i, :k] = w
-            flux[i, :k] = r.flux
-            ivar[i, :k] = r.ivar
-            mask[i, :k] = 0 if r.mask is None else np.asarray(r.mask, np.int32)
-            if r.resolution is not None:
-                res[i, :k] = r.resolution
-            if r.z is not None:
-                z[i] = r.z
-        return LinesBatch([r.id for r in rows], SpectraBatch(wave=wave, flux=flux, ivar=ivar, redshift=z, mask=mask, resolution=res))
+            if not all(a is None or a.size == k for a in (m, r)) or f.size != k or iv.size != k:
+                # Corrupt row (ingest checks this): the spectrum is fitted as having no
+                # good pixel, so it gets its flagged result row and the batch goes on.
+                _log.warning("spectrum %s: pixel arrays do not match its %d-pixel wavelength grid %s; "
+                             "fitted as having no good pixels", sid, k, gid)
+                continue
+            flux[i, :k] = f
+            ivar[i, :k] = iv
+            mask[i, :k] = 0 if m is None else m
+            if r is not None:
+                res[i, :k] = r
+            if zi is not None:
+                z[i] = zi
+        return LinesBatch([r[0] for r in rows], SpectraBatch(wave=wave, flux=flux, ivar=ivar, redshift=z, mask=mask, resolution=res))
 
     # ----------------------------------------------------------------- numerics
 

@@ -1,10 +1,12 @@
-"""Binary COPY: encode rows (numpy arrays included) straight into PostgreSQL's format.
+"""PostgreSQL's binary format: rows (numpy arrays included) in for COPY, arrays out.
 
 psycopg's per-value adaptation of long Python lists is the bottleneck of bulk loads
 (arrays of thousands of floats per row). Here an array is encoded by numpy in one
 vectorised step, scalars with :mod:`struct`, and whole rows are written to
 ``COPY ... FROM STDIN (FORMAT BINARY)`` as bytes. The ingest loader and the compute
-result writer both use it.
+result writer both use it. The other direction has the same cost: a ``real[]`` column
+read as text is parsed into a Python float per pixel; :func:`numpy_arrays` makes a
+cursor read numeric arrays in binary, straight into numpy (:func:`decode_array`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.abc import AdaptContext
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 
-__all__ = ["Encoder", "ENCODERS", "CopyWriter", "copy_rows", "to_json"]
+__all__ = ["Encoder", "ENCODERS", "CopyWriter", "copy_rows", "to_json", "decode_array", "numpy_arrays"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
@@ -170,3 +175,80 @@ def copy_rows(
         buf.append(TRAILER)
         copy.write(b"".join(buf))
     return n
+
+
+#: Numeric array types read into numpy: array type OID -> (element OID, big-endian dtype).
+_ARRAY_TYPES: dict[int, tuple[int, str]] = {
+    1005: (21, ">i2"),  # int2[]
+    1007: (23, ">i4"),  # int4[]
+    1016: (20, ">i8"),  # int8[]
+    1021: (700, ">f4"),  # float4[] (real[])
+    1022: (701, ">f8"),  # float8[] (double precision[])
+}
+
+
+def decode_array(data: bytes | bytearray | memoryview, elem_oid: int, dtype: str) -> np.ndarray:
+    """A numeric array in PostgreSQL's binary send format, as a numpy array.
+
+    The format: dimensions, a has-NULLs flag and the element type, the size and lower
+    bound of each dimension, then per element its length (-1 for NULL) and its bytes.
+    NULL elements become NaN in float arrays; an integer array with a NULL has no numpy
+    value for it and raises ``ValueError``.
+    """
+    buf = memoryview(data)
+    if len(buf) < 12:
+        raise ValueError(f"binary array of {len(buf)} bytes is shorter than its 12-byte header")
+    ndim, has_null, oid = struct.unpack_from(">iii", buf)
+    big = np.dtype(dtype)
+    native = big.newbyteorder("=")
+    if oid != elem_oid:
+        raise ValueError(f"binary array holds elements of type OID {oid}, expected {elem_oid}")
+    if ndim == 0:
+        return np.empty(0, dtype=native)
+    if ndim < 0 or len(buf) < 12 + 8 * ndim:
+        raise ValueError(f"binary array header is corrupt ({ndim} dimensions in {len(buf)} bytes)")
+    dims = struct.unpack_from(f">{2 * ndim}i", buf, 12)[0::2]
+    n = math.prod(dims)
+    offset = 12 + 8 * ndim
+    size = big.itemsize
+    if not has_null:
+        # Every element is (length = size, value): one structured view decodes them all.
+        if len(buf) != offset + n * (4 + size):
+            raise ValueError(f"binary array of {dims} elements has {len(buf) - offset} data bytes, expected {n * (4 + size)}")
+        cells = np.frombuffer(buf, dtype=np.dtype([("len", ">i4"), ("val", big)]), count=n, offset=offset)
+        if (cells["len"] != size).any():
+            raise ValueError(f"binary array has an element whose length is not {size} bytes")
+        return cells["val"].astype(native).reshape(dims)
+    if big.kind != "f":
+        raise ValueError("integer array has NULL elements, which numpy cannot hold")
+    out = np.empty(n, dtype=native)
+    pos = offset
+    for k in range(n):
+        (length,) = struct.unpack_from(">i", buf, pos)
+        pos += 4
+        if length < 0:
+            out[k] = np.nan
+        else:
+            out[k] = np.frombuffer(buf, dtype=big, count=1, offset=pos)[0]
+            pos += length
+    return out.reshape(dims)
+
+
+def _numpy_loader(elem_oid: int, dtype: str) -> type[Loader]:
+    class NumpyArrayLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: bytes | bytearray | memoryview) -> np.ndarray:
+            return decode_array(data, elem_oid, dtype)
+
+    return NumpyArrayLoader
+
+
+def numpy_arrays(context: AdaptContext) -> None:
+    """Make ``context`` (a cursor or connection) load numeric arrays as numpy arrays.
+
+    Applies to results fetched in binary (``conn.cursor(binary=True)``); register it on
+    a cursor to leave every other query of the connection as it was.
+    """
+    for array_oid, (elem_oid, dtype) in _ARRAY_TYPES.items():
+        context.adapters.register_loader(array_oid, _numpy_loader(elem_oid, dtype))

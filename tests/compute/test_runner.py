@@ -130,6 +130,20 @@ def test_unfittable_spectrum_gets_a_flagged_row(fresh_database, tmp_path):
     assert sum(1 for f in rows.values() if f & failed) == 1  # the others are fitted
 
 
+def test_spectrum_whose_arrays_disagree_with_its_grid_gets_a_flagged_row(sdss_db, caplog):
+    with sdss_db.engine.begin() as conn:
+        broken, other = conn.execute(text("SELECT id FROM spectrum ORDER BY id")).scalars().all()
+        conn.execute(text("UPDATE spectrum SET ivar = ivar[1:100] WHERE id = :i"), {"i": broken})
+    summary = process(sdss_db, LinesTask(), params=LinesParams(fit_gas=False))
+    assert summary.status == "succeeded" and summary.n_inputs == 2 and summary.n_flagged == 1
+    with sdss_db.engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT spectrum_id, flags FROM catalog.stellar_kinematics")).all())
+        velocity = dict(conn.execute(text("SELECT spectrum_id, velocity FROM catalog.stellar_kinematics")).all())
+    assert rows[broken] & SpectrumFlag.NO_GOOD_PIXELS and velocity[broken] is None
+    assert rows[other] == 0 and velocity[other] is not None
+    assert f"spectrum {broken}: pixel arrays do not match" in caplog.text
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_leaves_an_unfinished_run_and_the_next_one_completes(fresh_settings, tmp_path):
     files = write_sdss_spectra(tmp_path / "survey", 6, seed=5, n_pix=3000)
