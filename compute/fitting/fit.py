@@ -387,7 +387,12 @@ def _fit_chunk(
     sdiff = (sig_inst**2 - sig_t[None, :] ** 2).clamp_min(0.0).sqrt() / vpix
     worse = ((sig_t[None, :] > sig_inst) & fit1).sum(1) > 0.5 * fit1.sum(1)
     tall = t(np.concatenate([lt.flux, lt.eigen]))
-    matched = lsf_match(tall, sdiff)  # (b, K+E, nt)
+    # Spectra with the same LSF on the work frame (the spaxels of an IFU cube: one
+    # instrument LSF, one input redshift) share their matched templates: each distinct
+    # row is matched and transformed once.
+    lsf_rows, lsf_of = torch.unique(sdiff, dim=0, return_inverse=True)
+    shared = len(lsf_rows) < nb
+    matched = lsf_match(tall, lsf_rows if shared else sdiff)  # (distinct LSFs or b, K+E, nt)
     nfft = _good_fft_size(nt + 2 * margin)
     pad = nfft - nt
     # Pad with edge values (half right, half left) so the circular FFT sees no jump
@@ -396,6 +401,8 @@ def _fit_chunk(
     left = matched[..., :1].expand(-1, -1, pad // 2)
     spec_f = torch.fft.rfft(torch.cat([matched, right, left], dim=-1), dim=-1)
     del matched, right, left
+    if shared:
+        spec_f = spec_f.expand(nb, -1, -1) if len(lsf_rows) == 1 else spec_f[lsf_of]
     tpl_f, eig_f = spec_f[:, :ntpl], spec_f[:, ntpl:]
 
     # Legendre polynomial over each spectrum's fitted range.

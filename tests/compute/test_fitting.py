@@ -249,6 +249,35 @@ def test_template_subsets_give_the_full_library_answer(lib: TemplateLibrary, mon
     np.testing.assert_allclose(fast.line_flux_err[on], full.line_flux_err[on], rtol=1e-3)
 
 
+def test_spectra_sharing_an_lsf_share_their_matched_templates(lib: TemplateLibrary, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spectra on one grid at one redshift guess with one LSF (an IFU cube's spaxels) get
+    # their templates matched once per chunk; the answers are those of fitting each alone.
+    one, _ = make_synthetic(2, snr=30, seed=9, templates=lib)
+    rows = [0, 0, 1]
+    batch = SpectraBatch(
+        wave=one.wave[rows], flux=one.flux[rows] * np.array([[1.0], [1.5], [1.0]]),
+        ivar=one.ivar[rows] / np.array([[1.0], [2.25], [1.0]]), redshift=one.redshift[rows],
+        resolution=one.resolution[rows],
+    )  # fmt: skip
+    matched_rows = []
+
+    def counting_lsf_match(templates: torch.Tensor, sigma_pix: torch.Tensor) -> torch.Tensor:
+        matched_rows.append(sigma_pix.shape[0])
+        return lsf_match(templates, sigma_pix)
+
+    monkeypatch.setattr(fit_module, "lsf_match", counting_lsf_match)
+    together = fit_spectra(batch, lib, FitConfig())
+    assert matched_rows == [2]  # spectrum 0 and its scaled copy share one row
+    alone = [fit_spectra(SpectraBatch(*(None if a is None else a[[k]] for a in (batch.wave, batch.flux, batch.ivar, batch.redshift, None, batch.resolution))), lib, FitConfig()) for k in range(3)]
+    assert matched_rows == [2, 1, 1, 1]
+    for k, res in enumerate(alone):
+        for name in ("velocity", "sigma", "line_flux"):
+            np.testing.assert_allclose(getattr(together, name)[k], getattr(res, name)[0], rtol=1e-7, err_msg=name)
+    np.testing.assert_allclose(together.velocity[1], together.velocity[0], atol=1e-6)
+    on = np.isfinite(together.line_flux[0])
+    np.testing.assert_allclose(together.line_flux[1][on], 1.5 * together.line_flux[0][on], rtol=1e-6)
+
+
 def test_lsf_match_has_exact_variance() -> None:
     for s in (0.4, 0.9, 1.7):
         t = torch.zeros(1, 101, dtype=torch.float64)
