@@ -24,7 +24,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -46,31 +48,26 @@ from skyledger.schema.database import Database  # noqa: E402
 _DB = "skyledger_bench_lines_process"
 
 
+def _timed(phase: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` adding its wall-clock time to ``TimedLines.phases[phase]``."""
+
+    def timed(self: LinesTask, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            TimedLines.phases[phase] += time.perf_counter() - t0
+
+    return timed
+
+
 class TimedLines(LinesTask):
     """The lines task with wall-clock time per phase (the runner calls these methods)."""
 
     phases: collections.Counter[str] = collections.Counter()
-
-    def pending(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return super().pending(*args, **kwargs)
-        finally:
-            self.phases["pending"] += time.perf_counter() - t0
-
-    def load(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return super().load(*args, **kwargs)
-        finally:
-            self.phases["load"] += time.perf_counter() - t0
-
-    def compute(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return super().compute(*args, **kwargs)
-        finally:
-            self.phases["fit"] += time.perf_counter() - t0
+    pending = _timed("pending", LinesTask.pending)
+    load = _timed("load", LinesTask.load)
+    compute = _timed("fit", LinesTask.compute)
 
 
 def _server_cpu_s() -> float:
