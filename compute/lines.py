@@ -126,7 +126,8 @@ class LinesTask:
 
     def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> LinesBatch:
         # The pixel arrays come in binary, decoded by numpy: read as text, parsing a
-        # Python float per pixel took ~3 ms per spectrum, 6 % of `skyledger process`.
+        # Python float per pixel took ~3 ms per spectrum, 8.7 % of `skyledger process`
+        # (benchmarks/lines_process.py).
         with session.connection().connection.driver_connection.cursor(binary=True) as cur:
             numpy_arrays(cur)
             rows = cur.execute(
@@ -150,7 +151,7 @@ class LinesTask:
             w = self._grids[gid]
             k = w.size
             wave[i, :k] = w
-            if not all(a is None or a.size == k for a in (m, r)) or f.size != k or iv.size != k:
+            if f is None or iv is None or any(a is not None and a.size != k for a in (f, iv, m, r)):
                 # Corrupt row (ingest checks this): the spectrum is fitted as having no
                 # good pixel, so it gets its flagged result row and the batch goes on.
                 _log.warning("spectrum %s: pixel arrays do not match its %d-pixel wavelength grid %s; "

@@ -130,10 +130,11 @@ def test_unfittable_spectrum_gets_a_flagged_row(fresh_database, tmp_path):
     assert sum(1 for f in rows.values() if f & failed) == 1  # the others are fitted
 
 
-def test_spectrum_whose_arrays_disagree_with_its_grid_gets_a_flagged_row(sdss_db, caplog):
+@pytest.mark.parametrize("damage", ["ivar = ivar[1:100]", "flux = NULL"])
+def test_spectrum_whose_arrays_disagree_with_its_grid_gets_a_flagged_row(sdss_db, caplog, damage):
     with sdss_db.engine.begin() as conn:
         broken, other = conn.execute(text("SELECT id FROM spectrum ORDER BY id")).scalars().all()
-        conn.execute(text("UPDATE spectrum SET ivar = ivar[1:100] WHERE id = :i"), {"i": broken})
+        conn.execute(text(f"UPDATE spectrum SET {damage} WHERE id = :i"), {"i": broken})
     summary = process(sdss_db, LinesTask(), params=LinesParams(fit_gas=False))
     assert summary.status == "succeeded" and summary.n_inputs == 2 and summary.n_flagged == 1
     with sdss_db.engine.connect() as conn:
