@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from skyledger.schema.database import psycopg_connection
 from skyledger.schema.pgcopy import numpy_arrays
 
 from .fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
@@ -128,7 +129,7 @@ class LinesTask:
         # The pixel arrays come in binary, decoded by numpy: read as text, parsing a
         # Python float per pixel took ~3 ms per spectrum, 8.7 % of `skyledger process`
         # (benchmarks/lines_process.py).
-        with session.connection().connection.driver_connection.cursor(binary=True) as cur:
+        with psycopg_connection(session).cursor(binary=True) as cur:
             numpy_arrays(cur)
             rows = cur.execute(
                 "SELECT id, wave_grid_id, z, flux, ivar, mask, resolution FROM spectrum "

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from skyledger.schema.database import Database
+from skyledger.schema.database import Database, psycopg_connection
 from skyledger.schema.pgcopy import copy_rows
 
 from . import runs
@@ -141,7 +141,7 @@ def _write(db: Database, task: Task, run_id: int, output: TaskOutput, *, upstrea
                 ),
                 {"u": list(upstream), "id": run_id},
             )
-        conn = session.connection().connection.driver_connection
+        conn = psycopg_connection(session)
         for table in task.result_tables:
             rows = output.rows.get(table.name, [])
             if rows:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -28,6 +29,7 @@ from .settings import Settings
 __all__ = [
     "Database",
     "connect",
+    "psycopg_connection",
     "database_url",
     "hide_password",
     "alembic_config",
@@ -39,6 +41,13 @@ __all__ = [
 ]
 
 MIN_SERVER_VERSION = 140000
+
+
+def psycopg_connection(bind: Session | Connection) -> psycopg.Connection:
+    """The psycopg connection under a session (or SQLAlchemy connection), for binary COPY
+    and binary cursors; what runs on it is part of the caller's transaction."""
+    conn = bind.connection() if isinstance(bind, Session) else bind
+    return conn.connection.driver_connection  # type: ignore[return-value]
 
 
 @dataclass

@@ -244,11 +244,14 @@ def _numpy_loader(elem_oid: int, dtype: str) -> type[Loader]:
     return NumpyArrayLoader
 
 
+_NUMPY_LOADERS = {array_oid: _numpy_loader(elem_oid, dtype) for array_oid, (elem_oid, dtype) in _ARRAY_TYPES.items()}
+
+
 def numpy_arrays(context: AdaptContext) -> None:
     """Make ``context`` (a cursor or connection) load numeric arrays as numpy arrays.
 
     Applies to results fetched in binary (``conn.cursor(binary=True)``); register it on
     a cursor to leave every other query of the connection as it was.
     """
-    for array_oid, (elem_oid, dtype) in _ARRAY_TYPES.items():
-        context.adapters.register_loader(array_oid, _numpy_loader(elem_oid, dtype))
+    for array_oid, loader in _NUMPY_LOADERS.items():
+        context.adapters.register_loader(array_oid, loader)

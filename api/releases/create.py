@@ -24,7 +24,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy.exc import DBAPIError
 
 from skyledger.compute.runs import code_version, file_sha256
-from skyledger.schema.database import Database
+from skyledger.schema.database import Database, psycopg_connection
 
 from .content import ReleaseInfo, RunRef, TableContent
 from .datamodel import datamodel_markdown
@@ -162,7 +162,7 @@ def create_release(
     renamed = False
     try:
         with db.engine.connect().execution_options(isolation_level="REPEATABLE READ") as sa_conn, sa_conn.begin():
-            conn: psycopg.Connection = sa_conn.connection.driver_connection  # type: ignore[assignment]
+            conn = psycopg_connection(sa_conn)
             _check_free(conn, name, out_dir)
             collection_id = _collection_id(conn, collection)
             release_id, created_at, schema_version = _release_row(conn, name, collection_id, notes, out_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from skyledger.schema.database import Database
+from skyledger.schema.database import Database, psycopg_connection
 
 from .create import ReleaseSummary, create_release
 from .freeze import load_search_path
@@ -41,7 +41,7 @@ def demo_release(db: Database, releases_dir: Path, collection: str = "current") 
     """Write the next ``drN`` release of ``collection`` if it would differ from the newest
     one; returns (name, directory, summary or None when the newest is still current)."""
     with db.engine.connect() as sa_conn:
-        conn: psycopg.Connection = sa_conn.connection.driver_connection  # type: ignore[assignment]
+        conn = psycopg_connection(sa_conn)
         with sa_conn.begin() as tx:
             collection_id = conn.execute("SELECT id FROM collection WHERE name = %s", (collection,)).fetchone()
             names = [r[0] for r in conn.execute("SELECT name FROM release")]

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from skyledger.compute.runs import file_sha256
+from skyledger.schema.database import psycopg_connection
 
 from .create import MANIFEST, ReleaseFile
 from .errors import ReleaseError
@@ -162,7 +163,7 @@ def _check_manifest(directory: Path, files: list[ReleaseFile]) -> list[str]:
 
 def _check_schema(session: Session, name: str, files: list[ReleaseFile]) -> list[str]:
     expected = {f.table_name: f.n_rows for f in files if f.table_name is not None}
-    conn = session.connection().connection.driver_connection
+    conn = psycopg_connection(session)
     problems = []
     for table, n_rows in sorted(expected.items()):
         exists = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(name, table).as_string(conn),)).fetchone()[0]
