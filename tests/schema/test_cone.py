@@ -133,6 +133,20 @@ def test_invalid_cones_are_refused(session, args, message):
         cone_search(session, *args)
 
 
+@pytest.mark.parametrize("function", ["cone_search", "cone_search_spectra", "catalog.cone_search", "catalog.cone_search_spectra"])
+@pytest.mark.parametrize("join", ["nestloop", "hashjoin", "mergejoin"])
+def test_invalid_cones_are_refused_on_an_empty_catalogue_whatever_the_plan(session, function, join):
+    """A hash join over an empty table never runs its other side; the check must not live there."""
+    session.execute(text("DELETE FROM spectrum"))
+    session.execute(text("DELETE FROM source"))
+    for other in {"nestloop", "hashjoin", "mergejoin"} - {join}:
+        session.execute(text(f"SET LOCAL enable_{other} = off"))
+    for ra, dec, radius in ((400.0, 0.0, 1.0), (10.0, -91.0, 1.0), (10.0, 0.0, 0.0)):
+        with pytest.raises(Exception, match="cone search: "), session.begin_nested():
+            session.execute(text(f"SELECT * FROM {function}(:ra, :dec, :r)"), {"ra": ra, "dec": dec, "r": radius}).all()
+    assert session.execute(text(f"SELECT count(*) FROM {function}(10, 0, 1)")).scalar_one() == 0
+
+
 def test_spectra_cone_search_uses_the_spectrum_position(session):
     ids = load_points(session, [150.0], [2.0])
     file_id, survey = session.execute(text("SELECT ingest_file_id, survey_id FROM source WHERE id = :i"), {"i": ids[0]}).one()
