@@ -19,6 +19,7 @@ from skyledger.schema.database import (
     hide_password,
     upgrade,
 )
+from skyledger.schema.readpath import ensure_query_role
 from skyledger.schema.settings import Settings
 
 __all__ = ["DatabaseStatus", "init_database", "upgrade_database", "database_status", "stop_embedded"]
@@ -39,10 +40,13 @@ class DatabaseStatus:
 
 
 def init_database(settings: Settings) -> Database:
-    """Create or start the database and apply every migration."""
+    """Create or start the database and apply every migration; on the embedded server,
+    also the login people's queries run as (`skyledger sql`)."""
     db = connect(settings, check_version=False)
     upgrade(db.engine)
     check_schema_version(db.engine)
+    if db.embedded is not None:
+        ensure_query_role(db.embedded.conninfo())
     return db
 
 

@@ -1,4 +1,9 @@
-"""The `skyledger` command line. It parses, calls plain functions, and prints."""
+"""The `skyledger` command line. It parses, calls plain functions, and prints.
+
+Heavy modules (SQLAlchemy, Alembic, torch, astropy, Prefect, tqdm, numpy) are imported
+inside the commands that use them: `skyledger --help` and `skyledger sql` load only
+typer, pydantic-settings and psycopg (docs/database.md has the start-up times).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,19 @@ import sys
 from pathlib import Path
 from enum import Enum
 from importlib.metadata import version as package_version
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from skyledger.schema.database import Database, connect
 from skyledger.schema.errors import SkyledgerError
 from skyledger.schema.settings import Settings
 
-from . import admin
 from .plot_cli import plot_app
 from .release_cli import release_app
 from .sql import FORMATS, format_result, run_query
+
+if TYPE_CHECKING:
+    from skyledger.schema.database import Database
 
 __all__ = ["app", "main"]
 
@@ -58,10 +64,14 @@ def _settings(ctx: typer.Context) -> Settings:
 
 
 def _open(ctx: typer.Context) -> Database:
+    from skyledger.schema.database import connect
+
     return connect(_settings(ctx))
 
 
 def _print_status(db: Database) -> None:
+    from . import admin
+
     status = admin.database_status(db)
     typer.echo(f"server:          {status.server}")
     typer.echo(f"url:             {status.url}")
@@ -78,6 +88,8 @@ def _print_status(db: Database) -> None:
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create (or start) the database and apply all migrations."""
+    from . import admin
+
     db = admin.init_database(_settings(ctx))
     try:
         _print_status(db)
@@ -90,6 +102,7 @@ def demo(ctx: typer.Context) -> None:
     """Run the whole pipeline on the bundled real data: ingest (then process and release)."""
     from skyledger.compute.task import resolve_device
 
+    from . import admin
     from .demo import process_demo, release_demo, run_demo
 
     settings = _settings(ctx)
@@ -299,6 +312,8 @@ def runs(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending migrations."""
+    from . import admin
+
     revision = admin.upgrade_database(_settings(ctx))
     typer.echo(f"schema version: {revision}")
 
@@ -306,6 +321,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("status")
 def db_status(ctx: typer.Context) -> None:
     """Server, URL (password hidden), schema version and row counts."""
+    from skyledger.schema.database import connect
+
     db = connect(_settings(ctx), check_version=False)
     try:
         _print_status(db)
@@ -320,6 +337,8 @@ def db_stop(ctx: typer.Context) -> None:
     if settings.database_url:
         typer.echo("SKYLEDGER_DATABASE_URL is set: an external server is not stopped by skyledger")
         return
+    from . import admin
+
     stopped = admin.stop_embedded(settings)
     typer.echo("embedded server stopped" if stopped else "embedded server was not running")
 
@@ -327,20 +346,30 @@ def db_stop(ctx: typer.Context) -> None:
 @app.command("sql")
 def sql_command(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="One SQL statement.")],
+    query: Annotated[str, typer.Argument(help="One SQL statement (a text holding more is refused).")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
-    allow_write: Annotated[
-        bool, typer.Option("--allow-write", help="Run in a read-write transaction (operators only).")
-    ] = False,
+    max_rows: Annotated[
+        Optional[int], typer.Option("--max-rows", min=1, help="Return at most this many rows (default: SKYLEDGER_QUERY_MAX_ROWS).")
+    ] = None,
 ) -> None:
-    """Run SQL against the catalogue, read-only unless --allow-write is given."""
-    db = _open(ctx)
-    try:
-        with db.session() as session:
-            result = run_query(session, query, read_only=not allow_write)
-    finally:
-        db.dispose()
+    """Run one read-only SQL statement as a catalogue reader (the catalog schema and releases).
+
+    It runs as a login that is a member of skyledger_reader only, with a statement timeout
+    and a row cap; writes, server files and programs are refused by PostgreSQL. Operators
+    change data with the maintenance commands, or with psql as the owner.
+    """
+    from dataclasses import replace
+
+    from skyledger.schema.readpath import Limits, run_reader_query
+
+    settings = _settings(ctx)
+    limits = Limits.from_settings(settings)
+    if max_rows is not None:
+        limits = replace(limits, max_rows=max_rows)
+    result = run_reader_query(settings, query, limits)
     typer.echo(format_result(result, fmt.value))
+    if result.truncated:
+        typer.echo(f"note: only the first {limits.max_rows:,} rows are shown (--max-rows)", err=True)
 
 
 def main() -> None:

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from skyledger.schema.database import connect
-
 __all__ = ["plot_app"]
 
 plot_app = typer.Typer(no_args_is_help=True, help="Plots of catalogue results (PNG).")
@@ -22,6 +20,7 @@ def rotation(
 ) -> None:
     """Velocity field and rotation curve of a galaxy from its current rotation fits."""
     from skyledger.compute.rotation_plots import rotation_plots
+    from skyledger.schema.database import connect
 
     db = connect(ctx.find_root().obj)
     try:

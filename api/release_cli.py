@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from skyledger.schema.database import Database, connect
 from skyledger.schema.settings import Settings
+
+if TYPE_CHECKING:
+    from skyledger.schema.database import Database
 
 __all__ = ["release_app"]
 
@@ -20,6 +22,9 @@ def _settings(ctx: typer.Context) -> Settings:
 
 
 def _open(ctx: typer.Context) -> Database:
+    # Imported here: SQLAlchemy and Alembic only load for commands that use them (fast --help).
+    from skyledger.schema.database import connect
+
     return connect(_settings(ctx))
 
 

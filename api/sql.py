@@ -1,4 +1,9 @@
-"""Running user SQL: read-only by default, with typed, clear errors."""
+"""Formatting query results, and the project's own fixed queries (run as the owner).
+
+People's SQL never goes through :func:`run_query`: it takes the one read path,
+:mod:`skyledger.schema.readpath` (a reader login, one statement, limits). This module
+imports no SQLAlchemy at import time, so `skyledger sql` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,19 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg import errors as pg_errors
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from skyledger.schema.errors import QueryError, ReadOnlyViolation
+from skyledger.schema.readpath import QueryResult
 
-from skyledger.schema.errors import ReadOnlyViolation, SkyledgerError
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-__all__ = ["QueryResult", "run_query", "format_result", "FORMATS"]
+__all__ = ["QueryResult", "QueryError", "run_query", "format_result", "FORMATS"]
 
 FORMATS = ("table", "csv", "json")
-
-
-class QueryError(SkyledgerError):
-    """The database rejected a user query."""
-
-
-@dataclass
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-    truncated: bool = False
 
 
 def run_query(
@@ -42,11 +34,16 @@ def run_query(
     max_rows: int | None = None,
     timeout_s: float | None = None,
 ) -> QueryResult:
-    """Execute one statement in the session's transaction and fetch its rows.
+    """Execute one of the project's own statements in the session's transaction (as the
+    session's login, the owner) and fetch its rows: the `runs` and `demo` listings.
 
     With ``read_only`` the transaction is marked READ ONLY before the statement runs,
     so PostgreSQL itself refuses any write (DDL included).
     """
+    from psycopg import errors as pg_errors
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     if read_only:
         session.execute(text("SET TRANSACTION READ ONLY"))
     if timeout_s is not None:
@@ -56,7 +53,7 @@ def run_query(
     except DBAPIError as err:
         if isinstance(err.orig, pg_errors.ReadOnlySqlTransaction):
             raise ReadOnlyViolation(
-                "this statement writes to the database, and `skyledger sql` runs read-only; "
+                "this statement writes to the database, and this query runs read-only; "
                 f"nothing was changed ({err.orig.diag.message_primary})"
             ) from err
         message = getattr(err.orig, "diag", None)

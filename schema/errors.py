@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "SchemaVersionError",
+    "QueryError",
     "ReadOnlyViolation",
     "IngestError",
     "ReaderError",
@@ -33,7 +34,11 @@ class SchemaVersionError(DatabaseError):
     """The database schema is older or newer than this code."""
 
 
-class ReadOnlyViolation(SkyledgerError):
+class QueryError(SkyledgerError):
+    """The database, or the read path's limits, refused a person's query."""
+
+
+class ReadOnlyViolation(QueryError):
     """A statement tried to write inside a read-only transaction."""
 
 

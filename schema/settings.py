@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     #: Worker processes (one torch thread each) a CPU task may use; on two cores the
     #: `lines` fit measured 1.35x faster with one per core than in one process with threads.
     cpu_workers: int = Field(1, ge=1)
+    #: The login people's queries (`skyledger sql`) use on an external database: a member
+    #: of skyledger_reader only. Unset: SKYLEDGER_DATABASE_URL's login, which is refused
+    #: when it is more than a reader. The embedded server uses its own `skyledger_query`.
+    query_url: str | None = None
+    #: Run people's queries as a login with more rights than a reader (the owner); still
+    #: read-only, one statement, with the limits. For a private database only.
+    allow_owner_queries: bool = False
+    #: statement_timeout of people's queries, seconds.
+    query_timeout_s: float = Field(60.0, gt=0)
+    #: At most this many rows of a query come back (the rest is cut, and marked so).
+    query_max_rows: int = Field(10_000, ge=1)
 
     @field_validator("home", mode="after")
     @classmethod

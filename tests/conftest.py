@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from skyledger.schema import embedded
 from skyledger.schema.database import connect, upgrade
+from skyledger.schema.readpath import QUERY_ROLE, ensure_query_role
 from skyledger.schema.settings import Settings
 
 TEMPLATE = "skyledger_test_template"
@@ -92,7 +93,14 @@ def template_url(server) -> str:
     engine = create_engine(url)
     upgrade(engine)
     engine.dispose()
+    # The reader login of people's queries (server-wide; needs skyledger_reader first).
+    ensure_query_role(server.admin_conninfo)
     return url
+
+
+def query_url(url: str) -> str:
+    """The same database as the reader login (no password: the test server trusts local logins)."""
+    return make_url(url).set(username=QUERY_ROLE, password=None).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +111,7 @@ def settings(server, template_url, test_home) -> Settings:
     for ``CREATE DATABASE ... TEMPLATE`` to work.
     """
     url = server.create_database(f"skyledger_test_shared_{os.getpid()}", template=make_url(template_url).database)
-    return Settings(home=test_home, database_url=url)
+    return Settings(home=test_home, database_url=url, query_url=query_url(url))
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +139,7 @@ def fresh_settings(server, template_url, tmp_path) -> Iterator[Settings]:
     url = server.create_database(name, template=template)
     home = tmp_path / "home"
     home.mkdir()
-    yield Settings(home=home, database_url=url)
+    yield Settings(home=home, database_url=url, query_url=query_url(url))
     server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     server.created.remove(name)
 
@@ -149,4 +157,6 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env["SKYLEDGER_HOME"] = str(settings.home)
     if settings.database_url:
         env["SKYLEDGER_DATABASE_URL"] = settings.database_url
+    if settings.query_url:
+        env["SKYLEDGER_QUERY_URL"] = settings.query_url
     return env

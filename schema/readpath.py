@@ -1,0 +1,435 @@
+"""The one read path for SQL that people send: `skyledger sql` now, the HTTP service later.
+
+Every such statement runs
+
+- as a login that is a member of ``skyledger_reader`` only (never the owner or a
+  superuser): the embedded server's ``skyledger_query``, created by skyledger, or the
+  login ``SKYLEDGER_QUERY_URL`` names on an external server. A login with more rights
+  than a reader is refused unless ``SKYLEDGER_ALLOW_OWNER_QUERIES`` is set;
+- in a read-only transaction, with ``statement_timeout``,
+  ``idle_in_transaction_session_timeout`` and ``temp_file_limit``, on a connection of its
+  own that is closed afterwards (so a ``SET`` inside the statement dies with it);
+- alone: the text is sent with the extended query protocol, whose Parse message holds
+  one statement, so the *server* refuses text with two (no parsing here);
+- with rows fetched a chunk at a time up to a row cap, so memory stays bounded.
+
+What a reader may do is decided by PostgreSQL's privileges (migrations 0007 and 0011),
+not by inspecting the text. This module imports psycopg and nothing heavy: the CLI's
+``sql`` command starts fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from .errors import DatabaseError, QueryError, ReadOnlyViolation, SchemaVersionError
+from .settings import Settings
+
+__all__ = [
+    "READER_ROLE",
+    "QUERY_ROLE",
+    "Limits",
+    "QueryResult",
+    "Login",
+    "query_login",
+    "connect_reader",
+    "run_statement",
+    "run_reader_query",
+    "ensure_query_role",
+    "excess_privileges",
+    "code_head_revision",
+]
+
+#: The group role of catalogue readers (migration 0007).
+READER_ROLE = "skyledger_reader"
+#: The login the embedded server's people's queries run as; skyledger creates it.
+QUERY_ROLE = "skyledger_query"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one statement may use. The timeouts are sent with every connection (they
+    also bind a login created by an operator); ``temp_file_limit`` can only be set by a
+    superuser, so it is a setting of the login itself (``ensure_query_role``)."""
+
+    statement_timeout_s: float = 60.0
+    idle_in_transaction_timeout_s: float = 10.0
+    temp_file_limit: str = "1GB"
+    max_rows: int = 10_000
+    #: Longer text is refused before it is sent (the server would parse up to 1 GB).
+    max_statement_chars: int = 100_000
+    #: Concurrent sessions of the embedded query login.
+    connection_limit: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(statement_timeout_s=settings.query_timeout_s, max_rows=settings.query_max_rows)
+
+    def session_options(self) -> str:
+        """libpq ``options``: parameters set at connection start, before any statement."""
+        return (
+            f"-c statement_timeout={int(self.statement_timeout_s * 1000)} "
+            f"-c idle_in_transaction_session_timeout={int(self.idle_in_transaction_timeout_s * 1000)} "
+            "-c default_transaction_read_only=on"
+        )
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Login:
+    """Where people's queries connect, and how to name it in messages (no password)."""
+
+    conninfo: str
+    display: str
+    embedded: bool
+    allow_owner: bool = False
+
+
+def _libpq_url(url: str, setting: str) -> str:
+    """A libpq URL from a SQLAlchemy-style one (``postgresql+psycopg://``)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return "postgresql" + url[len(scheme):]
+    raise DatabaseError(
+        f"{setting} uses driver {scheme or url!r}; skyledger needs PostgreSQL through psycopg 3, "
+        "e.g. postgresql://user:password@host:5432/dbname"
+    )
+
+
+def _display(url: str) -> str:
+    """The URL as the other commands print it: psycopg driver, password hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    return urlunsplit(("postgresql+psycopg", netloc, parts.path, parts.query, parts.fragment))
+
+
+def query_login(settings: Settings) -> Login:
+    """The login people's queries use; starts the embedded server when that is the database."""
+    if settings.query_url:
+        url = _libpq_url(settings.query_url, "SKYLEDGER_QUERY_URL")
+        return Login(url, _display(url), embedded=False, allow_owner=settings.allow_owner_queries)
+    if settings.database_url:
+        # No reader login named: the owner's URL, which the privilege check will refuse
+        # unless the operator explicitly allows it.
+        url = _libpq_url(settings.database_url, "SKYLEDGER_DATABASE_URL")
+        return Login(url, _display(url), embedded=False, allow_owner=settings.allow_owner_queries)
+    from . import embedded
+
+    server = embedded.start(settings.embedded_data_dir)
+    conninfo = psycopg.conninfo.make_conninfo(server.conninfo(), user=QUERY_ROLE)
+    return Login(conninfo, f"embedded PostgreSQL ({server.socket_dir}) as {QUERY_ROLE}", embedded=True)
+
+
+def ensure_query_role(admin_conninfo: str, limits: Limits = Limits()) -> None:
+    """Create the query login if it is missing and (re)apply its limits; needs a superuser.
+
+    Roles are server-wide: one login serves every skyledger database on the server. It
+    logs in without a password, which only the embedded server's Unix socket (``trust``
+    for local connections, in a directory only the data's owner can enter) accepts.
+    """
+    role = sql.Identifier(QUERY_ROLE)
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (QUERY_ROLE,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                        "INHERIT CONNECTION LIMIT {} IN ROLE {}"
+                    ).format(role, sql.Literal(limits.connection_limit), sql.Identifier(READER_ROLE))
+                )
+            except (pg_errors.DuplicateObject, pg_errors.UniqueViolation):
+                pass  # another process created it meanwhile
+        settings = {
+            "statement_timeout": f"{int(limits.statement_timeout_s * 1000)}",
+            "idle_in_transaction_session_timeout": f"{int(limits.idle_in_transaction_timeout_s * 1000)}",
+            "temp_file_limit": limits.temp_file_limit,
+            "default_transaction_read_only": "on",
+        }
+        for name, value in settings.items():
+            conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(role, sql.Identifier(name), sql.Literal(value)))
+        conn.execute(
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                role, sql.Literal("skyledger: the login of people's queries (skyledger sql), a catalogue reader only")
+            )
+        )
+
+
+# What makes a login more than a reader. Functions: the ones migration 0011 takes from
+# PUBLIC, plus those PUBLIC never had that reach the server's files and programs.
+_EXCESS_PRIVILEGES = """
+SELECT reason FROM (
+    SELECT 1 AS k, 'is a superuser' AS reason FROM pg_roles WHERE rolname = current_user AND rolsuper
+    UNION ALL SELECT 2, 'may create roles' FROM pg_roles WHERE rolname = current_user AND rolcreaterole
+    UNION ALL SELECT 3, 'may create databases' FROM pg_roles WHERE rolname = current_user AND rolcreatedb
+    UNION ALL SELECT 4, 'may replicate' FROM pg_roles WHERE rolname = current_user AND rolreplication
+    UNION ALL SELECT 5, 'bypasses row security' FROM pg_roles WHERE rolname = current_user AND rolbypassrls
+    UNION ALL SELECT 6, 'is a member of ' || quote_ident(rolname) FROM pg_roles
+        WHERE pg_has_role(current_user, oid, 'MEMBER') AND rolname NOT IN (current_user, %(reader)s)
+    UNION ALL SELECT 7, 'may create temporary tables' WHERE has_database_privilege(current_database(), 'TEMPORARY')
+    UNION ALL SELECT 8, 'may create schemas' WHERE has_database_privilege(current_database(), 'CREATE')
+    UNION ALL SELECT 9, 'may create objects in schema ' || quote_ident(nspname) FROM pg_namespace
+        WHERE has_schema_privilege(oid, 'CREATE')
+    UNION ALL SELECT 10, 'may change ' || count(*) || ' tables' FROM pg_class
+        WHERE relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+          AND has_table_privilege(oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES')
+        HAVING count(*) > 0
+    UNION ALL SELECT 11, 'may execute ' || p.oid::regprocedure FROM pg_proc AS p
+        WHERE p.pronamespace = 'pg_catalog'::regnamespace
+          AND (p.proname LIKE 'pg\\_advisory\\_%%' OR p.proname LIKE 'pg\\_try\\_advisory\\_%%'
+               OR p.proname LIKE 'lo\\_%%' OR p.proname LIKE 'pg\\_read\\_%%' OR p.proname LIKE 'pg\\_ls\\_%%'
+               OR p.proname IN ('loread', 'lowrite', 'pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
+                                'pg_reload_conf', 'pg_stat_file', 'pg_rotate_logfile'))
+          AND has_function_privilege(p.oid, 'EXECUTE')
+    UNION ALL SELECT 12, 'may run DO blocks (USAGE on plpgsql)' FROM pg_language
+        WHERE lanname = 'plpgsql' AND has_language_privilege(oid, 'USAGE')
+) AS r ORDER BY k, reason
+"""
+
+
+def excess_privileges(conn: psycopg.Connection) -> list[str]:
+    """What this connection's login may do beyond reading the catalogue ([] for a reader)."""
+    return [row[0] for row in conn.execute(_EXCESS_PRIVILEGES, {"reader": READER_ROLE})]
+
+
+def _migrations_dir():
+    return files("skyledger.migrations").joinpath("versions")
+
+
+def _revisions() -> list[str]:
+    # Revision ids are the four-digit prefixes of the file names (0001_foundation.py has
+    # revision "0001"; a test checks that the newest equals Alembic's head). Reading the
+    # names avoids importing Alembic and SQLAlchemy on the query path.
+    names = [entry.name for entry in _migrations_dir().iterdir()]
+    return sorted(m.group(1) for n in names if (m := re.fullmatch(r"(\d{4})_\w+\.py", n)))
+
+
+def code_head_revision() -> str:
+    """The newest migration's revision, read from the migrations folder."""
+    revisions = _revisions()
+    assert revisions, "the migrations folder has no revisions"
+    return revisions[-1]
+
+
+def _check_schema(conn: psycopg.Connection) -> None:
+    head = code_head_revision()
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except pg_errors.UndefinedTable as err:
+        raise SchemaVersionError("the database has no skyledger schema yet; run `skyledger init`") from err
+    except pg_errors.InsufficientPrivilege as err:
+        # Readers may read alembic_version since 0011: a database that refuses is older.
+        raise SchemaVersionError(
+            f"the database schema is older than this code's {head}; run `skyledger db upgrade`"
+        ) from err
+    current = row[0] if row else None
+    if current == head:
+        return
+    if current is None:
+        raise SchemaVersionError("the database has no skyledger schema yet; run `skyledger init`")
+    if current in _revisions():
+        raise SchemaVersionError(
+            f"the database schema is at revision {current}, older than this code's {head}; run `skyledger db upgrade`"
+        )
+    raise SchemaVersionError(
+        f"the database schema is at revision {current}, which this skyledger does not know (its newest is "
+        f"{head}): the database was upgraded by a newer skyledger; upgrade the skyledger package instead of using this one"
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _open(login: Login, limits: Limits) -> psycopg.Connection:
+    try:
+        conn = psycopg.connect(login.conninfo, options=limits.session_options(), application_name="skyledger query")
+    except psycopg.OperationalError as err:
+        raise DatabaseError(f"cannot connect to {login.display}: {_one_line(err)}") from err
+    conn.read_only = True
+    return conn
+
+
+def _prepare_embedded(settings: Settings, limits: Limits) -> None:
+    """First use of an embedded home: create and migrate the database (as any command
+    does) and the query login. Imports SQLAlchemy and Alembic, so only on this path."""
+    from .database import connect
+
+    db = connect(settings)
+    try:
+        assert db.embedded is not None
+        ensure_query_role(db.embedded.conninfo(), limits)
+    finally:
+        db.dispose()
+
+
+def connect_reader(settings: Settings, limits: Limits | None = None) -> psycopg.Connection:
+    """A connection for one person's statement: the reader login, checked, with limits.
+
+    Raises :class:`DatabaseError` when the login is more than a reader (unless allowed),
+    :class:`SchemaVersionError` when the schema is not this code's.
+    """
+    limits = limits or Limits.from_settings(settings)
+    login = query_login(settings)
+    try:
+        conn = _open(login, limits)
+    except DatabaseError as err:
+        missing = isinstance(err.__cause__, psycopg.OperationalError) and f'role "{QUERY_ROLE}"' in str(err)
+        if not (login.embedded and missing):
+            raise
+        _prepare_embedded(settings, limits)
+        conn = _open(login, limits)
+    try:
+        try:
+            _check_schema(conn)
+        except SchemaVersionError:
+            if not login.embedded:
+                raise
+            # A brand-new embedded database is set up on first use, as by every command.
+            conn.close()
+            _prepare_embedded(settings, limits)
+            conn = _open(login, limits)
+            _check_schema(conn)
+        with conn.transaction():
+            excess = excess_privileges(conn)
+            temp_limit = conn.execute("SHOW temp_file_limit").fetchone()[0]
+        user = conn.info.user
+        if excess and not login.allow_owner:
+            shown = "; ".join(excess[:6]) + (f"; and {len(excess) - 6} more" if len(excess) > 6 else "")
+            raise DatabaseError(
+                f"people's queries must run as a catalogue reader, and login {user!r} ({login.display}) is more "
+                f"than one: it {shown}. Set SKYLEDGER_QUERY_URL to a login that is a member of {READER_ROLE} only "
+                "(docs/database.md shows how to create one), or set SKYLEDGER_ALLOW_OWNER_QUERIES=1 to run "
+                "queries as this login anyway (never on a shared server)"
+            )
+        if temp_limit == "-1":
+            if "is a superuser" not in excess:
+                raise DatabaseError(
+                    f"login {user!r} has no temp_file_limit, so one query could fill the server's disk; as a "
+                    f"superuser run: ALTER ROLE {user} SET temp_file_limit = '{limits.temp_file_limit}'"
+                )
+            conn.execute(sql.SQL("SET temp_file_limit = {}").format(sql.Literal(limits.temp_file_limit)))
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+_MULTIPLE = "cannot insert multiple commands into a prepared statement"
+
+
+def _query_error(err: psycopg.Error, limits: Limits) -> QueryError:
+    diag = getattr(err, "diag", None)
+    primary = _one_line((diag.message_primary if diag is not None else None) or err)
+    if isinstance(err, pg_errors.SyntaxError) and _MULTIPLE in primary:
+        return QueryError(
+            "the text holds more than one SQL statement; each request runs exactly one: send them one at a time"
+        )
+    if isinstance(err, pg_errors.QueryCanceled):
+        return QueryError(
+            f"the statement ran longer than {limits.statement_timeout_s:g} s (statement_timeout) and was cancelled"
+        )
+    if isinstance(err, pg_errors.ReadOnlySqlTransaction):
+        return ReadOnlyViolation(f"queries are read-only and this statement writes; nothing was changed ({primary})")
+    if isinstance(err, pg_errors.InsufficientPrivilege):
+        return QueryError(
+            f"{primary}: queries run as a catalogue reader, who may only read the catalog schema and the releases"
+        )
+    if isinstance(err, pg_errors.ConfigurationLimitExceeded):
+        return QueryError(f"the statement needs more temporary disk than the {limits.temp_file_limit} allowed ({primary})")
+    if isinstance(err, psycopg.ProgrammingError) and "COPY" in str(err):
+        return QueryError("COPY is not available here; SELECT the rows and use --format csv instead")
+    return QueryError(f"the database rejected the query: {primary}")
+
+
+def _describe(conn: psycopg.Connection, statement: str) -> list[str]:
+    """Column names of a statement that returned no rows (a stream of none carries no
+    description): Parse and Describe it again, which plans nothing and runs nothing."""
+    pgconn = conn.pgconn
+    encoding = conn.info.encoding
+    pgconn.prepare(b"", statement.encode(encoding))
+    described = pgconn.describe_prepared(b"")
+    if described.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        return []
+    return [(described.fname(i) or b"").decode(encoding) for i in range(described.nfields)]
+
+
+_NO_RESULT = "didn't produce a result"
+
+
+def run_statement(conn: psycopg.Connection, statement: str, limits: Limits) -> QueryResult:
+    """Run one statement on a reader connection; at most ``limits.max_rows`` rows come back.
+
+    The transaction is rolled back afterwards, whatever the statement was, and the
+    connection is closed when it cannot be (a COPY left half-way).
+    """
+    if len(statement) > limits.max_statement_chars:
+        raise QueryError(
+            f"the statement is {len(statement):,} characters long; at most {limits.max_statement_chars:,} are accepted"
+        )
+    if "\x00" in statement:
+        raise QueryError("the statement contains a NUL character")
+    # stream() sends with the extended protocol (one statement per Parse; a second is a
+    # server error) and no parameters (so ':x' or '%s' in the text is just text), and
+    # fetches rows in chunks: the row cap bounds the client's memory.
+    kwargs = {"size": min(limits.max_rows + 1, 1000)} if psycopg.pq.version() >= 170000 else {}
+    rows: list[tuple[Any, ...]] = []
+    columns: list[str] | None = None
+    truncated = False
+    cur = conn.cursor()
+    stream = cur.stream(statement, **kwargs)
+    try:
+        try:
+            for row in stream:
+                if columns is None:
+                    columns = [c.name for c in cur.description or ()]
+                if len(rows) == limits.max_rows:
+                    truncated = True
+                    break
+                rows.append(tuple(row))
+        finally:
+            stream.close()  # on a break: psycopg cancels the rest of the statement
+        if columns is None:
+            columns = _describe(conn, statement)
+    except psycopg.ProgrammingError as err:
+        if _NO_RESULT not in str(err):
+            raise _query_error(err, limits) from err
+        columns = []  # a command without rows (SET, LISTEN, ...): undone by the rollback below
+    except psycopg.Error as err:
+        raise _query_error(err, limits) from err
+    finally:
+        cur.close()
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            conn.close()
+    return QueryResult(columns, rows, truncated)
+
+
+def run_reader_query(settings: Settings, statement: str, limits: Limits | None = None) -> QueryResult:
+    """One person's statement, start to end: reader connection, limits, one statement."""
+    limits = limits or Limits.from_settings(settings)
+    with connect_reader(settings, limits) as conn:
+        return run_statement(conn, statement, limits)
