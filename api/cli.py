@@ -11,13 +11,11 @@ import os
 import sys
 from pathlib import Path
 from enum import Enum
-from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from skyledger.schema.errors import SkyledgerError
-from skyledger.schema.settings import Settings
 
 from .plot_cli import plot_app
 from .release_cli import release_app
@@ -25,6 +23,7 @@ from .sql import FORMATS, format_result, run_query
 
 if TYPE_CHECKING:
     from skyledger.schema.database import Database
+    from skyledger.schema.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -44,6 +43,8 @@ app.add_typer(release_app, name="release")
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import version as package_version
+
         typer.echo(f"skyledger {package_version('skyledger')}")
         raise typer.Exit()
 
@@ -55,7 +56,10 @@ def _root(
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = None,
 ) -> None:
-    # Settings are built once, here at the entry point, and handed to the commands.
+    # Settings are built once, here at the entry point, and handed to the commands
+    # (pydantic is imported here, not for --help).
+    from skyledger.schema.settings import Settings
+
     ctx.obj = Settings()
 
 

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from skyledger.schema.settings import Settings
-
 if TYPE_CHECKING:
     from skyledger.schema.database import Database
+    from skyledger.schema.settings import Settings
 
 __all__ = ["release_app"]
 

@@ -16,14 +16,25 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from skyledger.schema.errors import QueryError, ReadOnlyViolation
-from skyledger.schema.readpath import QueryResult
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from skyledger.schema.readpath import QueryResult
+
 __all__ = ["QueryResult", "QueryError", "run_query", "format_result", "FORMATS"]
 
 FORMATS = ("table", "csv", "json")
+
+
+def __getattr__(name: str) -> Any:
+    # QueryResult lives with the read path, which imports psycopg: loaded on first use,
+    # so that `skyledger --help` does not pay for it.
+    if name == "QueryResult":
+        from skyledger.schema.readpath import QueryResult
+
+        return QueryResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_query(
@@ -43,6 +54,8 @@ def run_query(
     from psycopg import errors as pg_errors
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
+
+    from skyledger.schema.readpath import QueryResult
 
     if read_only:
         session.execute(text("SET TRANSACTION READ ONLY"))

@@ -134,7 +134,9 @@ def query_login(settings: Settings) -> Login:
         return Login(url, _display(url), embedded=False, allow_owner=settings.allow_owner_queries)
     from . import embedded
 
-    server = embedded.start(settings.embedded_data_dir)
+    # A running server is found from its postmaster.pid alone; starting (or checking)
+    # one through the wheel takes a machine-wide lock that other servers' starts hold.
+    server = embedded.status(settings.embedded_data_dir) or embedded.start(settings.embedded_data_dir)
     conninfo = psycopg.conninfo.make_conninfo(server.conninfo(), user=QUERY_ROLE)
     return Login(conninfo, f"embedded PostgreSQL ({server.socket_dir}) as {QUERY_ROLE}", embedded=True)
 
@@ -185,7 +187,9 @@ SELECT reason FROM (
     UNION ALL SELECT 5, 'bypasses row security' FROM pg_roles WHERE rolname = current_user AND rolbypassrls
     UNION ALL SELECT 6, 'is a member of ' || quote_ident(rolname) FROM pg_roles
         WHERE pg_has_role(current_user, oid, 'MEMBER') AND rolname NOT IN (current_user, %(reader)s)
-    UNION ALL SELECT 7, 'may create temporary tables' WHERE has_database_privilege(current_database(), 'TEMPORARY')
+    UNION ALL SELECT 7, 'may create temporary tables (REVOKE TEMPORARY ON DATABASE ' || quote_ident(current_database())
+        || ' FROM PUBLIC, as migration 0011 does: a copy made with CREATE DATABASE ... TEMPLATE loses it)'
+        WHERE has_database_privilege(current_database(), 'TEMPORARY')
     UNION ALL SELECT 8, 'may create schemas' WHERE has_database_privilege(current_database(), 'CREATE')
     UNION ALL SELECT 9, 'may create objects in schema ' || quote_ident(nspname) FROM pg_namespace
         WHERE has_schema_privilege(oid, 'CREATE')
@@ -294,10 +298,10 @@ def connect_reader(settings: Settings, limits: Limits | None = None) -> psycopg.
     login = query_login(settings)
     try:
         conn = _open(login, limits)
-    except DatabaseError as err:
-        missing = isinstance(err.__cause__, psycopg.OperationalError) and f'role "{QUERY_ROLE}"' in str(err)
-        if not (login.embedded and missing):
+    except DatabaseError:
+        if not login.embedded:
             raise
+        # First use of this embedded server: no database or no query login yet.
         _prepare_embedded(settings, limits)
         conn = _open(login, limits)
     try:

@@ -49,6 +49,10 @@ class Server:
         if template:
             stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
         self.execute(stmt)
+        if template:
+            # A copy gets the default database privileges, not the template's: take
+            # TEMPORARY from PUBLIC again, as migration 0011 did on the template.
+            self.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
         self.created.append(name)
         return self.url_for(name)
 

@@ -1,4 +1,4 @@
-"""The README's SQL examples run against the real schema (read-only, as `skyledger sql` runs them)."""
+"""The README's SQL examples run against the real schema as `skyledger sql` runs them: as a reader."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skyledger.api.sql import run_query
+from skyledger.schema.readpath import run_reader_query
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -26,6 +26,6 @@ def test_readme_has_sql_examples():
 
 
 @pytest.mark.parametrize("statement", sql_examples())
-def test_readme_sql_runs(session, statement):
-    result = run_query(session, statement)
+def test_readme_sql_runs(settings, statement):
+    result = run_reader_query(settings, statement)
     assert result.columns  # every example is a query that returns columns

@@ -14,8 +14,10 @@ on the same server. A REVOKE on a built-in function by a login that does not own
 external database migrated by a non-superuser) is only a warning; the read path checks
 at connect time that its login really lacks these privileges (``skyledger.schema.readpath``).
 
-Readers also get SELECT on ``alembic_version``: the query path compares the schema
-revision with the code's over its own reader connection.
+Readers also get SELECT on ``alembic_version`` (the query path compares the schema
+revision with the code's over its own reader connection) and ``catalog.flag_definitions``,
+what every flag bit means: their queries no longer run as the owner, who reads
+``flag_definition`` directly.
 
 Revision ID: 0011
 Revises: 0010
@@ -60,6 +62,19 @@ $$
 """
 
 
+FLAGS_VIEW = """
+CREATE VIEW catalog.flag_definitions AS
+SELECT table_name, column_name, bit, name, description FROM flag_definition
+"""
+FLAGS_COMMENTS = {
+    "table_name": "Table (or catalog view) holding the flags column",
+    "column_name": "Name of the flags column",
+    "bit": "Bit number (value 2**bit)",
+    "name": "Short upper-case name of the flag",
+    "description": "What the flag means",
+}
+
+
 def _functions(condition: str | None = None) -> list[str]:
     query = PUBLIC_FUNCTIONS if condition is None else PUBLIC_FUNCTIONS.replace("ORDER BY", f"AND ({condition}) ORDER BY")
     return list(op.get_bind().execute(text(query)).scalars())
@@ -76,9 +91,15 @@ def upgrade() -> None:
     op.execute("GRANT USAGE ON LANGUAGE plpgsql TO CURRENT_USER")
     op.execute("REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC")
     op.execute(f"GRANT SELECT ON alembic_version TO {READER_ROLE}")
+    # Readable by readers through the catalog schema's default privileges (0007).
+    op.execute(FLAGS_VIEW)
+    op.execute("COMMENT ON VIEW catalog.flag_definitions IS 'What every bit of every flags column means'")
+    for name, doc in FLAGS_COMMENTS.items():
+        op.execute(f"COMMENT ON COLUMN catalog.flag_definitions.{name} IS '{doc}'")
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW catalog.flag_definitions")
     op.execute(f"REVOKE SELECT ON alembic_version FROM {READER_ROLE}")
     op.execute("GRANT USAGE ON LANGUAGE plpgsql TO PUBLIC")
     for signature in _functions(OWNER_FUNCTIONS):
