@@ -1,4 +1,12 @@
-"""PostgreSQL advisory locks that keep two instances of a job from overlapping."""
+"""PostgreSQL advisory locks that keep two instances of a job from overlapping.
+
+Only the owner can take them: migration 0011 revokes the advisory-lock functions from
+PUBLIC in the skyledger database (and grants them to the migrating login), so a
+catalogue reader cannot hold the nightly flow's lock and make every run skip. Advisory
+rather than a row lock on a lock table: a row lock would keep a transaction (and an
+xid) open for the whole nightly run, holding back VACUUM; an advisory session lock does
+not, and it dies with its connection.
+"""
 
 from __future__ import annotations
 

@@ -149,31 +149,37 @@ def ensure_query_role(admin_conninfo: str, limits: Limits = Limits()) -> None:
     for local connections, in a directory only the data's owner can enter) accepts.
     """
     role = sql.Identifier(QUERY_ROLE)
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (QUERY_ROLE,)).fetchone()
-        if not exists:
-            try:
-                conn.execute(
-                    sql.SQL(
-                        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                        "INHERIT CONNECTION LIMIT {} IN ROLE {}"
-                    ).format(role, sql.Literal(limits.connection_limit), sql.Identifier(READER_ROLE))
-                )
-            except (pg_errors.DuplicateObject, pg_errors.UniqueViolation):
-                pass  # another process created it meanwhile
-        settings = {
-            "statement_timeout": f"{int(limits.statement_timeout_s * 1000)}",
-            "idle_in_transaction_session_timeout": f"{int(limits.idle_in_transaction_timeout_s * 1000)}",
-            "temp_file_limit": limits.temp_file_limit,
-            "default_transaction_read_only": "on",
-        }
-        for name, value in settings.items():
-            conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(role, sql.Identifier(name), sql.Literal(value)))
-        conn.execute(
-            sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                role, sql.Literal("skyledger: the login of people's queries (skyledger sql), a catalogue reader only")
+    wanted = {
+        "statement_timeout": f"{int(limits.statement_timeout_s * 1000)}",
+        "idle_in_transaction_session_timeout": f"{int(limits.idle_in_transaction_timeout_s * 1000)}",
+        "temp_file_limit": limits.temp_file_limit,
+        "default_transaction_read_only": "on",
+    }
+    with psycopg.connect(admin_conninfo) as conn:
+        # Concurrent first commands (three `skyledger init` at once) would otherwise update
+        # the role's catalog row together ("tuple concurrently updated").
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ROLE_LOCK_KEY,))
+        row = conn.execute("SELECT rolconfig FROM pg_roles WHERE rolname = %s", (QUERY_ROLE,)).fetchone()
+        if row is None:
+            conn.execute(
+                sql.SQL(
+                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                    "INHERIT CONNECTION LIMIT {} IN ROLE {}"
+                ).format(role, sql.Literal(limits.connection_limit), sql.Identifier(READER_ROLE))
             )
-        )
+            conn.execute(
+                sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                    role, sql.Literal("skyledger: the login of people's queries (skyledger sql), a catalogue reader only")
+                )
+            )
+        current = dict(item.split("=", 1) for item in (row[0] if row and row[0] else []))
+        for name, value in wanted.items():
+            if current.get(name) != value:
+                conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(role, sql.Identifier(name), sql.Literal(value)))
+
+
+#: Serialises ensure_query_role across processes ("skyledger.query_role" as a key).
+_ROLE_LOCK_KEY = 0x736B795F71756572
 
 
 # What makes a login more than a reader. Functions: the ones migration 0011 takes from

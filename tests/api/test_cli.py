@@ -45,7 +45,7 @@ def test_sql_works_with_no_configuration_and_refuses_writes(embedded_env):
     drop = skyledger("sql", "drop table survey", env=embedded_env, check=False)
     assert drop.returncode == 1
     assert "read-only" in drop.stderr and "Traceback" not in drop.stderr
-    still = skyledger("sql", "select count(*) AS n from survey", "-f", "csv", env=embedded_env)
+    still = skyledger("sql", "select count(*) AS n from catalog.spectra", "-f", "csv", env=embedded_env)
     assert still.stdout.splitlines() == ["n", "0"]
 
 
