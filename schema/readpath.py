@@ -357,6 +357,8 @@ def _query_error(err: psycopg.Error, limits: Limits) -> QueryError:
         return QueryError(
             "the text holds more than one SQL statement; each request runs exactly one: send them one at a time"
         )
+    if "EMPTY_QUERY" in str(err):
+        return QueryError("the text holds no SQL statement (only blanks, semicolons or comments)")
     if isinstance(err, pg_errors.QueryCanceled):
         return QueryError(
             f"the statement ran longer than {limits.statement_timeout_s:g} s (statement_timeout) and was cancelled"

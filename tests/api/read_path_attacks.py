@@ -134,7 +134,9 @@ ATTACKS: list[Attack] = [
     Attack("prepare_execute", "EXECUTE evil", REJECTED),
     # Answered, and harmless: PostgreSQL skips a table the login does not own, with a warning.
     Attack("analyze", "ANALYZE flag_definition", None, []),
+    Attack("empty_text", " ; -- nothing", r"no SQL statement"),
     # Text that is only text: answered, not crashed on.
     Attack("bind_parameter_text", "SELECT ':x' AS s", None, [(":x",)]),
     Attack("format_placeholder_text", "SELECT '%s' AS s, '%(x)s' AS t, '$1' AS u", None, [("%s", "%(x)s", "$1")]),
+    Attack("semicolon_inside_a_string", "SELECT 'a; DROP TABLE survey' AS s;", None, [("a; DROP TABLE survey",)]),
 ]
