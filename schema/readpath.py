@@ -304,8 +304,8 @@ def connect_reader(settings: Settings, limits: Limits | None = None) -> psycopg.
     login = query_login(settings)
     try:
         conn = _open(login, limits)
-    except DatabaseError:
-        if not login.embedded:
+    except DatabaseError as err:
+        if not (login.embedded and "does not exist" in str(err)):
             raise
         # First use of this embedded server: no database or no query login yet.
         _prepare_embedded(settings, limits)
