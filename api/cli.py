@@ -358,9 +358,9 @@ def sql_command(
 ) -> None:
     """Run one read-only SQL statement as a catalogue reader (the catalog schema and releases).
 
-    It runs as a login that is a member of skyledger_reader only, with a statement timeout
-    and a row cap; writes, server files and programs are refused by PostgreSQL. Operators
-    change data with the maintenance commands, or with psql as the owner.
+    As a member of skyledger_reader only, with a timeout and a row cap: PostgreSQL refuses writes.
+
+    Operators change data with the maintenance commands, or with psql as the owner.
     """
     from dataclasses import replace
 

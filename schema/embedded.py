@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from filelock import FileLock
 from psycopg import sql
 
 from .errors import DatabaseError
 
-__all__ = ["EmbeddedServer", "DATABASE_NAME", "start", "stop", "status", "psql_path"]
+__all__ = ["EmbeddedServer", "DATABASE_NAME", "SYSTEM_USER", "start", "stop", "status", "running", "psql_path"]
 
 DATABASE_NAME = "skyledger"
 _LOCK_TIMEOUT_S = 120
@@ -65,7 +64,9 @@ class EmbeddedServer:
         return f"host={self.socket_dir} user=postgres dbname={dbname}"
 
 
-def _lock(data_dir: Path) -> FileLock:
+def _lock(data_dir: Path):
+    from filelock import FileLock  # imported here: `skyledger sql` finds a running server without it
+
     return FileLock(str(data_dir.parent / f".{data_dir.name}.lock"), timeout=_LOCK_TIMEOUT_S)
 
 
@@ -177,6 +178,31 @@ def stop(data_dir: Path) -> bool:
         except subprocess.CalledProcessError as err:
             raise DatabaseError(f"could not stop the embedded PostgreSQL in {data_dir}: {err}") from err
     return True
+
+
+def running(data_dir: Path) -> EmbeddedServer | None:
+    """The running server under ``data_dir`` from its ``postmaster.pid`` alone, or None.
+
+    The quick look for `skyledger sql`: it imports neither the wheel nor filelock, and
+    takes no lock. The file's lines are PostgreSQL's: pid, data directory, start time,
+    port, socket directory, listen address, shared memory key, status. A stale file whose
+    pid was reused shows up when connecting; callers then fall back to :func:`start`.
+    """
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+        socket_dir, state = lines[4].strip(), lines[7].strip()
+    except (OSError, ValueError, IndexError):
+        return None
+    if state != "ready" or not socket_dir:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, as another user
+    return EmbeddedServer(data_dir=data_dir, socket_dir=Path(socket_dir), pid=pid)
 
 
 def psql_path() -> Path:

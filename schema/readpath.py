@@ -122,8 +122,9 @@ def _display(url: str) -> str:
     return urlunsplit(("postgresql+psycopg", netloc, parts.path, parts.query, parts.fragment))
 
 
-def query_login(settings: Settings) -> Login:
-    """The login people's queries use; starts the embedded server when that is the database."""
+def query_login(settings: Settings, *, start: bool = False) -> Login:
+    """The login people's queries use; starts the embedded server when that is the database
+    and it does not run (``start``: through the wheel even when ``postmaster.pid`` says it runs)."""
     if settings.query_url:
         url = _libpq_url(settings.query_url, "SKYLEDGER_QUERY_URL")
         return Login(url, _display(url), embedded=False, allow_owner=settings.allow_owner_queries)
@@ -134,9 +135,10 @@ def query_login(settings: Settings) -> Login:
         return Login(url, _display(url), embedded=False, allow_owner=settings.allow_owner_queries)
     from . import embedded
 
-    # A running server is found from its postmaster.pid alone; starting (or checking)
-    # one through the wheel takes a machine-wide lock that other servers' starts hold.
-    server = embedded.status(settings.embedded_data_dir) or embedded.start(settings.embedded_data_dir)
+    # A running server is found from its postmaster.pid alone: starting (or checking) one
+    # through the wheel imports more and takes a machine-wide lock other servers' starts hold.
+    server = None if start else embedded.running(settings.embedded_data_dir)
+    server = server or embedded.start(settings.embedded_data_dir)
     conninfo = psycopg.conninfo.make_conninfo(server.conninfo(), user=QUERY_ROLE)
     return Login(conninfo, f"embedded PostgreSQL ({server.socket_dir}) as {QUERY_ROLE}", embedded=True)
 
@@ -305,10 +307,14 @@ def connect_reader(settings: Settings, limits: Limits | None = None) -> psycopg.
     try:
         conn = _open(login, limits)
     except DatabaseError as err:
-        if not (login.embedded and "does not exist" in str(err)):
+        if not login.embedded:
             raise
-        # First use of this embedded server: no database or no query login yet.
-        _prepare_embedded(settings, limits)
+        if "does not exist" in str(err):
+            # First use of this embedded server: no database or no query login yet.
+            _prepare_embedded(settings, limits)
+        else:
+            # A stale postmaster.pid: start (or find) the server the thorough way.
+            login = query_login(settings, start=True)
         conn = _open(login, limits)
     try:
         try:

@@ -45,3 +45,11 @@ def test_as_root_the_server_has_neither_root_user_nor_root_group(server, test_ho
         os.chown(secret, 0, 0)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT pg_read_file(%s)", (str(secret),))
+
+
+def test_running_reads_the_postmaster_pid_file(server, test_home, tmp_path):
+    found = embedded.running(test_home / "pgdata")
+    assert found is not None and found == embedded.status(test_home / "pgdata")
+    assert embedded.running(tmp_path) is None  # no server there
+    (tmp_path / "postmaster.pid").write_text("999999999\n/x\n0\n5432\n/tmp\n\n0\nready   \n")
+    assert embedded.running(tmp_path) is None  # a pid that no process has
