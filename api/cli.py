@@ -57,7 +57,7 @@ def _root(
     ] = None,
 ) -> None:
     # Settings are built once, here at the entry point, and handed to the commands
-    # (pydantic is imported here, not for --help).
+    # (pydantic-settings is imported here, not for --help).
     from skyledger.schema.settings import Settings
 
     ctx.obj = Settings()

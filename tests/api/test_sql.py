@@ -1,4 +1,6 @@
-"""`skyledger sql`: read-only by default, clear errors, three output formats."""
+"""`run_query`, the owner's fixed queries (`runs`, `demo`): read-only, clear errors, three output formats.
+
+People's SQL takes the read path instead: tests/api/test_read_path_attacks.py."""
 
 from __future__ import annotations
 
