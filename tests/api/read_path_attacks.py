@@ -135,6 +135,8 @@ ATTACKS: list[Attack] = [
     # Answered, and harmless: PostgreSQL skips a table the login does not own, with a warning.
     Attack("analyze", "ANALYZE flag_definition", None, []),
     Attack("empty_text", " ; -- nothing", r"no SQL statement"),
+    # libpq ends a statement at a NUL byte: what follows one must not be what runs.
+    Attack("nul_character", "SELECT 1\x00; DROP TABLE survey", r"NUL character"),
     # Text that is only text: answered, not crashed on.
     Attack("bind_parameter_text", "SELECT ':x' AS s", None, [(":x",)]),
     Attack("format_placeholder_text", "SELECT '%s' AS s, '%(x)s' AS t, '$1' AS u", None, [("%s", "%(x)s", "$1")]),
