@@ -63,7 +63,6 @@ SELECT (g / 10)::bigint AS spectrum_id,
        CASE WHEN g % 7 = 0 THEN NULL ELSE abs(cos(g * 0.1)) * 3 END AS ew_err,
        abs(sin(g * 2.1)) * 40 AS snr,
        (g % 4)::integer AS flags,
-       '1e-17 erg / (s cm2 Angstrom)'::text AS flux_unit,
        'lines'::text AS source_task,
        1::bigint AS run_id
 FROM generate_series(0, {rows - 1}) AS g

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 
+import astropy.units as u
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from skyledger.api.releases import ReleaseError, create_release, demo_release, list_releases, verify_release
+from skyledger.api.releases.content import fits_unit
 from skyledger.api.releases.fits import FitsWriter, encode_checksum
 from skyledger.api.releases.tables import RELEASE_TABLES
 from skyledger.compute import runs
@@ -132,11 +134,12 @@ def _same(a, b, *, blank_is_null=False) -> bool:
 def test_release_of_current_matches_the_catalog_views_and_records_its_runs(catalog_db, tmp_path):
     summary = _release(catalog_db, tmp_path, notes="first light")
     for table in RELEASE_TABLES:
-        cols = ", ".join(f'"{c}"' for c in table.column_names)
+        # Line fluxes are converted to one unit in the release; the views keep each spectrum's own.
+        names = [c for c in table.column_names if not (table.name == "lines" and c in ("flux", "flux_err"))]
+        cols = ", ".join(f'"{c}"' for c in names)
         key = ", ".join(table.key)
         frozen = _rows(catalog_db, f"SELECT {cols} FROM dr1.{table.name} ORDER BY {key}")
-        view = "lines" if table.name == "lines" else table.name
-        live = _rows(catalog_db, f"SELECT {cols} FROM catalog.{view} ORDER BY {key}")
+        live = _rows(catalog_db, f"SELECT {cols} FROM catalog.{table.name} ORDER BY {key}")
         assert frozen == live and len(frozen) == summary.tables[table.name], table.name
     assert summary.tables["lines"] == 7 and summary.tables["spectra"] == 3
     assert summary.tables["rotation"] == 2 and summary.tables["metallicity_gradients"] == 1
@@ -162,15 +165,17 @@ def test_every_file_reads_back_with_astropy(catalog_db, tmp_path):
             assert listed[path.name]["rows"] == len(db_rows)
             assert listed[path.name]["sha256"] == runs.file_sha256(path)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # FITS: 'dex' is no FITS unit (documented)
+                warnings.simplefilter("error")  # every file reads without a single astropy warning
                 t = Table.read(path, hdu=1) if fmt == "fits" else Table.read(path)
             assert t.colnames == table.column_names, (path, t.colnames)
             if fmt != "parquet":  # astropy's Parquet reader turns nulls into NaN/'None' (nulls checked below)
                 assert _same([tuple(r) for r in t], db_rows, blank_is_null=True), path
             for column in table.columns:
                 assert t[column.name].description == column.description, (path, column.name)
-                if column.unit is not None:
-                    assert str(t[column.name].unit).replace(" ", "") in (column.unit.replace(" ", ""), "km/s", "cm-3", "1/cm3"), (path, column.name, t[column.name].unit)
+                # One unit per column, exactly the declared one; FITS leaves out what it cannot spell (dex).
+                expected = None if column.unit is None or (fmt == "fits" and fits_unit(column.unit) is None) \
+                    else u.Unit(column.unit)
+                assert t[column.name].unit == expected, (path, column.name, t[column.name].unit)
         # Parquet's own nulls, as any Arrow reader sees them.
         arrow = pq.read_table(out / f"{table.name}.parquet")
         assert _same(list(zip(*[arrow[c].to_pylist() for c in table.column_names])), db_rows)
@@ -201,6 +206,13 @@ def test_fits_headers_and_checksums(catalog_db, tmp_path):
     assert header["FLAG17"].startswith("FROM_CATALOGUE:")
     units = {header[f"TTYPE{i}"]: header.get(f"TUNIT{i}") for i in range(1, header["TFIELDS"] + 1)}
     assert units["velocity"] == "km s-1" and units["ew"] == "Angstrom" and units["line"] is None
+    assert units["flux"] == units["flux_err"] == "10**-17 erg s-1 cm-2" and "flux_unit" not in units
+    assert header["FORMATV"] == 2
+    # dex is no FITS unit: no TUNIT, the unit named in TCOMM instead (the ECSV and Parquet files carry it).
+    with fits.open(out / "abundances.fits") as hdul:
+        ab = hdul[1].header
+    oh = next(i for i in range(1, ab["TFIELDS"] + 1) if ab[f"TTYPE{i}"] == "oh")
+    assert f"TUNIT{oh}" not in ab and ab[f"TCOMM{oh}"].endswith("[dex]")
     assert header["TUCD1"] == "meta.id"
     # Checksum values use only letters and digits, as the convention requires.
     assert all(len(encode_checksum(v)) == 16 and encode_checksum(v).isalnum() for v in (0, 1, 0xFFFFFFFF, 0x3A3A3A3A))
