@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +82,13 @@ def list_releases(session: Session) -> list[ReleaseListing]:
 def count_rows(path: Path, file_format: str) -> int:
     """Rows of a release table file, read the way its format defines them."""
     if file_format == "fits":
-        return int(fits.getheader(path, 1)["NAXIS2"])
+        # Opened here so that the file is closed whatever astropy raises.
+        with open(path, "rb") as fh:
+            try:
+                header = fits.getheader(fh, 1)
+            except IndexError as err:
+                raise ValueError("no table extension (HDU 1): a header is broken or the file ends early") from err
+        return int(header["NAXIS2"])
     if file_format == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
     if file_format == "ecsv":
@@ -103,36 +110,49 @@ def count_rows(path: Path, file_format: str) -> int:
     raise ValueError(f"no row count for format {file_format}")
 
 
-def _read_checks(path: Path, f: ReleaseFile) -> list[str]:
-    """Row count and FITS checksums: the checks that parse the file."""
-    problems = []
-    with warnings.catch_warnings():
-        # A damaged header often makes astropy warn and guess; a guess is not a check.
-        warnings.simplefilter("error")
-        if f.n_rows is not None:
-            rows = count_rows(path, f.file_format)
-            if rows != f.n_rows:
-                problems.append(f"{f.path}: {rows} rows, {f.n_rows} when written")
-        if f.file_format == "fits":
-            problems += [f"{f.path}: {p}" for p in verify_fits_checksums(path)]
-    return problems
-
-
 def _check_file(directory: Path, f: ReleaseFile) -> list[str]:
+    """Size, SHA-256, row count and FITS checksums of one file. Each parsing step that
+    fails is reported as damaged (the first reason only) and the next step still runs."""
     path = directory / f.path
-    if not path.is_file():
+    if not path.exists():
         return [f"{f.path}: missing"]
-    problems = []
-    try:
-        size = path.stat().st_size
-        if size != f.size_bytes:
-            problems.append(f"{f.path}: {size} bytes, {f.size_bytes} when written")
-        digest = file_sha256(path)
-        if digest != f.sha256:
-            problems.append(f"{f.path}: SHA-256 {digest} differs from the recorded {f.sha256}")
-        problems += _read_checks(path, f)
-    except Exception as err:  # noqa: BLE001 -- any reader's failure on a damaged file is a finding, not a crash
-        problems.append(f"{f.path}: damaged: {_reason(err)}")
+    if not path.is_file():
+        return [f"{f.path}: not a regular file"]
+    problems: list[str] = []
+    damaged: list[str] = []
+
+    def step(check: Callable[[], list[str]]) -> None:
+        try:
+            with warnings.catch_warnings():
+                # A damaged header often makes astropy warn and guess; a guess is not a check.
+                warnings.simplefilter("error")
+                problems.extend(check())
+        except Exception as err:  # noqa: BLE001 -- whatever a reader raises on a damaged file is a finding
+            damaged.append(_reason(err))
+
+    def size() -> list[str]:
+        got = path.stat().st_size
+        return [] if got == f.size_bytes else [f"{f.path}: {got} bytes, {f.size_bytes} when written"]
+
+    def sha256() -> list[str]:
+        got = file_sha256(path)
+        return [] if got == f.sha256 else [f"{f.path}: SHA-256 {got} differs from the recorded {f.sha256}"]
+
+    def rows() -> list[str]:
+        got = count_rows(path, f.file_format)
+        return [] if got == f.n_rows else [f"{f.path}: {got} rows, {f.n_rows} when written"]
+
+    def checksums() -> list[str]:
+        return [f"{f.path}: {p}" for p in verify_fits_checksums(path)]
+
+    step(size)
+    step(sha256)
+    if f.n_rows is not None:
+        step(rows)
+    if f.file_format == "fits":
+        step(checksums)
+    if damaged:
+        problems.append(f"{f.path}: damaged: {damaged[0]}")
     return problems
 
 
