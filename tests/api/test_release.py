@@ -431,7 +431,10 @@ def test_owner_bypasses_of_the_read_only_triggers_are_caught_by_verify(catalog_d
                   f"UPDATE dr1.spectra SET object_id = 'renamed' WHERE spectrum_id = {spec[0]}",
                   "ALTER TABLE dr1.spectra ENABLE TRIGGER release_read_only",
                   "DROP TABLE dr1.rotation",
-                  "CREATE TABLE dr1.smuggled (x int)")
+                  "CREATE TABLE dr1.smuggled (x int)",
+                  # A table swapped for a view that fails: reported, and the other tables still checked.
+                  "DROP TABLE dr1.runs",
+                  "CREATE VIEW dr1.runs AS SELECT 1 / 0 AS run_id")
     with catalog_db.session() as s:
         report = verify_release(s, "dr1")
     assert not report.ok
@@ -443,7 +446,9 @@ def test_owner_bypasses_of_the_read_only_triggers_are_caught_by_verify(catalog_d
     assert "schema dr1: table spectra: its rows changed since the release" in problems
     assert "schema dr1: table rotation is missing (dropped)" in problems
     assert "schema dr1: smuggled is not part of the release" in problems
-    assert len(report.problems) == 7, report.problems  # the untouched tables are intact
+    assert "schema dr1: table runs has lost its read-only trigger" in problems
+    assert "schema dr1: table runs cannot be read: DivisionByZero" in problems
+    assert len(report.problems) == 9, report.problems  # the untouched tables are intact
     proc = skyledger("release", "verify", "dr1", env=cli_env(fresh_settings), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     for table in ("lines", "nebula_class", "abundances", "spectra", "rotation"):
