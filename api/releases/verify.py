@@ -292,7 +292,12 @@ def _check_counts(conn: psycopg.Connection, name: str, files: list[ReleaseFile])
         if not relation_exists(conn, name, table):
             problems.append(f"schema {name}: table {table} is missing (dropped)")
             continue
-        got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, table))).fetchone()[0]
+        try:
+            with conn.transaction():
+                got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, table))).fetchone()[0]
+        except psycopg.Error as err:
+            problems.append(f"schema {name}: table {table} cannot be read: {_reason(err)}")
+            continue
         if got != n_rows:
             problems.append(f"schema {name}: table {table} has {got} rows, {n_rows} when released")
     return problems
