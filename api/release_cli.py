@@ -64,7 +64,11 @@ def verify(
         Optional[Path], typer.Option("--dir", help="Directory holding the files (default: where they were written).")
     ] = None,
 ) -> None:
-    """Recompute every checksum and row count; exit 1 and list the differences if any."""
+    """Recompute every file's checksum and row count and every table's row digest.
+
+    Exit 0: intact. Exit 1: problems found (each listed: missing, extra or damaged files,
+    changed or dropped tables), or the release or its directory does not exist.
+    """
     from .releases import verify_release
 
     db = _open(ctx)
@@ -73,10 +77,13 @@ def verify(
             report = verify_release(session, name, directory)
     finally:
         db.dispose()
+    for note in report.notes:
+        typer.echo(f"release {name}: note: {note}", err=True)
     if report.ok:
-        typer.echo(f"release {name}: {report.files_checked} files in {report.directory} verified, schema intact")
+        rows = f"{report.tables_checked} tables' rows" if report.tables_checked else "schema row counts"
+        typer.echo(f"release {name}: {report.files_checked} files in {report.directory} and {rows} verified, intact")
         return
-    typer.echo(f"release {name}: {len(report.problems)} problem(s) in {report.directory}:", err=True)
+    typer.echo(f"release {name}: {len(report.problems)} problem(s) in {report.directory} or schema {name}:", err=True)
     for problem in report.problems:
         typer.echo(f"  {problem}", err=True)
     raise typer.Exit(1)

@@ -43,6 +43,7 @@ __all__ = [
     "Release",
     "ReleaseRun",
     "ReleaseFile",
+    "ReleaseTableDigest",
     "FlagDefinition",
     "LineMeasurement",
     "StellarKinematics",
@@ -299,6 +300,24 @@ class ReleaseFile(Base):
     sha256: Mapped[str] = column(Text, doc="SHA-256 of the file (hex)")
     size_bytes: Mapped[int] = column(BigInteger, doc="File size", unit="byte")
     n_rows: Mapped[int | None] = column(BigInteger, doc="Rows in the table file")
+
+
+class ReleaseTableDigest(Base):
+    """What every table of a release schema held when it was frozen (migration 0012).
+
+    ``release verify`` recomputes the digest: the read-only triggers stop ordinary writes,
+    but an owner or superuser can bypass them, and a digest catches what a count would not.
+    """
+
+    __tablename__ = "release_table"
+    __table_args__ = {"comment": "Content digest of every table of a release schema, recorded when it was frozen"}
+
+    release_id: Mapped[int] = column(ForeignKey("release.id"), primary_key=True, doc="Release the table belongs to")
+    table_name: Mapped[str] = column(Text, primary_key=True, doc="Table of the release schema")
+    n_rows: Mapped[int] = column(BigInteger, doc="Rows of the table when it was frozen")
+    sha256: Mapped[str] = column(
+        Text, doc="SHA-256 (hex) of the table's columns and rows in key order, as release verify recomputes it"
+    )
 
 
 class FlagDefinition(Base):

@@ -15,7 +15,13 @@ import yaml
 
 from .tables import ReleaseColumn, ReleaseTable
 
-__all__ = ["RunRef", "FlagBit", "ReleaseInfo", "TableContent", "astropy_unit", "fits_unit", "header_yaml", "ECSV_TYPES"]
+__all__ = ["FORMAT_VERSION", "RunRef", "FlagBit", "ReleaseInfo", "TableContent", "astropy_unit", "fits_unit", "header_yaml", "ECSV_TYPES"]
+
+#: Version of the release layout, in manifest.json and in every table file's metadata.
+#: 1 (no ``format_version`` anywhere): releases made before migration 0012. 2: table
+#: digests recorded; one unit per column (line fluxes converted, no per-row unit in
+#: ``lines``); FITS ``TUNITn`` only where FITS and astropy accept it (docs/releases.md).
+FORMAT_VERSION = 2
 
 ECSV_TYPES = {
     "int2": "int16",
@@ -82,22 +88,23 @@ def astropy_unit(unit: str | None) -> str | None:
 
 
 def fits_unit(unit: str | None) -> str | None:
-    """The unit as FITS (Standard 4.0, sect. 4.3) spells it.
+    """The unit as FITS (Standard 4.0, sect. 4.3) spells it, or None where FITS has no spelling.
 
-    ``dex`` has no FITS spelling: it is written as ``dex`` (what catalogue readers expect),
-    which astropy reads as an UnrecognizedUnit('dex') with a UnitsWarning; ECSV and
-    Parquet carry it as astropy's logarithmic unit. docs/releases.md says so.
+    ``dex`` (and ``dex / kpc``, ...) is no FITS unit, and astropy warns about a ``TUNITn``
+    it cannot parse, so such a column gets no ``TUNITn``; its ``TCOMMn`` ends with the unit
+    in brackets and the ECSV and Parquet files carry it exactly. docs/releases.md says so.
     """
     if unit is None:
         return None
     try:
         return u.Unit(unit).to_string("fits")
     except ValueError:
-        return unit
+        return None
 
 
 def table_meta(info: ReleaseInfo, content: TableContent) -> dict[str, Any]:
     meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
         "release": info.name,
         "table": content.table.name,
         "description": content.table.description,

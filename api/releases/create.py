@@ -26,17 +26,18 @@ from sqlalchemy.exc import DBAPIError
 from skyledger.compute.runs import code_version, file_sha256
 from skyledger.schema.database import Database, psycopg_connection
 
-from .content import ReleaseInfo, RunRef, TableContent
+from .content import FORMAT_VERSION, ReleaseInfo, RunRef, TableContent
 from .datamodel import datamodel_markdown
 from .ecsv import EcsvWriter
 from .errors import ReleaseError
 from .fits import FitsWriter
-from .freeze import freeze_tables, load_search_path, table_content
+from .digest import TableDigest
+from .freeze import freeze_tables, load_search_path, record_digests, table_content
 from .parquet import ParquetTableWriter
 from .stream import stream_batches
 from .tables import RELEASE_TABLES
 
-__all__ = ["ReleaseFile", "ReleaseSummary", "check_name", "create_release", "FORMATS"]
+__all__ = ["ReleaseFile", "ReleaseSummary", "check_name", "create_release", "FORMATS", "FORMAT_VERSION"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 #: Schemas a release may never take the name of.
@@ -118,8 +119,10 @@ def _describe(directory: Path, rel: str, fmt: str, table: str | None, n_rows: in
     return ReleaseFile(rel, fmt, table, file_sha256(path), path.stat().st_size, n_rows)
 
 
-def _manifest(info: ReleaseInfo, runs: list[RunRef], contents: list[TableContent], files: list[ReleaseFile]) -> str:
+def _manifest(info: ReleaseInfo, runs: list[RunRef], contents: list[TableContent], files: list[ReleaseFile],
+              digests: dict[str, TableDigest]) -> str:
     body = {
+        "format_version": FORMAT_VERSION,
         "release": info.name,
         "sql_schema": info.name,
         "collection": info.collection,
@@ -132,6 +135,8 @@ def _manifest(info: ReleaseInfo, runs: list[RunRef], contents: list[TableContent
                                   "runs": [r.id for r in c.runs]} for c in contents},
         "files": [{"path": f.path, "format": f.file_format, "table": f.table_name, "rows": f.n_rows,
                    "sha256": f.sha256, "size_bytes": f.size_bytes} for f in files],
+        # SHA-256 of each SQL table's rows (api/releases/digest.py); `release verify` recomputes them.
+        "sql_tables": {t: {"rows": d.n_rows, "sha256": d.sha256} for t, d in digests.items()},
     }
     return json.dumps(body, indent=1) + "\n"
 
@@ -170,6 +175,7 @@ def create_release(
             load_search_path(conn, collection_id)
             freeze_tables(conn, name=name, release_id=release_id,
                           description=f"Release {name}: collection {collection} frozen at {info.created_iso} UTC")
+            digests = record_digests(conn, name=name, release_id=release_id)
             contents = [table_content(conn, name, t) for t in RELEASE_TABLES]
             runs = [RunRef(*r) for r in conn.execute(
                 "SELECT r.id, r.task, r.version, r.params_hash, r.code_version FROM release_run AS rr "
@@ -186,7 +192,7 @@ def create_release(
                         on_table(content)
                 (tmp / DATAMODEL).write_text(datamodel_markdown(info, contents, list(FORMATS)))
                 files.append(_describe(tmp, DATAMODEL, "md", None, None))
-                (tmp / MANIFEST).write_text(_manifest(info, runs, contents, files))
+                (tmp / MANIFEST).write_text(_manifest(info, runs, contents, files, digests))
                 files.append(_describe(tmp, MANIFEST, "json", None, None))
                 with conn.cursor() as cur:
                     cur.executemany(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .content import ECSV_TYPES, ReleaseInfo, TableContent, fits_unit
+from .content import ECSV_TYPES, FORMAT_VERSION, ReleaseInfo, TableContent, fits_unit
 
 __all__ = ["datamodel_markdown"]
 
@@ -18,7 +18,7 @@ def datamodel_markdown(info: ReleaseInfo, contents: Sequence[TableContent], form
         f"# Release `{info.name}`: data model",
         "",
         f"Created {info.created_iso} UTC from collection `{info.collection}` by {info.code_version}, "
-        f"database schema revision {info.schema_version}.",
+        f"database schema revision {info.schema_version}; release format version {FORMAT_VERSION}.",
     ]
     if info.notes:
         lines += ["", f"Notes: {info.notes}"]
@@ -26,7 +26,13 @@ def datamodel_markdown(info: ReleaseInfo, contents: Sequence[TableContent], form
         "",
         f"Every table is in the SQL schema `{info.name}` (`SELECT ... FROM {info.name}.<table>`) and in the files "
         + ", ".join(f"`<table>.{f}`" for f in formats)
-        + ". `manifest.json` lists every file with its SHA-256 and row count, and the runs.",
+        + ". `manifest.json` lists every file with its SHA-256 and row count, the SHA-256 of every SQL "
+        "table's rows (which `skyledger release verify` recomputes), and the runs.",
+        "",
+        "Every numeric column has one unit for all its rows. Line fluxes are converted from each spectrum's "
+        "unit; where that unit is unknown or no flux density per wavelength they are NULL (`spectra.flux_unit` "
+        "says which). A unit FITS cannot spell (`dex`) has no `TUNITn`: the FITS `TCOMMn` ends with it in "
+        "brackets, and the ECSV and Parquet files carry it exactly.",
         "",
         "Missing values: NULL in SQL, null in Parquet, an empty field in ECSV; in FITS, NaN in floating-point "
         "columns, the column's `TNULLn` in integer columns, an empty string in character columns.",

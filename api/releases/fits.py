@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from astropy.io import fits
 
-from .content import ReleaseInfo, TableContent, fits_unit, header_yaml
+from .content import FORMAT_VERSION, ReleaseInfo, TableContent, fits_unit, header_yaml
 from .errors import ReleaseError
 from .tables import ReleaseColumn
 
@@ -110,6 +110,7 @@ def _set(header: fits.Header, keyword: str, value: object, comment: str) -> None
 
 def _provenance(header: fits.Header, info: ReleaseInfo, content: TableContent) -> None:
     _set(header, "RELEASE", info.name, "skyledger release name (and its SQL schema)")
+    header["FORMATV"] = (FORMAT_VERSION, "skyledger release format version")
     _set(header, "COLLECT", info.collection, "collection the release froze")
     _set(header, "DATE", info.created_iso, "release creation time (UTC)")
     _set(header, "CREATOR", info.code_version, "code that wrote the release")
@@ -152,8 +153,10 @@ def _table_header(info: ReleaseInfo, content: TableContent) -> tuple[fits.Header
             header[f"TUNIT{n}"] = unit
         if column.name in content.null_ints:
             header[f"TNULL{n}"] = (_TNULL[column.pg_type], "stands for NULL")
-        # TCOMMn and TUCDn: the HEASARC/STIL convention TOPCAT reads.
-        header[f"TCOMM{n}"] = column.description
+        # TCOMMn and TUCDn: the HEASARC/STIL convention TOPCAT reads. A unit FITS cannot
+        # spell (dex) is named here instead of in TUNITn.
+        missing_unit = column.unit is not None and unit is None
+        header[f"TCOMM{n}"] = f"{column.description} [{column.unit}]" if missing_unit else column.description
         if column.ucd:
             header[f"TUCD{n}"] = column.ucd
     dtype = np.dtype(fields)

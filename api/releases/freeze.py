@@ -13,12 +13,21 @@ import psycopg
 from psycopg import sql
 
 from .content import FlagBit, RunRef, TableContent
+from .digest import TableDigest, table_digest
 from .errors import ReleaseError
 from .tables import RELEASE_TABLES, SEARCH_PATH_TABLE, ReleaseTable
+from .units import load_flux_scales
 
-__all__ = ["READER_ROLE", "load_search_path", "freeze_tables", "table_content"]
+__all__ = ["READER_ROLE", "FROZEN_TABLES", "load_search_path", "freeze_tables", "record_digests", "table_content"]
 
 READER_ROLE = "skyledger_reader"
+
+#: Every table of a release schema and the key its digest sorts by first.
+FROZEN_TABLES: dict[str, tuple[str, ...]] = {
+    **{t.name: t.key for t in RELEASE_TABLES},
+    "runs": ("run_id",),
+    "flag_definition": ("table_name", "column_name", "bit"),
+}
 
 _PG_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real", "float8": "double precision",
              "text": "text", "bool": "boolean"}
@@ -26,7 +35,8 @@ _TNULL = {"int2": -(2**15), "int4": -(2**31), "int8": -(2**63)}
 
 
 def load_search_path(conn: psycopg.Connection, collection_id: int) -> None:
-    """Put the collection's succeeded runs and their ranks where the release queries read them."""
+    """Put the collection's succeeded runs and their ranks, and the line-flux unit factors,
+    where the release queries read them."""
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {} (run_id bigint PRIMARY KEY, task text NOT NULL, rank integer NOT NULL) "
                 "ON COMMIT DROP").format(sql.Identifier(SEARCH_PATH_TABLE))
@@ -36,6 +46,7 @@ def load_search_path(conn: psycopg.Connection, collection_id: int) -> None:
                 "WHERE cr.collection_id = %s AND r.status = 'succeeded'").format(sql.Identifier(SEARCH_PATH_TABLE)),
         (collection_id,),
     )
+    load_flux_scales(conn)
 
 
 def _comment(description: str, unit: str | None) -> str:
@@ -101,7 +112,7 @@ def freeze_tables(conn: psycopg.Connection, *, name: str, release_id: int, descr
         "ORDER BY 1, 2, 3").format(sql.Identifier(name, "flag_definition"), mapping))
     conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
         sql.Identifier(name, "flag_definition"), sql.Literal("Meaning of every bit of the flags columns of this release")))
-    for table in [t.name for t in RELEASE_TABLES] + ["runs", "flag_definition"]:
+    for table in FROZEN_TABLES:
         _read_only(conn, name, table)
     conn.execute(
         sql.SQL("INSERT INTO release_run (release_id, run_id) SELECT %s, run_id FROM {}").format(
@@ -112,6 +123,17 @@ def freeze_tables(conn: psycopg.Connection, *, name: str, release_id: int, descr
     conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM PUBLIC").format(schema))
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, sql.Identifier(READER_ROLE)))
     conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, sql.Identifier(READER_ROLE)))
+
+
+def record_digests(conn: psycopg.Connection, *, name: str, release_id: int) -> dict[str, TableDigest]:
+    """Digest every frozen table of schema ``name`` and record it in ``release_table``."""
+    digests = {table: table_digest(conn, name, table, key) for table, key in FROZEN_TABLES.items()}
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO release_table (release_id, table_name, n_rows, sha256) VALUES (%s, %s, %s, %s)",
+            [(release_id, table, d.n_rows, d.sha256) for table, d in digests.items()],
+        )
+    return digests
 
 
 def table_content(conn: psycopg.Connection, name: str, table: ReleaseTable) -> TableContent:

@@ -6,6 +6,10 @@ its own (a joined name, a renamed task) says so with an explicit description. Th
 list feeds the SQL comments of the release schema, the FITS, ECSV and Parquet headers
 and ``datamodel.md``.
 
+Every numeric column has one unit for all its rows: line fluxes, stored in each
+spectrum's own unit, are converted by the query (factors in the temporary table
+``release_flux_scale``, :mod:`.units`).
+
 The queries resolve results through a *search path*: the succeeded runs of the named
 collection with their rank, in the temporary table ``release_search_path``. They pick
 rows exactly like the catalog views (migrations 0003-0006) pick them through
@@ -23,6 +27,8 @@ from sqlalchemy.dialects.postgresql import REAL
 
 from skyledger.schema import models as m
 from skyledger.schema.base import column_meta
+
+from .units import FLUX_SCALE_TABLE, LINE_FLUX_UNIT
 
 __all__ = ["ReleaseColumn", "ReleaseTable", "RELEASE_TABLES", "SEARCH_PATH_TABLE", "PG_TYPES", "release_table"]
 
@@ -157,19 +163,23 @@ WITH chosen AS (
     JOIN {SEARCH_PATH_TABLE} AS p ON p.run_id = lm.run_id
     ORDER BY lm.spectrum_id, p.task, p.rank, lm.run_id DESC
 )
-SELECT lm.spectrum_id, lm.line, lm.z, lm.velocity, lm.velocity_err, lm.sigma, lm.sigma_err, lm.flux, lm.flux_err,
-       lm.ew, lm.ew_err, lm.snr, lm.flags, s.flux_unit, chosen.task AS source_task, lm.run_id
+SELECT lm.spectrum_id, lm.line, lm.z, lm.velocity, lm.velocity_err, lm.sigma, lm.sigma_err,
+       lm.flux * fs.scale AS flux, lm.flux_err * fs.scale AS flux_err,
+       lm.ew, lm.ew_err, lm.snr, lm.flags, chosen.task AS source_task, lm.run_id
 FROM line_measurement AS lm
 JOIN chosen ON chosen.spectrum_id = lm.spectrum_id AND chosen.run_id = lm.run_id
 JOIN spectrum AS s ON s.id = lm.spectrum_id
+LEFT JOIN {FLUX_SCALE_TABLE} AS fs ON fs.flux_unit = s.flux_unit
 ORDER BY lm.spectrum_id, chosen.task, lm.line
 """,
     columns=(
         _SPECTRUM_ID,
-        *(col(c, getattr(m.LineMeasurement, c)) for c in
-          ("line", "z", "velocity", "velocity_err", "sigma", "sigma_err", "flux", "flux_err", "ew", "ew_err", "snr",
-           "flags")),
-        col("flux_unit", m.Spectrum.flux_unit, doc="Unit of the spectrum's flux density; flux is in it times Angstrom"),
+        *(col(c, getattr(m.LineMeasurement, c)) for c in ("line", "z", "velocity", "velocity_err", "sigma", "sigma_err")),
+        col("flux", m.LineMeasurement.flux, unit=LINE_FLUX_UNIT,
+            doc="Integrated line flux, converted from the spectrum's flux unit (NULL where that unit is unknown "
+                "or no flux density per wavelength; see spectra.flux_unit)"),
+        col("flux_err", m.LineMeasurement.flux_err, unit=LINE_FLUX_UNIT, doc="Error of flux"),
+        *(col(c, getattr(m.LineMeasurement, c)) for c in ("ew", "ew_err", "snr", "flags")),
         col("source_task", m.Run.task, doc="Task that produced the line: lines (fitted) or ingested (from a catalogue)",
             ucd="meta.code"),
         _RUN_ID,

@@ -1,19 +1,25 @@
-"""``skyledger release verify`` and ``list``: is every file of a release still what was written?
+"""``skyledger release verify`` and ``list``: is every file and every row of a release still what was written?
 
-The database's ``release_file`` rows are the reference (the manifest is one of the files
-they cover): each file must exist with its recorded size, SHA-256 and row count, FITS
-files must pass their own CHECKSUM/DATASUM, the manifest must agree with the database,
-the directory must hold nothing else, and the release schema's tables must still hold
-the recorded number of rows.
+The database's ``release_file`` and ``release_table`` rows are the reference (the
+manifest is one of the files they cover): each file must exist with its recorded size,
+SHA-256 and row count, FITS files must pass their own CHECKSUM/DATASUM, the manifest
+must agree with the database, the directory must hold nothing else, and every table of
+the release schema must still exist, guarded by its read-only trigger, with the rows
+whose digest was recorded (:mod:`.digest`). A file no reader can parse is reported as
+damaged, never raised. Releases made before digests were recorded (migration 0012) get
+their row counts checked, and a note says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -26,10 +32,15 @@ from skyledger.compute.runs import file_sha256
 from skyledger.schema.database import psycopg_connection
 
 from .create import MANIFEST, ReleaseFile
+from .digest import TableDigest, relation_exists, table_digest
 from .errors import ReleaseError
 from .fits import verify_fits_checksums
+from .freeze import FROZEN_TABLES
 
-__all__ = ["ReleaseListing", "VerifyReport", "list_releases", "verify_release", "count_rows"]
+__all__ = ["DIGESTS_SINCE", "ReleaseListing", "VerifyReport", "list_releases", "verify_release", "count_rows"]
+
+#: The database schema revision that started recording table digests (release_table).
+DIGESTS_SINCE = "0012"
 
 
 @dataclass
@@ -48,7 +59,11 @@ class VerifyReport:
     name: str
     directory: Path
     files_checked: int = 0
+    #: Tables whose rows were checked against their recorded digest.
+    tables_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    #: What could not be checked and why (not a problem: an old release has no digests).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +82,13 @@ def list_releases(session: Session) -> list[ReleaseListing]:
 def count_rows(path: Path, file_format: str) -> int:
     """Rows of a release table file, read the way its format defines them."""
     if file_format == "fits":
-        return int(fits.getheader(path, 1)["NAXIS2"])
+        # Opened here so that the file is closed whatever astropy raises.
+        with open(path, "rb") as fh:
+            try:
+                header = fits.getheader(fh, 1)
+            except IndexError as err:
+                raise ValueError("no table extension (HDU 1): a header is broken or the file ends early") from err
+        return int(header["NAXIS2"])
     if file_format == "parquet":
         return pq.ParquetFile(path).metadata.num_rows
     if file_format == "ecsv":
@@ -90,32 +111,66 @@ def count_rows(path: Path, file_format: str) -> int:
 
 
 def _check_file(directory: Path, f: ReleaseFile) -> list[str]:
+    """Size, SHA-256, row count and FITS checksums of one file. Each parsing step that
+    fails is reported as damaged (the first reason only) and the next step still runs."""
     path = directory / f.path
-    if not path.is_file():
+    if not path.exists():
         return [f"{f.path}: missing"]
-    problems = []
-    size = path.stat().st_size
-    if size != f.size_bytes:
-        problems.append(f"{f.path}: {size} bytes, {f.size_bytes} when written")
-    digest = file_sha256(path)
-    if digest != f.sha256:
-        problems.append(f"{f.path}: SHA-256 {digest} differs from the recorded {f.sha256}")
-    if f.n_rows is not None:
+    if not path.is_file():
+        return [f"{f.path}: not a regular file"]
+    problems: list[str] = []
+    damaged: list[str] = []
+
+    def step(check: Callable[[], list[str]]) -> None:
         try:
-            rows = count_rows(path, f.file_format)
-        except (OSError, ValueError, KeyError, IndexError) as err:
-            problems.append(f"{f.path}: cannot count its rows ({err})")
-        else:
-            if rows != f.n_rows:
-                problems.append(f"{f.path}: {rows} rows, {f.n_rows} when written")
+            with warnings.catch_warnings():
+                # A damaged header often makes astropy warn and guess; a guess is not a check.
+                warnings.simplefilter("error")
+                problems.extend(check())
+        except Exception as err:  # noqa: BLE001 -- whatever a reader raises on a damaged file is a finding
+            damaged.append(_reason(err))
+
+    def size() -> list[str]:
+        got = path.stat().st_size
+        return [] if got == f.size_bytes else [f"{f.path}: {got} bytes, {f.size_bytes} when written"]
+
+    def sha256() -> list[str]:
+        got = file_sha256(path)
+        return [] if got == f.sha256 else [f"{f.path}: SHA-256 {got} differs from the recorded {f.sha256}"]
+
+    def rows() -> list[str]:
+        got = count_rows(path, f.file_format)
+        return [] if got == f.n_rows else [f"{f.path}: {got} rows, {f.n_rows} when written"]
+
+    def checksums() -> list[str]:
+        return [f"{f.path}: {p}" for p in verify_fits_checksums(path)]
+
+    step(size)
+    step(sha256)
+    if f.n_rows is not None:
+        step(rows)
     if f.file_format == "fits":
-        problems += [f"{f.path}: {p}" for p in verify_fits_checksums(path)]
+        step(checksums)
+    if damaged:
+        problems.append(f"{f.path}: damaged: {damaged[0]}")
     return problems
 
 
+def _reason(err: BaseException) -> str:
+    text_ = " ".join(str(err).split()) or "no message"
+    if len(text_) > 200:
+        text_ = text_[:197] + "..."
+    return f"{type(err).__name__}: {text_}"
+
+
 def verify_release(session: Session, name: str, directory: Path | None = None) -> VerifyReport:
-    """Recompute every checksum and row count of release ``name`` (files in ``directory``,
-    by default where they were written) and report each difference."""
+    """Recompute every checksum, row count and table digest of release ``name`` (files in
+    ``directory``, by default where they were written) and report each difference.
+
+    Never raises for what it finds: a damaged file, a dropped table or a changed row is a
+    problem in the report. It raises :class:`ReleaseError` only when it cannot start (no
+    such release, no directory).
+    """
     row = session.execute(text("SELECT id, out_dir FROM release WHERE name = :n"), {"n": name}).one_or_none()
     if row is None:
         known = session.execute(text("SELECT name FROM release ORDER BY name")).scalars().all()
@@ -129,6 +184,9 @@ def verify_release(session: Session, name: str, directory: Path | None = None) -
     files = [ReleaseFile(*r) for r in session.execute(text(
         "SELECT path, file_format, table_name, sha256, size_bytes, n_rows FROM release_file "
         "WHERE release_id = :r ORDER BY id"), {"r": release_id})]
+    digests = {r[0]: TableDigest(r[1], r[2]) for r in session.execute(text(
+        "SELECT table_name, n_rows, sha256 FROM release_table WHERE release_id = :r ORDER BY table_name"),
+        {"r": release_id})}
     report = VerifyReport(name=name, directory=where)
     for f in files:
         report.problems += _check_file(where, f)
@@ -136,41 +194,110 @@ def verify_release(session: Session, name: str, directory: Path | None = None) -
     known = {f.path for f in files}
     extra = sorted(p.name for p in where.iterdir() if p.name not in known)
     report.problems += [f"{p}: not part of the release" for p in extra]
-    report.problems += _check_manifest(where, files)
-    report.problems += _check_schema(session, name, files)
+    report.problems += _check_manifest(where, files, digests)
+    conn = psycopg_connection(session)
+    if digests:
+        report.problems += _check_tables(conn, name, digests)
+        report.tables_checked = len(digests)
+    else:
+        report.notes.append(
+            f"schema {name}: no row digest recorded (release made before skyledger recorded them, "
+            f"database schema revision {DIGESTS_SINCE}); only its row counts were checked")
+        report.problems += _check_counts(conn, name, files)
     return report
 
 
-def _check_manifest(directory: Path, files: list[ReleaseFile]) -> list[str]:
+def _check_manifest(directory: Path, files: list[ReleaseFile], digests: dict[str, TableDigest]) -> list[str]:
     path = directory / MANIFEST
     if not path.is_file():
         return []  # already reported missing
     try:
-        listed = {f["path"]: f for f in json.loads(path.read_text())["files"]}
-    except (ValueError, KeyError, TypeError) as err:
-        return [f"{MANIFEST}: unreadable ({err})"]
-    problems = []
-    for f in files:
-        if f.path == MANIFEST:
-            continue
-        entry = listed.get(f.path)
-        if entry is None:
-            problems.append(f"{MANIFEST}: does not list {f.path}")
-        elif (entry.get("sha256"), entry.get("rows"), entry.get("size_bytes")) != (f.sha256, f.n_rows, f.size_bytes):
-            problems.append(f"{MANIFEST}: its entry for {f.path} differs from the database's")
+        body = json.loads(path.read_text(encoding="utf-8"))
+        listed = {f["path"]: f for f in body["files"]}
+        problems = []
+        for f in files:
+            if f.path == MANIFEST:
+                continue
+            entry = listed.get(f.path)
+            if entry is None:
+                problems.append(f"{MANIFEST}: does not list {f.path}")
+            elif (entry.get("sha256"), entry.get("rows"), entry.get("size_bytes")) != (f.sha256, f.n_rows, f.size_bytes):
+                problems.append(f"{MANIFEST}: its entry for {f.path} differs from the database's")
+        if digests:
+            tables = body.get("sql_tables", {})
+            for table, d in sorted(digests.items()):
+                entry = tables.get(table)
+                if entry is None or (entry.get("rows"), entry.get("sha256")) != (d.n_rows, d.sha256):
+                    problems.append(f"{MANIFEST}: its digest of table {table} differs from the database's")
+    except Exception as err:  # noqa: BLE001 -- a damaged manifest is a finding, whatever the parser raises
+        return [f"{MANIFEST}: damaged: {_reason(err)}"]
     return problems
 
 
-def _check_schema(session: Session, name: str, files: list[ReleaseFile]) -> list[str]:
+def _relations(conn: psycopg.Connection, name: str) -> dict[str, str | None]:
+    """Every table-like relation of schema ``name`` and the state of its read-only trigger
+    (``pg_trigger.tgenabled``: O or A fire normally; D disabled; R only in replica mode)."""
+    return {r[0]: r[1] for r in conn.execute(
+        "SELECT c.relname, t.tgenabled::text FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_trigger AS t ON t.tgrelid = c.oid AND t.tgname = 'release_read_only' "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')", (name,))}
+
+
+def _schema_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone() is not None
+
+
+def _check_tables(conn: psycopg.Connection, name: str, recorded: dict[str, TableDigest]) -> list[str]:
+    """Recompute every table's digest; name each table that is gone, gained or lost rows,
+    or holds other rows, and each read-only trigger that no longer guards its table."""
+    if not _schema_exists(conn, name):
+        return [f"schema {name} is missing (dropped): tables {', '.join(sorted(recorded))} are gone"]
+    relations = _relations(conn, name)
+    problems = []
+    for table, expected in sorted(recorded.items()):
+        where = f"schema {name}: table {table}"
+        if table not in relations:
+            problems.append(f"{where} is missing (dropped)")
+            continue
+        trigger = relations[table]
+        if trigger is None:
+            problems.append(f"{where} has lost its read-only trigger release_read_only")
+        elif trigger not in ("O", "A"):
+            problems.append(f"{where}: its read-only trigger is disabled "
+                            f"(ALTER TABLE {name}.{table} ENABLE TRIGGER release_read_only restores it)")
+        try:
+            with conn.transaction():  # a savepoint: one unreadable table does not end the checks
+                got = table_digest(conn, name, table, FROZEN_TABLES.get(table, ()))
+        except psycopg.Error as err:
+            problems.append(f"{where} cannot be read: {_reason(err)}")
+            continue
+        if got.n_rows != expected.n_rows:
+            change = "rows were deleted" if got.n_rows < expected.n_rows else "rows were added"
+            problems.append(f"{where} has {got.n_rows} rows, {expected.n_rows} when released ({change})")
+        elif got.sha256 != expected.sha256:
+            problems.append(f"{where}: its rows changed since the release "
+                            f"(SHA-256 {got.sha256}, {expected.sha256} when released)")
+    extra = sorted(set(relations) - set(recorded))
+    problems += [f"schema {name}: {t} is not part of the release" for t in extra]
+    return problems
+
+
+def _check_counts(conn: psycopg.Connection, name: str, files: list[ReleaseFile]) -> list[str]:
+    """Releases made before table digests: the row count of each table its files hold."""
     expected = {f.table_name: f.n_rows for f in files if f.table_name is not None}
-    conn = psycopg_connection(session)
+    if not _schema_exists(conn, name):
+        return [f"schema {name} is missing (dropped): tables {', '.join(sorted(expected))} are gone"]
     problems = []
     for table, n_rows in sorted(expected.items()):
-        exists = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(name, table).as_string(conn),)).fetchone()[0]
-        if exists is None:
-            problems.append(f"schema {name}: table {table} is missing")
+        if not relation_exists(conn, name, table):
+            problems.append(f"schema {name}: table {table} is missing (dropped)")
             continue
-        got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, table))).fetchone()[0]
+        try:
+            with conn.transaction():
+                got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, table))).fetchone()[0]
+        except psycopg.Error as err:
+            problems.append(f"schema {name}: table {table} cannot be read: {_reason(err)}")
+            continue
         if got != n_rows:
             problems.append(f"schema {name}: table {table} has {got} rows, {n_rows} when released")
     return problems
