@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     #: Worker processes (one torch thread each) a CPU task may use; on two cores the
     #: `lines` fit measured 1.35x faster with one per core than in one process with threads.
     cpu_workers: int = Field(1, ge=1)
+    #: A compressed (gzip) survey file may inflate to this many times its size (at least
+    #: to 64 MiB) and never beyond max_inflated_bytes; beyond, it is rejected as a gzip bomb.
+    max_inflate_ratio: float = Field(100.0, gt=0)
+    max_inflated_bytes: int = Field(4 << 30, gt=0)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -30,6 +30,7 @@ from astropy.utils.exceptions import AstropyWarning
 # import ingest); readers use it from here.
 from skyledger.compute.linelist import air_to_vacuum, vacuum_to_air
 from skyledger.ingest.readers import rawfits
+from skyledger.ingest.diagnose import describe
 from skyledger.ingest.records import FileContents, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -215,10 +216,16 @@ def check_hdu_size(
     if file_size is not None:
         info = hdu.fileinfo()
         if info is not None and info["datLoc"] + n_bytes > file_size:
+            present = file_size - info["datLoc"]
+            # Cut mid-block is certainly a truncation; on a block boundary the header may
+            # as well overstate the data (NAXISn larger than what was written).
+            why = (
+                "truncated file (it ends in the middle of a 2880-byte block)" if file_size % 2880 else
+                "the header overstates the data size (NAXISn), or the file was truncated at a block boundary"
+            )  # fmt: skip
             raise ReaderError(
                 path,
-                f"header claims {n_bytes} data bytes but the file ends "
-                f"{file_size - info['datLoc']} bytes after the header: truncated file",
+                f"header claims {n_bytes} data bytes ({dims}) but the file ends {present} bytes after the header: {why}",
                 hdu=hdu.name,
             )
 
@@ -237,7 +244,7 @@ def open_fits(path: str | os.PathLike[str], *, streamed: bool = False) -> Iterat
     p = Path(path)
     try:
         if not _looks_like_fits(p):
-            raise ReaderError(path, "not a FITS file (no 'SIMPLE = T' card at the start)")
+            raise ReaderError(path, describe(p))  # empty, or what it is instead
         compressed = _is_gzip(p)
         file_size = None if compressed else p.stat().st_size
         with warnings.catch_warnings():
