@@ -10,6 +10,7 @@ the HDU/column and the problem.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import re
@@ -134,8 +135,15 @@ class FitsSummary:
         return {str(header.get(f"TTYPE{i}", "")).strip().upper() for i in range(1, n + 1)}
 
 
-def _looks_like_fits(path: Path) -> bool:
-    """First card is SIMPLE = T, plain or gzipped; the cheapest possible rejection of junk."""
+def _looks_like_fits(path: Path, data: bytes | None = None) -> bool:
+    """First card is SIMPLE = T, plain or gzipped; the cheapest possible rejection of junk.
+    ``data``: the file's bytes, already read."""
+    if data is not None:
+        head = data[:80]
+        if head[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as gz:
+                head = gz.read(80)
+        return head.startswith(b"SIMPLE  =") and head[10:30].strip() == b"T"
     with open(path, "rb") as fh:
         head = fh.read(80)
     if head[:2] == b"\x1f\x8b":
@@ -242,15 +250,23 @@ def open_fits(path: str | os.PathLike[str], *, streamed: bool = False) -> Iterat
     so it keeps :data:`MAX_ARRAY_ELEMENTS`.
     """
     p = Path(path)
+    data = rawfits.preloaded_bytes(path)  # the checksummed bytes, during an ingest
     try:
-        if not _looks_like_fits(p):
+        if not _looks_like_fits(p, data):
             raise ReaderError(path, describe(p))  # empty, or what it is instead
-        compressed = _is_gzip(p)
-        file_size = None if compressed else p.stat().st_size
+        compressed = data[:2] == b"\x1f\x8b" if data is not None else _is_gzip(p)
         with warnings.catch_warnings():
             # astropy's "file may have been truncated" warning is replaced by our own check.
             warnings.simplefilter("ignore", AstropyWarning)
-            hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
+            if data is not None:
+                file_size = None if compressed else len(data)
+                source: Any = io.BytesIO(data)
+                if compressed:  # astropy detects gzip by file name or magic only on real files
+                    source = gzip.GzipFile(fileobj=source, mode="rb")
+                hdul = fits.open(source, memmap=False, lazy_load_hdus=False)
+            else:
+                file_size = None if compressed else p.stat().st_size
+                hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
     except ReaderError:
         raise
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as err:
@@ -461,7 +477,20 @@ def read_table(path: str | os.PathLike[str], hdu: fits.hdu.base._BaseHDU | rawfi
     if isinstance(hdu, rawfits.RawHdu):
         return _raw_table(path, hdu)
     info = hdu.fileinfo()
-    if info is not None and getattr(info["file"], "compression", None) is None:
+    data = rawfits.preloaded_bytes(path)
+    if info is not None and data is not None and getattr(info["file"], "compression", None) is None:
+        # The HDU list was opened on the checksummed bytes (open_fits): decode those.
+        cards = _raw_cards(data[info["hdrLoc"] : info["datLoc"]])
+        layout = _table_dtype(path, cards, hdu.name)
+        if layout is not None:
+            dtype, names, logical = layout
+            n_rows = _card_int(path, cards, "NAXIS2", hdu.name)
+            if n_rows == 0:
+                return None
+            if info["datLoc"] + n_rows * dtype.itemsize > len(data):
+                raise ReaderError(path, f"expected {n_rows} rows, the file ends before them: truncated file", hdu=hdu.name)
+            return TableData(np.frombuffer(data, dtype=dtype, count=n_rows, offset=info["datLoc"]), names, logical)
+    elif info is not None and getattr(info["file"], "compression", None) is None:
         with open(path, "rb") as fh:
             fh.seek(info["hdrLoc"])
             cards = _raw_cards(fh.read(info["datLoc"] - info["hdrLoc"]))

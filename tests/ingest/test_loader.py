@@ -543,6 +543,38 @@ def test_the_rows_read_are_the_content_checksummed(tmp_path):
     np.testing.assert_array_equal(got.flux, expected.flux)
 
 
+@pytest.mark.parametrize(("sample", "reader"), [(MANGA, "manga_rss"), ("legac_M19_56670_v3.0.fits", "eso_phase3")])
+def test_astropy_readers_parse_the_checksummed_bytes_too(tmp_path, sample, reader):
+    """As for SDSS above: a file rewritten in place after its checksum, even with the
+    same size and time stamps, is parsed as checksummed (open_fits reads those bytes)."""
+    from skyledger.ingest.read_ahead import Job, locate, read_contents
+    from tests.ingest.broken import modified_copy
+
+    source = sample_data_dir() / sample if isinstance(sample, str) else sample
+    path = Path(shutil.copy(source, tmp_path / source.name))
+    expected = list(get_reader(reader).read(path, {}).spectra)
+    prepared = locate(Job(str(path), SurveySpec(name="s", reader=reader), reader), None)
+
+    def double(h):
+        if "FLUX" in h:  # MaNGA: a FLUX image
+            h["FLUX"].data = h["FLUX"].data * 2
+        else:  # ESO: a FLUX column
+            h[1].data["FLUX"] *= 2
+
+    other = modified_copy(source, tmp_path / ("other" + "".join(source.suffixes)), double)
+    stamp = path.stat()
+    path.write_bytes(other.read_bytes())
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    read_contents(prepared, reader)
+    assert prepared.reason is None, prepared.reason
+    got = list(prepared.contents.spectra)
+    assert [s.object_id for s in got] == [s.object_id for s in expected]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.flux, b.flux)
+    changed = next(get_reader(reader).read(path, {}).spectra)
+    assert not np.array_equal(changed.flux, expected[0].flux)  # the file did change
+
+
 def test_resolving_with_cached_directories_agrees_with_pathlib(tmp_path, monkeypatch):
     """``locate`` resolves each directory once per process; every path kind must still come
     out as ``Path.resolve(strict=True)`` says, symlinks anywhere in the path included."""
