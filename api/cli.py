@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
+#: Exit code of `ingest` and `nightly` when some files were rejected (README, "Exit codes").
+EXIT_REJECTED = 3
+
 OutputFormat = Enum("OutputFormat", {name: name for name in FORMATS}, type=str)
 
 app = typer.Typer(
@@ -156,19 +159,29 @@ def _print_batch(summary) -> None:
 @app.command()
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[Optional[list[str]], typer.Argument(help="Files or directories; none: every configured survey.")] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(
+        exists=True, help="Files or directories; none: every configured survey.")] = None,
     reader: Annotated[Optional[str], typer.Option(help="Force this reader instead of detecting each file's format.")] = None,
     survey: Annotated[Optional[str], typer.Option(help="Survey name (default: the reader's name).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+    allow_duplicate_content: Annotated[bool, typer.Option(
+        help="Load content already stored under another survey again (default: record a duplicate).")] = False,
 ) -> None:
-    """Ingest survey files: each file wholly or not at all; bad files are rejected with a reason."""
+    """Ingest survey files: each file wholly or not at all; bad files are rejected with a reason.
+
+    Exit codes: 0 every file loaded, unchanged or duplicate; 1 an error stopped the
+    batch (configuration, database); 2 usage (e.g. a path that does not exist);
+    3 some files were rejected (the others are in).
+    """
     from tqdm import tqdm
 
-    from skyledger.ingest.batch import ingest_paths, ingest_surveys
+    from skyledger.ingest.batch import InputLimits, ingest_paths, ingest_surveys
     from skyledger.ingest.config import SurveySpec, load_config
 
     settings = _settings(ctx)
     config_path = config or settings.config
+    options = {"limits": InputLimits(settings.max_inflate_ratio, settings.max_inflated_bytes),
+               "allow_duplicate_content": allow_duplicate_content}  # fmt: skip
     db = _open(ctx)
     try:
         if paths:
@@ -180,15 +193,18 @@ def ingest(
                     known = {s.name: s for s in cfg.surveys}
                     spec, root = known.get(survey), cfg.root if survey in known else None
                 spec = spec or SurveySpec(name=survey, reader=reader)
-            summary = ingest_paths(db, paths, survey=spec, reader=reader, root=root, on_file=lambda o: files_bar.update())
+            summary = ingest_paths(db, paths, survey=spec, reader=reader, root=root, on_file=lambda o: files_bar.update(),
+                                   **options)  # fmt: skip
         else:
             cfg = load_config(config_path)
             files_bar = tqdm(desc="ingest", unit="file", disable=None, total=sum(len(s.files()) for s in cfg.surveys))
-            summary = ingest_surveys(db, cfg, on_file=lambda o: files_bar.update())
+            summary = ingest_surveys(db, cfg, on_file=lambda o: files_bar.update(), **options)
         files_bar.close()
     finally:
         db.dispose()
     _print_batch(summary)
+    if summary.counts["rejected"]:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 def _prefect_environment() -> None:
@@ -213,6 +229,8 @@ def nightly(
     typer.echo(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; {result['spectra']} spectra loaded")
     for path, reason in result["rejected"].items():
         typer.echo(f"  rejected {path}: {reason}")
+    if result["rejected"]:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 @app.command()

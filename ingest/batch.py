@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skyledger.ingest.config import IngestConfig, SurveySpec
+from skyledger.ingest.inflate import InputLimits
 from skyledger.ingest.loader import FileOutcome, Job, Loader
 from skyledger.ingest.read_ahead import UNSORTED_SURVEY
 from skyledger.ingest.readers import get_reader
 from skyledger.schema.database import Database
 
-__all__ = ["BatchSummary", "expand_paths", "ingest_paths", "ingest_surveys", "new_batch_id", "UNSORTED_SURVEY"]
+__all__ = ["BatchSummary", "InputLimits", "expand_paths", "ingest_paths", "ingest_surveys", "new_batch_id", "UNSORTED_SURVEY"]
 
 OnFile = Callable[[FileOutcome], None]
 
@@ -87,14 +88,15 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def _run(
     db: Database, jobs: list[Job], summary: BatchSummary, root: Path | None, on_file: OnFile | None,
-    read_workers: int | None,
+    read_workers: int | None, limits: InputLimits | None, allow_duplicate_content: bool,
 ) -> BatchSummary:  # fmt: skip
     def record(outcome: FileOutcome) -> None:
         summary.add(outcome)
         if on_file is not None:
             on_file(outcome)
 
-    with Loader(db, root=root, batch_id=summary.batch_id) as loader:
+    with Loader(db, root=root, batch_id=summary.batch_id, limits=limits,
+                allow_duplicate_content=allow_duplicate_content) as loader:  # fmt: skip
         loader.ingest_many(jobs, on_file=record, read_workers=read_workers)
     return summary
 
@@ -110,14 +112,18 @@ def ingest_paths(
     on_file: OnFile | None = None,
     read_workers: int | None = None,
     keep_outcomes: bool = True,
+    limits: InputLimits | None = None,
+    allow_duplicate_content: bool = False,
 ) -> BatchSummary:
     """Ingest files and directories. Without a survey, each file goes to the survey
-    named after its detected reader. ``read_workers``: see :meth:`Loader.ingest_many`."""
+    named after its detected reader. ``read_workers``: see :meth:`Loader.ingest_many`;
+    ``limits``: how far a compressed file may inflate; ``allow_duplicate_content``: load
+    content already stored under another survey again (default: a duplicate)."""
     if reader is not None:
         get_reader(reader)  # an unknown name is the caller's mistake, not each file's
     summary = BatchSummary(batch_id or new_batch_id(), keep_outcomes=keep_outcomes)
     jobs = [Job(str(path), survey, reader) for path in expand_paths(paths)]
-    return _run(db, jobs, summary, root, on_file, read_workers)
+    return _run(db, jobs, summary, root, on_file, read_workers, limits, allow_duplicate_content)
 
 
 def ingest_surveys(
@@ -129,9 +135,12 @@ def ingest_surveys(
     on_file: OnFile | None = None,
     read_workers: int | None = None,
     keep_outcomes: bool = True,
+    limits: InputLimits | None = None,
+    allow_duplicate_content: bool = False,
 ) -> BatchSummary:
-    """Ingest every file of the configured surveys (or of those named)."""
+    """Ingest every file of the configured surveys (or of those named); the options as
+    for :func:`ingest_paths`."""
     specs = [config.survey(n) for n in names] if names is not None else list(config.surveys)
     summary = BatchSummary(batch_id or new_batch_id(), keep_outcomes=keep_outcomes)
     jobs = [Job(str(path), spec) for spec in specs for path in spec.files()]
-    return _run(db, jobs, summary, config.root, on_file, read_workers)
+    return _run(db, jobs, summary, config.root, on_file, read_workers, limits, allow_duplicate_content)

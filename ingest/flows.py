@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from skyledger.ingest.batch import BatchSummary, ingest_surveys
+from skyledger.ingest.batch import BatchSummary, InputLimits, ingest_surveys
 from skyledger.ingest.config import load_config
 from skyledger.ingest.loader import FileOutcome
 from skyledger.schema.database import Database, connect
@@ -47,7 +47,8 @@ def _run_survey(db: Database, settings: Settings, survey: str, batch_id: str | N
         detail = f" ({outcome.reason})" if outcome.reason else ""
         logger.info("%s %s: %d spectra%s", outcome.status, outcome.path, outcome.n_spectra, detail)
 
-    return ingest_surveys(db, config, names=[survey], batch_id=batch_id, on_file=log)
+    limits = InputLimits(settings.max_inflate_ratio, settings.max_inflated_bytes)
+    return ingest_surveys(db, config, names=[survey], batch_id=batch_id, on_file=log, limits=limits)
 
 
 @flow(name="ingest-survey")

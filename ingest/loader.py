@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from skyledger.ingest.inflate import InputLimits
 from skyledger.ingest.read_ahead import Job, Prepared, ReadAhead, StoreTarget, sha256_file
 from skyledger.ingest.store import (
     GROUP_BYTES, GROUP_FILES, LINE_FLAGS, SOURCE_FLAGS, SPECTRUM_FLAGS, FileOutcome, Store, ensure_survey,
@@ -31,7 +32,7 @@ from skyledger.ingest.store import (
 from skyledger.schema.database import Database
 
 __all__ = [
-    "FileOutcome", "GROUP_FILES", "Job", "Loader", "LINE_FLAGS", "READ_AHEAD_MIN_FILES", "READ_WORKERS", "SOURCE_FLAGS",
+    "FileOutcome", "GROUP_FILES", "InputLimits", "Job", "Loader", "LINE_FLAGS", "READ_AHEAD_MIN_FILES", "READ_WORKERS", "SOURCE_FLAGS",
     "SPECTRUM_FLAGS", "ensure_survey", "sha256_file",
 ]  # fmt: skip
 
@@ -52,8 +53,12 @@ OnFile = Callable[[FileOutcome], None]
 class Loader(Store):
     """Loads files into one database. Create one per batch (it holds connections and caches ids)."""
 
-    def __init__(self, db: Database, *, root: Path | None = None, batch_id: str | None = None):
-        super().__init__(db.conninfo, root=root, batch_id=batch_id)
+    def __init__(
+        self, db: Database, *, root: Path | None = None, batch_id: str | None = None,
+        limits: InputLimits | None = None, allow_duplicate_content: bool = False,
+    ):  # fmt: skip
+        super().__init__(db.conninfo, root=root, batch_id=batch_id, limits=limits,
+                         allow_duplicate_content=allow_duplicate_content)  # fmt: skip
         self.db = db
 
     def __enter__(self) -> Loader:
@@ -76,9 +81,9 @@ class Loader(Store):
                 if on_file is not None:
                     on_file(outcome)
             return
-        target = StoreTarget(self.conninfo, self.batch_id)
+        target = StoreTarget(self.conninfo, self.batch_id, self.allow_duplicate_content)
         with ReadAhead(jobs, root=self.root, workers=read_workers, window=2 * GROUP_FILES, block=GROUP_FILES,
-                       store=target) as ahead:  # fmt: skip
+                       store=target, limits=self.limits) as ahead:  # fmt: skip
             groups = _Groups(self, ahead, on_file, limit=GROUPS_IN_FLIGHT_PER_WORKER * read_workers)
             for index, (job, prepared) in enumerate(zip(jobs, ahead)):
                 if prepared.held:

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from skyledger.ingest.config import SurveySpec
+from skyledger.ingest.inflate import GZIP_MAGIC, GzipCheck, InflateError, InputLimits
 from skyledger.ingest.readers import detect_reader, get_reader, rawfits
 from skyledger.ingest.records import FileContents
 from skyledger.schema.errors import DatabaseError, IngestError, ReaderError
 
 __all__ = [
-    "Job", "Prepared", "ReadAhead", "Rejected", "StoreTarget", "UNSORTED_SURVEY", "locate", "prepare", "read_contents",
-    "serve", "sha256_file",
+    "InputLimits", "Job", "Prepared", "ReadAhead", "Rejected", "StoreTarget", "UNSORTED_SURVEY", "changed_on_disk",
+    "locate", "prepare", "read_contents", "serve", "sha256_file",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -76,6 +77,14 @@ class Rejected(Exception):
         self.reason = reason
 
 
+#: What identifies one version of a file on disk: device, inode, size, mtime and ctime (ns).
+Identity = tuple[int, int, int, int, int]
+
+
+def _identity(status: os.stat_result) -> Identity:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
 @dataclass
 class Prepared:
     """Everything known about a file before the database is asked anything."""
@@ -94,6 +103,8 @@ class Prepared:
     #: group (``contents`` is None here); ``held_bytes``: its arrays' size
     held: bool = False
     held_bytes: int = 0
+    #: the file's version on disk when it was checksummed (see :func:`changed_on_disk`)
+    identity: Identity | None = None
     #: the file's bytes as checksummed (files up to ``rawfits.MAX_SCAN_BYTES``), until it
     #: is read: readers that scan headers with :mod:`rawfits` (SDSS) parse these very
     #: bytes; astropy-based readers open the file again. Never pickled.
@@ -103,19 +114,93 @@ class Prepared:
         return {**self.__dict__, "content": None}
 
 
-def _read_and_hash(path: Path, keep_limit: int) -> tuple[str, int, bytes | None]:
-    """sha256 and size of the file, and its bytes when it is at most ``keep_limit`` bytes."""
+@dataclass(frozen=True)
+class _Hashed:
+    sha: str
+    size: int
+    content: bytes | None  # the bytes, when the file is at most the keep limit
+    identity: Identity
+    problem: str | None = None  # what is wrong with the content itself (a bad gzip stream)
+
+
+def _read_and_hash(path: Path, keep_limit: int, limits: InputLimits) -> _Hashed:
+    """sha256 and size of the file, its bytes when it is at most ``keep_limit`` bytes, and
+    its identity; a gzip file is inflated to its end on the way (:mod:`.inflate`).
+
+    A file that changes while it is read is refused here (Rejected); a change after this
+    read is caught by :func:`changed_on_disk` once the file is parsed.
+    """
+    problem = None
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+        before = os.fstat(fh.fileno())
+        size = before.st_size
         if size <= keep_limit:
             # One byte more than the size, to see whether the file grew meanwhile. Not
             # keep_limit + 1: read(n) allocates n bytes first (64 MiB for a 144 kB file:
             # 0.06 ms per SDSS file, more than reading it).
             data = fh.read(size + 1)
-            if len(data) <= size:
-                return hashlib.sha256(data).hexdigest(), len(data), data
-    sha, size = sha256_file(path)
-    return sha, size, None
+            if len(data) != size:
+                raise Rejected(_CHANGED_WHILE_READ)
+            sha, content = hashlib.sha256(data).hexdigest(), data
+            if data[:2] == GZIP_MAGIC:
+                problem = _inflate_problem(size, limits, [data])
+        else:
+            digest, n, content = hashlib.sha256(), 0, None
+            check: GzipCheck | None = None
+            while block := fh.read(1 << 20):
+                if n == 0 and block[:2] == GZIP_MAGIC:
+                    check = GzipCheck(size, limits)
+                digest.update(block)
+                n += len(block)
+                if check is not None:
+                    try:
+                        check.feed(block)
+                    except InflateError as err:
+                        problem, check = err.reason, None  # hash the rest, inflate no more
+            if n != size:
+                raise Rejected(_CHANGED_WHILE_READ)
+            if check is not None:
+                problem = _inflate_problem(size, limits, [], check)
+            sha = digest.hexdigest()
+        after = os.fstat(fh.fileno())
+    if _identity(after) != _identity(before):
+        raise Rejected(_CHANGED_WHILE_READ)
+    return _Hashed(sha, size, None if problem else content, _identity(before), problem)
+
+
+def _inflate_problem(size: int, limits: InputLimits, pieces: list[bytes], check: GzipCheck | None = None) -> str | None:
+    try:
+        check = check or GzipCheck(size, limits)
+        for piece in pieces:
+            check.feed(piece)
+        check.finish()
+    except InflateError as err:
+        return err.reason
+    return None
+
+
+_CHANGED_WHILE_READ = (
+    "the file changed while it was being read (its size, modification time or inode differ from when it was "
+    "checksummed): it is being written or replaced; ingest it again once it is complete"
+)
+
+
+def changed_on_disk(prepared: Prepared) -> str | None:
+    """Why the file is no longer the version checksummed (the rejection reason), or None.
+
+    Called once the file is parsed: readers that reopen the file by path (astropy's) may
+    have parsed other content than the checksummed bytes if it changed meanwhile. A
+    rewrite in place that keeps the size, within one tick of the file system's clock,
+    is not seen (files that :mod:`.readers.rawfits` scans parse the checksummed bytes
+    themselves).
+    """
+    if prepared.identity is None:
+        return None
+    try:
+        now = _identity(os.stat(prepared.uri))
+    except OSError:
+        return "the file was removed or replaced while it was being read; ingest it again once it is complete"
+    return None if now == prepared.identity else _CHANGED_WHILE_READ
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
@@ -164,10 +249,16 @@ def _resolve(path: Path) -> tuple[Path, os.stat_result]:
     return Path(real, path.name), status
 
 
-def locate(job: Job, root: Path | None) -> Prepared:
-    """Resolve, check against the root and checksum; the rejection reason set on failure."""
+def locate(job: Job, root: Path | None, limits: InputLimits | None = None) -> Prepared:
+    """Resolve, check against the root and checksum; the rejection reason set on failure.
+
+    The file is checksummed (and a gzip file inflated to its end, within ``limits``)
+    before any reader looks at it, so that a damaged or hostile file is refused before
+    format detection opens it.
+    """
     path = Path(job.path)
-    prepared = Prepared(path=job.path, uri=str(path.absolute()), survey=survey_for(path, job.survey, job.reader))
+    fallback = job.survey or SurveySpec(name=job.reader or UNSORTED_SURVEY, reader=job.reader)
+    prepared = Prepared(path=job.path, uri=str(path.absolute()), survey=fallback)
     try:
         resolved, status = _resolve(path)
         prepared.uri = str(resolved)
@@ -175,7 +266,13 @@ def locate(job: Job, root: Path | None) -> Prepared:
             raise Rejected(f"the file is outside the configured root {root}")
         if not stat.S_ISREG(status.st_mode):
             raise Rejected("not a regular file")
-        prepared.sha, prepared.size, prepared.content = _read_and_hash(resolved, rawfits.MAX_SCAN_BYTES)
+        hashed = _read_and_hash(resolved, rawfits.MAX_SCAN_BYTES, limits or InputLimits())
+        prepared.sha, prepared.size, prepared.content, prepared.identity = (
+            hashed.sha, hashed.size, hashed.content, hashed.identity
+        )
+        if hashed.problem is not None:
+            raise Rejected(hashed.problem)
+        prepared.survey = survey_for(path, job.survey, job.reader)
     except FileNotFoundError:
         prepared.reason = "no such file"
     except PermissionError as err:
@@ -232,10 +329,12 @@ def _ship(prepared: Prepared, limit: int) -> None:
     contents.spectra = iter(spectra)
 
 
-def prepare(job: Job, root: Path | None, *, ship_limit: int | None = None) -> Prepared:
+def prepare(
+    job: Job, root: Path | None, *, ship_limit: int | None = None, limits: InputLimits | None = None
+) -> Prepared:
     """Locate and read one file (the whole reading half, as a worker does it)."""
     started = time.perf_counter()
-    prepared = locate(job, root)
+    prepared = locate(job, root, limits)
     if prepared.reason is None:
         read_contents(prepared, job.reader)
         if ship_limit is not None:
@@ -252,7 +351,7 @@ def prepare(job: Job, root: Path | None, *, ship_limit: int | None = None) -> Pr
 # script that lacks an ``if __name__ == "__main__"`` guard.
 #
 # Messages: ("setup", StoreTarget, root) once, no reply (storing workers only);
-# ("read", index, job, root, ship_limit) -> Prepared (a stub if held);
+# ("read", index, job, root, ship_limit, limits) -> Prepared (a stub if held);
 # ("store", indexes, survey_ids) -> _Stored; ("close",) -> _Closed. Any -> _Failure.
 
 _WORKER_CODE = "from skyledger.ingest.read_ahead import serve; serve()"
@@ -260,10 +359,12 @@ _WORKER_CODE = "from skyledger.ingest.read_ahead import serve; serve()"
 
 @dataclass(frozen=True)
 class StoreTarget:
-    """Where storing workers write: the database (libpq conninfo) and the batch id."""
+    """Where storing workers write: the database (libpq conninfo) and the batch id, and
+    whether content stored under another survey is loaded again (see ``Store``)."""
 
     conninfo: str
     batch_id: str | None = None
+    allow_duplicate_content: bool = False
 
 
 def _die_with_parent() -> None:
@@ -340,7 +441,8 @@ class _Worker:
             from skyledger.ingest.store import Store, groupable
 
             target, root = message[1], message[2]
-            self.store = Store(target.conninfo, root=root, batch_id=target.batch_id)
+            self.store = Store(target.conninfo, root=root, batch_id=target.batch_id,
+                               allow_duplicate_content=target.allow_duplicate_content)  # fmt: skip
             self._groupable = groupable
             self._storer = threading.Thread(target=self._store_loop, name="skyledger-reader-store", daemon=True)
             self._storer.start()
@@ -367,8 +469,10 @@ class _Worker:
         else:
             slot.fill(_Failure("", f"unknown message {kind!r}"))
 
-    def read(self, index: int, job: Job, root: Path | None, ship_limit: int | None) -> Prepared:
-        prepared = prepare(job, root, ship_limit=ship_limit)
+    def read(
+        self, index: int, job: Job, root: Path | None, ship_limit: int | None, limits: InputLimits | None = None
+    ) -> Prepared:
+        prepared = prepare(job, root, ship_limit=ship_limit, limits=limits)
         if self._groupable is None:
             return prepared
         member = self._groupable(prepared, job.reader, index, time.perf_counter() - prepared.seconds)
@@ -477,7 +581,8 @@ class ReadAhead:
     """
 
     def __init__(self, jobs: Sequence[Job], *, root: Path | None, workers: int = 1, window: int = 12,
-                 ship_limit: int = SHIP_LIMIT_BYTES, store: StoreTarget | None = None, block: int = 1):  # fmt: skip
+                 ship_limit: int = SHIP_LIMIT_BYTES, store: StoreTarget | None = None, block: int = 1,
+                 limits: InputLimits | None = None):  # fmt: skip
         if workers < 1:
             raise ValueError("ReadAhead needs at least one worker")
         self._jobs = jobs
@@ -486,6 +591,7 @@ class ReadAhead:
         self._n_workers = max(1, min(workers, -(-len(jobs) // self._block)))
         self._window = max(window, 1)
         self._ship_limit = ship_limit
+        self._limits = limits
         self._target = store
         self._procs: list[subprocess.Popen[bytes]] = []
         self._sent = 0
@@ -532,7 +638,7 @@ class ReadAhead:
         if self._sent < len(self._jobs):
             index = self._sent
             worker = self.worker_of(index)
-            self._tell(worker, ("read", index, self._jobs[index], self._root, self._ship_limit))
+            self._tell(worker, ("read", index, self._jobs[index], self._root, self._ship_limit, self._limits))
             self._expected[worker].append(("read", index))
             self._sent += 1
             _prefetch(self._jobs[index].path)

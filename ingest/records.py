@@ -17,6 +17,9 @@ Meta keys the loader turns into flag bits:
   row's meta): the wavelengths were converted from air -> ``AIR_TO_VACUUM``;
 * ``meta["position_from_config"]`` true on a source or spectrum row: its position came
   from the survey configuration, not the file -> ``POSITION_FROM_CONFIG``.
+
+From the arrays themselves: ``ivar`` zero at every pixel -> ``ZERO_IVAR`` (the spectrum
+is loaded, flagged as holding no usable data).
 """
 
 from __future__ import annotations

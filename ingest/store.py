@@ -46,7 +46,8 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.read_ahead import Job, Prepared, locate, read_contents
+from skyledger.ingest.inflate import InputLimits
+from skyledger.ingest.read_ahead import Job, Prepared, changed_on_disk, locate, read_contents
 from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
 from skyledger.schema.errors import DatabaseError, ReaderError
 from skyledger.schema.pgcopy import copy_rows, to_json
@@ -58,9 +59,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# Bit values; their meanings are rows of flag_definition (migrations 0001 and 0002).
+# Bit values; their meanings are rows of flag_definition (migrations 0001, 0002 and 0013).
 SOURCE_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1}
-SPECTRUM_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1, "NO_RESOLUTION": 1 << 2, "AIR_TO_VACUUM": 1 << 3}
+SPECTRUM_FLAGS = {
+    "NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1, "NO_RESOLUTION": 1 << 2, "AIR_TO_VACUUM": 1 << 3,
+    "ZERO_IVAR": 1 << 4,
+}  # fmt: skip
 LINE_FLAGS = {"DUST_CORRECTED": 1 << 16, "FROM_CATALOGUE": 1 << 17}
 
 INGESTED_TASK = "ingested"
@@ -81,9 +85,13 @@ _LINE_COLUMNS = [
     ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"), ("flux_err", "float8"), ("flags", "int4"),
 ]
 
+# The stored copy of this content (in any survey, unless the batch allows a copy per
+# survey: %(own)s), else a rejection of it in this survey.
 _PREVIOUS_SQL = (
-    "SELECT id, uri, status, reason FROM ingest_file WHERE survey_id = %(s)s AND sha256 = %(h)s "
-    "AND status IN ('loaded', 'rejected') ORDER BY (status = 'loaded') DESC, (uri = %(u)s) DESC, id DESC LIMIT 1"
+    "SELECT f.id, f.uri, f.status, f.reason, f.survey_id, s.name FROM ingest_file f JOIN survey s ON s.id = f.survey_id "
+    "WHERE f.sha256 = %(h)s AND (f.status = 'loaded' AND (f.survey_id = %(s)s OR NOT %(own)s) "
+    "OR f.status = 'rejected' AND f.survey_id = %(s)s) "
+    "ORDER BY (f.status = 'loaded') DESC, (f.survey_id = %(s)s) DESC, (f.uri = %(u)s) DESC, f.id DESC LIMIT 1"
 )
 _DUPLICATE_SQL = (
     "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reason, batch_id, finished_at) "
@@ -130,7 +138,7 @@ _GROUP_VERSIONS_SQL = (
     "GROUP BY survey_id, uri"
 )
 _GROUP_KNOWN_SQL = (
-    "SELECT survey_id, sha256 FROM ingest_file WHERE sha256 = ANY(%(h)s) AND status IN ('loaded', 'rejected')"
+    "SELECT survey_id, sha256, status FROM ingest_file WHERE sha256 = ANY(%(h)s) AND status IN ('loaded', 'rejected')"
 )
 _SOURCE_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, %(n)s)"
 
@@ -171,6 +179,10 @@ def _code_version() -> str:
     return f"skyledger {package_version('skyledger')}"
 
 
+class _Changed(ReaderError):
+    """The file on disk is no longer the version that was checksummed."""
+
+
 def _lost(path: object) -> DatabaseError:
     return DatabaseError(
         f"lost the database connection while ingesting {path}; nothing of that file was written; "
@@ -182,10 +194,17 @@ class Store:
     """Writes files into one database (libpq ``conninfo``). One per batch and process: it
     holds its connections and caches survey and grid ids."""
 
-    def __init__(self, conninfo: str, *, root: Path | None = None, batch_id: str | None = None):
+    def __init__(
+        self, conninfo: str, *, root: Path | None = None, batch_id: str | None = None,
+        limits: InputLimits | None = None, allow_duplicate_content: bool = False,
+    ):  # fmt: skip
         self.conninfo = conninfo
         self.root = root.resolve() if root is not None else None
         self.batch_id = batch_id
+        self.limits = limits or InputLimits()
+        #: load content already stored under another survey again (one copy per survey),
+        #: instead of recording the file as a duplicate of the stored copy
+        self.allow_duplicate_content = allow_duplicate_content
         self._grids: dict[str, int] = {}
         self._recent_grids: dict[tuple[int, float, float], tuple[np.ndarray, int]] = {}
         self._side_conn: psycopg.Connection | None = None
@@ -229,7 +248,7 @@ class Store:
         ``survey=None`` names the survey after the file's reader.
         """
         started = time.perf_counter()
-        prepared = locate(Job(str(path), survey, reader), self.root)
+        prepared = locate(Job(str(path), survey, reader), self.root, self.limits)
         return self._store(prepared, reader, started, read_inline=True)
 
     # ------------------------------------------------------------------ steps
@@ -296,6 +315,16 @@ class Store:
             try:
                 self._load(conn, prepared.contents, outcome, survey_id=survey_id, uri=prepared.uri,
                            sha=prepared.sha, path=Path(prepared.uri))  # fmt: skip
+                changed = changed_on_disk(prepared)
+                if changed is not None:
+                    raise _Changed(Path(prepared.uri), changed)
+            except _Changed as err:
+                conn.rollback()
+                outcome.status, prepared.reason = "rejected", err.detail
+                outcome.n_sources = outcome.n_spectra = outcome.n_lines = 0
+                # Not the checksummed content's fault: recorded without a checksum, so
+                # that the same content is judged afresh next time.
+                prepared.sha = None
             except ReaderError as err:
                 conn.rollback()
                 prepared.reason = err.detail
@@ -363,12 +392,18 @@ class Store:
         """The members whose content is new to their survey and unique within the group."""
         for member in members:
             member.survey_id = self.survey_id(member.prepared.survey, member.reader)
-        known = set(conn.execute(_GROUP_KNOWN_SQL, {"h": [m.prepared.sha for m in members]}).fetchall())
+        known: set[tuple[int | None, str]] = set()
+        for survey_id, sha, status in conn.execute(_GROUP_KNOWN_SQL, {"h": [m.prepared.sha for m in members]}):
+            known.add((survey_id, sha))
+            if status == "loaded" and not self.allow_duplicate_content:
+                known.add((None, sha))  # stored under some survey: a duplicate in every survey
         fresh: list[Member] = []
-        seen: set[tuple[int, str | None]] = set()
+        seen: set[tuple[int | None, str | None]] = set()
         uris: set[tuple[int, str]] = set()
         for member in members:
-            key = (member.survey_id, member.prepared.sha)
+            key = (member.survey_id if self.allow_duplicate_content else None, member.prepared.sha)
+            if (member.survey_id, member.prepared.sha) in known:
+                continue
             uri = (member.survey_id, member.prepared.uri)
             if key in known or key in seen or uri in uris:
                 continue
@@ -421,6 +456,10 @@ class Store:
         # Sent in small chunks so that the server inserts rows while the rest are encoded.
         copy_rows(conn, "spectrum", _SPECTRUM_COLUMNS, itertools.chain.from_iterable(spectrum_rows),
                   chunk_bytes=STREAM_CHUNK_BYTES)  # fmt: skip
+        for member in members:
+            changed = changed_on_disk(member.prepared)
+            if changed is not None:  # the group is stored file by file, and this file rejected
+                raise _Changed(Path(member.prepared.uri), changed)
         conn.commit()
         now = time.perf_counter()
         for member in members:
@@ -428,18 +467,26 @@ class Store:
         return outcomes
 
     def _previous(self, conn: psycopg.Connection, survey_id: int, uri: str, sha: str) -> tuple[str, str, int] | None:
-        """Loaded or rejected before with the same content? Then this is a no-op."""
-        row = conn.execute(_PREVIOUS_SQL, {"s": survey_id, "h": sha, "u": uri}).fetchone()
+        """Loaded or rejected before with the same content? Then this is a no-op.
+
+        Content is stored once: a copy under another path or another survey is recorded
+        as a duplicate of the stored copy, unless ``allow_duplicate_content`` (then each
+        survey may hold one copy).
+        """
+        row = conn.execute(
+            _PREVIOUS_SQL, {"s": survey_id, "h": sha, "u": uri, "own": self.allow_duplicate_content}
+        ).fetchone()
         if row is None:
             return None
-        prev_id, prev_uri, status, reason = row
+        prev_id, prev_uri, status, reason, prev_survey_id, prev_survey = row
         if status == "rejected":
             if prev_uri != uri:
                 return None  # same bad content under another name: judge it afresh
             return ("rejected", f"unchanged since ingest_file {prev_id}: {reason}", prev_id)
-        if prev_uri == uri:
+        if prev_uri == uri and prev_survey_id == survey_id:
             return ("unchanged", f"already loaded as ingest_file {prev_id}", prev_id)
-        why = f"same content as ingest_file {prev_id} ({prev_uri})"
+        where = "" if prev_survey_id == survey_id else f" in survey {prev_survey!r}"
+        why = f"same content as ingest_file {prev_id} ({prev_uri}){where}"
         dup_id = conn.execute(
             _DUPLICATE_SQL, {"s": survey_id, "u": uri, "h": sha, "why": why, "b": self.batch_id, "id": prev_id}
         ).fetchone()[0]
@@ -529,6 +576,8 @@ class Store:
                 flags |= SPECTRUM_FLAGS["POSITION_FROM_CONFIG"]
             if row.n_pix and (air or row.meta.get("wavelength_medium_in_file") == "air"):
                 flags |= SPECTRUM_FLAGS["AIR_TO_VACUUM"]
+            if row.n_pix and not row.ivar.any():
+                flags |= SPECTRUM_FLAGS["ZERO_IVAR"]  # loaded, but no pixel carries data
             grid_id = None
             if row.n_pix:
                 grid_id = self._grid_id(row.wave)

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     query_timeout_s: float = Field(60.0, gt=0)
     #: At most this many rows of a query come back (the rest is cut, and marked so).
     query_max_rows: int = Field(10_000, ge=1)
+    #: A compressed (gzip) survey file may inflate to this many times its size (at least
+    #: to 64 MiB) and never beyond max_inflated_bytes; beyond, it is rejected as a gzip bomb.
+    max_inflate_ratio: float = Field(100.0, gt=0)
+    max_inflated_bytes: int = Field(4 << 30, gt=0)
 
     @field_validator("home", mode="after")
     @classmethod

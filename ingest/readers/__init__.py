@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Mapping
 
 from skyledger.ingest.readers.base import Reader
+from skyledger.ingest.diagnose import WELL_FORMED, describe
 from skyledger.schema.errors import ConfigError, ReaderError
 
 __all__ = ["READERS", "Reader", "get_reader", "detect_reader"]
@@ -74,4 +75,9 @@ def detect_reader(path: str | os.PathLike[str]) -> Reader:
     for reader in READERS.values():
         if reader.sniff(path):
             return reader
-    raise ReaderError(path, f"no reader recognises this file; use --reader NAME (one of: {', '.join(READERS)})")
+    # Say what the file is: damaged (empty, truncated, a header that overstates its
+    # data) needs another copy, not another reader.
+    what = describe(path)
+    if what == WELL_FORMED or "content is text" in what:
+        what += f"; if its format is one of {', '.join(READERS)}, name it with --reader NAME"
+    raise ReaderError(path, f"no reader recognises this file: {what}")

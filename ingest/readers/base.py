@@ -10,6 +10,7 @@ the HDU/column and the problem.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import re
@@ -30,6 +31,7 @@ from astropy.utils.exceptions import AstropyWarning
 # import ingest); readers use it from here.
 from skyledger.compute.linelist import air_to_vacuum, vacuum_to_air
 from skyledger.ingest.readers import rawfits
+from skyledger.ingest.diagnose import describe
 from skyledger.ingest.records import FileContents, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -133,8 +135,15 @@ class FitsSummary:
         return {str(header.get(f"TTYPE{i}", "")).strip().upper() for i in range(1, n + 1)}
 
 
-def _looks_like_fits(path: Path) -> bool:
-    """First card is SIMPLE = T, plain or gzipped; the cheapest possible rejection of junk."""
+def _looks_like_fits(path: Path, data: bytes | None = None) -> bool:
+    """First card is SIMPLE = T, plain or gzipped; the cheapest possible rejection of junk.
+    ``data``: the file's bytes, already read."""
+    if data is not None:
+        head = data[:80]
+        if head[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as gz:
+                head = gz.read(80)
+        return head.startswith(b"SIMPLE  =") and head[10:30].strip() == b"T"
     with open(path, "rb") as fh:
         head = fh.read(80)
     if head[:2] == b"\x1f\x8b":
@@ -215,10 +224,16 @@ def check_hdu_size(
     if file_size is not None:
         info = hdu.fileinfo()
         if info is not None and info["datLoc"] + n_bytes > file_size:
+            present = file_size - info["datLoc"]
+            # Cut mid-block is certainly a truncation; on a block boundary the header may
+            # as well overstate the data (NAXISn larger than what was written).
+            why = (
+                "truncated file (it ends in the middle of a 2880-byte block)" if file_size % 2880 else
+                "the header overstates the data size (NAXISn), or the file was truncated at a block boundary"
+            )  # fmt: skip
             raise ReaderError(
                 path,
-                f"header claims {n_bytes} data bytes but the file ends "
-                f"{file_size - info['datLoc']} bytes after the header: truncated file",
+                f"header claims {n_bytes} data bytes ({dims}) but the file ends {present} bytes after the header: {why}",
                 hdu=hdu.name,
             )
 
@@ -235,15 +250,23 @@ def open_fits(path: str | os.PathLike[str], *, streamed: bool = False) -> Iterat
     so it keeps :data:`MAX_ARRAY_ELEMENTS`.
     """
     p = Path(path)
+    data = rawfits.preloaded_bytes(path)  # the checksummed bytes, during an ingest
     try:
-        if not _looks_like_fits(p):
-            raise ReaderError(path, "not a FITS file (no 'SIMPLE = T' card at the start)")
-        compressed = _is_gzip(p)
-        file_size = None if compressed else p.stat().st_size
+        if not _looks_like_fits(p, data):
+            raise ReaderError(path, describe(p))  # empty, or what it is instead
+        compressed = data[:2] == b"\x1f\x8b" if data is not None else _is_gzip(p)
         with warnings.catch_warnings():
             # astropy's "file may have been truncated" warning is replaced by our own check.
             warnings.simplefilter("ignore", AstropyWarning)
-            hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
+            if data is not None:
+                file_size = None if compressed else len(data)
+                source: Any = io.BytesIO(data)
+                if compressed:  # astropy detects gzip by file name or magic only on real files
+                    source = gzip.GzipFile(fileobj=source, mode="rb")
+                hdul = fits.open(source, memmap=False, lazy_load_hdus=False)
+            else:
+                file_size = None if compressed else p.stat().st_size
+                hdul = fits.open(p, memmap=not compressed, lazy_load_hdus=False)
     except ReaderError:
         raise
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as err:
@@ -454,7 +477,20 @@ def read_table(path: str | os.PathLike[str], hdu: fits.hdu.base._BaseHDU | rawfi
     if isinstance(hdu, rawfits.RawHdu):
         return _raw_table(path, hdu)
     info = hdu.fileinfo()
-    if info is not None and getattr(info["file"], "compression", None) is None:
+    data = rawfits.preloaded_bytes(path)
+    if info is not None and data is not None and getattr(info["file"], "compression", None) is None:
+        # The HDU list was opened on the checksummed bytes (open_fits): decode those.
+        cards = _raw_cards(data[info["hdrLoc"] : info["datLoc"]])
+        layout = _table_dtype(path, cards, hdu.name)
+        if layout is not None:
+            dtype, names, logical = layout
+            n_rows = _card_int(path, cards, "NAXIS2", hdu.name)
+            if n_rows == 0:
+                return None
+            if info["datLoc"] + n_rows * dtype.itemsize > len(data):
+                raise ReaderError(path, f"expected {n_rows} rows, the file ends before them: truncated file", hdu=hdu.name)
+            return TableData(np.frombuffer(data, dtype=dtype, count=n_rows, offset=info["datLoc"]), names, logical)
+    elif info is not None and getattr(info["file"], "compression", None) is None:
         with open(path, "rb") as fh:
             fh.seek(info["hdrLoc"])
             cards = _raw_cards(fh.read(info["datLoc"] - info["hdrLoc"]))

@@ -1,8 +1,8 @@
 """ESO Phase-3 1-D spectra (``PRODCATG = SCIENCE.SPECTRUM``): one binary-table row of arrays.
 
 Columns WAVE, FLUX, ERR, QUAL (or FLUX_REDUCED / ERR_REDUCED, as some ESO products
-name them); units from TUNITn.  ERR -> ivar = 1/ERR^2, with ivar = 0 where ERR <= 0 or
-non-finite; QUAL is kept as the mask (0 = good).
+name them); units from TUNITn.  ERR -> ivar = 1/ERR^2, with ivar = 0 where ERR = 0 or
+non-finite; a negative ERR rejects the file; QUAL is kept as the mask (0 = good).
 
 Air or vacuum: the ESO Science Data Products standard marks air wavelengths by the UCD
 of the spectral column, ``TUCDn = 'em.wl;obs.atmos'``, and vacuum by plain ``em.wl``.
@@ -176,6 +176,14 @@ class EsoPhase3Reader:
                     raise ReaderError(
                         path, f"ERR has {err.size} pixels, FLUX has {flux.size}", hdu=hname, column=err_col
                     )
+                negative = int(np.count_nonzero(err < 0))
+                if negative:
+                    # Not read as "no data" (ivar = 0) silently: an error is never negative,
+                    # so the column is damaged or not an error at all.
+                    raise ReaderError(
+                        path, f"ERR has {negative} negative values in spectrum {object_id!r}; an error cannot be "
+                        "negative", hdu=hname, column=err_col,
+                    )  # fmt: skip
                 good = np.isfinite(err) & (err > 0)
                 ivar = np.zeros_like(err)
                 ivar[good] = 1.0 / err[good] ** 2

@@ -27,6 +27,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from skyledger.ingest.readers import rawfits
 from skyledger.schema.errors import ReaderError
 
 __all__ = [
@@ -125,8 +126,14 @@ def starts_like_fits(head: bytes) -> bool:
 def read_fits_bytes(path: Path) -> bytes:
     """The whole (decompressed) file; maps are small, and the header fixes need the bytes."""
     too_big = f"larger than {MAX_BYTES / 1024**3:.0f} GiB: too big to read whole"
+    data = rawfits.preloaded_bytes(path)  # the checksummed bytes, during an ingest
     try:
-        if is_gzip(path):
+        if data is not None and data[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as gz:
+                raw = gz.read(MAX_BYTES + 1)
+        elif data is not None:
+            raw = data
+        elif is_gzip(path):
             with gzip.open(path, "rb") as gz:
                 raw = gz.read(MAX_BYTES + 1)
         elif path.stat().st_size > MAX_BYTES:

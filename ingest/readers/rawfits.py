@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-__all__ = ["BLOCK", "RawHeader", "RawHdu", "RawFits", "preloaded", "scan"]
+__all__ = ["BLOCK", "RawHeader", "RawHdu", "RawFits", "preloaded", "preloaded_bytes", "scan"]
 
 BLOCK = 2880
 _CARD = 80
@@ -218,12 +218,16 @@ _PRELOADED: ContextVar[tuple[str, bytes] | None] = ContextVar("rawfits_preloaded
 
 @contextmanager
 def preloaded(path: str | os.PathLike[str], data: bytes | None) -> Iterator[None]:
-    """Within the block, :func:`scan` of ``path`` reads ``data`` instead of the file.
+    """Within the block, :func:`scan` of ``path`` reads ``data`` instead of the file, and
+    so do ``base.open_fits``, ``base.read_table`` and ``lenient_fits.read_fits_bytes``
+    (through :func:`preloaded_bytes`).
 
-    The ingest has already read the whole file to checksum it: scanning those very bytes
-    saves a second read, and what the scan reads is then exactly the content whose
-    sha256 is recorded, even if the file changes in between (a file the scan declines
-    goes to astropy, which opens it again). ``data=None`` changes nothing.
+    The ingest has already read the whole file to checksum it: parsing those very bytes
+    saves a second read, and what is parsed is then exactly the content whose sha256 is
+    recorded, even if the file changes in between. Readers that open the file after the
+    block (cube readers stream their spectra later) read the file on disk; the ingest
+    checks that it did not change (``read_ahead.changed_on_disk``). ``data=None``
+    changes nothing.
     """
     token = _PRELOADED.set(None if data is None else (os.fspath(path), data))
     try:
@@ -232,15 +236,23 @@ def preloaded(path: str | os.PathLike[str], data: bytes | None) -> Iterator[None
         _PRELOADED.reset(token)
 
 
+def preloaded_bytes(path: str | os.PathLike[str]) -> bytes | None:
+    """The bytes :func:`preloaded` gives for ``path`` here, or None (read the file)."""
+    pre = _PRELOADED.get()
+    if pre is not None and pre[0] == os.fspath(path):
+        return pre[1]
+    return None
+
+
 def scan(path: str | os.PathLike[str], *, max_elements: int, max_bytes: int = MAX_SCAN_BYTES) -> RawFits | None:
     """The file's HDUs, or None wherever astropy should read it instead (see the module doc).
 
     Raises only what opening and reading the file raise (``OSError``); the callers treat
     those as they treat them from astropy.
     """
-    pre = _PRELOADED.get()
-    if pre is not None and pre[0] == os.fspath(path):
-        buf = pre[1]
+    pre = preloaded_bytes(path)
+    if pre is not None:
+        buf = pre
         if len(buf) > max_bytes:
             return None
     else:

@@ -39,7 +39,13 @@ def _raw_header(cards: dict) -> bytes:
 def not_fits(d: Path) -> tuple[Path, str]:
     p = d / "spec-0001-50000-0001.fits"
     p.write_text("this is not a FITS file\n")
-    return p, "no reader recognises"
+    return p, "no reader recognises this file: not a FITS file: the content is text"
+
+
+def empty(d: Path) -> tuple[Path, str]:
+    p = d / "spec-0001-50000-0002.fits"
+    p.write_bytes(b"")
+    return p, "the file is empty (0 bytes)"
 
 
 def truncated(d: Path) -> tuple[Path, str]:
@@ -47,6 +53,55 @@ def truncated(d: Path) -> tuple[Path, str]:
     data = NGC3073.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     return p, "truncated"
+
+
+def truncated_mid_block(d: Path) -> tuple[Path, str]:
+    p = d / "spec-0945-52652-0470-cut-mid-block.fits"
+    data = NGC3073.read_bytes()
+    p.write_bytes(data[: len(data) // 2 + 1000])
+    return p, "in the middle of a 2880-byte block"
+
+
+def lying_size(d: Path) -> tuple[Path, str]:
+    """The last HDU's header claims more rows than the file holds; the file is otherwise whole."""
+    p = d / "spec-0945-52652-0470-lying.fits"
+    data = bytearray(NGC3073.read_bytes())
+    with fits.open(NGC3073) as hdul:
+        info, rows = hdul[-1].fileinfo(), hdul[-1].header["NAXIS2"]
+    for i in range(info["hdrLoc"], info["datLoc"], 80):
+        if data[i : i + 8] == b"NAXIS2  ":
+            data[i : i + 80] = str(fits.Card("NAXIS2", rows + 1000)).encode()
+    p.write_bytes(bytes(data))
+    return p, "overstates the data size"
+
+
+def truncated_gzip(d: Path) -> tuple[Path, str]:
+    """A gzip file without its last bytes (CRC and length trailer): astropy read it whole."""
+    p = d / "manga-cut.fits.gz"
+    p.write_bytes(MANGA.read_bytes()[:-6])
+    return p, "truncated gzip file"
+
+
+def negative_error(d: Path) -> tuple[Path, str]:
+    def poison(h):
+        h[1].data["ERR"][0][300] = -0.5
+
+    return modified_copy(LEGAC, d / "legac-negative-err.fits", poison), "ERR has 1 negative values"
+
+
+def gzip_bomb(d: Path, inflated_mib: int = 2700) -> Path:
+    """A valid gzip file of a few MB that inflates to ``inflated_mib`` MiB: a small FITS
+    file followed by gzip members of zeros, made without writing the zeros anywhere
+    (2.7 MB -> 2.7 GiB by default)."""
+    import gzip
+
+    p = d / "bomb.fits.gz"
+    member = gzip.compress(bytes(1 << 20), compresslevel=9, mtime=0)
+    with open(p, "wb") as fh:
+        fh.write(gzip.compress(gzip.decompress(MANGA.read_bytes()), mtime=0))
+        for _ in range(inflated_mib):
+            fh.write(member)
+    return p
 
 
 def missing_hdu(d: Path) -> tuple[Path, str]:
@@ -122,7 +177,12 @@ FORCED_READER = {"absurd_size": "manga_rss", "missing_hdu": "manga_rss", "missin
 
 BROKEN: dict[str, Builder] = {
     "not_fits": not_fits,
+    "empty": empty,
     "truncated": truncated,
+    "truncated_mid_block": truncated_mid_block,
+    "lying_size": lying_size,
+    "truncated_gzip": truncated_gzip,
+    "negative_error": negative_error,
     "missing_hdu": missing_hdu,
     "missing_column": missing_column,
     "wrong_shape": wrong_shape,

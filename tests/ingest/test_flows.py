@@ -235,7 +235,7 @@ def test_cli_nightly_runs_once_now(fresh_settings, fresh_database, tmp_path):
     env = prefect_env(cli_env(fresh_settings), tmp_path / "prefect-home")
     env["SKYLEDGER_CONFIG"] = str(config)
     proc = subprocess.run([*CLI, "nightly"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=420)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # some files rejected
     lines = proc.stdout.splitlines()
     assert lines[0] == "loaded 3, rejected 1; 3 spectra loaded", proc.stdout
     assert any(line.startswith(f"  rejected {bad}: ") for line in lines[1:]), proc.stdout

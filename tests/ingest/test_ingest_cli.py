@@ -52,10 +52,12 @@ def test_ingest_every_configured_survey(fresh_settings, survey_root, tmp_path):
         '[[survey]]\nname = "manga"\nlocation = "manga"\n',
     )
     env = cli_env(fresh_settings) | {"SKYLEDGER_CONFIG": str(config)}
-    first = run(["ingest"], env)
+    first = run(["ingest"], env, check=False)
+    assert first.returncode == 3, first.stderr  # some files rejected
     assert "loaded 3, unchanged 0, duplicate 0, rejected 1; 10 spectra loaded" in first.stdout
-    assert "notes.txt: no reader recognises this file" in first.stdout
-    second = run(["ingest"], env)
+    assert "notes.txt: no reader recognises this file: not a FITS file: the content is text" in first.stdout
+    second = run(["ingest"], env, check=False)
+    assert second.returncode == 3
     assert "loaded 0, unchanged 3, duplicate 0, rejected 1; 0 spectra loaded" in second.stdout
     assert "unchanged since ingest_file" in second.stdout  # the bad file is not recorded twice
     engine = create_engine(fresh_settings.database_url)
@@ -69,8 +71,9 @@ def test_ingest_paths_with_a_forced_reader_and_survey(fresh_settings, survey_roo
     env = cli_env(fresh_settings)
     proc = run(["ingest", str(survey_root / "sdss"), "--reader", "sdss", "--survey", "my-sdss"], env)
     assert "loaded 2" in proc.stdout
-    wrong = run(["ingest", str(survey_root / "manga"), "--reader", "sdss"], env)
+    wrong = run(["ingest", str(survey_root / "manga"), "--reader", "sdss"], env, check=False)
     assert "rejected 2" in wrong.stdout  # a MaNGA file is no SDSS file, and a text file neither
+    assert wrong.returncode == 3
 
 
 def test_unknown_reader_is_a_usage_error(fresh_settings, survey_root):
@@ -121,3 +124,23 @@ def test_missing_configuration_names_the_file(tmp_path, fresh_settings):
     proc = run(["ingest"], env, check=False)
     assert proc.returncode == 1
     assert f"no survey configuration at {tmp_path / 'absent.toml'}" in proc.stderr
+
+
+def test_exit_codes_tell_scripts_what_happened(fresh_settings, survey_root, tmp_path):
+    env = cli_env(fresh_settings)
+    missing = run(["ingest", str(survey_root / "sdss"), str(tmp_path / "nope.fits")], env, check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr  # a usage error: nothing ingested
+    assert "loaded" not in missing.stdout
+    good = run(["ingest", str(survey_root / "sdss")], env, check=False)
+    assert good.returncode == 0 and "loaded 2" in good.stdout
+    again = run(["ingest", str(survey_root / "sdss")], env, check=False)
+    assert again.returncode == 0 and "unchanged 2" in again.stdout
+    (tmp_path / "empty.fits").write_bytes(b"")
+    bad = run(["ingest", str(tmp_path / "empty.fits"), str(survey_root / "sdss")], env, check=False)
+    assert bad.returncode == 3 and "rejected 1" in bad.stdout and "the file is empty" in bad.stdout
+    # The same content under another survey is a duplicate (exit 0), unless allowed.
+    other = run(["ingest", str(survey_root / "sdss"), "--survey", "sdss-copy", "--reader", "sdss"], env, check=False)
+    assert other.returncode == 0 and "duplicate 2" in other.stdout
+    allowed = run(["ingest", str(survey_root / "sdss"), "--survey", "sdss-copy", "--reader", "sdss",
+                   "--allow-duplicate-content"], env, check=False)  # fmt: skip
+    assert allowed.returncode == 0 and "loaded 2" in allowed.stdout

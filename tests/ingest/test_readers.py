@@ -128,9 +128,23 @@ def test_sniff_rejects_junk_without_raising(tmp_path):
     for path in junk_files(tmp_path) + [tmp_path / "missing.fits"]:
         for reader in READERS.values():
             assert reader.sniff(path) is False, (reader.name, path.name)
-    for path in junk_files(tmp_path):
-        with pytest.raises(ReaderError, match="no reader recognises this file; use --reader NAME"):
+    # Each says what is wrong, not only that no reader took it.
+    expected = {
+        "random.fits": "not a FITS file: the content starts with bytes",
+        "empty.fits": "the file is empty (0 bytes)",
+        "text.fits": "not a FITS file: the content is text, starting 'hello, this is not FITS'",
+        "notes.csv": "the content is text, starting 'name,comment'; if its format is one of",
+        "gzip_junk.fits.gz": "a damaged gzip file",
+        "half_card.fits": "truncated FITS file: the file ends in the middle of a 2880-byte block",
+        "image.fits": "a well-formed FITS file; if its format is one of sdss, eso_phase3",
+    }
+    paths = junk_files(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(expected)
+    for path in paths:
+        with pytest.raises(ReaderError) as info:
             detect_reader(path)
+        assert info.value.detail.startswith("no reader recognises this file: "), info.value.detail
+        assert expected[path.name] in info.value.detail, info.value.detail
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -601,3 +615,40 @@ def test_flux_unit_normalisation_is_memoised():
         assert normalise_flux_unit(" 1E-17 erg/cm^2/s/Ang ") == "1e-17 erg / (Angstrom s cm2)"
     info = _normalise_unit_text.cache_info()
     assert (info.misses, info.hits) == (1, 2)
+
+
+# --------------------------------------------------------------------------- gzip checked to its end
+
+
+def test_gzip_check_reads_to_the_trailer_in_pieces():
+    import gzip
+
+    from skyledger.ingest.inflate import GzipCheck, InflateError, InputLimits
+
+    data = MANGA.read_bytes()
+    inflated = len(gzip.decompress(data))
+
+    def check(blob: bytes, pieces: int = 7, limits: InputLimits = InputLimits()) -> int | str:
+        c = GzipCheck(len(blob), limits)
+        step = len(blob) // pieces + 1
+        try:
+            for i in range(0, len(blob), step):
+                c.feed(blob[i : i + step])
+            return c.finish()
+        except InflateError as err:
+            return err.reason
+
+    assert check(data) == check(data, pieces=1) == inflated
+    assert check(data + b"\0" * 4000) == inflated  # zero padding, as Python's gzip accepts
+    assert check(data + gzip.compress(b"more")) == inflated + 4  # a second member
+    assert "truncated gzip file" in check(data[:-4])  # only the length trailer missing
+    assert "truncated gzip file" in check(data[: len(data) // 2])
+    assert "not gzip data" in check(data + b"trailing junk")
+    flipped = bytearray(data)
+    flipped[-8] ^= 1  # the CRC
+    assert "incorrect data check" in check(bytes(flipped))
+    tight = InputLimits(max_inflate_ratio=1.2, max_inflated_bytes=1 << 30, free_inflated_bytes=0)
+    assert "gzip bomb" in check(data, limits=tight)
+    assert "gzip bomb" in check(data, limits=InputLimits(max_inflated_bytes=inflated - 1))
+    assert InputLimits().inflated_limit(1000) == 64 << 20  # small files: the free allowance
+    assert InputLimits().inflated_limit(1 << 30) == 4 << 30  # the absolute cap
