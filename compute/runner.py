@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from skyledger.schema.database import Database, psycopg_connection
 from skyledger.schema.pgcopy import copy_rows
@@ -94,14 +95,45 @@ def process(
         total = len(task.pending(session, params, run_id=-1, params_hash=phash, limit=limit or _ALL))
     if not total:
         return RunSummary(None, task.name, task.version, "nothing to do")
-    with db.session() as session:
-        register_flags(session, task.flags)
-        model_sha = {name: runs.file_sha256(path) for name, path in sorted(task.model_files(params).items())}
-        upstream = task.upstream_runs(session, [])
-        info = runs.start_run(
-            session, task=task.name, version=task.version, params=param_dict, model_sha256=model_sha,
-            upstream_run_ids=upstream, device=device, prefect_flow_run_id=flow_run_id,
-        )
+    # A connection of the run's own, open while this process runs it: it holds the run
+    # lock that tells other runs its claims are live (see runs.RUN_LOCK_CLASS).
+    holder = db.engine.connect()
+    try:
+        with Session(bind=holder) as session, session.begin():
+            register_flags(session, task.flags)
+            model_sha = {name: runs.file_sha256(path) for name, path in sorted(task.model_files(params).items())}
+            upstream = task.upstream_runs(session, [])
+            info = runs.start_run(
+                session, task=task.name, version=task.version, params=param_dict, model_sha256=model_sha,
+                upstream_run_ids=upstream, device=device, prefect_flow_run_id=flow_run_id,
+            )
+            runs.hold_run_lock(session.connection(), info.id)
+        return _run(db, task, params, info, total, started=started, device=device, workers=workers, limit=limit,
+                    batch_size=batch_size, executor=executor, on_batch=on_batch, on_start=on_start)
+    finally:
+        # Closing the database connection itself (not back into the pool) drops the lock,
+        # and needs no query that could fail after the run's own error.
+        holder.invalidate()
+        holder.close()
+
+
+def _run(
+    db: Database,
+    task: Task,
+    params: BaseModel,
+    info: runs.RunInfo,
+    total: int,
+    *,
+    started: float,
+    device: str,
+    workers: int,
+    limit: int | None,
+    batch_size: int,
+    executor: BatchExecutor,
+    on_batch: Callable[[int], None] | None,
+    on_start: Callable[[int], None] | None,
+) -> RunSummary:
+    """The batches of a started run, then its end: succeeded, or failed with the error."""
     summary = RunSummary(info.id, task.name, task.version, "running")
     if on_start is not None:
         on_start(total)

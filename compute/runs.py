@@ -8,9 +8,10 @@ shown through a collection, and the next run redoes its inputs.
 
 Concurrent runs of one task version and parameter hash share the work through
 ``task_claim``: a run claims each batch before computing it (:func:`claim_inputs`), and
-the pending query of every other run skips inputs claimed by a *live* run (``running``
-with a fresh heartbeat). Claims go when their run finishes, fails or is reaped; those of
-a run whose heartbeat went stale are ignored and taken over, so its inputs are not lost.
+the pending query of every other run skips inputs claimed by a *live* run (``running``,
+a fresh heartbeat, and its process still holding its run lock). Claims go when their
+run finishes, fails or is reaped; those of a run whose process died are ignored and
+taken over at once, so its inputs are neither lost nor left waiting.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from skyledger.schema.pgcopy import to_json
@@ -43,7 +44,10 @@ __all__ = [
     "reap_abandoned_runs",
     "claim_inputs",
     "lock_claims",
+    "hold_run_lock",
     "LIVE_CLAIM_SQL",
+    "LIVE_RUN_SQL",
+    "RUN_LOCK_CLASS",
     "create_collection",
     "CURRENT",
 ]
@@ -52,14 +56,30 @@ CURRENT = "current"
 #: A running run whose heartbeat is older than this is taken for dead.
 STALE_AFTER_S = 600
 
+#: First key of the session-level advisory lock that a run's process holds, on a
+#: connection of its own, for as long as it lives (the second key is the run id). A
+#: process that dies (SIGKILL, power) loses its connection and with it the lock, at once:
+#: other runs see in pg_locks that its claims are dead without waiting for the heartbeat
+#: to go stale. Nobody waits on this lock; it is only looked at.
+RUN_LOCK_CLASS = 1936423282  # b"skyr"
+
+#: True when run ``{r}`` is live: running, heartbeat fresh, and its process still holds
+#: its run lock in this database (binds ``:stale_s``).
+LIVE_RUN_SQL = (
+    "({r}.status = 'running' AND {r}.heartbeat_at >= now() - make_interval(secs => :stale_s) "
+    "AND EXISTS (SELECT 1 FROM pg_locks AS lk WHERE lk.locktype = 'advisory' AND lk.granted "
+    "AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    f"AND lk.classid = CAST({RUN_LOCK_CLASS} AS oid) AND lk.objid = CAST({{r}}.id % 2147483648 AS oid) "
+    "AND lk.objsubid = 2))"
+)
+
 #: True when input ``{input}`` is claimed by a live run other than ``:run_id`` for this
 #: task version and parameter hash (binds ``:task``, ``:version``, ``:phash``, ``:run_id``,
 #: ``:stale_s``). The pending query of every task adds ``NOT`` this.
 LIVE_CLAIM_SQL = (
     "EXISTS (SELECT 1 FROM task_claim AS cl JOIN run AS clr ON clr.id = cl.run_id "
     "WHERE cl.task = :task AND cl.version = :version AND cl.params_hash = :phash AND cl.input_id = {input} "
-    "AND cl.run_id <> :run_id AND clr.status = 'running' "
-    "AND clr.heartbeat_at >= now() - make_interval(secs => :stale_s))"
+    "AND cl.run_id <> :run_id AND " + LIVE_RUN_SQL.format(r="clr") + ")"
 )
 
 
@@ -159,7 +179,7 @@ def claim_inputs(session: Session, run: RunInfo, input_ids: list[int]) -> list[i
                 "ON CONFLICT (task, version, params_hash, input_id) DO UPDATE "
                 "SET run_id = EXCLUDED.run_id, claimed_at = now() "
                 "WHERE c.run_id = EXCLUDED.run_id OR NOT EXISTS (SELECT 1 FROM run AS r WHERE r.id = c.run_id "
-                "AND r.status = 'running' AND r.heartbeat_at >= now() - make_interval(secs => :stale_s)) "
+                f"AND {LIVE_RUN_SQL.format(r='r')}) "
                 "RETURNING c.input_id"
             ),
             {"task": run.task, "version": run.version, "phash": run.params_hash, "run_id": run.id,
@@ -167,6 +187,18 @@ def claim_inputs(session: Session, run: RunInfo, input_ids: list[int]) -> list[i
         ).scalars()
     )
     return [i for i in input_ids if i in got]
+
+
+def hold_run_lock(connection: Connection, run_id: int) -> None:
+    """Take ``run_id``'s run lock on ``connection`` (kept open for the run's lifetime).
+
+    Taken in the transaction that inserts the run, so the run is never visible without
+    it. ``try``: should anyone else hold that key, the run still looks live, and nothing
+    waits.
+    """
+    connection.execute(
+        text("SELECT pg_try_advisory_lock(:k, CAST(:id % 2147483648 AS integer))"), {"k": RUN_LOCK_CLASS, "id": run_id}
+    )
 
 
 def lock_claims(session: Session) -> None:

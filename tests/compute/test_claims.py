@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from skyledger.compute import runs
 from skyledger.compute.abundances import AbundancesTask
@@ -64,44 +65,68 @@ def test_two_concurrent_process_runs_share_the_inputs(fresh_settings, fresh_data
     assert claims_left == 0  # released when the runs succeeded
 
 
+def start_other_run(db, conn, inputs: list[int]) -> runs.RunInfo:
+    """A run of another process, as the runner starts one: its run lock held on ``conn``,
+    ``inputs`` claimed."""
+    task = AbundancesTask()
+    with Session(bind=conn) as session, session.begin():
+        other = runs.start_run(session, task=task.name, version=task.version, params=PARAMS.model_dump(mode="json"),
+                               model_sha256={}, upstream_run_ids=[], device="cpu", prefect_flow_run_id=None)
+        runs.hold_run_lock(session.connection(), other.id)
+    with db.session() as session:
+        runs.lock_claims(session)
+        assert runs.claim_inputs(session, other, inputs) == inputs
+    return other
+
+
 def test_inputs_claimed_by_a_live_run_are_skipped_until_it_fails(fresh_database, tmp_path):
     db = fresh_database
     ids = two_catalogues(db, tmp_path)
-    task = AbundancesTask()
-    params = PARAMS.model_dump(mode="json")
-    with db.session() as session:
-        other = runs.start_run(session, task=task.name, version=task.version, params=params, model_sha256={},
-                               upstream_run_ids=[], device="cpu", prefect_flow_run_id=None)
-        runs.lock_claims(session)
-        assert runs.claim_inputs(session, other, ids) == ids
-
-    # Everything is claimed by a live run: nothing to do, and no run is made.
-    nothing = process(db, task, PARAMS)
-    assert nothing.run_id is None and nothing.status == "nothing to do"
-    # A run that fails releases its claims: its inputs are pending again.
-    with db.session() as session:
-        runs.fail_run(session, other.id, "simulated crash")
-    summary = process(db, task, PARAMS, batch_size=3)
+    with db.engine.connect() as conn:
+        other = start_other_run(db, conn, ids)
+        # Everything is claimed by a live run: nothing to do, and no run is made.
+        nothing = process(db, AbundancesTask(), PARAMS)
+        assert nothing.run_id is None and nothing.status == "nothing to do"
+        # A run that fails releases its claims: its inputs are pending again.
+        with db.session() as session:
+            runs.fail_run(session, other.id, "simulated crash")
+        summary = process(db, AbundancesTask(), PARAMS, batch_size=3)
     assert summary.status == "succeeded" and summary.n_inputs == len(ids)
+    assert set(results_by_spectrum(db)) == set(ids)
+
+
+def test_claims_of_a_run_whose_process_died_are_taken_over_at_once(fresh_database, tmp_path):
+    """SIGKILL leaves the run 'running' with a fresh heartbeat, but its connection, and with
+    it the run lock, is gone: the next run takes its inputs without waiting."""
+    db = fresh_database
+    ids = two_catalogues(db, tmp_path)
+    conn = db.engine.connect()
+    dead = start_other_run(db, conn, ids[:4])
+    conn.invalidate()  # the process died: the server closes its session and drops the lock
+    conn.close()
+    summary = process(db, AbundancesTask(), PARAMS)
+    assert summary.n_inputs == len(ids)
+    with db.engine.connect() as c:
+        status = c.execute(text("SELECT status FROM run WHERE id = :i"), {"i": dead.id}).scalar_one()
+        claims = c.execute(text("SELECT DISTINCT run_id FROM task_claim")).scalars().all()
+    assert status == "running"  # visibly unfinished, as after SIGKILL
+    assert claims == []  # taken over by the new run, and released when it succeeded
     assert set(results_by_spectrum(db)) == set(ids)
 
 
 def test_claims_of_a_run_whose_heartbeat_went_stale_are_taken_over(fresh_database, tmp_path):
     db = fresh_database
     ids = two_catalogues(db, tmp_path)
-    task = AbundancesTask()
-    with db.session() as session:
-        dead = runs.start_run(session, task=task.name, version=task.version, params=PARAMS.model_dump(mode="json"),
-                              model_sha256={}, upstream_run_ids=[], device="cpu", prefect_flow_run_id=None)
-        runs.lock_claims(session)
-        runs.claim_inputs(session, dead, ids[:4])
-        # Its process died long ago (SIGKILL leaves the run 'running' with an old heartbeat).
-        session.execute(text("UPDATE run SET heartbeat_at = now() - interval '1 hour' WHERE id = :i"), {"i": dead.id})
-    summary = process(db, task, PARAMS)
-    assert summary.n_inputs == len(ids)
     with db.engine.connect() as conn:
-        status = conn.execute(text("SELECT status FROM run WHERE id = :i"), {"i": dead.id}).scalar_one()
-        left = conn.execute(text("SELECT count(*) FROM task_claim")).scalar_one()
+        hung = start_other_run(db, conn, ids[:4])
+        # Its process still holds the lock but stopped beating long ago (hung).
+        with db.session() as session:
+            session.execute(text("UPDATE run SET heartbeat_at = now() - interval '1 hour' WHERE id = :i"), {"i": hung.id})
+        summary = process(db, AbundancesTask(), PARAMS)
+    assert summary.n_inputs == len(ids)
+    with db.engine.connect() as c:
+        status = c.execute(text("SELECT status FROM run WHERE id = :i"), {"i": hung.id}).scalar_one()
+        left = c.execute(text("SELECT count(*) FROM task_claim")).scalar_one()
     assert status == "failed" and left == 0  # reaped, its claims gone
 
 
