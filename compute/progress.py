@@ -12,10 +12,11 @@ the work (see :mod:`.runner`) may take some of it, so a run can end below its to
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["ProgressLog", "format_duration", "format_progress"]
+__all__ = ["ProgressBar", "ProgressLog", "format_duration", "format_progress", "progress_reporter"]
 
 
 def format_duration(seconds: float) -> str:
@@ -88,3 +89,27 @@ class ProgressLog:
     def _line(self, now: float, *, final: bool) -> None:
         self._last_time, self._last_done = now, self.done
         self._emit(format_progress(self.name, self.done, self.total, now - self._started, final=final))
+
+
+class ProgressBar:
+    """A tqdm bar on stderr, told its total when the run starts (ProgressLog's interface)."""
+
+    def __init__(self, name: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=name, unit="input")
+
+    def start(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
+
+    def update(self, n: int) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def progress_reporter(name: str, emit: Callable[[str], None]) -> ProgressBar | ProgressLog:
+    """A bar when stderr is a terminal; else log lines through ``emit`` (cron, pipes, files)."""
+    return ProgressBar(name) if sys.stderr.isatty() else ProgressLog(name, emit)
