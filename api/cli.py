@@ -207,9 +207,17 @@ def ingest(
         raise typer.Exit(EXIT_REJECTED)
 
 
+#: Seconds `skyledger nightly` waits for Prefect's ephemeral API server to start. Prefect's
+#: default (20 s) is far too short on a loaded machine: at load ~12 on 2 cores the start took
+#: 267 s and nightly crashed ("Timed out while attempting to connect to ephemeral Prefect
+#: API server"). docs/operations.md has the measurements.
+EPHEMERAL_STARTUP_TIMEOUT_S = "600"
+
+
 def _prefect_environment() -> None:
     # Prefect reads its settings at import: set the offline-friendly defaults first.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
 
 
 @app.command()
@@ -217,7 +225,8 @@ def nightly(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
 ) -> None:
-    """Run the nightly flow once, now (ingest every configured survey)."""
+    """Run the nightly flow once, now: ingest every configured survey, then process
+    (every compute task on what is pending), then publish the summary."""
     _prefect_environment()
     from skyledger.ingest.flows import nightly as nightly_flow
 
@@ -229,6 +238,9 @@ def nightly(
     typer.echo(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; {result['spectra']} spectra loaded")
     for path, reason in result["rejected"].items():
         typer.echo(f"  rejected {path}: {reason}")
+    for run in result.get("compute", []):
+        done = f"run {run['run_id']} {run['status']}, {run['n_inputs']} inputs" if run["run_id"] else run["status"]
+        typer.echo(f"{run['task']} v{run['version']}: {done}")
     if result["rejected"]:
         raise typer.Exit(EXIT_REJECTED)
 
@@ -288,9 +300,12 @@ def process(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Process at most this many inputs per task.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 64,
 ) -> None:
-    """Run compute tasks on every pending input (each task: one new run)."""
-    from tqdm import tqdm
+    """Run compute tasks on every pending input (each task: one new run).
 
+    Concurrent runs share the pending inputs. Progress: a bar on a terminal, else a line
+    on stderr at every 10 % and at least every minute (done/total, rate, ETA).
+    """
+    from skyledger.compute.progress import progress_reporter
     from skyledger.compute.registry import TASKS, get_task
     from skyledger.compute.runner import process as run_task
     from skyledger.compute.task import resolve_device
@@ -301,9 +316,9 @@ def process(
     db = _open(ctx)
     try:
         for t in tasks:
-            bar = tqdm(desc=t.name, unit="input", disable=None)
+            bar = progress_reporter(t.name, lambda line: typer.echo(line, err=True))
             summary = run_task(db, t, device=device, workers=settings.cpu_workers, limit=limit, batch_size=batch_size,
-                               on_batch=bar.update)
+                               on_start=bar.start, on_batch=bar.update)
             bar.close()
             _print_run(summary)
     finally:

@@ -39,8 +39,12 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def local_prefect_server(home: Path, *, timeout_s: float = 180.0) -> Iterator[str]:
-    """Run a Prefect server for the block's duration; yields its API URL."""
+def local_prefect_server(home: Path, *, timeout_s: float = 600.0) -> Iterator[str]:
+    """Run a Prefect server for the block's duration; yields its API URL.
+
+    ``timeout_s`` is generous: a first start (a fresh database to migrate) took 267 s at
+    load ~12 on 2 cores (docs/operations.md).
+    """
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     prefect_home = home / "prefect"

@@ -14,8 +14,11 @@ Choices a user of the table should know:
   dereddened again: ``ebv`` is NULL and the rows carry ALREADY_DUST_CORRECTED.
 * Fitted lines the fit could not measure (NO_GOOD_PIXELS, ZERO_FLUX, SPECTRUM_FAILED) are
   missing lines here, not zero fluxes.
-* A method gets a row when it produced any value (O/H, a temperature, a density); a
-  spectrum for which no method produced anything still gets one row (the first
+* Inputs are the spectra with at least two of the core's lines (with fluxes) from one
+  run: one line alone gives no quantity at all, and a Halpha velocity map of a thousand
+  pixels would otherwise make a thousand all-NULL rows. Such spectra get no row.
+* A method gets a row when it produced any value (O/H, a temperature, a density); an
+  input for which no method produced anything still gets one row (the first
   configured method, all NULL, with its flags), so that failures are data and the input
   is not pending forever.
 * Values are Monte Carlo medians, errors the 16th/84th-percentile distances from them
@@ -166,16 +169,23 @@ class AbundancesTask:
         # line_measurement + catalog.current_runs (the same rows: catalog.lines shows, per
         # spectrum and task, the best of exactly these runs) so that the semi-join uses
         # ix_line_measurement_spectrum_id instead of sorting the whole view for each page.
+        # At least two lines the core uses, with fluxes, from one run: every quantity
+        # (E(B-V), Te, ne, each calibration) is a ratio of two lines, so a spectrum with one
+        # line (a pixel of an H-alpha velocity map) could only ever get an all-NULL row
+        # (tests/compute/test_pending_needs.py checks this against the core).
         return pending_inputs(
             session,
             inputs_sql=(
                 "SELECT s.id FROM spectrum AS s WHERE EXISTS ("
                 "SELECT 1 FROM line_measurement AS m JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id "
-                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])) AND m.flux IS NOT NULL)"
+                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])) AND m.flux IS NOT NULL "
+                "AND m.line = ANY(CAST(:lines AS text[])) AND EXISTS ("
+                "SELECT 1 FROM line_measurement AS m2 WHERE m2.spectrum_id = s.id AND m2.run_id = m.run_id "
+                "AND m2.line <> m.line AND m2.flux IS NOT NULL AND m2.line = ANY(CAST(:lines AS text[]))))"
             ),
             result_table="abundance",
             task=self.name, version=self.version, params_hash=params_hash, run_id=run_id, limit=limit,
-            bind={"sources": list(params.line_sources)},
+            bind={"sources": list(params.line_sources), "lines": list(LINE_IDS)},
         )
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:

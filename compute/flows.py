@@ -16,6 +16,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
+from skyledger.compute.progress import ProgressLog
 from skyledger.compute.registry import TASKS, get_task
 from skyledger.compute.runner import describe, process
 from skyledger.compute.task import resolve_device
@@ -55,15 +56,19 @@ def process_tasks(tasks: list[str] | None = None, limit: int | None = None, batc
         for name in tasks or list(TASKS):
             t = get_task(name)
             run_id = str(flow_run.get_id() or "") or None
+            # Flow logs are read after the fact: progress as lines (total, rate, ETA).
+            progress = ProgressLog(t.name, logger.info)
+            report = {"on_start": progress.start, "on_batch": progress.update}
             if device.startswith("cuda"):
                 limit_name = gpu_limit_name(device)
                 _ensure_limit(limit_name)
                 with concurrency(limit_name, occupy=1, strict=True):
                     summary = process(db, t, device=device, limit=limit, batch_size=batch_size,
-                                      flow_run_id=run_id, executor=_batch)
+                                      flow_run_id=run_id, executor=_batch, **report)
             else:
                 summary = process(db, t, device=device, workers=settings.cpu_workers, limit=limit,
-                                  batch_size=batch_size, flow_run_id=run_id, executor=_batch)
+                                  batch_size=batch_size, flow_run_id=run_id, executor=_batch, **report)
+            progress.close()
             logger.info("%s v%s: %s (%d inputs)", t.name, t.version, summary.status, summary.n_inputs)
             results.append(describe(summary))
     finally:

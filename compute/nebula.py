@@ -8,8 +8,10 @@ and task, the rows of the best current run (migration 0006).
 Inputs are the spectra with rows in ``catalog.lines`` (fitted by `lines` or read from a
 catalogue), read exactly as :mod:`skyledger.compute.abundances` reads them: one line
 source per spectrum, never a mix.  Fitted lines the fit could not measure are missing
-lines, not zero fluxes.  Every input gets exactly one row per run, UNKNOWN with flags
-when nothing could be decided, so that failures are data and no input stays pending.
+lines, not zero fluxes.  Inputs are only the spectra that could get a class (Halpha and
+a second diagnostic line, or Halpha's EW for the diagnostic method's DIG rule); every
+input gets exactly one row per run, UNKNOWN with flags when nothing could be decided, so
+that failures are data and no input stays pending.
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ class _NebulaTaskBase:
 
     name: ClassVar[str]
     version: ClassVar[int]
+    #: Whether EW(Halpha) alone decides a class (the DIG rule), so that Halpha with an EW
+    #: and no other line is an input.
+    ew_decides: ClassVar[bool]
     result_tables: ClassVar[tuple[ResultTable, ...]] = (NEBULA_TABLE,)
     flags: ClassVar[tuple[FlagDoc, ...]] = _FLAGS
 
@@ -163,16 +168,24 @@ class _NebulaTaskBase:
 
     def pending(self, session: Session, params: BaseModel, *, run_id: int, params_hash: str, limit: int) -> list[int]:
         sources = list(getattr(params, "line_sources"))
+        # Only spectra that could get a class: every rule needs Halpha, and then a ratio to
+        # it (a second diagnostic line from the same run) or, for methods with an EW rule,
+        # Halpha's EW. A pixel of an Halpha velocity map (Halpha alone, no EW) could only
+        # ever be UNKNOWN: it gets no row (tests/compute/test_pending_needs.py checks this).
+        ew_clause = "m.ew IS NOT NULL OR " if self.ew_decides else ""
         return pending_inputs(
             session,
             inputs_sql=(
                 "SELECT s.id FROM spectrum AS s WHERE EXISTS ("
                 "SELECT 1 FROM line_measurement AS m JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id "
-                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])) AND m.flux IS NOT NULL)"
+                "WHERE m.spectrum_id = s.id AND cr.task = ANY(CAST(:sources AS text[])) AND m.flux IS NOT NULL "
+                f"AND m.line = 'HA6563' AND ({ew_clause}EXISTS ("
+                "SELECT 1 FROM line_measurement AS m2 WHERE m2.spectrum_id = s.id AND m2.run_id = m.run_id "
+                "AND m2.line <> 'HA6563' AND m2.flux IS NOT NULL AND m2.line = ANY(CAST(:lines AS text[])))))"
             ),
             result_table="nebula_class",
             task=self.name, version=self.version, params_hash=params_hash, run_id=run_id, limit=limit,
-            bind={"sources": sources},
+            bind={"sources": sources, "lines": list(DIAGNOSTIC_LINES)},
         )  # fmt: skip
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
@@ -217,6 +230,7 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
     version: ClassVar[int] = 1
     Params: ClassVar[type[BaseModel]] = NebulaDiagnosticParams
     method: ClassVar[str] = "diagnostic"
+    ew_decides: ClassVar[bool] = True
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
         return {}  # the rules are code, versioned by `version`
@@ -241,6 +255,7 @@ class NebulaNNTask(_NebulaTaskBase):
     version: ClassVar[int] = 1
     Params: ClassVar[type[BaseModel]] = NebulaNNParams
     method: ClassVar[str] = "nn"
+    ew_decides: ClassVar[bool] = False  # the network needs a ratio to Halpha
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
         from .nebula_nn import weights_path

@@ -6,6 +6,11 @@ transaction. A batch that raises fails the run; the caller (a Prefect task with
 retries, or the operator) runs it again and the new run picks up every input that
 has no result from a succeeded run.
 
+Concurrent runs of one task share its inputs: each batch is first claimed in a short
+transaction of its own (``task_claim``, see :mod:`.runs`), then loaded and computed.
+A run computes only what it claimed, so no input is computed twice, and a run that
+finds every pending input claimed by others ends with nothing to do.
+
 ``run.upstream_run_ids`` starts as ``task.upstream_runs(session, [])`` (runs known before
 any input is read) and grows with each batch by ``task.upstream_runs(session, ids)``,
 the runs that batch read, in the batch's results transaction.
@@ -22,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from skyledger.schema.database import Database, psycopg_connection
 from skyledger.schema.pgcopy import copy_rows
@@ -50,6 +56,10 @@ class RunSummary:
     seconds: float = 0.0
 
 
+#: "No limit" for the pending query (a LIMIT it never reaches).
+_ALL = 2**62
+
+
 def _direct(fn: Callable[[], int]) -> int:
     return fn()
 
@@ -66,10 +76,14 @@ def process(
     flow_run_id: str | None = None,
     executor: BatchExecutor = _direct,
     on_batch: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Process every pending input of ``task`` (at most ``limit``) in one new run.
 
-    Returns without creating a run when nothing is pending.
+    Returns without creating a run when nothing is pending (or all of it is claimed by
+    other runs). ``on_start(total)`` is told how many inputs are pending when the run
+    starts (at most ``limit``; other runs may take some of them), ``on_batch(n)`` how
+    many each batch did.
     """
     params = params or task.Params()
     param_dict = params.model_dump(mode="json")
@@ -77,24 +91,58 @@ def process(
     started = time.perf_counter()
     with db.session() as session:
         runs.reap_abandoned_runs(session, task.name)
-        first = task.pending(session, params, run_id=-1, params_hash=phash, limit=1)
-    if not first:
+        # The whole pending list once, for the progress total (ids only: cheap next to any batch).
+        total = len(task.pending(session, params, run_id=-1, params_hash=phash, limit=limit or _ALL))
+    if not total:
         return RunSummary(None, task.name, task.version, "nothing to do")
-    with db.session() as session:
-        register_flags(session, task.flags)
-        model_sha = {name: runs.file_sha256(path) for name, path in sorted(task.model_files(params).items())}
-        upstream = task.upstream_runs(session, [])
-        info = runs.start_run(
-            session, task=task.name, version=task.version, params=param_dict, model_sha256=model_sha,
-            upstream_run_ids=upstream, device=device, prefect_flow_run_id=flow_run_id,
-        )
+    # A connection of the run's own, open while this process runs it: it holds the run
+    # lock that tells other runs its claims are live (see runs.RUN_LOCK_CLASS).
+    holder = db.engine.connect()
+    try:
+        with Session(bind=holder) as session, session.begin():
+            register_flags(session, task.flags)
+            model_sha = {name: runs.file_sha256(path) for name, path in sorted(task.model_files(params).items())}
+            upstream = task.upstream_runs(session, [])
+            info = runs.start_run(
+                session, task=task.name, version=task.version, params=param_dict, model_sha256=model_sha,
+                upstream_run_ids=upstream, device=device, prefect_flow_run_id=flow_run_id,
+            )
+            runs.hold_run_lock(session.connection(), info.id)
+        return _run(db, task, params, info, total, started=started, device=device, workers=workers, limit=limit,
+                    batch_size=batch_size, executor=executor, on_batch=on_batch, on_start=on_start)
+    finally:
+        # Closing the database connection itself (not back into the pool) drops the lock,
+        # and needs no query that could fail after the run's own error.
+        holder.invalidate()
+        holder.close()
+
+
+def _run(
+    db: Database,
+    task: Task,
+    params: BaseModel,
+    info: runs.RunInfo,
+    total: int,
+    *,
+    started: float,
+    device: str,
+    workers: int,
+    limit: int | None,
+    batch_size: int,
+    executor: BatchExecutor,
+    on_batch: Callable[[int], None] | None,
+    on_start: Callable[[int], None] | None,
+) -> RunSummary:
+    """The batches of a started run, then its end: succeeded, or failed with the error."""
     summary = RunSummary(info.id, task.name, task.version, "running")
+    if on_start is not None:
+        on_start(total)
 
     def one_batch(size: int) -> int:
+        ids = _claim_batch(db, task, params, info, size)
+        if not ids:
+            return 0
         with db.session() as session:
-            ids = task.pending(session, params, run_id=info.id, params_hash=phash, limit=size)
-            if not ids:
-                return 0
             batch = task.load(session, ids, params)
             # The runs this batch read, asked right after load (same session) so that they
             # are the rows the batch was computed from; recorded with its results.
@@ -128,6 +176,26 @@ def process(
     summary.status = "succeeded"
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _claim_batch(db: Database, task: Task, params: BaseModel, run: runs.RunInfo, size: int) -> list[int]:
+    """Up to ``size`` pending inputs, claimed for ``run`` and committed; [] when none is left.
+
+    Claiming comes back empty only when another run claimed the same inputs first; the
+    next pending query then skips them. Should a task's pending query not skip claimed
+    inputs, the same ids come back and the run stops rather than spin.
+    """
+    previous: list[int] | None = None
+    while True:
+        with db.session() as session:
+            runs.lock_claims(session)
+            ids = task.pending(session, params, run_id=run.id, params_hash=run.params_hash, limit=size)
+            if not ids or ids == previous:
+                return []
+            claimed = runs.claim_inputs(session, run, ids)
+        if claimed:
+            return claimed
+        previous = ids
 
 
 def _write(db: Database, task: Task, run_id: int, output: TaskOutput, *, upstream: Sequence[int] = ()) -> None:

@@ -5,6 +5,13 @@ A run starts as ``running``, writes its results batch by batch, and becomes
 end, or ``failed`` with the error. A run whose process died stays ``running`` until a
 later process sees its heartbeat is stale and marks it ``failed``; its rows are never
 shown through a collection, and the next run redoes its inputs.
+
+Concurrent runs of one task version and parameter hash share the work through
+``task_claim``: a run claims each batch before computing it (:func:`claim_inputs`), and
+the pending query of every other run skips inputs claimed by a *live* run (``running``,
+a fresh heartbeat, and its process still holding its run lock). Claims go when their
+run finishes, fails or is reaped; those of a run whose process died are ignored and
+taken over at once, so its inputs are neither lost nor left waiting.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from skyledger.schema.pgcopy import to_json
@@ -35,6 +42,12 @@ __all__ = [
     "finish_run",
     "fail_run",
     "reap_abandoned_runs",
+    "claim_inputs",
+    "lock_claims",
+    "hold_run_lock",
+    "LIVE_CLAIM_SQL",
+    "LIVE_RUN_SQL",
+    "RUN_LOCK_CLASS",
     "create_collection",
     "CURRENT",
 ]
@@ -42,6 +55,32 @@ __all__ = [
 CURRENT = "current"
 #: A running run whose heartbeat is older than this is taken for dead.
 STALE_AFTER_S = 600
+
+#: First key of the session-level advisory lock that a run's process holds, on a
+#: connection of its own, for as long as it lives (the second key is the run id). A
+#: process that dies (SIGKILL, power) loses its connection and with it the lock, at once:
+#: other runs see in pg_locks that its claims are dead without waiting for the heartbeat
+#: to go stale. Nobody waits on this lock; it is only looked at.
+RUN_LOCK_CLASS = 1936423282  # b"skyr"
+
+#: True when run ``{r}`` is live: running, heartbeat fresh, and its process still holds
+#: its run lock in this database (binds ``:stale_s``).
+LIVE_RUN_SQL = (
+    "({r}.status = 'running' AND {r}.heartbeat_at >= now() - make_interval(secs => :stale_s) "
+    "AND EXISTS (SELECT 1 FROM pg_locks AS lk WHERE lk.locktype = 'advisory' AND lk.granted "
+    "AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    f"AND lk.classid = CAST({RUN_LOCK_CLASS} AS oid) AND lk.objid = CAST({{r}}.id % 2147483648 AS oid) "
+    "AND lk.objsubid = 2))"
+)
+
+#: True when input ``{input}`` is claimed by a live run other than ``:run_id`` for this
+#: task version and parameter hash (binds ``:task``, ``:version``, ``:phash``, ``:run_id``,
+#: ``:stale_s``). The pending query of every task adds ``NOT`` this.
+LIVE_CLAIM_SQL = (
+    "EXISTS (SELECT 1 FROM task_claim AS cl JOIN run AS clr ON clr.id = cl.run_id "
+    "WHERE cl.task = :task AND cl.version = :version AND cl.params_hash = :phash AND cl.input_id = {input} "
+    "AND cl.run_id <> :run_id AND " + LIVE_RUN_SQL.format(r="clr") + ")"
+)
 
 
 @dataclass(frozen=True)
@@ -118,14 +157,72 @@ def heartbeat(session: Session, run_id: int, *, inputs: int, results: int, flagg
     )
 
 
+def claim_inputs(session: Session, run: RunInfo, input_ids: list[int]) -> list[int]:
+    """Claim these inputs for ``run``; returns those it now holds (in the order given).
+
+    Call it in its own short transaction, after reading ``input_ids`` from the task's
+    pending query in that same transaction, and commit before computing. The table lock
+    (SHARE ROW EXCLUSIVE conflicts with itself) serialises the claim transactions, so
+    no run can claim, compute and finish an input between another run's pending query
+    and its insert: what that query saw as unclaimed is still undone. Readers cannot
+    take this lock (it needs write privileges on ``task_claim``), so they cannot stall
+    the runs. A claim of the same run (a retried batch) or of a run that is not live
+    any more is taken over.
+    """
+    if not input_ids:
+        return []
+    got = set(
+        session.execute(
+            text(
+                "INSERT INTO task_claim AS c (task, version, params_hash, input_id, run_id) "
+                "SELECT :task, :version, :phash, i, :run_id FROM unnest(CAST(:ids AS bigint[])) AS i ORDER BY i "
+                "ON CONFLICT (task, version, params_hash, input_id) DO UPDATE "
+                "SET run_id = EXCLUDED.run_id, claimed_at = now() "
+                "WHERE c.run_id = EXCLUDED.run_id OR NOT EXISTS (SELECT 1 FROM run AS r WHERE r.id = c.run_id "
+                f"AND {LIVE_RUN_SQL.format(r='r')}) "
+                "RETURNING c.input_id"
+            ),
+            {"task": run.task, "version": run.version, "phash": run.params_hash, "run_id": run.id,
+             "ids": sorted(input_ids), "stale_s": STALE_AFTER_S},
+        ).scalars()
+    )
+    return [i for i in input_ids if i in got]
+
+
+def hold_run_lock(connection: Connection, run_id: int) -> None:
+    """Take ``run_id``'s run lock on ``connection`` (kept open for the run's lifetime).
+
+    Taken in the transaction that inserts the run, so the run is never visible without
+    it. ``try``: should anyone else hold that key, the run still looks live, and nothing
+    waits.
+    """
+    connection.execute(
+        text("SELECT pg_try_advisory_lock(:k, CAST(:id % 2147483648 AS integer))"), {"k": RUN_LOCK_CLASS, "id": run_id}
+    )
+
+
+def lock_claims(session: Session) -> None:
+    """Serialise claim transactions (see :func:`claim_inputs`); held until commit."""
+    session.execute(text("LOCK TABLE task_claim IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def _release_claims(session: Session, run_id: int) -> None:
+    session.execute(text("DELETE FROM task_claim WHERE run_id = :id"), {"id": run_id})
+
+
 def finish_run(session: Session, run_id: int) -> None:
-    """Mark the run succeeded and put it at the head of ``current``, atomically."""
+    """Mark the run succeeded and put it at the head of ``current``, atomically.
+
+    Its claims go in the same transaction: other runs see its inputs either claimed by
+    a running run or done by a succeeded one, never neither.
+    """
     updated = session.execute(
         text("UPDATE run SET status = 'succeeded', finished_at = now() WHERE id = :id AND status = 'running'"),
         {"id": run_id},
     ).rowcount
     if updated != 1:
         raise RuntimeError(f"run {run_id} is no longer running (was it reaped as abandoned?)")
+    _release_claims(session, run_id)
     session.execute(
         text("INSERT INTO collection_run (collection_id, run_id) SELECT id, :r FROM collection WHERE name = :c"),
         {"r": run_id, "c": CURRENT},
@@ -137,11 +234,13 @@ def fail_run(session: Session, run_id: int, error: str) -> None:
         text("UPDATE run SET status = 'failed', error = :e, finished_at = now() WHERE id = :id AND status = 'running'"),
         {"e": error[:4000], "id": run_id},
     )
+    _release_claims(session, run_id)  # its inputs are pending again, for any run
 
 
 def reap_abandoned_runs(session: Session, task: str) -> int:
-    """Mark runs of ``task`` whose heartbeat went stale as failed; returns how many."""
-    return session.execute(
+    """Mark runs of ``task`` whose heartbeat went stale as failed, and drop the claims of
+    every finished run of ``task``; returns how many runs were reaped."""
+    reaped = session.execute(
         text(
             "UPDATE run SET status = 'failed', finished_at = now(), "
             "error = 'abandoned: no heartbeat since ' || heartbeat_at::text "
@@ -149,6 +248,11 @@ def reap_abandoned_runs(session: Session, task: str) -> int:
         ),
         {"t": task, "s": STALE_AFTER_S},
     ).rowcount
+    session.execute(
+        text("DELETE FROM task_claim AS c USING run AS r WHERE r.id = c.run_id AND c.task = :t AND r.status <> 'running'"),
+        {"t": task},
+    )
+    return reaped
 
 
 def create_collection(session: Session, name: str, run_ids: list[int], description: str | None = None) -> int:

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from .runs import LIVE_CLAIM_SQL, STALE_AFTER_S
+
 __all__ = ["FlagDoc", "LoadNote", "ResultTable", "Task", "TaskOutput", "pending_inputs", "register_flags", "resolve_device"]
 
 
@@ -95,7 +97,8 @@ class Task(Protocol):
     flags: ClassVar[tuple[FlagDoc, ...]]
 
     def pending(self, session: Session, params: BaseModel, *, run_id: int, params_hash: str, limit: int) -> list[int]:
-        """Inputs with no result at this version and params hash (succeeded runs or this one)."""
+        """Inputs with no result at this version and params hash (succeeded runs or this one),
+        not claimed by another live run (:func:`pending_inputs` does both)."""
         ...
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
@@ -133,16 +136,19 @@ def pending_inputs(
 ) -> list[int]:
     """Ids from ``inputs_sql`` (a query selecting ``id`` aliased as table ``i``) that have no
     row in ``result_table`` (input key ``key_column``) from a succeeded run, or from
-    ``run_id``, of this task version and parameter hash. Results of failed or abandoned
-    runs do not count: they are redone."""
+    ``run_id``, of this task version and parameter hash, and that no other live run of it
+    has claimed (``task_claim``: concurrent runs share the work). Results of failed or
+    abandoned runs do not count: they are redone."""
     query = (
         f"SELECT i.id FROM ({inputs_sql}) AS i WHERE NOT EXISTS ("
         f"SELECT 1 FROM {result_table} AS res JOIN run AS r ON r.id = res.run_id "
         f"WHERE res.{key_column} = i.id AND r.task = :task AND r.version = :version AND r.params_hash = :phash "
         "AND (r.status = 'succeeded' OR r.id = :run_id)) "
+        f"AND NOT {LIVE_CLAIM_SQL.format(input='i.id')} "
         f"ORDER BY {order_by} LIMIT :limit"
     )
-    params = {"task": task, "version": version, "phash": params_hash, "run_id": run_id, "limit": limit}
+    params = {"task": task, "version": version, "phash": params_hash, "run_id": run_id, "limit": limit,
+              "stale_s": STALE_AFTER_S}
     params.update(bind or {})
     return list(session.execute(text(query), params).scalars())
 

@@ -38,6 +38,7 @@ __all__ = [
     "WavelengthGrid",
     "Spectrum",
     "Run",
+    "TaskClaim",
     "Collection",
     "CollectionRun",
     "Release",
@@ -245,6 +246,26 @@ class Run(Base):
     started_at: Mapped[dt.datetime] = column(DateTime(timezone=True), server_default=_now, doc="Start time")
     heartbeat_at: Mapped[dt.datetime | None] = column(DateTime(timezone=True), doc="Last sign of life of a running run")
     finished_at: Mapped[dt.datetime | None] = column(DateTime(timezone=True), doc="End time")
+
+
+class TaskClaim(Base):
+    """An input a running run has taken to compute, so that concurrent runs share the work.
+
+    A run claims each batch in a short transaction before computing it; another run of the
+    same task version and parameters skips claimed inputs. Claims are deleted when their
+    run succeeds, fails or is reaped as abandoned, so the inputs of a dead run become
+    pending again (see compute/runner.py).
+    """
+
+    __tablename__ = "task_claim"
+    __table_args__ = (Index("ix_task_claim_run_id", "run_id"),)
+
+    task: Mapped[str] = column(Text, primary_key=True, doc="Task name")
+    version: Mapped[int] = column(Integer, primary_key=True, doc="Task version")
+    params_hash: Mapped[str] = column(Text, primary_key=True, doc="SHA-256 of the run's parameters")
+    input_id: Mapped[int] = column(BigInteger, primary_key=True, doc="Input claimed (spectrum or source id)")
+    run_id: Mapped[int] = column(ForeignKey("run.id", ondelete="CASCADE"), doc="Run that claimed the input")
+    claimed_at: Mapped[dt.datetime] = column(DateTime(timezone=True), server_default=_now, doc="Claim time")
 
 
 class Collection(Base):

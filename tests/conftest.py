@@ -31,6 +31,11 @@ from skyledger.schema.settings import Settings
 
 TEMPLATE = "skyledger_test_template"
 
+# Prefect's ephemeral API server (in-process flows, `skyledger nightly` in subprocesses)
+# must have time to start at load ~10 on 2 cores; Prefect's default is 20 s. Set before
+# any test module imports Prefect, which reads its settings at import.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
+
 
 class Server:
     """A PostgreSQL server on which the tests may create and drop databases."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,61 @@ def test_wrong_driver_is_refused(tmp_path):
     env = {"SKYLEDGER_HOME": str(tmp_path), "SKYLEDGER_DATABASE_URL": "mysql://x@h/db"}
     proc = skyledger("sql", "select 1", env=env, check=False)
     assert proc.returncode == 1 and "needs PostgreSQL" in proc.stderr
+
+
+# ------------------------------------------------------------------ nightly and process
+
+
+def test_nightly_gives_prefects_ephemeral_server_time_to_start():
+    """`skyledger nightly` crashed at load ~10 ("Timed out while attempting to connect to
+    ephemeral Prefect API server"): Prefect waits 20 s by default. The CLI sets a generous
+    default before Prefect is imported, and an operator's own value still wins."""
+    probe = (
+        "from skyledger.api.cli import _prefect_environment; _prefect_environment(); "
+        "from prefect.settings import get_current_settings; "
+        "print(get_current_settings().server.ephemeral.startup_timeout_seconds)"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PREFECT_")}
+    default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert default.returncode == 0, default.stderr
+    assert float(default.stdout) >= 300
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "42"
+    chosen = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert float(chosen.stdout) == 42
+
+
+def test_nightly_help_readme_and_prefect_yaml_agree_on_what_nightly_does():
+    """All three say that nightly ingests and then processes."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    help_text = " ".join(skyledger("nightly", "--help", env={}).stdout.split())
+    [deployment] = [d for d in yaml.safe_load((root / "prefect.yaml").read_text())["deployments"] if d["name"] == "nightly"]
+    readme = root.joinpath("README.md").read_text()
+    [summary_line] = [line for line in readme.splitlines() if line.startswith("skyledger nightly ")]
+    schedule_section = readme.split("## Running the schedule", 1)[1].split("**Once, now**", 1)[0]
+    for name, said in [("nightly --help", help_text), ("prefect.yaml", deployment["description"]),
+                       ("README command list", summary_line), ("README, Running the schedule", schedule_section)]:
+        words = " ".join(said.split()).lower()
+        assert "ingest" in words and "process" in words, f"{name} does not say nightly ingests, then processes: {said!r}"
+        assert words.index("ingest") < words.index("process"), name
+
+
+PROGRESS_LINE = re.compile(r"^abundances: (\d+)/4 inputs \((\d+) %\), \d+\.\d inputs/s, (ETA \S+ \S+|done in \S+ \S+)$")
+
+
+def test_process_logs_progress_lines_when_not_on_a_terminal(fresh_settings, fresh_database, tmp_path):
+    """stderr is a pipe here, as under cron: progress comes as lines with the total."""
+    from tests.compute.test_abundances_task import ingest, write_catalog
+
+    ingest(fresh_database, write_catalog(tmp_path / "a.ecsv", "a"), survey="hii", dust_corrected=False)
+    proc = skyledger("process", "--task", "abundances", "--batch-size", "1", env=cli_env(fresh_settings))
+    lines = proc.stderr.splitlines()
+    assert "abundances: 4 inputs pending" in lines, proc.stderr
+    progress = [m for m in map(PROGRESS_LINE.match, lines) if m]
+    assert len(progress) >= 2, proc.stderr  # a line at every 10 %: here one per batch of 1 of 4
+    done = [int(m.group(1)) for m in progress]
+    assert done == sorted(done) and done[-1] == 4
+    assert progress[-1].group(2) == "100"
+    assert "\r" not in proc.stderr  # no bar redrawn into a log file
+    assert "abundances v1: run " in proc.stdout and "4 inputs" in proc.stdout
