@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -477,36 +477,10 @@ def read_table(path: str | os.PathLike[str], hdu: fits.hdu.base._BaseHDU | rawfi
     if isinstance(hdu, rawfits.RawHdu):
         return _raw_table(path, hdu)
     info = hdu.fileinfo()
-    data = rawfits.preloaded_bytes(path)
-    if info is not None and data is not None and getattr(info["file"], "compression", None) is None:
-        # The HDU list was opened on the checksummed bytes (open_fits): decode those.
-        cards = _raw_cards(data[info["hdrLoc"] : info["datLoc"]])
-        layout = _table_dtype(path, cards, hdu.name)
-        if layout is not None:
-            dtype, names, logical = layout
-            n_rows = _card_int(path, cards, "NAXIS2", hdu.name)
-            if n_rows == 0:
-                return None
-            if info["datLoc"] + n_rows * dtype.itemsize > len(data):
-                raise ReaderError(path, f"expected {n_rows} rows, the file ends before them: truncated file", hdu=hdu.name)
-            return TableData(np.frombuffer(data, dtype=dtype, count=n_rows, offset=info["datLoc"]), names, logical)
-    elif info is not None and getattr(info["file"], "compression", None) is None:
-        with open(path, "rb") as fh:
-            fh.seek(info["hdrLoc"])
-            cards = _raw_cards(fh.read(info["datLoc"] - info["hdrLoc"]))
-            layout = _table_dtype(path, cards, hdu.name)
-            if layout is not None:
-                dtype, names, logical = layout
-                n_rows = _card_int(path, cards, "NAXIS2", hdu.name)
-                if n_rows == 0:
-                    return None
-                fh.seek(info["datLoc"])
-                array = np.fromfile(fh, dtype=dtype, count=n_rows)
-                if len(array) != n_rows:
-                    raise ReaderError(
-                        path, f"expected {n_rows} rows, the file holds {len(array)}: truncated file", hdu=hdu.name
-                    )
-                return TableData(array, names, logical)
+    if info is not None and getattr(info["file"], "compression", None) is None:
+        table = _uncompressed_table(path, hdu.name, info["hdrLoc"], info["datLoc"])
+        if table is not _UNDECODED:
+            return table
     try:
         data = hdu_data(path, hdu)
     except fits.VerifyError as err:
@@ -514,6 +488,41 @@ def read_table(path: str | os.PathLike[str], hdu: fits.hdu.base._BaseHDU | rawfi
     if data is None or len(data) == 0:
         return None
     return TableData(data, tuple(data.columns.names))
+
+
+#: Returned by _uncompressed_table when numpy cannot decode the columns alone.
+_UNDECODED = object()
+
+
+def _uncompressed_table(path: str | os.PathLike[str], name: str, header_at: int, data_at: int):
+    """Rows of an uncompressed binary table HDU decoded by numpy at its offsets: from the
+    checksummed bytes when ``open_fits`` kept them (so what is parsed is what was hashed),
+    else from the file. None when it has no rows, ``_UNDECODED`` when numpy cannot."""
+    kept = rawfits.preloaded_bytes(path)
+    with ExitStack() as stack:
+        if kept is None:
+            fh = stack.enter_context(open(path, "rb"))
+            fh.seek(header_at)
+            header = fh.read(data_at - header_at)
+        else:
+            header = kept[header_at:data_at]
+        cards = _raw_cards(header)
+        layout = _table_dtype(path, cards, name)
+        if layout is None:
+            return _UNDECODED
+        dtype, names, logical = layout
+        n_rows = _card_int(path, cards, "NAXIS2", name)
+        if n_rows == 0:
+            return None
+        if kept is None:
+            array = np.fromfile(fh, dtype=dtype, count=n_rows)
+        else:
+            available = max(len(kept) - data_at, 0) // dtype.itemsize
+            count = min(n_rows, available)
+            array = np.frombuffer(kept, dtype=dtype, count=count, offset=data_at) if count else np.empty(0, dtype)
+    if len(array) != n_rows:
+        raise ReaderError(path, f"expected {n_rows} rows, the file holds {len(array)}: truncated file", hdu=name)
+    return TableData(array, names, logical)
 
 
 def _raw_table(path: str | os.PathLike[str], hdu: rawfits.RawHdu) -> TableData | None:
