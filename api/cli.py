@@ -107,7 +107,7 @@ def init(ctx: typer.Context) -> None:
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Run the whole pipeline on the bundled real data: ingest (then process and release)."""
-    from skyledger.compute.task import resolve_device
+    from skyledger.compute.framework.task import resolve_device
 
     from . import admin
     from .demo import process_demo, release_demo, run_demo
@@ -228,7 +228,7 @@ def nightly(
     """Run the nightly flow once, now: ingest every configured survey, then process
     (every compute task on what is pending), then publish the summary."""
     _prefect_environment()
-    from skyledger.ingest.flows import nightly as nightly_flow
+    from skyledger.api.nightly import nightly as nightly_flow
 
     result = nightly_flow(config=str(config or _settings(ctx).config))
     if result.get("status") == "skipped":
@@ -277,7 +277,7 @@ def schedule(
 def _serve_nightly(cron: str, config_path: Path) -> None:
     from prefect.schedules import Cron
 
-    from skyledger.ingest.flows import nightly as nightly_flow
+    from skyledger.api.nightly import nightly as nightly_flow
 
     # Explicitly UTC, as the option says (a bare cron is stored without a timezone).
     nightly_flow.serve(name="nightly", schedules=[Cron(cron, timezone="UTC")], parameters={"config": str(config_path)})
@@ -305,10 +305,10 @@ def process(
     Concurrent runs share the pending inputs. Progress: a bar on a terminal, else a line
     on stderr at every 10 % and at least every minute (done/total, rate, ETA).
     """
-    from skyledger.compute.progress import progress_reporter
-    from skyledger.compute.registry import TASKS, get_task
-    from skyledger.compute.runner import process as run_task
-    from skyledger.compute.task import resolve_device
+    from skyledger.compute.framework.progress import progress_reporter
+    from skyledger.compute.framework.registry import TASKS, get_task
+    from skyledger.compute.framework.runner import process as run_task
+    from skyledger.compute.framework.task import resolve_device
 
     settings = _settings(ctx)
     device = resolve_device(settings.device)

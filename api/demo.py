@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skyledger.compute.registry import TASKS, get_task
-from skyledger.compute.runner import RunSummary, process
+from skyledger.compute.framework.registry import TASKS, get_task
+from skyledger.compute.framework.runner import RunSummary, process
 from skyledger.ingest.batch import BatchSummary, ingest_surveys
 from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.sample_data import sample_data_dir

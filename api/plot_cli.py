@@ -19,7 +19,7 @@ def rotation(
     out: Annotated[Path, typer.Option("--out", help="Directory the PNG files are written to.")] = Path("."),
 ) -> None:
     """Velocity field and rotation curve of a galaxy from its current rotation fits."""
-    from skyledger.compute.rotation_plots import rotation_plots
+    from skyledger.api.rotation_plots import rotation_plots
     from skyledger.schema.database import connect
 
     db = connect(ctx.find_root().obj)

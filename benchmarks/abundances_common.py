@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from skyledger.compute.linelist import LINE_IDS
+from skyledger.schema.linelist import LINE_IDS
 
 #: PyNeb atom and wavelength (its labels) for each line id used by the direct method
 PYNEB_LINES: dict[str, tuple[str, int | tuple[tuple[int, int], ...]]] = {

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from abundances_common import ABUNDANCE, log_abundance, pyneb_atoms, synthetic_intensities, to_tensors, zone_temperatures  # noqa: E402
 
-from skyledger.compute.nebular import AbundanceConfig, derive_abundances  # noqa: E402
+from skyledger.compute.abundances import AbundanceConfig, derive_abundances  # noqa: E402
 
 TE_GRID = (6000.0, 8000.0, 10000.0, 12500.0, 15000.0, 20000.0)
 NE_GRID = (10.0, 100.0, 1000.0, 10000.0)

@@ -5,7 +5,7 @@ Provenance for the fast test suite, which must not need PyNeb:
     /work/venv/bin/python benchmarks/abundances_pyneb_reference.py
 
 PyNeb 1.1.32 with its default atomic data (the set shipped in
-compute/nebular/data/atomic_data.json).  Paste the output into ``PYNEB_REFERENCE``.
+compute/abundances/data/atomic_data.json).  Paste the output into ``PYNEB_REFERENCE``.
 """
 
 from __future__ import annotations

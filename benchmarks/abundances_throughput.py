@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from abundances_common import pyneb_atoms, synthetic_intensities, to_tensors  # noqa: E402
 
-from skyledger.compute.linelist import LINE_IDS  # noqa: E402
-from skyledger.compute.nebular import AbundanceConfig, derive_abundances  # noqa: E402
+from skyledger.schema.linelist import LINE_IDS  # noqa: E402
+from skyledger.compute.abundances import AbundanceConfig, derive_abundances  # noqa: E402
 
 N_DRAWS = 200
 REL_ERR = 0.03

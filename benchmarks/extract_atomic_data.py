@@ -1,4 +1,4 @@
-"""Regenerate ``compute/nebular/data/atomic_data.json`` from PyNeb's default data set.
+"""Regenerate ``compute/abundances/data/atomic_data.json`` from PyNeb's default data set.
 
 PyNeb (Luridiana, Morisset & Shaw 2015) is the field's reference code for the direct
 method; its *default* atomic data set is what the validation compares against, so the
@@ -127,7 +127,7 @@ def main() -> None:
 
     pn.log_.level = 0
     doc = {
-        "description": "Atomic data for skyledger.compute.nebular: PyNeb default set, "
+        "description": "Atomic data for skyledger.compute.abundances: PyNeb default set, "
         "extracted by benchmarks/extract_atomic_data.py. Levels are 1-based in 'pairs' "
         "(lower, upper); A_s-1[upper][lower] with 0-based indices.",
         "generated_with": f"pyneb {pn.__version__}",

@@ -67,7 +67,7 @@ from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.read_ahead import sha256_file
 from skyledger.ingest.readers import get_reader
 from skyledger.ingest.store import _SOURCE_COLUMNS, _SPECTRUM_COLUMNS, SPECTRUM_FLAGS, FileOutcome
-from skyledger.ingest.synthetic import write_sdss_spectra
+from skyledger.testing.survey_files import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.database import Database, upgrade
 from skyledger.schema.models import IngestFile, Source, Spectrum, Survey, WavelengthGrid

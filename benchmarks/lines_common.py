@@ -19,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 
 from skyledger.compute.fitting import DOUBLETS, FitConfig, SpectraBatch, TemplateLibrary
-from skyledger.compute.linelist import LINES, air_to_vacuum
+from skyledger.schema.linelist import LINES, air_to_vacuum
 
 __all__ = ["DATA", "read_sdss", "read_manga", "read_legac", "real_batches", "run_ppxf", "PpxfResult"]
 

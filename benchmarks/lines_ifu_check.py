@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from skyledger.compute.fitting import SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
-from skyledger.compute.lines import LinesParams, LinesTask
+from skyledger.compute.tasks.lines import LinesParams, LinesTask
 from skyledger.ingest.readers.muse_cube import reader as muse_reader
-from skyledger.ingest.synthetic import C_KMS
+from skyledger.testing.survey_files import C_KMS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rotation_validation import GALAXIES, validation_cube  # noqa: E402

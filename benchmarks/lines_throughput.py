@@ -9,7 +9,7 @@
     python benchmarks/lines_throughput.py --workers 2 --ppxf-procs 2    # ... in worker processes
 
 Synthetic SDSS-like spectra (S/N 30, MILESHC continuum, 13 emission lines, see
-``skyledger.compute.fitting.synthetic``) are fitted by ``fit_spectra`` at several batch
+``skyledger.testing.spectra``) are fitted by ``fit_spectra`` at several batch
 sizes and, one by one, by pPXF with the same settings (``lines_common.run_ppxf``).
 Both are timed in this process on the same CPU threads, interleaved over ``--rounds``
 rounds (each round: every skyledger size, then the pPXF spectra), so a change of load on
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lines_common import run_ppxf  # noqa: E402
 
 from skyledger.compute.fitting import FitConfig, SpectraBatch, TemplateLibrary, fit_spectra  # noqa: E402
-from skyledger.compute.fitting.synthetic import make_synthetic  # noqa: E402
+from skyledger.testing.spectra import make_synthetic  # noqa: E402
 from skyledger.compute.fitting.workers import worker_pool  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from skyledger.compute.fitting import FitConfig, TemplateLibrary, fit_spectra
-from skyledger.compute.fitting.synthetic import make_synthetic
+from skyledger.testing.spectra import make_synthetic
 
 
 def _row(name: str, fit: np.ndarray, err: np.ndarray, true: np.ndarray, relative: bool) -> str:

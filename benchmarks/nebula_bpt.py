@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from skyledger.compute.nebula_diagnostic import kauffmann03_nii, kewley01_nii, kewley01_sii, kewley06_sii  # noqa: E402
+from skyledger.compute.classification.diagnostic import kauffmann03_nii, kewley01_nii, kewley01_sii, kewley06_sii  # noqa: E402
 from skyledger.schema.database import connect  # noqa: E402
 from skyledger.schema.settings import Settings  # noqa: E402
 

@@ -28,14 +28,14 @@ import psycopg
 import torch
 from sqlalchemy import create_engine, text
 
-from skyledger.compute.abundances import AbundancesParams, AbundancesTask
-from skyledger.compute.gradients import GradientsTask
-from skyledger.compute.lines import LinesTask
-from skyledger.compute.rotation import RotationTask
-from skyledger.compute.runner import process
+from skyledger.compute.tasks.abundances import AbundancesParams, AbundancesTask
+from skyledger.compute.tasks.gradients import GradientsTask
+from skyledger.compute.tasks.lines import LinesTask
+from skyledger.compute.tasks.rotation import RotationTask
+from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.synthetic import C_KMS, CubeTruth, DiskParams, write_muse_cube
+from skyledger.testing.survey_files import C_KMS, CubeTruth, DiskParams, write_muse_cube
 from skyledger.schema import embedded
 from skyledger.schema.database import connect, upgrade
 from skyledger.schema.settings import Settings

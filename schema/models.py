@@ -254,7 +254,7 @@ class TaskClaim(Base):
     A run claims each batch in a short transaction before computing it; another run of the
     same task version and parameters skips claimed inputs. Claims are deleted when their
     run succeeds, fails or is reaped as abandoned, so the inputs of a dead run become
-    pending again (see compute/runner.py).
+    pending again (see compute/framework/runner.py).
     """
 
     __tablename__ = "task_claim"

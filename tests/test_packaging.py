@@ -43,7 +43,7 @@ def test_wheel_contents(wheel):
         # weights, templates and atomic data ship with the package: nothing downloads at run time
         "skyledger/compute/templates/mileshc/MILESHC_00.fits",
         "skyledger/compute/models/nebula_nn.pt",
-        "skyledger/compute/nebular/data/atomic_data.json",
+        "skyledger/compute/abundances/data/atomic_data.json",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
     # The brief's folders install under skyledger.*, never as bare top-level packages.

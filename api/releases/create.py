@@ -23,7 +23,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import DBAPIError
 
-from skyledger.compute.runs import code_version, file_sha256
+from skyledger.schema.runs import code_version, file_sha256
 from skyledger.schema.database import Database, psycopg_connection
 
 from .content import FORMAT_VERSION, ReleaseInfo, RunRef, TableContent

@@ -28,7 +28,7 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from skyledger.compute.runs import file_sha256
+from skyledger.schema.runs import file_sha256
 from skyledger.schema.database import psycopg_connection
 
 from .create import MANIFEST, ReleaseFile

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from skyledger.compute.linelist import LINES
+from skyledger.schema.linelist import LINES
 
 from .kernels import line_profiles, losvd_fourier, lsf_match
 from .nnls import masked_inverse, nnls_gram, solve_masked

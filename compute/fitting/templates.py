@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from skyledger.compute.linelist import air_to_vacuum
+from skyledger.schema.linelist import air_to_vacuum
 
 from .types import C_KMS
 

@@ -91,7 +91,7 @@ class FitConfig:
     gas_sigma_start: float = 60.0
     gas_sigma_max: float = 800.0
     gas_groups: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_GAS_GROUPS))
-    #: Lines to fit (ids of :mod:`skyledger.compute.linelist`); ``None`` = all.
+    #: Lines to fit (ids of :mod:`skyledger.schema.linelist`); ``None`` = all.
     lines: tuple[str, ...] | None = None
     #: Half-width (km/s) of the windows around emission lines masked in the stellar stage.
     line_mask_kms: float = 400.0

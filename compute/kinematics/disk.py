@@ -1,6 +1,6 @@
 """Thin rotating disks fitted to line-of-sight velocities, batched over galaxies.
 
-Geometry (the convention of :mod:`skyledger.ingest.synthetic`): a point at sky offsets
+Geometry (the convention of :mod:`skyledger.testing.survey_files`): a point at sky offsets
 (x east, y north; arcsec) from the disk centre (x0, y0) has major-axis coordinate
 a = dx sin PA + dy cos PA and minor-axis coordinate b = -dx cos PA + dy sin PA, PA being
 the position angle of the *receding* major axis, north through east.  Its deprojected

@@ -29,7 +29,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 # The conversion is defined once, in the leaf module compute.linelist (compute must not
 # import ingest); readers use it from here.
-from skyledger.compute.linelist import air_to_vacuum, vacuum_to_air
+from skyledger.schema.linelist import air_to_vacuum, vacuum_to_air
 from skyledger.ingest.readers import rawfits
 from skyledger.ingest.diagnose import describe
 from skyledger.ingest.records import FileContents, SpectrumRow

@@ -3,7 +3,7 @@
 Columns (case-insensitive): ``id``, ``ra``, ``dec``, optional ``z`` and ``parent``, and per
 line ``<LINE>_FLUX``, ``<LINE>_FLUX_ERR``, ``<LINE>_VEL``, ``<LINE>_VEL_ERR``,
 ``<LINE>_SIGMA``, ``<LINE>_SIGMA_ERR`` (velocities in km/s, or any velocity unit the
-column declares), where ``<LINE>`` is an id of :mod:`skyledger.compute.linelist`
+column declares), where ``<LINE>`` is an id of :mod:`skyledger.schema.linelist`
 (``HA6563``, ``OIII5007``, ...).  A line needs at least one of ``_FLUX``, ``_VEL``,
 ``_SIGMA``; an ``_ERR`` column needs its value column.  Velocities are taken as given,
 i.e. relative to the row's ``z``.
@@ -43,7 +43,7 @@ from astropy import units as u
 from astropy.io import ascii as astropy_ascii
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
-from skyledger.compute.linelist import LINES
+from skyledger.schema.linelist import LINES
 from skyledger.ingest.readers.base import (
     check_options,
     check_position,

@@ -78,7 +78,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 from astropy.wcs.utils import wcs_to_celestial_frame
 
-from skyledger.compute.linelist import LINES
+from skyledger.schema.linelist import LINES
 from skyledger.ingest.readers.base import (
     check_hdu_size,
     check_options,

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import make_url
 
-from skyledger.ingest.flows import NIGHTLY_LOCK
+from skyledger.api.nightly import NIGHTLY_LOCK
 from skyledger.schema.database import head_revision
 from skyledger.schema.errors import DatabaseError, QueryError, ReadOnlyViolation
 from skyledger.schema.locks import advisory_lock, lock_key

@@ -24,7 +24,7 @@ from skyledger.api.releases.digest import table_digest
 from skyledger.api.releases.fits import FitsWriter, encode_checksum
 from skyledger.api.releases.tables import RELEASE_TABLES
 from skyledger.api.releases.units import line_flux_scale
-from skyledger.compute import runs
+from skyledger.schema import runs
 from skyledger.schema.database import psycopg_connection
 from tests.conftest import cli_env
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from skyledger.compute.abundances import AbundancesParams, AbundancesTask
-from skyledger.compute.runner import process
+from skyledger.compute.tasks.abundances import AbundancesParams, AbundancesTask
+from skyledger.compute.framework.runner import process
 from skyledger.schema.database import connect
 from skyledger.schema.settings import Settings
 

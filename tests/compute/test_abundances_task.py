@@ -14,11 +14,11 @@ import torch
 from astropy.table import Table
 from sqlalchemy import text
 
-from skyledger.compute.abundances import LINES_SQL, AbundancesParams, AbundancesTask, batch_seed
-from skyledger.compute.linelist import LINE_IDS
-from skyledger.compute.nebular import ALL_METHODS, AbundanceFlag, derive_abundances
-from skyledger.compute.nebular.dust import extinction_k, intrinsic_balmer_ratios
-from skyledger.compute.runner import process
+from skyledger.compute.tasks.abundances import LINES_SQL, AbundancesParams, AbundancesTask, batch_seed
+from skyledger.schema.linelist import LINE_IDS
+from skyledger.compute.abundances import ALL_METHODS, AbundanceFlag, derive_abundances
+from skyledger.compute.abundances.dust import extinction_k, intrinsic_balmer_ratios
+from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
 from tests.conftest import cli_env

@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from skyledger.compute import runs
-from skyledger.compute.abundances import AbundancesTask
-from skyledger.compute.runner import process
+from skyledger.schema import runs
+from skyledger.compute.tasks.abundances import AbundancesTask
+from skyledger.compute.framework.runner import process
 from tests.compute.claims_worker import PARAMS
 from tests.compute.test_abundances_task import ingest, write_catalog
 from tests.conftest import cli_env

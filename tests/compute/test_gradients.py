@@ -12,11 +12,11 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from skyledger.compute import runs
-from skyledger.compute.gradients import Geometry, GradientsParams, GradientsTask, deprojected_radius
+from skyledger.schema import runs
+from skyledger.compute.tasks.gradients import Geometry, GradientsParams, GradientsTask, deprojected_radius
 from skyledger.compute.kinematics.gradient import GradientFitConfig, GradientFlag, fit_gradients
 from skyledger.compute.kinematics.sky import offsets_to_sky
-from skyledger.compute.runner import process
+from skyledger.compute.framework.runner import process
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Fast tests of skyledger.compute.nebular (no PyNeb needed: reference numbers are recorded).
+"""Fast tests of skyledger.compute.abundances (no PyNeb needed: reference numbers are recorded).
 
 PyNeb numbers below were printed by ``benchmarks/abundances_pyneb_reference.py`` with
 PyNeb 1.1.32 and its default atomic data; the full PyNeb grid comparison is the benchmark
@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 
-from skyledger.compute.linelist import LINE_IDS
-from skyledger.compute.nebular import AbundanceConfig, AbundanceFlag, derive_abundances
-from skyledger.compute.nebular.atomic import LINE_TRANSITIONS, doublet_ratio, load_hydrogen, load_ion
-from skyledger.compute.nebular.diagnostics import DIAGNOSTICS, diagnostic_grid, invert, ratio_exact
-from skyledger.compute.nebular.direct import direct_method
-from skyledger.compute.nebular.dust import intrinsic_balmer_ratios
+from skyledger.schema.linelist import LINE_IDS
+from skyledger.compute.abundances import AbundanceConfig, AbundanceFlag, derive_abundances
+from skyledger.compute.abundances.atomic import LINE_TRANSITIONS, doublet_ratio, load_hydrogen, load_ion
+from skyledger.compute.abundances.diagnostics import DIAGNOSTICS, diagnostic_grid, invert, ratio_exact
+from skyledger.compute.abundances.direct import direct_method
+from skyledger.compute.abundances.dust import intrinsic_balmer_ratios
 
 F64 = torch.float64
 
@@ -62,7 +62,7 @@ def test_emissivities_match_pyneb(key: tuple[str, float, float]) -> None:
 
 
 def test_line_wavelengths_from_levels_match_linelist() -> None:
-    from skyledger.compute.linelist import LINES
+    from skyledger.schema.linelist import LINES
 
     for line_id, (ion, _) in LINE_TRANSITIONS.items():
         vac = load_ion(ion).wavelength(line_id)
@@ -207,7 +207,7 @@ def test_calibration_out_of_range_is_flagged() -> None:
 def test_reddening_is_measured_applied_and_clipped() -> None:
     L = _strong_lines()
     # Redden by E(B-V)=0.3 with the default curve (F99, R_V=3.1) and recover it.
-    from skyledger.compute.nebular.dust import extinction_k
+    from skyledger.compute.abundances.dust import extinction_k
 
     ids = tuple(L)
     k = extinction_k("F99", 3.1, ids, torch.device("cpu"), F64)

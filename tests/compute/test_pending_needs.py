@@ -11,16 +11,16 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from skyledger.compute.abundances import AbundancesParams, AbundancesTask, batch_seed
-from skyledger.compute.linelist import LINE_IDS
-from skyledger.compute.nebula import NebulaDiagnosticParams, NebulaDiagnosticTask, NebulaNNParams, NebulaNNTask
-from skyledger.compute.nebula_diagnostic import CLASSES, DIAGNOSTIC_LINES, classify_diagnostic
-from skyledger.compute.nebula_nn import classify_nn
-from skyledger.compute.nebular import derive_abundances
-from skyledger.compute.runner import process
+from skyledger.compute.tasks.abundances import AbundancesParams, AbundancesTask, batch_seed
+from skyledger.schema.linelist import LINE_IDS
+from skyledger.compute.tasks.nebula import NebulaDiagnosticParams, NebulaDiagnosticTask, NebulaNNParams, NebulaNNTask
+from skyledger.compute.classification.diagnostic import CLASSES, DIAGNOSTIC_LINES, classify_diagnostic
+from skyledger.compute.classification.nn import classify_nn
+from skyledger.compute.abundances import derive_abundances
+from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.synthetic import DiskParams, write_velocity_map
+from skyledger.testing.survey_files import DiskParams, write_velocity_map
 from tests.compute.test_abundances_task import OBJECTS, direct_call, ingest, write_catalog
 
 NAN = math.nan

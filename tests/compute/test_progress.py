@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skyledger.compute.progress import ProgressLog, format_duration, format_progress
+from skyledger.compute.framework.progress import ProgressLog, format_duration, format_progress
 
 
 class Clock:

@@ -16,9 +16,9 @@ import torch
 from astropy.cosmology import Planck18
 from sqlalchemy import make_url, text
 
-from skyledger.compute import runs
-from skyledger.compute.abundances import AbundancesParams, AbundancesTask
-from skyledger.compute.gradients import GradientsTask
+from skyledger.schema import runs
+from skyledger.compute.tasks.abundances import AbundancesParams, AbundancesTask
+from skyledger.compute.tasks.gradients import GradientsTask
 from skyledger.compute.kinematics import (
     FREEMAN_Y_PEAK,
     DiskData,
@@ -32,12 +32,12 @@ from skyledger.compute.kinematics import (
 )
 from skyledger.compute.kinematics import disk as disk_module
 from skyledger.compute.kinematics.disk import _freeman_dg, _Points
-from skyledger.compute.lines import LinesTask
-from skyledger.compute.rotation import RotationParams, RotationTask
-from skyledger.compute.runner import process
+from skyledger.compute.tasks.lines import LinesTask
+from skyledger.compute.tasks.rotation import RotationParams, RotationTask
+from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.synthetic import C_KMS, DiskParams, disk_velocity, write_muse_cube, write_velocity_map
+from skyledger.testing.survey_files import C_KMS, DiskParams, disk_velocity, write_muse_cube, write_velocity_map
 from skyledger.schema.database import connect
 from skyledger.schema.settings import Settings
 from tests.conftest import cli_env

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from skyledger.compute.fitting import SpectrumFlag
-from skyledger.compute.lines import LinesParams, LinesTask
-from skyledger.compute.runner import process
+from skyledger.compute.tasks.lines import LinesParams, LinesTask
+from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.sample_data import sample_data_dir
-from skyledger.ingest.synthetic import write_sdss_spectra
+from skyledger.testing.survey_files import write_sdss_spectra
 from tests.conftest import cli_env
 
 CLI = [sys.executable, "-c", "from skyledger.api.cli import main; main()"]

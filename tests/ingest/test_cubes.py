@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from skyledger.compute.linelist import LINES, vacuum_to_air
+from skyledger.schema.linelist import LINES, vacuum_to_air
 from skyledger.ingest.readers import READERS, detect_reader, get_reader
-from skyledger.ingest.synthetic import (
+from skyledger.testing.survey_files import (
     C_KMS,
     DiskParams,
     disk_velocity,

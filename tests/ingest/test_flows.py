@@ -24,8 +24,9 @@ from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALY
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import text
 
-from skyledger.compute.lines import LinesTask
-from skyledger.ingest.flows import NIGHTLY_LOCK, ingest_survey, nightly
+from skyledger.compute.tasks.lines import LinesTask
+from skyledger.api.nightly import NIGHTLY_LOCK, nightly
+from skyledger.ingest.flows import ingest_survey
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import Database
 from skyledger.schema.errors import ConfigError

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from skyledger.compute.lines import LinesTask
+from skyledger.compute.tasks.lines import LinesTask
 from skyledger.ingest.config import load_config
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.errors import ConfigError

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy import units as u
 from astropy.table import Table
-from skyledger.compute.linelist import LINE_IDS, LINES, air_to_vacuum, get_line
+from skyledger.schema.linelist import LINE_IDS, LINES, air_to_vacuum, get_line
 from skyledger.ingest.readers import READERS, detect_reader, get_reader
 from skyledger.schema.errors import ReaderError
 

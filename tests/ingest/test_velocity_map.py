@@ -18,7 +18,7 @@ from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.readers import READERS, detect_reader, get_reader
 from skyledger.ingest.readers.velocity_map import C_KMS, STELLAR_LINE
-from skyledger.ingest.synthetic import DiskParams, VelocityMapTruth, write_velocity_map
+from skyledger.testing.survey_files import DiskParams, VelocityMapTruth, write_velocity_map
 from skyledger.schema.errors import ReaderError
 
 READER = get_reader("velocity_map")
@@ -423,9 +423,9 @@ def test_map_loads_as_children_of_the_galaxy_with_null_fluxes(fresh_database, tm
 def test_flux_tasks_ignore_null_flux_lines(fresh_database, tmp_path):
     """Velocity-only lines (NULL flux) change no abundance or class, and a velocity map
     without fluxes gives the flux-based tasks nothing to do."""
-    from skyledger.compute.abundances import AbundancesParams, AbundancesTask
-    from skyledger.compute.nebula import NebulaDiagnosticParams, NebulaDiagnosticTask
-    from skyledger.compute.runner import process
+    from skyledger.compute.tasks.abundances import AbundancesParams, AbundancesTask
+    from skyledger.compute.tasks.nebula import NebulaDiagnosticParams, NebulaDiagnosticTask
+    from skyledger.compute.framework.runner import process
 
     fluxes = {"OII3726": 120.0, "OII3729": 160.0, "HB4861": 100.0, "OIII5007": 390.0, "HA6563": 300.0,
               "NII6584": 30.0, "SII6716": 20.0, "SII6731": 15.0}  # fmt: skip

@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 
 from skyledger.schema.errors import SkyledgerError
 
-from .kinematics.disk import disk_coordinates, los_velocity, rotation_curve
-from .kinematics.sky import sky_offsets
-from .rotation import RotationBatch, RotationParams, RotationTask
+from skyledger.compute.kinematics.disk import disk_coordinates, los_velocity, rotation_curve
+from skyledger.compute.kinematics.sky import sky_offsets
+from skyledger.compute.tasks.rotation import RotationBatch, RotationParams, RotationTask
 
 __all__ = ["find_galaxy", "rotation_plots"]
 

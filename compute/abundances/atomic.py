@@ -64,7 +64,7 @@ LINE_TRANSITIONS: dict[str, tuple[str, tuple[tuple[int, int], ...]]] = {
 
 @lru_cache(maxsize=1)
 def _raw() -> dict:
-    text = resources.files("skyledger.compute.nebular").joinpath("data/atomic_data.json").read_text()
+    text = resources.files("skyledger.compute.abundances").joinpath("data/atomic_data.json").read_text()
     return json.loads(text)
 
 

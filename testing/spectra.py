@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skyledger.compute.linelist import LINES, air_to_vacuum
+from skyledger.schema.linelist import LINES, air_to_vacuum
 
-from .templates import TemplateLibrary, flux_conserving_rebin
-from .types import C_KMS, DOUBLETS, SpectraBatch
+from skyledger.compute.fitting.templates import TemplateLibrary, flux_conserving_rebin
+from skyledger.compute.fitting.types import C_KMS, DOUBLETS, SpectraBatch
 
 __all__ = ["SyntheticTruth", "make_synthetic"]
 

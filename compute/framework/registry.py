@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from skyledger.schema.errors import ConfigError
 
-from .abundances import AbundancesTask
-from .gradients import GradientsTask
-from .lines import LinesTask
-from .nebula import NebulaDiagnosticTask, NebulaNNTask
-from .rotation import RotationTask
+from skyledger.compute.tasks.abundances import AbundancesTask
+from skyledger.compute.tasks.gradients import GradientsTask
+from skyledger.compute.tasks.lines import LinesTask
+from skyledger.compute.tasks.nebula import NebulaDiagnosticTask, NebulaNNTask
+from skyledger.compute.tasks.rotation import RotationTask
 from .task import Task
 
 __all__ = ["TASKS", "get_task"]

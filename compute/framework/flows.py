@@ -16,10 +16,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
-from skyledger.compute.progress import ProgressLog
-from skyledger.compute.registry import TASKS, get_task
-from skyledger.compute.runner import describe, process
-from skyledger.compute.task import resolve_device
+from skyledger.compute.framework.progress import ProgressLog
+from skyledger.compute.framework.registry import TASKS, get_task
+from skyledger.compute.framework.runner import describe, process
+from skyledger.compute.framework.task import resolve_device
 from skyledger.schema.database import connect
 from skyledger.schema.settings import Settings
 

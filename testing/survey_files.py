@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from skyledger.compute.linelist import LINES, air_to_vacuum
+from skyledger.schema.linelist import LINES, air_to_vacuum
 
 __all__ = [
     "DiskParams",
@@ -441,7 +441,7 @@ def write_manga_cube(
     plate, ifu = plateifu.split("-")
     primary = fits.Header()
     for key, value, comment in (
-        ("AUTHOR", "Synthetic (skyledger)", "Written by skyledger.ingest.synthetic"),
+        ("AUTHOR", "Synthetic (skyledger)", "Written by skyledger.testing.survey_files"),
         ("VERSDRP2", "v2_4_3", "MaNGA DRP version (2d processing)"),
         ("VERSDRP3", "v2_4_3", "MaNGA DRP Version (3d processing)"),
         ("VERSUTIL", "v5_5_32", "Version of idlutils"),

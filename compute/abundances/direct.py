@@ -24,9 +24,9 @@ import math
 import torch
 from torch import Tensor
 
-from skyledger.compute.nebular.atomic import load_hydrogen, load_ion
-from skyledger.compute.nebular.diagnostics import DIAGNOSTICS, diagnostic_grid, invert
-from skyledger.compute.nebular.flags import AbundanceFlag as F
+from skyledger.compute.abundances.atomic import load_hydrogen, load_ion
+from skyledger.compute.abundances.diagnostics import DIAGNOSTICS, diagnostic_grid, invert
+from skyledger.compute.abundances.flags import AbundanceFlag as F
 
 __all__ = ["DIRECT_QUANTITIES", "direct_method", "garnett_relations"]
 

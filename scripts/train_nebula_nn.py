@@ -1,4 +1,4 @@
-"""Train the `nn` nebula classifier: ``python -m skyledger.compute.nebula_train``.
+"""Train the `nn` nebula classifier: ``python scripts/train_nebula_nn.py`` (from a checkout).
 
 Synthetic spectra are drawn from the MAPPINGS 5 grids in
 ``compute/models/mappings5_nebulabayes_grids.csv.gz`` (HII regions, class HII; AGN
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.resources
 import json
 import math
 from pathlib import Path
@@ -20,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .nebula_diagnostic import CLASSES, DIAGNOSTIC_LINES, DiagnosticConfig, classify_diagnostic
-from .nebula_nn import FEATURE_NAMES, NN_CLASSES, NebulaMLP, features, load_model
+from skyledger.compute.classification.diagnostic import CLASSES, DIAGNOSTIC_LINES, DiagnosticConfig, classify_diagnostic
+from skyledger.compute.classification.nn import FEATURE_NAMES, NN_CLASSES, NebulaMLP, features, load_model
 
 __all__ = ["HELD_OUT_OH", "SNR_BINS", "evaluate", "load_grids", "main", "synthesise", "train"]
 
-GRID_FILE = Path(__file__).parent / "models" / "mappings5_nebulabayes_grids.csv.gz"
+GRID_FILE = Path(str(importlib.resources.files("skyledger.compute.models") / "mappings5_nebulabayes_grids.csv.gz"))
 GRID_LINES = ("Hbeta", "OIII5007", "OI6300", "Halpha", "NII6583", "SII6716", "SII6731")  # = DIAGNOSTIC_LINES
 #: Interior metallicities held out of training (both grids share the O/H axis).
 HELD_OUT_OH = (8.362, 8.874)
@@ -148,7 +149,7 @@ def evaluate(model: NebulaMLP, seed: int = 7) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "models" / "nebula_nn.pt")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "compute" / "models" / "nebula_nn.pt")
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument(

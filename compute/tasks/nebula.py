@@ -6,7 +6,7 @@ other method's rows and runs as they are.  ``catalog.nebula_class`` shows, per s
 and task, the rows of the best current run (migration 0006).
 
 Inputs are the spectra with rows in ``catalog.lines`` (fitted by `lines` or read from a
-catalogue), read exactly as :mod:`skyledger.compute.abundances` reads them: one line
+catalogue), read exactly as :mod:`skyledger.compute.tasks.abundances` reads them: one line
 source per spectrum, never a mix.  Fitted lines the fit could not measure are missing
 lines, not zero fluxes.  Inputs are only the spectra that could get a class (Halpha and
 a second diagnostic line, or Halpha's EW for the diagnostic method's DIG rule); every
@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .abundances import LineSource, batch_seed
-from .fitting import LineFlag
-from .nebula_diagnostic import (
+from skyledger.compute.tasks.abundances import LineSource, batch_seed
+from skyledger.compute.fitting import LineFlag
+from skyledger.compute.classification.diagnostic import (
     CLASSES,
     DIAGNOSTIC_LINES,
     FLAG_DESCRIPTIONS,
@@ -38,7 +38,7 @@ from .nebula_diagnostic import (
     NebulaFlag,
     classify_diagnostic,
 )
-from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
+from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
     "NEBULA_LINES_SQL",

@@ -5,7 +5,7 @@ default set, shipped in ``data/atomic_data.json`` (regenerate with
 ``benchmarks/extract_atomic_data.py``); PyNeb itself is never imported here.
 """
 
-from skyledger.compute.nebular.core import (
+from skyledger.compute.abundances.core import (
     ALL_METHODS,
     AbundanceConfig,
     AbundanceResult,
@@ -13,7 +13,7 @@ from skyledger.compute.nebular.core import (
     Quantity,
     derive_abundances,
 )
-from skyledger.compute.nebular.flags import FLAG_DESCRIPTIONS, AbundanceFlag
+from skyledger.compute.abundances.flags import FLAG_DESCRIPTIONS, AbundanceFlag
 
 __all__ = [
     "ALL_METHODS",

@@ -1,6 +1,6 @@
 """The `nn` nebula classifier: a small MLP over dust-insensitive log line ratios and their S/N.
 
-Trained by :mod:`skyledger.compute.nebula_train` on noisy synthetic spectra drawn from the
+Trained by ``scripts/train_nebula_nn.py`` on noisy synthetic spectra drawn from the
 MAPPINGS 5 HII-region and AGN narrow-line-region grids shipped with NebulaBayes 0.9.9
 (Thomas et al. 2018).  Only HII and AGN have offline models, so ``p_pn``, ``p_snr`` and
 ``p_dig`` are NULL for this method (docs/nebula_nn_model_card.md says why).
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .nebula_diagnostic import CLASSES, DIAGNOSTIC_LINES, NebulaFlag
+from .diagnostic import CLASSES, DIAGNOSTIC_LINES, NebulaFlag
 
 __all__ = [
     "FEATURE_NAMES",

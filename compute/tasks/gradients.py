@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .kinematics.disk import DiskFlag
-from .kinematics.gradient import GRADIENT_FLAG_DOCS, GradientFit, GradientFitConfig, GradientFlag, fit_gradients
-from .kinematics.sky import sky_offsets
-from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
+from skyledger.compute.kinematics.disk import DiskFlag
+from skyledger.compute.kinematics.gradient import GRADIENT_FLAG_DOCS, GradientFit, GradientFitConfig, GradientFlag, fit_gradients
+from skyledger.compute.kinematics.sky import sky_offsets
+from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = ["GradientsBatch", "GradientsParams", "GradientsTask", "deprojected_radius"]
 

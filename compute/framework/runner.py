@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from skyledger.schema.database import Database, psycopg_connection
 from skyledger.schema.pgcopy import copy_rows
 
-from . import runs
+from skyledger.schema import runs
 from .task import Task, TaskOutput, register_flags
 
 __all__ = ["RunSummary", "process", "BatchExecutor"]

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .fitting import LineFlag
-from .kinematics.disk import (
+from skyledger.compute.fitting import LineFlag
+from skyledger.compute.kinematics.disk import (
     C_KMS,
     DISK_FLAG_DOCS,
     DiskData,
@@ -55,8 +55,8 @@ from .kinematics.disk import (
     fit_disks,
     los_velocity,
 )
-from .kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
-from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
+from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
+from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
     "ComponentPoints",

@@ -13,8 +13,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from skyledger.compute.linelist import LINES
-from skyledger.compute.nebular.atomic import load_hydrogen
+from skyledger.schema.linelist import LINES
+from skyledger.compute.abundances.atomic import load_hydrogen
 
 __all__ = ["EXTINCTION_CURVES", "extinction_k", "intrinsic_balmer_ratios", "balmer_ebv", "deredden"]
 

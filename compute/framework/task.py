@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .runs import LIVE_CLAIM_SQL, STALE_AFTER_S
+from skyledger.schema.runs import LIVE_CLAIM_SQL, STALE_AFTER_S
 
 __all__ = ["FlagDoc", "LoadNote", "ResultTable", "Task", "TaskOutput", "pending_inputs", "register_flags", "resolve_device"]
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from skyledger.compute.nebular.atomic import LINE_TRANSITIONS, load_ion
+from skyledger.compute.abundances.atomic import LINE_TRANSITIONS, load_ion
 
 __all__ = ["Diagnostic", "DIAGNOSTICS", "DiagnosticGrid", "diagnostic_grid", "invert"]
 

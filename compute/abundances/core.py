@@ -17,12 +17,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
-from skyledger.compute.linelist import LINE_IDS
-from skyledger.compute.nebular.atomic import doublet_ratio
-from skyledger.compute.nebular.direct import DIRECT_QUANTITIES, direct_method
-from skyledger.compute.nebular.dust import EXTINCTION_CURVES, balmer_ebv, deredden, extinction_k, intrinsic_balmer_ratios
-from skyledger.compute.nebular.flags import AbundanceFlag as F
-from skyledger.compute.nebular.strong import STRONG_LINE_METHODS, strong_line
+from skyledger.schema.linelist import LINE_IDS
+from skyledger.compute.abundances.atomic import doublet_ratio
+from skyledger.compute.abundances.direct import DIRECT_QUANTITIES, direct_method
+from skyledger.compute.abundances.dust import EXTINCTION_CURVES, balmer_ebv, deredden, extinction_k, intrinsic_balmer_ratios
+from skyledger.compute.abundances.flags import AbundanceFlag as F
+from skyledger.compute.abundances.strong import STRONG_LINE_METHODS, strong_line
 
 __all__ = ["ALL_METHODS", "AbundanceConfig", "Quantity", "MethodResult", "AbundanceResult", "derive_abundances"]
 

@@ -2,8 +2,8 @@
 
 Inputs are the spectra that have rows in ``catalog.lines``: lines fitted by the `lines`
 task or read from a catalogue (task `ingested`).  The numerics live in
-:mod:`skyledger.compute.nebular`; this module reads each spectrum's lines into
-``[n, n_lines]`` arrays, calls :func:`~skyledger.compute.nebular.derive_abundances` on the
+:mod:`skyledger.compute.abundances`; this module reads each spectrum's lines into
+``[n, n_lines]`` arrays, calls :func:`~skyledger.compute.abundances.derive_abundances` on the
 device, and turns its results into rows of ``abundance``: one per (spectrum, method).
 
 Choices a user of the table should know:
@@ -42,10 +42,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .fitting import LineFlag
-from .linelist import LINE_IDS
-from .nebular import FLAG_DESCRIPTIONS, AbundanceConfig, AbundanceFlag, AbundanceResult, Quantity, derive_abundances
-from .task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
+from skyledger.compute.fitting import LineFlag
+from skyledger.schema.linelist import LINE_IDS
+from skyledger.compute.abundances import FLAG_DESCRIPTIONS, AbundanceConfig, AbundanceFlag, AbundanceResult, Quantity, derive_abundances
+from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
     "AbundancesParams",
@@ -201,7 +201,7 @@ class AbundancesTask:
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
         # The atomic data decide every Te, ne and ionic abundance: record their checksum.
-        path = Path(str(importlib.resources.files("skyledger.compute.nebular") / "data" / "atomic_data.json"))
+        path = Path(str(importlib.resources.files("skyledger.compute.abundances") / "data" / "atomic_data.json"))
         return {"nebular/atomic_data.json": path}
 
     def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> AbundancesBatch:

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from skyledger.schema.database import psycopg_connection
 from skyledger.schema.pgcopy import numpy_arrays
 
-from .fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
-from .task import FlagDoc, ResultTable, TaskOutput, pending_inputs
+from skyledger.compute.fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
+from skyledger.compute.framework.task import FlagDoc, ResultTable, TaskOutput, pending_inputs
 
 __all__ = ["LinesParams", "LinesTask", "SPECTRUM_FLAG_DOCS", "LINE_FLAG_DOCS"]
 

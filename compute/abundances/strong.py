@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from skyledger.compute.nebular.flags import AbundanceFlag as F
+from skyledger.compute.abundances.flags import AbundanceFlag as F
 
 __all__ = ["STRONG_LINE_METHODS", "C20_POLYNOMIALS", "C20_DEFAULT_SET", "c20_index", "strong_line"]
 

@@ -1,0 +1,1 @@
+"""Classification of ionised nebulae: the line-ratio diagnostic and the neural network."""
