@@ -258,13 +258,13 @@ class NebulaNNTask(_NebulaTaskBase):
     ew_decides: ClassVar[bool] = False  # the network needs a ratio to Halpha
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
-        from .nebula_nn import weights_path
+        from skyledger.compute.classification.nn import weights_path
 
         return {"models/nebula_nn.pt": weights_path()}
 
     def compute(self, batch: NebulaBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, NebulaNNParams)
-        from .nebula_nn import classify_nn
+        from skyledger.compute.classification.nn import classify_nn
 
         res = classify_nn(torch.from_numpy(batch.fluxes), torch.from_numpy(batch.errors), torch.from_numpy(batch.ew), params.min_snr, device)
         classes = res.classes.cpu().numpy()
