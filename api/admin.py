@@ -8,7 +8,7 @@ from psycopg import sql as pgsql
 from sqlalchemy import text
 
 from skyledger.schema import embedded
-from skyledger.schema import models  # noqa: F401  (puts the tables on Base.metadata)
+from skyledger.schema import models, result_models  # noqa: F401  (puts the tables on Base.metadata)
 from skyledger.schema.base import Base
 from skyledger.schema.database import (
     Database,

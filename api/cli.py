@@ -306,13 +306,13 @@ def process(
     on stderr at every 10 % and at least every minute (done/total, rate, ETA).
     """
     from skyledger.compute.framework.progress import progress_reporter
-    from skyledger.compute.framework.registry import TASKS, get_task
+    from skyledger.compute.framework.registry import get_task, task_names
     from skyledger.compute.framework.runner import process as run_task
     from skyledger.compute.framework.task import resolve_device
 
     settings = _settings(ctx)
     device = resolve_device(settings.device)
-    tasks = [get_task(name) for name in (task or list(TASKS))]
+    tasks = [get_task(name) for name in (task or task_names())]
     db = _open(ctx)
     try:
         for t in tasks:

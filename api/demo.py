@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skyledger.compute.framework.registry import TASKS, get_task
+from skyledger.compute.framework.registry import get_task, task_names
 from skyledger.compute.framework.runner import RunSummary, process
 from skyledger.ingest.batch import BatchSummary, ingest_surveys
 from skyledger.ingest.config import IngestConfig, SurveySpec
@@ -40,7 +40,7 @@ def run_demo(db: Database) -> BatchSummary:
 def process_demo(db: Database, device: str, workers: int = 1, on_task=None) -> list[RunSummary]:
     """Run every compute task on what is pending (nothing, the second time)."""
     summaries = []
-    for name in TASKS:
+    for name in task_names():
         summary = process(db, get_task(name), device=device, workers=workers, batch_size=16)
         summaries.append(summary)
         if on_task is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from skyledger.schema import models  # noqa: F401  (registers the tables on the metadata)
+from skyledger.schema import models, result_models  # noqa: F401  (registers the tables on the metadata)
+from skyledger.schema.results import declared_views
 from skyledger.schema.base import Base
 
+list(declared_views())  # and the tables tasks declare in their own modules
 target_metadata = Base.metadata
 
 # Arbitrary but fixed: the advisory-lock key that serialises migrations.

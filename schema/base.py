@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import MetaData
+from sqlalchemy import Double, MetaData
 from sqlalchemy.orm import DeclarativeBase, MappedColumn, mapped_column
 
-__all__ = ["Base", "NAMING_CONVENTION", "column", "column_meta"]
+__all__ = ["Base", "NAMING_CONVENTION", "column", "column_meta", "dec_column", "ra_column"]
 
 # Every constraint and index gets a predictable name, so Alembic can find it again.
 NAMING_CONVENTION = {
@@ -50,3 +50,11 @@ def column_meta(col: Any) -> dict[str, str | None]:
         "ucd": col.info.get("ucd"),
         "description": col.comment,
     }
+
+
+def ra_column(doc: str, *, nullable: bool = True) -> Any:
+    return column(Double, doc=doc, unit="deg", ucd="pos.eq.ra;meta.main", nullable=nullable)
+
+
+def dec_column(doc: str, *, nullable: bool = True) -> Any:
+    return column(Double, doc=doc, unit="deg", ucd="pos.eq.dec;meta.main", nullable=nullable)

@@ -46,6 +46,13 @@ def test_wheel_contents(wheel):
         "skyledger/compute/abundances/data/atomic_data.json",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
+    # Every package of the source tree is in the wheel (a new subpackage must be listed in
+    # pyproject.toml; an editable install would not notice the omission).
+    for top in ("schema", "migrations", "ingest", "compute", "api", "testing"):
+        for init in (REPO / top).rglob("__init__.py"):
+            if "__pycache__" not in init.parts:
+                installed = "skyledger/" + init.relative_to(REPO).as_posix()
+                assert installed in names, f"{init.parent.relative_to(REPO)} is not listed in pyproject packages"
     # The brief's folders install under skyledger.*, never as bare top-level packages.
     assert not any(n.split("/")[0] in {"schema", "api", "ingest", "compute", "migrations", "tests"} for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

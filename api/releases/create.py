@@ -35,7 +35,7 @@ from .digest import TableDigest
 from .freeze import freeze_tables, load_search_path, record_digests, table_content
 from .parquet import ParquetTableWriter
 from .stream import stream_batches
-from .tables import RELEASE_TABLES
+from .tables import release_tables
 
 __all__ = ["ReleaseFile", "ReleaseSummary", "check_name", "create_release", "FORMATS", "FORMAT_VERSION"]
 
@@ -176,7 +176,7 @@ def create_release(
             freeze_tables(conn, name=name, release_id=release_id,
                           description=f"Release {name}: collection {collection} frozen at {info.created_iso} UTC")
             digests = record_digests(conn, name=name, release_id=release_id)
-            contents = [table_content(conn, name, t) for t in RELEASE_TABLES]
+            contents = [table_content(conn, name, t) for t in release_tables()]
             runs = [RunRef(*r) for r in conn.execute(
                 "SELECT r.id, r.task, r.version, r.params_hash, r.code_version FROM release_run AS rr "
                 "JOIN run AS r ON r.id = rr.run_id WHERE rr.release_id = %s ORDER BY r.id", (release_id,))]

@@ -17,7 +17,7 @@ from skyledger.schema.database import Database, psycopg_connection
 
 from .create import ReleaseSummary, create_release
 from .freeze import load_search_path
-from .tables import RELEASE_TABLES
+from .tables import release_tables
 
 __all__ = ["demo_release"]
 
@@ -29,7 +29,7 @@ def _resolved(conn: psycopg.Connection, collection_id: int) -> tuple[frozenset[i
     (the caller rolls back)."""
     load_search_path(conn, collection_id)
     runs: set[int] = set()
-    for table in RELEASE_TABLES:
+    for table in release_tables():
         if table.has_runs:
             query = sql.SQL("SELECT DISTINCT run_id FROM (") + sql.SQL(table.query) + sql.SQL(") AS q")  # type: ignore[arg-type]
             runs.update(r[0] for r in conn.execute(query))

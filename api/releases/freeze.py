@@ -15,19 +15,20 @@ from psycopg import sql
 from .content import FlagBit, RunRef, TableContent
 from .digest import TableDigest, table_digest
 from .errors import ReleaseError
-from .tables import RELEASE_TABLES, SEARCH_PATH_TABLE, ReleaseTable
+from .tables import SEARCH_PATH_TABLE, ReleaseTable, release_tables
 from .units import load_flux_scales
 
-__all__ = ["READER_ROLE", "FROZEN_TABLES", "load_search_path", "freeze_tables", "record_digests", "table_content"]
+__all__ = ["READER_ROLE", "frozen_tables", "load_search_path", "freeze_tables", "record_digests", "table_content"]
 
 READER_ROLE = "skyledger_reader"
 
-#: Every table of a release schema and the key its digest sorts by first.
-FROZEN_TABLES: dict[str, tuple[str, ...]] = {
-    **{t.name: t.key for t in RELEASE_TABLES},
-    "runs": ("run_id",),
-    "flag_definition": ("table_name", "column_name", "bit"),
-}
+def frozen_tables() -> dict[str, tuple[str, ...]]:
+    """Every table of a release schema and the key its digest sorts by first."""
+    return {
+        **{t.name: t.key for t in release_tables()},
+        "runs": ("run_id",),
+        "flag_definition": ("table_name", "column_name", "bit"),
+    }
 
 _PG_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real", "float8": "double precision",
              "text": "text", "bool": "boolean"}
@@ -92,9 +93,10 @@ def freeze_tables(conn: psycopg.Connection, *, name: str, release_id: int, descr
     schema = sql.Identifier(name)
     conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
     conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(schema, sql.Literal(description)))
-    for table in RELEASE_TABLES:
+    tables = release_tables()
+    for table in tables:
         _freeze_one(conn, name, table)
-    with_runs = [t for t in RELEASE_TABLES if t.has_runs]
+    with_runs = [t for t in tables if t.has_runs]
     used = sql.SQL(" UNION ").join(
         sql.SQL("SELECT run_id FROM {}").format(sql.Identifier(name, t.name)) for t in with_runs)
     conn.execute(sql.SQL(
@@ -105,14 +107,14 @@ def freeze_tables(conn: psycopg.Connection, *, name: str, release_id: int, descr
     conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
         sql.Identifier(name, "runs"), sql.Literal("The runs whose results this release holds (copied from run)")))
     mapping = sql.SQL(", ").join(
-        sql.SQL("({}, {})").format(sql.Literal(t.name), sql.Literal(t.flags_of)) for t in RELEASE_TABLES if t.flags_of)
+        sql.SQL("({}, {})").format(sql.Literal(t.name), sql.Literal(t.flags_of)) for t in tables if t.flags_of)
     conn.execute(sql.SQL(
         "CREATE TABLE {} AS SELECT v.release_table AS table_name, f.column_name, f.bit, f.name, f.description "
         "FROM flag_definition AS f JOIN (VALUES {}) AS v (release_table, base) ON v.base = f.table_name "
         "ORDER BY 1, 2, 3").format(sql.Identifier(name, "flag_definition"), mapping))
     conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
         sql.Identifier(name, "flag_definition"), sql.Literal("Meaning of every bit of the flags columns of this release")))
-    for table in FROZEN_TABLES:
+    for table in frozen_tables():
         _read_only(conn, name, table)
     conn.execute(
         sql.SQL("INSERT INTO release_run (release_id, run_id) SELECT %s, run_id FROM {}").format(
@@ -127,7 +129,7 @@ def freeze_tables(conn: psycopg.Connection, *, name: str, release_id: int, descr
 
 def record_digests(conn: psycopg.Connection, *, name: str, release_id: int) -> dict[str, TableDigest]:
     """Digest every frozen table of schema ``name`` and record it in ``release_table``."""
-    digests = {table: table_digest(conn, name, table, key) for table, key in FROZEN_TABLES.items()}
+    digests = {table: table_digest(conn, name, table, key) for table, key in frozen_tables().items()}
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO release_table (release_id, table_name, n_rows, sha256) VALUES (%s, %s, %s, %s)",

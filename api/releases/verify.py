@@ -35,7 +35,7 @@ from .create import MANIFEST, ReleaseFile
 from .digest import TableDigest, relation_exists, table_digest
 from .errors import ReleaseError
 from .fits import verify_fits_checksums
-from .freeze import FROZEN_TABLES
+from .freeze import frozen_tables
 
 __all__ = ["DIGESTS_SINCE", "ReleaseListing", "VerifyReport", "list_releases", "verify_release", "count_rows"]
 
@@ -267,7 +267,7 @@ def _check_tables(conn: psycopg.Connection, name: str, recorded: dict[str, Table
                             f"(ALTER TABLE {name}.{table} ENABLE TRIGGER release_read_only restores it)")
         try:
             with conn.transaction():  # a savepoint: one unreadable table does not end the checks
-                got = table_digest(conn, name, table, FROZEN_TABLES.get(table, ()))
+                got = table_digest(conn, name, table, frozen_tables().get(table, ()))
         except psycopg.Error as err:
             problems.append(f"{where} cannot be read: {_reason(err)}")
             continue

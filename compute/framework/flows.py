@@ -17,7 +17,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from skyledger.compute.framework.progress import ProgressLog
-from skyledger.compute.framework.registry import TASKS, get_task
+from skyledger.compute.framework.registry import get_task, task_names
 from skyledger.compute.framework.runner import describe, process
 from skyledger.compute.framework.task import resolve_device
 from skyledger.schema.database import connect
@@ -53,7 +53,7 @@ def process_tasks(tasks: list[str] | None = None, limit: int | None = None, batc
     db = connect(settings)
     results = []
     try:
-        for name in tasks or list(TASKS):
+        for name in tasks or task_names():
             t = get_task(name)
             run_id = str(flow_run.get_id() or "") or None
             # Flow logs are read after the fact: progress as lines (total, rate, ETA).

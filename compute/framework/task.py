@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from skyledger.schema.results import copy_columns, result_view
 from skyledger.schema.runs import LIVE_CLAIM_SQL, STALE_AFTER_S
 
 __all__ = ["FlagDoc", "LoadNote", "ResultTable", "Task", "TaskOutput", "pending_inputs", "register_flags", "resolve_device"]
@@ -54,13 +55,24 @@ class LoadNote:
 class ResultTable:
     """A results table: its name and its COPY columns after ``run_id`` (name, PostgreSQL type).
 
-    The first column after ``run_id`` is the input key (``spectrum_id``, or ``source_id``
-    for per-galaxy tasks); results are never updated in place, so (run_id, input, ...) is
-    the primary key.
+    Built from the table's model (:meth:`of`), whose declaration
+    (:func:`skyledger.schema.results.result_table`) is the only list of its columns: a
+    task's rows are tuples in this order. The first column after ``run_id`` is the input
+    key (``spectrum_id``, or ``source_id`` for per-galaxy tasks); results are never
+    updated in place, so (run_id, input, ...) is the primary key.
     """
 
     name: str
     columns: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, model: Any) -> ResultTable:
+        result_view(model)  # only declared result tables: they have a view, a release table
+        return cls(model.__tablename__, copy_columns(model))
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class TaskOutput:
 class Task(Protocol):
     name: ClassVar[str]
     version: ClassVar[int]
+    #: Tasks whose results this one reads: the registry runs them first.
+    after: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[BaseModel]]
     #: The table whose rows mark an input as done (checked by the pending anti-join).
     result_tables: ClassVar[tuple[ResultTable, ...]]

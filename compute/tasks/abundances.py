@@ -45,6 +45,9 @@ from sqlalchemy.orm import Session
 from skyledger.compute.fitting import LineFlag
 from skyledger.schema.linelist import LINE_IDS
 from skyledger.compute.abundances import FLAG_DESCRIPTIONS, AbundanceConfig, AbundanceFlag, AbundanceResult, Quantity, derive_abundances
+from skyledger.schema.result_models import Abundance
+from skyledger.schema.results import chosen_sql
+from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
@@ -125,13 +128,9 @@ def _num(value: float) -> float | None:
 # (lowest rank, then newest). Written out rather than selected from the view because
 # PostgreSQL cannot push `spectrum_id = ANY(:ids)` into the view's DISTINCT ON, and each
 # page would then sort every current line of the survey.
-LINES_SQL = """
+LINES_SQL = f"""
 WITH chosen AS (
-    SELECT DISTINCT ON (m.spectrum_id) m.spectrum_id, m.run_id, cr.task
-    FROM line_measurement AS m
-    JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id
-    WHERE m.spectrum_id = ANY(:ids) AND cr.task = ANY(CAST(:sources AS text[]))
-    ORDER BY m.spectrum_id, array_position(CAST(:sources AS text[]), cr.task), cr.rank, m.run_id DESC
+    {chosen_sql("line_measurement", "spectrum_id", prefer="sources", where="t.spectrum_id = ANY(:ids)")}
 )
 SELECT m.spectrum_id, m.line, m.flux, m.flux_err, m.flags, chosen.task AS source_task, m.run_id
 FROM line_measurement AS m
@@ -139,19 +138,25 @@ JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
 """
 
 
+ABUNDANCE_TABLE = ResultTable.of(Abundance)
+# The rows are built as (spectrum, method, quantities with errors, E(B-V) with errors,
+# ionic abundances, flags); this puts each value in its column of the table.
+_BUILT = ("spectrum_id", "method", *(c + s for c in (*ERROR_COLUMNS, "ebv") for s in ("", "_err_lo", "_err_hi")),
+          *VALUE_COLUMNS, "flags")
+_TO_TABLE = tuple(_BUILT.index(name) for name in ABUNDANCE_TABLE.column_names)
+
+
+def _in_table_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in _TO_TABLE)
+
+
+@register
 class AbundancesTask:
     name: ClassVar[str] = "abundances"
     version: ClassVar[int] = 1
+    after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = AbundancesParams
-    result_tables: ClassVar[tuple[ResultTable, ...]] = (
-        ResultTable(
-            "abundance",
-            (("spectrum_id", "int8"), ("method", "text"))
-            + tuple((c + s, "float8") for c in (*ERROR_COLUMNS, "ebv") for s in ("", "_err_lo", "_err_hi"))
-            + tuple((c, "float8") for c in VALUE_COLUMNS)
-            + (("flags", "int4"),),
-        ),
-    )
+    result_tables: ClassVar[tuple[ResultTable, ...]] = (ABUNDANCE_TABLE,)
     flags: ClassVar[tuple[FlagDoc, ...]] = FlagDoc.from_enum(
         "abundance", "flags", AbundanceFlag, {m.name: d for m, d in FLAG_DESCRIPTIONS.items() if m.name}
     )
@@ -274,7 +279,7 @@ class AbundancesTask:
                 ionic = [_num(v[i]) for v in value_only]
                 if all(c is None for c in measured + ionic):
                     continue  # the method produced nothing (ebv is shared, not the method's)
-                out.append((sid, name, *measured, *triple(ebv, i), *ionic, int(flags[i])))
+                out.append(_in_table_order((sid, name, *measured, *triple(ebv, i), *ionic, int(flags[i]))))
                 has_row[i] = True
                 has_oh[i] |= measured[0] is not None
         first = params.methods[0]
@@ -283,7 +288,7 @@ class AbundancesTask:
         for i in np.nonzero(~has_row)[0]:
             # No method produced anything: one row keeps the flags (and E(B-V), if any).
             flags = int(first_flags[i]) | int(AbundanceFlag.MISSING_LINES)
-            out.append((spectrum_ids[i], first, *empty, *triple(ebv, i), *[None] * len(VALUE_COLUMNS), flags))
+            out.append(_in_table_order((spectrum_ids[i], first, *empty, *triple(ebv, i), *[None] * len(VALUE_COLUMNS), flags)))
         shared = result.dust_flags.detach().cpu().numpy()
         n_flagged = int(np.count_nonzero(~has_oh | ((shared & _FAILED) != 0)))
         return out, n_flagged

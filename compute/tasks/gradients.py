@@ -32,19 +32,14 @@ from sqlalchemy.orm import Session
 from skyledger.compute.kinematics.disk import DiskFlag
 from skyledger.compute.kinematics.gradient import GRADIENT_FLAG_DOCS, GradientFit, GradientFitConfig, GradientFlag, fit_gradients
 from skyledger.compute.kinematics.sky import sky_offsets
+from skyledger.schema.result_models import MetallicityGradient
+from skyledger.schema.results import chosen_sql
+from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = ["GradientsBatch", "GradientsParams", "GradientsTask", "deprojected_radius"]
 
-GRADIENT_TABLE = ResultTable(
-    "metallicity_gradient",
-    (("source_id", "int8"), ("method", "text"), ("rotation_run_id", "int8"), ("geometry", "text"),
-     ("slope_dex_per_arcsec", "float8"), ("slope_dex_per_arcsec_err", "float8"),
-     ("slope_dex_per_kpc", "float8"), ("slope_dex_per_kpc_err", "float8"),
-     ("slope_dex_per_re", "float8"), ("slope_dex_per_re_err", "float8"), ("r_e", "float8"),
-     ("central_oh", "float8"), ("central_oh_err", "float8"), ("scatter", "float8"), ("scatter_err", "float8"),
-     ("r_min", "float8"), ("r_max", "float8"), ("n_points", "int4"), ("n_rejected", "int4"), ("flags", "int4")),
-)
+GRADIENT_TABLE = ResultTable.of(MetallicityGradient)
 #: rotation flags that make the deprojection doubtful
 _GEOMETRY_DOUBT = int(DiskFlag.NEAR_FACE_ON | DiskFlag.AT_BOUND | DiskFlag.NOT_CONVERGED | DiskFlag.MANY_OUTLIERS)
 _FAILED = int(GradientFlag.TOO_FEW_POINTS | GradientFlag.FIT_FAILED)
@@ -62,11 +57,7 @@ kids AS (
 ABUNDANCE_SQL = f"""
 WITH {_KIDS},
 chosen AS (
-    SELECT DISTINCT ON (a.spectrum_id) a.spectrum_id, a.run_id
-    FROM abundance AS a
-    JOIN catalog.current_runs AS cr ON cr.run_id = a.run_id
-    WHERE a.spectrum_id IN (SELECT spectrum_id FROM kids) AND cr.task = 'abundances'
-    ORDER BY a.spectrum_id, cr.rank, a.run_id DESC
+    {chosen_sql("abundance", "spectrum_id", tasks=("abundances",), where="t.spectrum_id IN (SELECT spectrum_id FROM kids)")}
 )
 SELECT k.galaxy_id, k.spectrum_id, k.ra, k.dec, a.method, a.oh, a.oh_err_lo, a.oh_err_hi, a.run_id
 FROM kids AS k
@@ -167,9 +158,11 @@ def _float(value: Any) -> float:
     return v if math.isfinite(v) and v > 0 else math.nan
 
 
+@register
 class GradientsTask:
     name: ClassVar[str] = "gradients"
     version: ClassVar[int] = 1
+    after: ClassVar[tuple[str, ...]] = ("abundances", "rotation")
     Params: ClassVar[type[BaseModel]] = GradientsParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (GRADIENT_TABLE,)
     flags: ClassVar[tuple[FlagDoc, ...]] = FlagDoc.from_enum(

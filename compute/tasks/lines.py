@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from skyledger.schema.database import psycopg_connection
+from skyledger.schema.result_models import LineMeasurement, StellarKinematics
 from skyledger.schema.pgcopy import numpy_arrays
 
 from skyledger.compute.fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
+from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, ResultTable, TaskOutput, pending_inputs
 
 __all__ = ["LinesParams", "LinesTask", "SPECTRUM_FLAG_DOCS", "LINE_FLAG_DOCS"]
@@ -78,27 +80,16 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+@register
 class LinesTask:
     name: ClassVar[str] = "lines"
     # 2: gas searched around the input redshift too (not only the stellar V); resampled
     # spectra: rebin top-hat added to the instrumental width, errors not scaled below the
     # noise; EW continuum at the fitted line centre.
     version: ClassVar[int] = 2
+    after: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = LinesParams
-    result_tables: ClassVar[tuple[ResultTable, ...]] = (
-        ResultTable(
-            "stellar_kinematics",
-            (("spectrum_id", "int8"), ("z", "float8"), ("velocity", "float8"), ("velocity_err", "float8"),
-             ("sigma", "float8"), ("sigma_err", "float8"), ("chi2", "float8"), ("stellar_chi2", "float8"),
-             ("snr", "float8"), ("n_pixels", "int4"), ("flags", "int4")),
-        ),
-        ResultTable(
-            "line_measurement",
-            (("spectrum_id", "int8"), ("line", "text"), ("z", "float8"), ("velocity", "float8"),
-             ("velocity_err", "float8"), ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"),
-             ("flux_err", "float8"), ("ew", "float8"), ("snr", "float8"), ("flags", "int4")),
-        ),
-    )
+    result_tables: ClassVar[tuple[ResultTable, ...]] = (ResultTable.of(StellarKinematics), ResultTable.of(LineMeasurement))
     flags: ClassVar[tuple[FlagDoc, ...]] = FlagDoc.from_enum(
         "stellar_kinematics", "flags", SpectrumFlag, SPECTRUM_FLAG_DOCS
     ) + FlagDoc.from_enum("line_measurement", "flags", LineFlag, LINE_FLAG_DOCS)
@@ -197,6 +188,7 @@ class LinesTask:
                     sid, line, _num(result.line_z[i, j]), _num(result.line_velocity[i, j]),
                     _num(result.line_velocity_err[i, j]), _num(result.line_sigma[i, j]), _num(result.line_sigma_err[i, j]),
                     _num(result.line_flux[i, j]), _num(result.line_flux_err[i, j]), _num(result.line_ew[i, j]),
+                    None,  # ew_err: the fit does not measure it yet (NULL, as before this column was listed)
                     _num(result.line_snr[i, j]), lflags,
                 ))
         n_flagged = int(np.count_nonzero(np.asarray(result.flags) & int(_FAILED)))

@@ -38,6 +38,9 @@ from skyledger.compute.classification.diagnostic import (
     NebulaFlag,
     classify_diagnostic,
 )
+from skyledger.schema.result_models import NebulaClass
+from skyledger.schema.results import chosen_sql
+from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
@@ -55,23 +58,14 @@ _UNUSABLE_FIT = int(LineFlag.NO_GOOD_PIXELS | LineFlag.ZERO_FLUX | LineFlag.SPEC
 #: the class probability columns, in the order of CLASSES (UNKNOWN has none: it is the rest)
 PROBABILITY_COLUMNS: tuple[str, ...] = ("p_hii", "p_pn", "p_snr", "p_dig", "p_agn")
 
-NEBULA_TABLE = ResultTable(
-    "nebula_class",
-    (("spectrum_id", "int8"), ("method", "text"), ("class", "text"), ("probability", "float8"))
-    + tuple((c, "float8") for c in PROBABILITY_COLUMNS)
-    + (("flags", "int4"),),
-)
+NEBULA_TABLE = ResultTable.of(NebulaClass)
 _FLAGS = FlagDoc.from_enum("nebula_class", "flags", NebulaFlag, FLAG_DESCRIPTIONS)
 
 # As abundances.LINES_SQL (the lines catalog.lines shows for the preferred source task of
 # each spectrum, written out so the spectrum filter reaches the index), plus the EW.
-NEBULA_LINES_SQL = """
+NEBULA_LINES_SQL = f"""
 WITH chosen AS (
-    SELECT DISTINCT ON (m.spectrum_id) m.spectrum_id, m.run_id, cr.task
-    FROM line_measurement AS m
-    JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id
-    WHERE m.spectrum_id = ANY(:ids) AND cr.task = ANY(CAST(:sources AS text[]))
-    ORDER BY m.spectrum_id, array_position(CAST(:sources AS text[]), cr.task), cr.rank, m.run_id DESC
+    {chosen_sql("line_measurement", "spectrum_id", prefer="sources", where="t.spectrum_id = ANY(:ids)")}
 )
 SELECT m.spectrum_id, m.line, m.flux, m.flux_err, m.ew, m.ew_err, m.flags, chosen.task AS source_task, m.run_id
 FROM line_measurement AS m
@@ -223,11 +217,13 @@ class _NebulaTaskBase:
         return NebulaBatch(ids, fluxes, errors, ew, ew_err, sorted(used))
 
 
+@register
 class NebulaDiagnosticTask(_NebulaTaskBase):
     """Published BPT / [S II] / [O III] / EW rules with Monte Carlo class probabilities."""
 
     name: ClassVar[str] = "nebula_diagnostic"
     version: ClassVar[int] = 1
+    after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = NebulaDiagnosticParams
     method: ClassVar[str] = "diagnostic"
     ew_decides: ClassVar[bool] = True
@@ -248,11 +244,13 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
         return TaskOutput(rows={"nebula_class": rows}, n_inputs=len(batch.spectrum_ids), n_flagged=n_flagged)
 
 
+@register
 class NebulaNNTask(_NebulaTaskBase):
     """A small MLP trained on MAPPINGS HII and AGN grids (see docs/nebula_nn_model_card.md)."""
 
     name: ClassVar[str] = "nebula_nn"
     version: ClassVar[int] = 1
+    after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = NebulaNNParams
     method: ClassVar[str] = "nn"
     ew_decides: ClassVar[bool] = False  # the network needs a ratio to Halpha

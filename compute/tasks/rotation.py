@@ -56,6 +56,9 @@ from skyledger.compute.kinematics.disk import (
     los_velocity,
 )
 from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
+from skyledger.schema.result_models import RotationFit
+from skyledger.schema.results import chosen_sql
+from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
@@ -79,16 +82,7 @@ _UNUSABLE_LINE = int(
 )
 _FAILED = int(DiskFlag.TOO_FEW_POINTS | DiskFlag.FIT_FAILED)
 
-ROTATION_TABLE = ResultTable(
-    "rotation_fit",
-    (("source_id", "int8"), ("component", "text"), ("model", "text"), ("z_gal", "float8"),
-     ("ra_center", "float8"), ("dec_center", "float8"), ("ra_center_err", "float8"), ("dec_center_err", "float8"),
-     ("pa", "float8"), ("pa_err", "float8"), ("inc", "float8"), ("inc_err", "float8"),
-     ("vsys", "float8"), ("vsys_err", "float8"), ("vmax", "float8"), ("vmax_err", "float8"),
-     ("r_turn", "float8"), ("r_turn_err", "float8"), ("r_turn_kpc", "float8"), ("r_turn_kpc_err", "float8"),
-     ("sigma0", "float8"), ("sigma0_err", "float8"), ("kpc_per_arcsec", "float8"), ("r_max", "float8"),
-     ("psf_fwhm", "float8"), ("chi2", "float8"), ("n_points", "int4"), ("n_rejected", "int4"), ("flags", "int4")),
-)
+ROTATION_TABLE = ResultTable.of(RotationFit)
 
 # The spectra of the requested galaxies: their own (IFU spaxels, bins) and those of their
 # child sources (map pixels, HII regions). Written as an OR of two index-backed conditions.
@@ -105,11 +99,7 @@ kids AS (
 GAS_SQL = f"""
 WITH {_KIDS},
 chosen AS (
-    SELECT DISTINCT ON (m.spectrum_id) m.spectrum_id, m.run_id, cr.task
-    FROM line_measurement AS m
-    JOIN catalog.current_runs AS cr ON cr.run_id = m.run_id
-    WHERE m.spectrum_id IN (SELECT spectrum_id FROM kids) AND cr.task = ANY(CAST(:sources AS text[]))
-    ORDER BY m.spectrum_id, array_position(CAST(:sources AS text[]), cr.task), cr.rank, m.run_id DESC
+    {chosen_sql("line_measurement", "spectrum_id", prefer="sources", where="t.spectrum_id IN (SELECT spectrum_id FROM kids)")}
 )
 SELECT k.galaxy_id, k.spectrum_id, k.ra, k.dec, k.spec_z, m.line, m.z, m.velocity, m.velocity_err, m.sigma,
        m.flux, m.snr, m.flags, chosen.task AS source_task, m.run_id
@@ -121,14 +111,15 @@ ORDER BY k.spectrum_id
 
 #: stellar kinematics of the galaxies' spectra from the best current `lines` run
 STARS_SQL = f"""
-WITH {_KIDS}
-SELECT DISTINCT ON (k.spectrum_id) k.galaxy_id, k.spectrum_id, k.ra, k.dec, k.spec_z, sk.z, sk.velocity,
-       sk.velocity_err, sk.sigma, sk.run_id
+WITH {_KIDS},
+chosen AS (
+    {chosen_sql("stellar_kinematics", "spectrum_id", tasks=("lines",), where="t.spectrum_id IN (SELECT spectrum_id FROM kids)")}
+)
+SELECT k.galaxy_id, k.spectrum_id, k.ra, k.dec, k.spec_z, sk.z, sk.velocity, sk.velocity_err, sk.sigma, sk.run_id
 FROM kids AS k
-JOIN stellar_kinematics AS sk ON sk.spectrum_id = k.spectrum_id
-JOIN catalog.current_runs AS cr ON cr.run_id = sk.run_id
-WHERE cr.task = 'lines'
-ORDER BY k.spectrum_id, cr.rank, sk.run_id DESC
+JOIN chosen ON chosen.spectrum_id = k.spectrum_id
+JOIN stellar_kinematics AS sk ON sk.spectrum_id = chosen.spectrum_id AND sk.run_id = chosen.run_id
+ORDER BY k.spectrum_id
 """
 
 _GALAXY_SQL = """
@@ -337,6 +328,7 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
     return out
 
 
+@register
 class RotationTask:
     name: ClassVar[str] = "rotation"
     # 2: parameter errors no longer scaled down by a reduced chi^2 below 1.
@@ -345,6 +337,7 @@ class RotationTask:
     #    values move by at most a few hundredths of their errors, and some nearly face-on
     #    galaxies no longer hit NOT_CONVERGED.
     version: ClassVar[int] = 3
+    after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = RotationParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ROTATION_TABLE,)
     flags: ClassVar[tuple[FlagDoc, ...]] = FlagDoc.from_enum("rotation_fit", "flags", DiskFlag, DISK_FLAG_DOCS)

@@ -11,6 +11,9 @@ from sqlalchemy import inspect, text
 from skyledger.schema.base import Base
 from skyledger.schema.database import alembic_config, check_schema_version, connect, head_revision, upgrade
 from skyledger.schema.errors import SchemaVersionError
+from skyledger.schema.results import declared_views
+
+list(declared_views())  # every result table on the metadata, those of task modules too
 
 
 def test_models_and_migrations_agree(database):
