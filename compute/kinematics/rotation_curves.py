@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from skyledger.compute.errors import ComputeInputError
+
 __all__ = ["FREEMAN_Y_PEAK", "Model", "rotation_curve"]
 
 #: y = R / (2 R_d) at the peak of the Freeman curve (R = 2.15 R_d); d/dy of the curve
@@ -73,7 +75,7 @@ def rotation_curve(radius: torch.Tensor, vmax: torch.Tensor, r_turn: torch.Tenso
     if model == "freeman":
         y = (FREEMAN_Y_PEAK * radius / r_turn).clamp_min(1e-8)
         return vmax * torch.sqrt(_FreemanG.apply(y).clamp_min(0.0) / _FREEMAN_G_PEAK)
-    raise ValueError(f"unknown rotation-curve model {model!r}; use arctan or freeman")
+    raise ComputeInputError(f"unknown rotation-curve model {model!r}; use arctan or freeman")
 
 
 
@@ -87,5 +89,5 @@ def _curve_shape(radius: torch.Tensor, r_turn: torch.Tensor, model: Model) -> tu
         g = _freeman_g(y).clamp_min(1e-300)
         f = torch.sqrt(g / _FREEMAN_G_PEAK)
         return f, _freeman_dg(y) / (2.0 * torch.sqrt(g * _FREEMAN_G_PEAK)) * (FREEMAN_Y_PEAK / r_turn)
-    raise ValueError(f"unknown rotation-curve model {model!r}; use arctan or freeman")
+    raise ComputeInputError(f"unknown rotation-curve model {model!r}; use arctan or freeman")
 
