@@ -29,7 +29,7 @@ import torch
 from scipy.optimize import least_squares
 
 from skyledger.compute.kinematics import DiskData, DiskFitConfig, fit_disks
-from skyledger.compute.kinematics.disk import _initial
+from skyledger.compute.kinematics.initial_guess import _initial
 from skyledger.testing.survey_files import DiskParams, disk_velocity
 
 

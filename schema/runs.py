@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
+from skyledger.compute.errors import RunStateError
 from skyledger.schema.pgcopy import to_json
 
 __all__ = [
@@ -221,7 +222,10 @@ def finish_run(session: Session, run_id: int) -> None:
         {"id": run_id},
     ).rowcount
     if updated != 1:
-        raise RuntimeError(f"run {run_id} is no longer running (was it reaped as abandoned?)")
+        raise RunStateError(
+            f"run {run_id} is no longer running (was it reaped as abandoned?): its results were not made "
+            "current; run `skyledger process` again"
+        )
     _release_claims(session, run_id)
     session.execute(
         text("INSERT INTO collection_run (collection_id, run_id) SELECT id, :r FROM collection WHERE name = :c"),

@@ -20,6 +20,8 @@ from importlib import resources
 import torch
 from torch import Tensor
 
+from skyledger.compute.errors import ComputeInputError
+
 __all__ = [
     "ION_KEYS",
     "LINE_TRANSITIONS",
@@ -120,7 +122,7 @@ class IonModel:
         """Energy emitted per ion per second in a line (or blend), erg s^-1: N_u A_ul h c dE."""
         ion, transitions = LINE_TRANSITIONS[line_id]
         if ion != self.key:
-            raise KeyError(f"line {line_id} does not belong to ion {self.key}")
+            raise ComputeInputError(f"line {line_id} does not belong to ion {self.key}; it is a line of {ion}: use load_ion({ion!r})")
         total = torch.zeros_like(pops[..., 0])
         for u, l in transitions:
             de = float(self.energy[u - 1] - self.energy[l - 1])
@@ -210,7 +212,10 @@ def doublet_ratio(strong: str, weak: str) -> float:
     ion_s, tr_s = LINE_TRANSITIONS[strong]
     ion_w, tr_w = LINE_TRANSITIONS[weak]
     if ion_s != ion_w or len(tr_s) != 1 or len(tr_w) != 1 or tr_s[0][0] != tr_w[0][0]:
-        raise ValueError(f"{strong} and {weak} do not share an upper level")
+        raise ComputeInputError(
+            f"{strong} and {weak} do not share an upper level; a doublet ratio needs two single transitions "
+            "from one upper level of one ion (e.g. OIII5007 and OIII4959)"
+        )
     ion = load_ion(ion_s)
     (u, ls), (_, lw) = tr_s[0], tr_w[0]
     e = ion.energy

@@ -23,6 +23,7 @@ from skyledger.compute.abundances.direct import DIRECT_QUANTITIES, direct_method
 from skyledger.compute.abundances.dust import EXTINCTION_CURVES, balmer_ebv, deredden, extinction_k, intrinsic_balmer_ratios
 from skyledger.compute.abundances.flags import AbundanceFlag as F
 from skyledger.compute.abundances.strong import STRONG_LINE_METHODS, strong_line
+from skyledger.compute.errors import ComputeInputError
 
 __all__ = ["ALL_METHODS", "AbundanceConfig", "Quantity", "MethodResult", "AbundanceResult", "derive_abundances"]
 
@@ -156,10 +157,10 @@ def derive_abundances(
     dev = torch.device(device) if device is not None else fluxes.device
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     if fluxes.shape != errors.shape or fluxes.ndim != 2 or fluxes.shape[1] != len(line_ids):
-        raise ValueError(f"fluxes and errors must both be [n_objects, {len(line_ids)}]; got {tuple(fluxes.shape)} and {tuple(errors.shape)}")
+        raise ComputeInputError(f"fluxes and errors must both be [n_objects, {len(line_ids)}]; got {tuple(fluxes.shape)} and {tuple(errors.shape)}")
     missing_ids = [k for k in ("HB4861",) if k not in line_ids]
     if missing_ids:
-        raise ValueError(f"line_ids must include {missing_ids}")
+        raise ComputeInputError(f"line_ids must include {missing_ids}")
     n_obj = fluxes.shape[0]
     per_chunk = max(1, cfg.max_rows // (cfg.n_draws + 1))
     parts = [

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from skyledger.schema.linelist import LINES
 from skyledger.compute.abundances.atomic import load_hydrogen
+from skyledger.compute.errors import ComputeInputError
 
 __all__ = ["EXTINCTION_CURVES", "extinction_k", "intrinsic_balmer_ratios", "balmer_ebv", "deredden"]
 
@@ -25,7 +26,7 @@ EXTINCTION_CURVES: tuple[str, ...] = ("CCM89", "O94", "F99", "F04", "M14", "F19"
 @lru_cache(maxsize=32)
 def _k_values(curve: str, rv: float, line_ids: tuple[str, ...]) -> tuple[float, ...]:
     if curve not in EXTINCTION_CURVES:
-        raise ValueError(f"unknown extinction curve {curve!r}; choose one of {', '.join(EXTINCTION_CURVES)}")
+        raise ComputeInputError(f"unknown extinction curve {curve!r}; choose one of {', '.join(EXTINCTION_CURVES)}")
     import astropy.units as u
     import dust_extinction.parameter_averages as pa
     import numpy as np

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from skyledger.compute.abundances.flags import AbundanceFlag as F
+from skyledger.compute.errors import ComputeInputError
 
 __all__ = ["STRONG_LINE_METHODS", "C20_POLYNOMIALS", "C20_DEFAULT_SET", "c20_index", "strong_line"]
 
@@ -282,5 +283,5 @@ def strong_line(method: str, lines: dict[str, Tensor]) -> StrongResult:
     try:
         fn = STRONG_LINE_METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown method {method!r}; known: direct, {', '.join(STRONG_LINE_METHODS)}") from None
+        raise ComputeInputError(f"unknown method {method!r}; known: direct, {', '.join(STRONG_LINE_METHODS)}") from None
     return fn(lines)

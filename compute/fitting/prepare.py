@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skyledger.compute.errors import ComputeInputError
+
 from .templates import flux_conserving_rebin
 from .types import C_KMS, FitConfig, SpectraBatch, SpectrumFlag
 
@@ -62,12 +64,12 @@ def prepare_batch(batch: SpectraBatch, config: FitConfig) -> LogSpectra:
     if wave.ndim == 1:
         wave = np.broadcast_to(wave, flux.shape)
     if not (wave.shape == flux.shape == ivar.shape) or flux.ndim != 2:
-        raise ValueError(f"wave/flux/ivar must share a (B, N) shape, got {wave.shape}, {flux.shape}, {ivar.shape}")
+        raise ComputeInputError(f"wave/flux/ivar must share a (B, N) shape, got {wave.shape}, {flux.shape}, {ivar.shape}")
     nb, npix = flux.shape
     mask = np.zeros(flux.shape, dtype=bool) if batch.mask is None else _as_np(batch.mask, np.int64) != 0
     redshift = _as_np(batch.redshift).reshape(-1)
     if redshift.size != nb:
-        raise ValueError(f"redshift must have one value per spectrum ({nb}), got {redshift.size}")
+        raise ComputeInputError(f"redshift must have one value per spectrum ({nb}), got {redshift.size}")
     if batch.resolution is None:
         res = np.full(flux.shape, config.default_resolution)
     else:
@@ -95,7 +97,10 @@ def prepare_batch(batch: SpectraBatch, config: FitConfig) -> LogSpectra:
             continue
         d = np.diff(lnw[b, first[b] : last[b] + 1])
         if (d <= 0).any():
-            raise ValueError(f"spectrum {b}: wavelengths must increase strictly")
+            raise ComputeInputError(
+                f"spectrum {b} of the batch: wavelengths must increase strictly; sort its pixels by "
+                "wavelength (`skyledger ingest` rejects such files: a stored grid was changed after loading)"
+            )
         med = np.median(d)
         is_log[b] = np.abs(d - med).max() < _LOG_TOL * med
         if is_log[b]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from skyledger.compute.errors import ModelFileError
 from skyledger.schema.linelist import air_to_vacuum
 
 from .types import C_KMS
@@ -67,12 +68,18 @@ class TemplateLibrary:
             crpix = hdr.get("CRPIX1", 1.0)
             wave = hdr["CRVAL1"] + (np.arange(data.size) + 1.0 - crpix) * hdr["CDELT1"]
             if waves is not None and not np.allclose(wave, waves):
-                raise ValueError(f"{path} has a different wavelength grid from the other templates")
+                raise ModelFileError(
+                    f"{path} has a different wavelength grid from the other templates; give templates that "
+                    "share one CRVAL1/CDELT1 grid"
+                )
             waves = wave
             fluxes.append(data)
             names.append(path.stem)
         if waves is None:
-            raise ValueError("no template files given")
+            raise ModelFileError(
+                "no template files given: pass 1-D FITS templates (the shipped MILESHC library is in "
+                "skyledger/compute/templates/mileshc; reinstall skyledger if its files are missing)"
+            )
         return cls(wave_air=waves, flux=np.stack(fluxes), fwhm=fwhm, names=tuple(names))
 
     @classmethod

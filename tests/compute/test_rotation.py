@@ -30,8 +30,9 @@ from skyledger.compute.kinematics import (
     los_velocity_jacobian,
     rotation_curve,
 )
-from skyledger.compute.kinematics import disk as disk_module
-from skyledger.compute.kinematics.disk import _freeman_dg, _Points
+from skyledger.compute.kinematics import disk_problem as disk_module  # where _CHUNK_POINTS is read
+from skyledger.compute.kinematics.disk_problem import _Points
+from skyledger.compute.kinematics.rotation_curves import _freeman_dg
 from skyledger.compute.tasks.lines import LinesTask
 from skyledger.compute.tasks.rotation import RotationParams, RotationTask
 from skyledger.compute.framework.runner import process
