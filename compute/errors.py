@@ -8,9 +8,12 @@ what was wrong and what to do about it.
 
 from __future__ import annotations
 
-from skyledger.schema.errors import SkyledgerError
+from skyledger.schema.errors import RunStateError, SkyledgerError
 
 __all__ = ["ComputeError", "ComputeInputError", "ModelFileError", "RunStateError"]
+
+# RunStateError lives with the run service in schema (ingest records runs too); it is
+# re-exported here because compute is where users meet it.
 
 
 class ComputeError(SkyledgerError):
@@ -32,11 +35,3 @@ class ModelFileError(ComputeError):
     template files, or templates on different wavelength grids.  The shipped files are
     in the installed package (``skyledger/compute/templates``): give a consistent set of
     files, or reinstall skyledger if the shipped ones are missing or were changed."""
-
-
-class RunStateError(ComputeError):
-    """Raised when a run is not in the state an operation needs: finishing a run that is
-    no longer 'running' (reaped as abandoned when its heartbeat went stale, or marked
-    failed meanwhile).  Its results are not made current: run ``skyledger process``
-    again, and if runs keep being reaped, find why their heartbeats stop (a suspended
-    process, a lost database connection)."""

@@ -15,6 +15,7 @@ __all__ = [
     "ReadOnlyViolation",
     "IngestError",
     "ReaderError",
+    "RunStateError",
 ]
 
 
@@ -65,3 +66,11 @@ class ReaderError(IngestError):
         if self.column is not None:
             where += f"[column {self.column}] "
         return where + self.problem
+
+
+class RunStateError(SkyledgerError):
+    """Raised when a run is not in the state an operation needs: finishing a run that is
+    no longer 'running' (reaped as abandoned when its heartbeat went stale, or marked
+    failed meanwhile).  Its results are not made current: run ``skyledger process``
+    again, and if runs keep being reaped, find why their heartbeats stop (a suspended
+    process, a lost database connection)."""

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from skyledger.compute.errors import RunStateError
+from skyledger.schema.errors import RunStateError
 from skyledger.schema.pgcopy import to_json
 
 __all__ = [

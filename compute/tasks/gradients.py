@@ -34,6 +34,7 @@ from skyledger.compute.kinematics.gradient import GRADIENT_FLAG_DOCS, GradientFi
 from skyledger.compute.kinematics.sky import sky_offsets
 from skyledger.schema.result_models import MetallicityGradient
 from skyledger.schema.results import chosen_sql
+from skyledger.compute.errors import ComputeError
 from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
@@ -229,6 +230,12 @@ class GradientsTask:
             err = float(np.mean(errs)) if errs else math.nan
             points.setdefault((index[r.galaxy_id], r.method), []).append((r.spectrum_id, r.ra, r.dec, r.oh, err))
             used.add(r.run_id)
+        missing = [sid for sid in ids if sid not in best]
+        if missing:
+            # pending() only offers galaxies with a geometry: the current rotation results
+            # changed between pending() and load().
+            raise ComputeError(f"galaxies {missing} have no usable rotation geometry any more: the current rotation "
+                               "results changed while this run read them; run `skyledger process --task gradients` again")
         groups = sorted(points)
         for b, sid in enumerate(ids):
             # A galaxy whose methods were all filtered out still gets one (empty, flagged) group.
@@ -253,10 +260,6 @@ class GradientsTask:
             oh[j, :k], err[j, :k] = arr[:, 2], arr[:, 3]
             spec[j, :k] = [p[0] for p in pts]
             mask[j, :k] = True
-        missing = [sid for sid in ids if sid not in best]
-        if missing:
-            # pending() only offers galaxies with a geometry; one vanishing in between is a bug.
-            raise RuntimeError(f"galaxies {missing} have no usable rotation geometry any more")
         batch = GradientsBatch(ids, groups, geometry, radius, oh, err, mask, spec, sorted(used))
         self._last_read.record(ids, batch.upstream_run_ids)
         self._params = params
