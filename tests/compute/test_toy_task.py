@@ -8,6 +8,7 @@ the catalog view, the release table and the TAP_SCHEMA rows come from its declar
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -48,7 +49,9 @@ def toy():
 
 def _migrate_toy(db) -> None:
     cfg = alembic_config(db.engine)
-    cfg.set_main_option("version_locations", f"{cfg.get_main_option('script_location')}/versions {TOY / 'versions'}")
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", os.pathsep.join([f"{cfg.get_main_option('script_location')}/versions",
+                                                              str(TOY / "versions")]))
     command.upgrade(cfg, "toy_0001")
 
 
