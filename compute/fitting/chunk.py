@@ -60,7 +60,7 @@ class ChunkState:
     setup: LineSetup
     lt: LogTemplates
     dev: torch.device
-    #: The chunk's rows, ``(n,)`` int, the rows of it that are fitted ``(b,)``, and the
+    #: Spectra in the chunk (n), the rows of the chunk that are fitted ``(b,)``, and the
     #: chunk's SpectrumFlag bits ``(n,)`` (TOO_FEW_PIXELS set here, the rest by outputs).
     n_chunk: int
     sel_np: np.ndarray
