@@ -19,7 +19,7 @@ from skyledger.compute.fitting import (
     fit_spectra,
     nnls_gram,
 )
-from skyledger.compute.fitting import fit as fit_module
+from skyledger.compute.fitting import library as fit_module
 from skyledger.compute.fitting.kernels import losvd_fourier, lsf_match
 from skyledger.compute.fitting.optim import Evaluation, levenberg_marquardt
 from skyledger.testing.spectra import make_synthetic
