@@ -64,9 +64,11 @@ from sqlalchemy.orm import Session
 
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.read_ahead import sha256_file
+from skyledger.ingest.checksum import sha256_file
+from skyledger.ingest.copy_columns import SOURCE_COLUMNS, SPECTRUM_COLUMNS
+from skyledger.ingest.outcomes import FileOutcome
 from skyledger.ingest.readers import get_reader
-from skyledger.ingest.store import _SOURCE_COLUMNS, _SPECTRUM_COLUMNS, SPECTRUM_FLAGS, FileOutcome
+from skyledger.ingest.table_rows import SPECTRUM_FLAGS
 from skyledger.testing.survey_files import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.database import Database, upgrade
@@ -78,8 +80,8 @@ FIBRES_PER_PLATE = 1000  # write_sdss_spectra numbers files plate = 3000 + k // 
 DB_NAMES = {"production": "skyledger_bench_production", "inline": "skyledger_bench_inline", "copy": "skyledger_bench_copy",
             "orm": "skyledger_bench_orm"}  # fmt: skip
 # Loader column lists, imported so the ceiling copies exactly the columns production writes.
-SOURCE_COLS = [name for name, _ in _SOURCE_COLUMNS]
-SPECTRUM_COLS = [name for name, _ in _SPECTRUM_COLUMNS]
+SOURCE_COLS = [name for name, _ in SOURCE_COLUMNS]
+SPECTRUM_COLS = [name for name, _ in SPECTRUM_COLUMNS]
 MB = 1e6
 
 

@@ -226,7 +226,7 @@ def preloaded(path: str | os.PathLike[str], data: bytes | None) -> Iterator[None
     saves a second read, and what is parsed is then exactly the content whose sha256 is
     recorded, even if the file changes in between. Readers that open the file after the
     block (cube readers stream their spectra later) read the file on disk; the ingest
-    checks that it did not change (``read_ahead.changed_on_disk``). ``data=None``
+    checks that it did not change (``prepare.changed_on_disk``). ``data=None``
     changes nothing.
     """
     token = _PRELOADED.set(None if data is None else (os.fspath(path), data))

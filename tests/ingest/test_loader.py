@@ -261,7 +261,7 @@ def worker_pids(parent: int) -> set[int]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except FileNotFoundError:
                 continue
-            if b"skyledger.ingest.read_ahead import serve" in cmdline:
+            if b"skyledger.ingest.read_worker import serve" in cmdline:
                 pids.add(int(pid))
     return pids
 
@@ -322,7 +322,8 @@ def test_read_ahead_workers_load_exactly_what_inline_reading_loads(fresh_databas
 
 
 def test_a_file_too_large_to_ship_is_read_by_the_loader(fresh_database, tmp_path):
-    from skyledger.ingest.read_ahead import Job, ReadAhead
+    from skyledger.ingest.prepare import Job
+    from skyledger.ingest.read_ahead import ReadAhead
 
     files = copy_samples(tmp_path / "data")
     jobs = [Job(str(f), None) for f in files]
@@ -337,7 +338,9 @@ def test_a_file_too_large_to_ship_is_read_by_the_loader(fresh_database, tmp_path
 def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(fresh_database, tmp_path):
     """With a store target, a groupable file reaches the loader as a stub (no arrays) and
     stays in its worker until the loader names it in a group; a rejected file arrives whole."""
-    from skyledger.ingest.read_ahead import Job, ReadAhead, StoreTarget
+    from skyledger.ingest.prepare import Job
+    from skyledger.ingest.read_ahead import ReadAhead
+    from skyledger.ingest.read_worker import StoreTarget
     from skyledger.testing.survey_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 6, seed=21, n_pix=300)
@@ -467,8 +470,8 @@ def test_a_group_whose_rows_the_database_refuses_is_stored_file_by_file(fresh_da
     """Read-ahead files share one transaction; when one file's rows fail in it, the group
     is rolled back and retried one file at a time: the culprit is rejected, the rest load."""
     from skyledger.ingest.loader import Loader
-    from skyledger.ingest.read_ahead import Job, prepare
-    from skyledger.ingest.store import groupable
+    from skyledger.ingest.prepare import Job, prepare
+    from skyledger.ingest.store_groups import groupable
     from skyledger.testing.survey_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 5, seed=9, n_pix=300)
@@ -525,7 +528,7 @@ def test_the_rows_read_are_the_content_checksummed(tmp_path):
     import hashlib
     import pickle
 
-    from skyledger.ingest.read_ahead import Job, locate, read_contents
+    from skyledger.ingest.prepare import Job, locate, read_contents
     from skyledger.testing.survey_files import write_sdss_spectra
 
     first, second = write_sdss_spectra(tmp_path, 2, seed=12, n_pix=300)
@@ -547,7 +550,7 @@ def test_the_rows_read_are_the_content_checksummed(tmp_path):
 def test_astropy_readers_parse_the_checksummed_bytes_too(tmp_path, sample, reader):
     """As for SDSS above: a file rewritten in place after its checksum, even with the
     same size and time stamps, is parsed as checksummed (open_fits reads those bytes)."""
-    from skyledger.ingest.read_ahead import Job, locate, read_contents
+    from skyledger.ingest.prepare import Job, locate, read_contents
     from tests.ingest.broken import modified_copy
 
     source = sample_data_dir() / sample if isinstance(sample, str) else sample
@@ -578,7 +581,7 @@ def test_astropy_readers_parse_the_checksummed_bytes_too(tmp_path, sample, reade
 def test_resolving_with_cached_directories_agrees_with_pathlib(tmp_path, monkeypatch):
     """``locate`` resolves each directory once per process; every path kind must still come
     out as ``Path.resolve(strict=True)`` says, symlinks anywhere in the path included."""
-    from skyledger.ingest import read_ahead
+    from skyledger.ingest import prepare
 
     real = tmp_path / "real" / "plate"
     real.mkdir(parents=True)
@@ -597,23 +600,23 @@ def test_resolving_with_cached_directories_agrees_with_pathlib(tmp_path, monkeyp
              real / ".", Path("."), tmp_path / "jump" / ".." / "x.fits"]  # fmt: skip
     for path in paths:
         for _ in range(2):  # the second time from the directory cache
-            resolved, status = read_ahead._resolve(path)
+            resolved, status = prepare._resolve(path)
             assert resolved == path.resolve(strict=True), path
             assert status.st_ino == os.stat(path).st_ino
     # A directory swapped for a symlink after it was cached is a known blind spot; a
     # file swapped for a symlink is not (its own lstat is never cached).
     (real / "spec.fits").unlink()
     (real / "spec.fits").symlink_to(tmp_path / "elsewhere.fits")
-    assert read_ahead._resolve(real / "spec.fits")[0] == tmp_path / "elsewhere.fits"
+    assert prepare._resolve(real / "spec.fits")[0] == tmp_path / "elsewhere.fits"
     with pytest.raises(FileNotFoundError):
-        read_ahead._resolve(real / "missing.fits")
+        prepare._resolve(real / "missing.fits")
 
 
 # --------------------------------------------------------------------------- hostile and changing input
 
 BOMB_SCRIPT = """
 import resource, sys
-from skyledger.ingest.read_ahead import Job, locate
+from skyledger.ingest.prepare import Job, locate
 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 prepared = locate(Job(sys.argv[1], None), None)
@@ -724,8 +727,8 @@ def test_a_file_that_changes_while_it_is_read_is_never_stored_under_another_chec
 
 def test_a_file_that_changes_after_a_worker_read_it_is_rejected(fresh_database, tmp_path):
     """Read-ahead: the worker read the file; it changes before its group commits."""
-    from skyledger.ingest.read_ahead import Job, prepare
-    from skyledger.ingest.store import groupable
+    from skyledger.ingest.prepare import Job, prepare
+    from skyledger.ingest.store_groups import groupable
     from skyledger.testing.survey_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 3, seed=31, n_pix=300)

@@ -74,7 +74,7 @@ def test_a_reader_is_imported_only_when_asked_for():
 
     code = (
         "import sys\n"
-        "from skyledger.ingest.read_ahead import serve\n"
+        "from skyledger.ingest.read_worker import serve\n"
         "from skyledger.ingest.readers import READERS, get_reader\n"
         "assert get_reader('sdss').name == 'sdss'\n"
         "print(sorted(m for m in sys.modules if m.startswith('skyledger.ingest.readers.')))\n"
