@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from skyledger.ingest.readers import rawfits
-from skyledger.ingest.readers.base import MAX_ARRAY_ELEMENTS, open_tables, read_table
+from skyledger.ingest.readers.fits_access import MAX_ARRAY_ELEMENTS, open_tables
+from skyledger.ingest.readers.fits_tables import read_table
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.errors import ReaderError
 

@@ -10,7 +10,6 @@ import pytest
 from astropy.io import fits
 from skyledger.ingest.readers import READERS, detect_reader, get_reader
 from skyledger.ingest.readers.base import (
-    MAX_ARRAY_ELEMENTS,
     Reader,
     air_to_vacuum,
     check_position,
@@ -18,6 +17,7 @@ from skyledger.ingest.readers.base import (
     normalise_flux_unit,
     vacuum_to_air,
 )
+from skyledger.ingest.readers.fits_access import MAX_ARRAY_ELEMENTS
 from skyledger.ingest.records import FileContents
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.errors import ConfigError, ReaderError
@@ -83,7 +83,9 @@ def test_a_reader_is_imported_only_when_asked_for():
         "print('astropy.io.ascii' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == str(["skyledger.ingest.readers.base", "skyledger.ingest.readers.rawfits", "skyledger.ingest.readers.sdss"])
+    assert out[0] == str(["skyledger.ingest.readers.base", "skyledger.ingest.readers.fits_access",
+                          "skyledger.ingest.readers.fits_tables", "skyledger.ingest.readers.rawfits",
+                          "skyledger.ingest.readers.sdss"])
     assert out[1:] == ["False", "True"]  # iterating the registry's readers loads them all
 
 
@@ -507,7 +509,8 @@ def _as_comparable(values: np.ndarray) -> np.ndarray:
 
 def assert_tables_decode_like_astropy(path: Path, *, expect_numpy: bool = True) -> int:
     """Every binary table of ``path``: read_table equals astropy's decoding, column by column."""
-    from skyledger.ingest.readers.base import open_fits, read_table
+    from skyledger.ingest.readers.fits_access import open_fits
+    from skyledger.ingest.readers.fits_tables import read_table
 
     n_tables = 0
     with open_fits(path) as hdul, fits.open(path, memmap=False) as reference:
@@ -591,7 +594,8 @@ def _with_tform(src: Path, dst: Path, tform: str) -> Path:
 
 
 def test_broken_tform_is_rejected_naming_the_hdu_and_column(tmp_path):
-    from skyledger.ingest.readers.base import open_fits, read_table
+    from skyledger.ingest.readers.fits_access import open_fits
+    from skyledger.ingest.readers.fits_tables import read_table
 
     bad = _with_tform(NGC3073, tmp_path / "bad_tform.fits", "8Z")
     with pytest.raises(fits.VerifyError):  # astropy refuses it too
