@@ -69,7 +69,7 @@ from skyledger.ingest.copy_columns import SOURCE_COLUMNS, SPECTRUM_COLUMNS
 from skyledger.ingest.outcomes import FileOutcome
 from skyledger.ingest.readers import get_reader
 from skyledger.ingest.table_rows import SPECTRUM_FLAGS
-from skyledger.testing.survey_files import write_sdss_spectra
+from skyledger.testing.sdss_files import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.database import Database, upgrade
 from skyledger.schema.models import IngestFile, Source, Spectrum, Survey, WavelengthGrid

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from skyledger.ingest.loader import GROUP_FILES, GROUPS_IN_FLIGHT_PER_WORKER, READ_AHEAD_MIN_FILES, READ_WORKERS
-from skyledger.testing.survey_files import write_sdss_spectra
+from skyledger.testing.sdss_files import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.settings import Settings
 from tests.conftest import cli_env

@@ -276,7 +276,7 @@ def alive(pid: int) -> bool:
 
 def mixed_batch(directory: Path) -> list[Path]:
     """Synthetic SDSS files, real files of three formats, a broken one and a copy (duplicate)."""
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     files = write_sdss_spectra(directory / "sdss", 6, seed=3, n_pix=600)
     files += copy_samples(directory / "real")
@@ -341,7 +341,7 @@ def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(
     from skyledger.ingest.prepare import Job
     from skyledger.ingest.read_ahead import ReadAhead
     from skyledger.ingest.read_worker import StoreTarget
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 6, seed=21, n_pix=300)
     (tmp_path / "sdss" / "zz-not-fits.fits").write_bytes(b"not a FITS file at all")
@@ -375,7 +375,7 @@ def test_storing_workers_keep_the_arrays_and_commit_the_groups_they_are_told_to(
 
 
 def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 100, seed=4, n_pix=300)
     seen: list[set[int]] = []
@@ -411,7 +411,7 @@ def test_interrupting_the_batch_stops_the_workers(fresh_database, tmp_path):
 def test_a_dead_worker_stops_the_batch_with_a_clear_error(fresh_database, tmp_path):
     import signal
 
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
     from skyledger.schema.errors import IngestError
 
     # More files than the read-ahead window and the groups in flight hold.
@@ -444,7 +444,7 @@ def test_counts_only_summary_keeps_rejections(fresh_database, tmp_path):
 def test_read_ahead_inside_a_prefect_task(prefect_api, fresh_settings, fresh_database, tmp_path):
     from prefect import flow, task
 
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
     from skyledger.schema.database import connect
 
     files = [str(p) for p in write_sdss_spectra(tmp_path / "sdss", 12, seed=8, n_pix=300)]
@@ -472,7 +472,7 @@ def test_a_group_whose_rows_the_database_refuses_is_stored_file_by_file(fresh_da
     from skyledger.ingest.loader import Loader
     from skyledger.ingest.prepare import Job, prepare
     from skyledger.ingest.store_groups import groupable
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 5, seed=9, n_pix=300)
     group = []
@@ -501,7 +501,7 @@ def test_copies_across_concurrent_groups_are_judged_in_file_order(fresh_database
     from sqlalchemy import create_engine, make_url
 
     from skyledger.ingest.loader import GROUP_FILES
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
     from skyledger.schema.database import Database
 
     files = write_sdss_spectra(tmp_path / "sdss", 3 * GROUP_FILES, seed=12, n_pix=300)
@@ -529,7 +529,7 @@ def test_the_rows_read_are_the_content_checksummed(tmp_path):
     import pickle
 
     from skyledger.ingest.prepare import Job, locate, read_contents
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     first, second = write_sdss_spectra(tmp_path, 2, seed=12, n_pix=300)
     original = first.read_bytes()
@@ -729,7 +729,7 @@ def test_a_file_that_changes_after_a_worker_read_it_is_rejected(fresh_database, 
     """Read-ahead: the worker read the file; it changes before its group commits."""
     from skyledger.ingest.prepare import Job, prepare
     from skyledger.ingest.store_groups import groupable
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 3, seed=31, n_pix=300)
     members = [groupable(prepare(Job(str(p), None, "sdss"), None, ship_limit=1 << 20), "sdss", i, 0.0)
@@ -743,7 +743,7 @@ def test_a_file_that_changes_after_a_worker_read_it_is_rejected(fresh_database, 
 
 
 def test_the_same_content_under_another_survey_is_a_duplicate_unless_allowed(fresh_database, tmp_path):
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     files = write_sdss_spectra(tmp_path / "sdss", 4, seed=33, n_pix=300)
     first = ingest_paths(fresh_database, files, survey=SurveySpec(name="sdss-a", reader="sdss"))

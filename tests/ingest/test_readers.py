@@ -541,7 +541,7 @@ def test_numpy_table_decoding_equals_astropy_on_real_files(path):
 
 
 def test_numpy_table_decoding_equals_astropy_on_synthetic_and_lite_files(tmp_path):
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     synthetic = write_sdss_spectra(tmp_path / "synthetic", 3, seed=5, n_pix=500)
     lite = modified_copy(NGC3073, tmp_path / "lite.fits", lambda h: h.__delitem__(slice(4, None)))
