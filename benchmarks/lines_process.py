@@ -34,7 +34,7 @@ import torch
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_benchmark import drop_database, fresh_database, open_server  # noqa: E402
+from bench_databases import drop_database, fresh_database, open_server  # noqa: E402
 
 from skyledger.compute.framework import runner  # noqa: E402
 from skyledger.compute.fitting import TemplateLibrary, fit_spectra  # noqa: E402
