@@ -31,7 +31,7 @@ import torch
 from skyledger.compute.fitting import SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
 from skyledger.compute.tasks.lines import LinesParams, LinesTask
 from skyledger.ingest.readers.muse_cube import reader as muse_reader
-from skyledger.testing.survey_files import C_KMS
+from skyledger.testing.disk_model import C_KMS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rotation_validation import GALAXIES, validation_cube  # noqa: E402

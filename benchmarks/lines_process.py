@@ -34,14 +34,14 @@ import torch
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_benchmark import drop_database, fresh_database, open_server  # noqa: E402
+from bench_databases import drop_database, fresh_database, open_server  # noqa: E402
 
 from skyledger.compute.framework import runner  # noqa: E402
 from skyledger.compute.fitting import TemplateLibrary, fit_spectra  # noqa: E402
 from skyledger.compute.fitting.workers import shutdown_pool  # noqa: E402
 from skyledger.compute.tasks.lines import LinesParams, LinesTask  # noqa: E402
 from skyledger.ingest.batch import ingest_paths  # noqa: E402
-from skyledger.testing.survey_files import write_sdss_spectra  # noqa: E402
+from skyledger.testing.sdss_files import write_sdss_spectra  # noqa: E402
 from skyledger.schema import embedded  # noqa: E402
 from skyledger.schema.database import Database  # noqa: E402
 

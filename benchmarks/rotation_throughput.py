@@ -30,7 +30,7 @@ from scipy.optimize import least_squares
 
 from skyledger.compute.kinematics import DiskData, DiskFitConfig, fit_disks
 from skyledger.compute.kinematics.initial_guess import _initial
-from skyledger.testing.survey_files import DiskParams, disk_velocity
+from skyledger.testing.disk_model import DiskParams, disk_velocity
 
 
 def make_data(n_gal: int, n_pts: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[DiskParams]]:

@@ -35,7 +35,8 @@ from skyledger.compute.tasks.rotation import RotationTask
 from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.testing.survey_files import C_KMS, CubeTruth, DiskParams, write_muse_cube
+from skyledger.testing.disk_model import C_KMS, DiskParams
+from skyledger.testing.ifu_cubes import CubeTruth, write_muse_cube
 from skyledger.schema import embedded
 from skyledger.schema.database import connect, upgrade
 from skyledger.schema.settings import Settings

@@ -12,7 +12,7 @@ from pathlib import Path
 from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.inflate import InputLimits
 from skyledger.ingest.loader import FileOutcome, Job, Loader
-from skyledger.ingest.read_ahead import UNSORTED_SURVEY
+from skyledger.ingest.prepare import UNSORTED_SURVEY
 from skyledger.ingest.readers import get_reader
 from skyledger.schema.database import Database
 

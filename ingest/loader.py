@@ -25,10 +25,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from skyledger.ingest.inflate import InputLimits
-from skyledger.ingest.read_ahead import Job, Prepared, ReadAhead, StoreTarget, sha256_file
-from skyledger.ingest.store import (
-    GROUP_BYTES, GROUP_FILES, LINE_FLAGS, SOURCE_FLAGS, SPECTRUM_FLAGS, FileOutcome, Store, ensure_survey,
-)  # fmt: skip
+from skyledger.ingest.checksum import sha256_file
+from skyledger.ingest.outcomes import FileOutcome
+from skyledger.ingest.prepare import Job, Prepared
+from skyledger.ingest.read_ahead import ReadAhead
+from skyledger.ingest.read_worker import StoreTarget
+from skyledger.ingest.store import Store, ensure_survey
+from skyledger.ingest.store_groups import GROUP_BYTES, GROUP_FILES
+from skyledger.ingest.table_rows import LINE_FLAGS, SOURCE_FLAGS, SPECTRUM_FLAGS
 from skyledger.schema.database import Database
 
 __all__ = [

@@ -7,11 +7,11 @@ end; any problem with the file rolls everything back and records the file as
 ``rejected`` with the reason, and the batch goes on. Infrastructure failures (the
 database going away) are not the file's fault: they propagate and stop the batch.
 
-Small, already-read files can share a transaction (:meth:`Store.store_group`: up to
-:data:`GROUP_FILES` per transaction, one COPY per table for the group): for
-one-spectrum files the per-file statements cost more than the rows. A group holds whole
-files only, so a killed process still leaves every file wholly in or out; a group that
-fails on one file's rows is retried file by file, so only that file is rejected.
+Small, already-read files can share a transaction (:meth:`Store.store_group`, see
+:mod:`skyledger.ingest.store_groups`): for one-spectrum files the per-file statements
+cost more than the rows. A group holds whole files only, so a killed process still
+leaves every file wholly in or out; a group that fails on one file's rows is retried
+file by file, so only that file is rejected.
 
 The duplicate check runs inside the file's (or group's) transaction, on a psycopg
 connection held for the batch (a handful of round trips per transaction). Commits do not
@@ -23,67 +23,39 @@ durable.
 
 Surveys and wavelength grids are registered on a separate autocommit connection (grids
 are content-addressed and immutable), so a rolled-back file can at most leave an unused
-grid behind. This module needs psycopg and numpy only, not SQLAlchemy: the read-ahead
-worker processes that store groups import it (:mod:`skyledger.ingest.read_ahead`).
+grid behind. The rows themselves are built in :mod:`skyledger.ingest.table_rows`, a line
+catalogue's measurements and their run in :mod:`skyledger.ingest.catalogue_lines`. This
+module needs psycopg and numpy only, not SQLAlchemy: the read-ahead worker processes
+that store groups import it (:mod:`skyledger.ingest.read_worker`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
 import os
-import socket
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from importlib.metadata import version as package_version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
 
+from skyledger.ingest.catalogue_lines import copy_lines
 from skyledger.ingest.config import SurveySpec
+from skyledger.ingest.copy_columns import SOURCE_COLUMNS, SPECTRUM_COLUMNS
 from skyledger.ingest.inflate import InputLimits
-from skyledger.ingest.read_ahead import Job, Prepared, changed_on_disk, locate, read_contents
-from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
-from skyledger.schema.errors import DatabaseError, ReaderError
+from skyledger.ingest.outcomes import ChangedOnDisk, FileOutcome, lost_connection
+from skyledger.ingest.prepare import Job, Prepared, changed_on_disk, locate, read_contents
+from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow
+from skyledger.ingest.store_groups import Member, fresh_members, insert_group
+from skyledger.ingest.table_rows import WavelengthGrids, source_rows, spectrum_rows
+from skyledger.schema.errors import ReaderError
 from skyledger.schema.pgcopy import copy_rows, to_json
 
-__all__ = [
-    "FileOutcome", "GROUP_BYTES", "GROUP_FILES", "LINE_FLAGS", "Member", "SOURCE_FLAGS", "SPECTRUM_FLAGS", "Store",
-    "ensure_survey", "groupable",
-]  # fmt: skip
+__all__ = ["FileOutcome", "Store", "ensure_survey"]
 
 _log = logging.getLogger(__name__)
-
-# Bit values; their meanings are rows of flag_definition (migrations 0001, 0002 and 0013).
-SOURCE_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1}
-SPECTRUM_FLAGS = {
-    "NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1, "NO_RESOLUTION": 1 << 2, "AIR_TO_VACUUM": 1 << 3,
-    "ZERO_IVAR": 1 << 4,
-}  # fmt: skip
-LINE_FLAGS = {"DUST_CORRECTED": 1 << 16, "FROM_CATALOGUE": 1 << 17}
-
-INGESTED_TASK = "ingested"
-INGESTED_VERSION = 1
-
-_SOURCE_COLUMNS = [
-    ("id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
-    ("parent_id", "int8"), ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("flags", "int4"), ("meta", "jsonb"),
-]
-_SPECTRUM_COLUMNS = [
-    ("source_id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
-    ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("n_pix", "int4"), ("wave_grid_id", "int8"),
-    ("flux", "float4[]"), ("ivar", "float4[]"), ("mask", "int4[]"), ("resolution", "float4[]"),
-    ("flux_unit", "text"), ("flags", "int4"), ("meta", "jsonb"),
-]
-_LINE_COLUMNS = [
-    ("run_id", "int8"), ("spectrum_id", "int8"), ("line", "text"), ("velocity", "float8"), ("velocity_err", "float8"),
-    ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"), ("flux_err", "float8"), ("flags", "int4"),
-]
 
 # The stored copy of this content (in any survey, unless the batch allows a copy per
 # survey: %(own)s), else a rejection of it in this survey.
@@ -115,48 +87,6 @@ _REJECT_SQL = (
     "RETURNING id"
 )
 
-#: Read-ahead files are committed in groups of up to this many files (or bytes of
-#: arrays), one transaction per group: per-file statements and commits cost more than
-#: the COPY of a one-spectrum file. Every file is still wholly in or wholly out. 32, not
-#: 16, since the read-ahead workers store their own groups: 20,000 SDSS files went in at
-#: 700-800 against 550-650 spectra/s (docs/benchmarks.md, "Ingest"); 64 was no better.
-GROUP_FILES = 32
-GROUP_BYTES = 16 << 20
-STREAM_CHUNK_BYTES = 256 << 10
-
-# Several files' rows in one statement; versions are looked up first (_GROUP_VERSIONS_SQL)
-# so that each lookup is an index probe by uri, not a subquery the planner may misjudge.
-_GROUP_FILES_SQL = (
-    "INSERT INTO ingest_file (survey_id, uri, sha256, size_bytes, status, reader, batch_id, version, "
-    "n_sources, n_spectra, n_lines, finished_at, duration_s) "
-    "SELECT s, u, h, size, 'loaded', r, %(b)s, v, na, nb, 0, now(), d FROM unnest(%(s)s::int4[], %(u)s::text[], "
-    "%(h)s::text[], %(size)s::int8[], %(r)s::text[], %(v)s::int4[], %(na)s::int4[], %(nb)s::int4[], %(d)s::float8[]) "
-    "AS t(s, u, h, size, r, v, na, nb, d) RETURNING id, survey_id, uri"
-)
-_GROUP_VERSIONS_SQL = (
-    "SELECT survey_id, uri, max(version) FROM ingest_file WHERE uri = ANY(%(u)s) AND status = 'loaded' "
-    "GROUP BY survey_id, uri"
-)
-_GROUP_KNOWN_SQL = (
-    "SELECT survey_id, sha256, status FROM ingest_file WHERE sha256 = ANY(%(h)s) AND status IN ('loaded', 'rejected')"
-)
-_SOURCE_IDS_SQL = "SELECT nextval(pg_get_serial_sequence('source', 'id')) FROM generate_series(1, %(n)s)"
-
-@dataclass(slots=True)
-class FileOutcome:
-    """What happened to one file."""
-
-    path: str
-    status: str  # loaded, rejected, duplicate, unchanged
-    reason: str | None = None
-    reader: str | None = None
-    ingest_file_id: int | None = None
-    n_sources: int = 0
-    n_spectra: int = 0
-    n_lines: int = 0
-    size_bytes: int = 0
-    seconds: float = 0.0
-
 
 def ensure_survey(conn: psycopg.Connection, spec: SurveySpec, reader: str | None) -> int:
     """Register the survey (or refresh its configuration) and return its id."""
@@ -175,21 +105,6 @@ def ensure_survey(conn: psycopg.Connection, spec: SurveySpec, reader: str | None
     return int(row[0])
 
 
-def _code_version() -> str:
-    return f"skyledger {package_version('skyledger')}"
-
-
-class _Changed(ReaderError):
-    """The file on disk is no longer the version that was checksummed."""
-
-
-def _lost(path: object) -> DatabaseError:
-    return DatabaseError(
-        f"lost the database connection while ingesting {path}; nothing of that file was written; "
-        "run the ingest again to load it and the files after it"
-    )
-
-
 class Store:
     """Writes files into one database (libpq ``conninfo``). One per batch and process: it
     holds its connections and caches survey and grid ids."""
@@ -205,8 +120,7 @@ class Store:
         #: load content already stored under another survey again (one copy per survey),
         #: instead of recording the file as a duplicate of the stored copy
         self.allow_duplicate_content = allow_duplicate_content
-        self._grids: dict[str, int] = {}
-        self._recent_grids: dict[tuple[int, float, float], tuple[np.ndarray, int]] = {}
+        self._grids = WavelengthGrids(self._side)
         self._side_conn: psycopg.Connection | None = None
         self._conn: psycopg.Connection | None = None
         self.survey_ids: dict[str, int] = {}
@@ -295,7 +209,7 @@ class Store:
                     conn.rollback()
                 raise
         except psycopg.OperationalError as err:
-            raise _lost(prepared.path) from err
+            raise lost_connection(prepared.path) from err
 
     def _store_in_transaction(
         self, conn: psycopg.Connection, prepared: Prepared, outcome: FileOutcome, survey_id: int,
@@ -317,8 +231,8 @@ class Store:
                            sha=prepared.sha, path=Path(prepared.uri))  # fmt: skip
                 changed = changed_on_disk(prepared)
                 if changed is not None:
-                    raise _Changed(Path(prepared.uri), changed)
-            except _Changed as err:
+                    raise ChangedOnDisk(Path(prepared.uri), changed)
+            except ChangedOnDisk as err:
                 conn.rollback()
                 outcome.status, prepared.reason = "rejected", err.detail
                 outcome.n_sources = outcome.n_spectra = outcome.n_lines = 0
@@ -368,12 +282,14 @@ class Store:
         outcomes: dict[int, FileOutcome] = {}
         try:
             conn = self._connection()
-            fresh = self._fresh_members(conn, members)
+            for member in members:
+                member.survey_id = self.survey_id(member.prepared.survey, member.reader)
+            fresh = fresh_members(conn, members, allow_duplicate_content=self.allow_duplicate_content)
             if not fresh:
                 conn.commit()  # end the check's transaction; each file below has its own
             else:
                 try:
-                    outcomes.update(self._store_group(conn, fresh))
+                    outcomes.update(insert_group(conn, fresh, batch_id=self.batch_id, grid_id=self._grids.id_of))
                 # TransactionRollback: a deadlock with another writer's group (each holding
                 # a copy of content the other inserts); one file at a time cannot deadlock.
                 except (ReaderError, pg_errors.DataError, pg_errors.IntegrityError, pg_errors.TransactionRollback):
@@ -382,89 +298,11 @@ class Store:
                         member.rewind()
                     _log.info("a group of %d files failed together; storing them one by one", len(fresh))
         except psycopg.OperationalError as err:
-            raise _lost(members[0].prepared.path) from err
+            raise lost_connection(members[0].prepared.path) from err
         for member in members:
             if member.position not in outcomes:
                 outcomes[member.position] = self._store(member.prepared, member.reader, member.started, read_inline=False)
         return [outcomes[position] for position in sorted(outcomes)]
-
-    def _fresh_members(self, conn: psycopg.Connection, members: list[Member]) -> list[Member]:
-        """The members whose content is new to their survey and unique within the group."""
-        for member in members:
-            member.survey_id = self.survey_id(member.prepared.survey, member.reader)
-        known: set[tuple[int | None, str]] = set()
-        for survey_id, sha, status in conn.execute(_GROUP_KNOWN_SQL, {"h": [m.prepared.sha for m in members]}):
-            known.add((survey_id, sha))
-            if status == "loaded" and not self.allow_duplicate_content:
-                known.add((None, sha))  # stored under some survey: a duplicate in every survey
-        fresh: list[Member] = []
-        seen: set[tuple[int | None, str | None]] = set()
-        uris: set[tuple[int, str]] = set()
-        for member in members:
-            key = (member.survey_id if self.allow_duplicate_content else None, member.prepared.sha)
-            if (member.survey_id, member.prepared.sha) in known:
-                continue
-            uri = (member.survey_id, member.prepared.uri)
-            if key in known or key in seen or uri in uris:
-                continue
-            seen.add(key)
-            uris.add(uri)
-            fresh.append(member)
-        return fresh
-
-    def _store_group(self, conn: psycopg.Connection, members: list[Member]) -> dict[int, FileOutcome]:
-        """One transaction for several new files: their ``ingest_file`` rows, one COPY of
-        all their sources and one of all their spectra, one commit."""
-        versions = {
-            (survey_id, uri): version
-            for survey_id, uri, version in conn.execute(_GROUP_VERSIONS_SQL, {"u": [m.prepared.uri for m in members]})
-        }
-        file_rows = conn.execute(
-            _GROUP_FILES_SQL,
-            {"s": [m.survey_id for m in members], "u": [m.prepared.uri for m in members],
-             "h": [m.prepared.sha for m in members], "size": [m.prepared.size for m in members],
-             "r": [m.prepared.reader for m in members],
-             "v": [1 + versions.get((m.survey_id, m.prepared.uri), 0) for m in members],
-             "na": [len(m.contents.sources) for m in members],
-             "nb": [len(m.spectra) for m in members], "d": [time.perf_counter() - m.started for m in members],
-             "b": self.batch_id},
-        ).fetchall()  # fmt: skip
-        file_ids = {(survey_id, uri): file_id for file_id, survey_id, uri in file_rows}
-        source_ids = iter(
-            row[0] for row in conn.execute(_SOURCE_IDS_SQL, {"n": sum(len(m.contents.sources) for m in members)})
-        )
-        source_rows: list[tuple[Any, ...]] = []
-        spectrum_rows: list[Iterator[tuple[Any, ...]]] = []
-        outcomes: dict[int, FileOutcome] = {}
-        for member in members:
-            prepared, contents = member.prepared, member.contents
-            file_id = file_ids[(member.survey_id, prepared.uri)]
-            path = Path(prepared.uri)
-            ids = [next(source_ids) for _ in contents.sources]
-            by_name = self._source_rows(conn, contents.sources, ids, source_rows, survey_id=member.survey_id,
-                                        file_id=file_id, path=path)  # fmt: skip
-            air = contents.meta.get("wavelength_medium_in_file") == "air"
-            spectrum_rows.append(
-                self._spectrum_rows(iter(member.spectra), by_name, [], survey_id=member.survey_id, file_id=file_id,
-                                    path=path, air=air)  # fmt: skip
-            )
-            outcomes[member.position] = FileOutcome(
-                path=prepared.path, status="loaded", reader=prepared.reader, ingest_file_id=file_id,
-                n_sources=len(by_name), n_spectra=len(member.spectra), size_bytes=prepared.size,
-            )  # fmt: skip
-        copy_rows(conn, "source", _SOURCE_COLUMNS, source_rows)
-        # Sent in small chunks so that the server inserts rows while the rest are encoded.
-        copy_rows(conn, "spectrum", _SPECTRUM_COLUMNS, itertools.chain.from_iterable(spectrum_rows),
-                  chunk_bytes=STREAM_CHUNK_BYTES)  # fmt: skip
-        for member in members:
-            changed = changed_on_disk(member.prepared)
-            if changed is not None:  # the group is stored file by file, and this file rejected
-                raise _Changed(Path(member.prepared.uri), changed)
-        conn.commit()
-        now = time.perf_counter()
-        for member in members:
-            outcomes[member.position].seconds = now - member.started
-        return outcomes
 
     def _previous(self, conn: psycopg.Connection, survey_id: int, uri: str, sha: str) -> tuple[str, str, int] | None:
         """Loaded or rejected before with the same content? Then this is a no-op.
@@ -507,14 +345,15 @@ class Store:
         lines: list[tuple[str, list[LineMeasurement]]] = []
         air = contents.meta.get("wavelength_medium_in_file") == "air"
         outcome.n_spectra = copy_rows(
-            conn, "spectrum", _SPECTRUM_COLUMNS,
-            self._spectrum_rows(contents.spectra, by_name, lines, survey_id=survey_id, file_id=file_id, path=path, air=air),
+            conn, "spectrum", SPECTRUM_COLUMNS,
+            spectrum_rows(contents.spectra, by_name, lines, grid_id=self._grids.id_of, survey_id=survey_id,
+                          file_id=file_id, path=path, air=air),
         )  # fmt: skip
         if outcome.n_spectra == 0:
             raise ReaderError(path, "the file holds no spectra")
         outcome.n_sources = len(by_name)
         if lines:
-            outcome.n_lines = self._copy_lines(conn, lines, contents, file_id=file_id, uri=uri)
+            outcome.n_lines = copy_lines(conn, lines, contents, file_id=file_id, uri=uri)
         conn.execute(_FINISH_SQL, {"a": outcome.n_sources, "b": outcome.n_spectra, "c": outcome.n_lines, "id": file_id})
         outcome.status, outcome.ingest_file_id = "loaded", file_id
 
@@ -523,172 +362,6 @@ class Store:
         file_id: int, path: Path,
     ) -> dict[str, int]:  # fmt: skip
         rows: list[tuple[Any, ...]] = []
-        by_name = self._source_rows(conn, sources, ids, rows, survey_id=survey_id, file_id=file_id, path=path)
-        copy_rows(conn, "source", _SOURCE_COLUMNS, rows)
+        by_name = source_rows(conn, sources, ids, rows, survey_id=survey_id, file_id=file_id, path=path)
+        copy_rows(conn, "source", SOURCE_COLUMNS, rows)
         return by_name
-
-    def _source_rows(
-        self, conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], out: list[tuple[Any, ...]],
-        *, survey_id: int, file_id: int, path: Path,
-    ) -> dict[str, int]:  # fmt: skip
-        """Append the file's ``source`` rows to ``out``; returns the source ids by object id."""
-        by_name = {src.object_id: sid for src, sid in zip(sources, ids)}
-        if len(by_name) != len(sources):
-            raise ReaderError(path, "duplicate source identifiers within the file")
-        external = {s.parent_object_id for s in sources if s.parent_object_id and s.parent_object_id not in by_name}
-        parents = dict(by_name)
-        for name in external:
-            found = conn.execute(
-                "SELECT max(id) FROM source WHERE survey_id = %s AND object_id = %s", (survey_id, name)
-            ).fetchone()[0]
-            if found is None:
-                raise ReaderError(path, f"parent object {name!r} is neither in the file nor already ingested for this survey")
-            parents[name] = found
-
-        for src, sid in zip(sources, ids):
-            flags = SOURCE_FLAGS["NO_POSITION"] if src.ra is None else 0
-            if src.meta.get("position_from_config"):
-                flags |= SOURCE_FLAGS["POSITION_FROM_CONFIG"]
-            parent = parents[src.parent_object_id] if src.parent_object_id else None
-            out.append((sid, survey_id, file_id, src.object_id, parent, src.ra, src.dec, src.z, flags, src.meta))
-        return by_name
-
-    def _spectrum_rows(
-        self,
-        spectra: Iterator[SpectrumRow],
-        source_ids: dict[str, int],
-        lines: list[tuple[str, list[LineMeasurement]]],
-        *,
-        survey_id: int,
-        file_id: int,
-        path: Path,
-        air: bool,
-    ) -> Iterator[tuple[Any, ...]]:
-        for row in spectra:
-            try:
-                source_id = source_ids[row.source_object_id]
-            except KeyError:
-                raise ReaderError(path, f"spectrum {row.object_id!r} refers to unknown source {row.source_object_id!r}") from None
-            flags = 0
-            if row.ra is None:
-                flags |= SPECTRUM_FLAGS["NO_POSITION"]
-            if row.meta.get("position_from_config"):
-                flags |= SPECTRUM_FLAGS["POSITION_FROM_CONFIG"]
-            if row.n_pix and (air or row.meta.get("wavelength_medium_in_file") == "air"):
-                flags |= SPECTRUM_FLAGS["AIR_TO_VACUUM"]
-            if row.n_pix and not row.ivar.any():
-                flags |= SPECTRUM_FLAGS["ZERO_IVAR"]  # loaded, but no pixel carries data
-            grid_id = None
-            if row.n_pix:
-                grid_id = self._grid_id(row.wave)
-                if row.resolution is None:
-                    flags |= SPECTRUM_FLAGS["NO_RESOLUTION"]
-            if row.lines:
-                lines.append((row.object_id, row.lines))
-            yield (
-                source_id, survey_id, file_id, row.object_id, row.ra, row.dec, row.z, row.n_pix, grid_id,
-                row.flux, row.ivar, row.mask, row.resolution, row.flux_unit, flags, row.meta,
-            )
-
-    def _grid_id(self, wave: np.ndarray) -> int:
-        values = np.ascontiguousarray(wave, dtype="<f8")
-        # Most files of a survey share a few grids: compare with the last grid of the
-        # same ends before hashing (sha256 of 32 kB per spectrum shows in a profile).
-        probe = (values.size, float(values[0]), float(values[-1])) if values.size else (0, 0.0, 0.0)
-        seen = self._recent_grids.get(probe)
-        if seen is not None and np.array_equal(seen[0], values):
-            return seen[1]
-        key = hashlib.sha256(values.tobytes()).hexdigest()
-        cached = self._grids.get(key)
-        if cached is not None:
-            self._recent_grids[probe] = (values, cached)
-            return cached
-        steps = np.diff(np.log(values))
-        log_uniform = bool(values.size > 2 and np.allclose(steps, steps.mean(), rtol=1e-5, atol=0))
-        with self._side().cursor() as cur:
-            cur.execute(
-                "INSERT INTO wavelength_grid (sha256, n_pix, wave, log_uniform) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (sha256) DO NOTHING",
-                (key, int(values.size), values.tolist(), log_uniform),
-            )
-            grid = cur.execute("SELECT id FROM wavelength_grid WHERE sha256 = %s", (key,)).fetchone()
-        assert grid is not None
-        self._grids[key] = grid[0]
-        self._recent_grids[probe] = (values, grid[0])
-        return grid[0]
-
-    def _copy_lines(
-        self,
-        conn: psycopg.Connection,
-        lines: list[tuple[str, list[LineMeasurement]]],
-        contents: FileContents,
-        *,
-        file_id: int,
-        uri: str,
-    ) -> int:
-        params = {"ingest_file_id": file_id, "file": uri, "dust_corrected": contents.dust_corrected}
-        run_id = conn.execute(
-            "INSERT INTO run (task, version, params, params_hash, code_version, host, status, n_inputs, "
-            "finished_at) VALUES (%(t)s, %(v)s, CAST(%(p)s AS jsonb), %(h)s, %(c)s, %(host)s, 'running', %(n)s, now()) "
-            "RETURNING id",
-            {"t": INGESTED_TASK, "v": INGESTED_VERSION, "p": to_json(params),
-             "h": hashlib.sha256(to_json(params).encode()).hexdigest(), "c": _code_version(),
-             "host": socket.gethostname(), "n": len(lines)},
-        ).fetchone()[0]
-        spectrum_ids = dict(conn.execute("SELECT object_id, id FROM spectrum WHERE ingest_file_id = %s", (file_id,)))
-        base_flags = LINE_FLAGS["FROM_CATALOGUE"] | (LINE_FLAGS["DUST_CORRECTED"] if contents.dust_corrected else 0)
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for object_id, measured in lines:
-                sid = spectrum_ids[object_id]
-                for m in measured:
-                    yield (run_id, sid, m.line, m.velocity, m.velocity_err, m.sigma, m.sigma_err, m.flux, m.flux_err, base_flags)
-
-        n = copy_rows(conn, "line_measurement", _LINE_COLUMNS, rows())
-        # Catalogue lines are current as soon as the file is: the run joins `current`
-        # in the same transaction that makes it succeed.
-        conn.execute("UPDATE run SET status = 'succeeded', n_results = %s, finished_at = now() WHERE id = %s", (n, run_id))
-        conn.execute(
-            "INSERT INTO collection_run (collection_id, run_id) SELECT id, %s FROM collection WHERE name = 'current'",
-            (run_id,),
-        )
-        return n
-
-
-@dataclass(slots=True)
-class Member:
-    """A read file that may share a transaction with others (see :func:`groupable`), its
-    spectra materialised. ``position`` orders a group's outcomes (the file's place in
-    its batch)."""
-
-    position: int
-    prepared: Prepared
-    reader: str | None
-    started: float
-    contents: FileContents
-    spectra: list[SpectrumRow]
-    nbytes: int = 0
-    survey_id: int = 0
-
-    def rewind(self) -> None:
-        """Make the file storable alone again after a failed group."""
-        self.contents.spectra = iter(self.spectra)
-
-
-def groupable(prepared: Prepared, reader: str | None, position: int, started: float) -> Member | None:
-    """The file as a group member, if it can share a transaction: read without a
-    rejection, checksummed, not a line catalogue, no parents outside the file, at least
-    one spectrum. None: it is stored alone."""
-    contents = prepared.contents
-    if prepared.reason is not None or prepared.deferred or contents is None or prepared.sha is None:
-        return None
-    names = {src.object_id for src in contents.sources}
-    if not contents.sources or any(s.parent_object_id and s.parent_object_id not in names for s in contents.sources):
-        return None
-    spectra = list(contents.spectra)
-    contents.spectra = iter(spectra)
-    if not spectra or any(row.lines for row in spectra):
-        return None
-    nbytes = sum(a.nbytes for row in spectra for a in (row.wave, row.flux, row.ivar, row.mask, row.resolution)
-                 if a is not None)  # fmt: skip
-    return Member(position, prepared, reader, started, contents, spectra, nbytes)

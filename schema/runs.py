@@ -12,6 +12,11 @@ the pending query of every other run skips inputs claimed by a *live* run (``run
 a fresh heartbeat, and its process still holding its run lock). Claims go when their
 run finishes, fails or is reaped; those of a run whose process died are ignored and
 taken over at once, so its inputs are neither lost nor left waiting.
+
+The lifecycle (:func:`start_run`, :func:`heartbeat`, :func:`finish_run`,
+:func:`fail_run`) also runs on a plain psycopg connection: ingest records a line
+catalogue's ``ingested`` run inside the transaction that holds the file's rows, which is
+a psycopg one (:mod:`skyledger.ingest.catalogue_lines`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
 
 from skyledger.schema.errors import RunStateError
 from skyledger.schema.pgcopy import to_json
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "RunInfo",
@@ -84,6 +93,19 @@ LIVE_CLAIM_SQL = (
 )
 
 
+def _execute(db: Session | Connection | psycopg.Connection, sql: str, params: dict[str, Any]) -> Any:
+    """``sql`` (``:name`` binds) on ``db``; the result has ``fetchone`` and ``rowcount`` either way."""
+    if isinstance(db, (Session, Connection)):
+        return db.execute(text(sql), params)
+    return db.execute(_pyformat(sql), params)
+
+
+@lru_cache(maxsize=16)
+def _pyformat(sql: str) -> str:
+    """``sql`` with psycopg's ``%(name)s`` binds, as SQLAlchemy would send it."""
+    return str(text(sql).compile(dialect=PGDialect_psycopg()))
+
+
 @dataclass(frozen=True)
 class RunInfo:
     id: int
@@ -125,35 +147,35 @@ def file_sha256(path: Path) -> str:
 
 
 def start_run(
-    session: Session,
+    session: Session | Connection | psycopg.Connection,
     *,
     task: str,
     version: int,
     params: dict[str, Any],
     model_sha256: dict[str, str],
     upstream_run_ids: list[int],
-    device: str,
+    device: str | None,
     prefect_flow_run_id: str | None,
 ) -> RunInfo:
     phash = params_hash(params)
-    run_id = session.execute(
-        text(
-            "INSERT INTO run (task, version, params, params_hash, code_version, model_sha256, upstream_run_ids, "
-            "device, host, status, prefect_flow_run_id, heartbeat_at) VALUES (:t, :v, CAST(:p AS jsonb), :h, :c, "
-            "CAST(:m AS jsonb), CAST(:u AS bigint[]), :d, :host, 'running', :f, now()) RETURNING id"
-        ),
+    run_id = _execute(
+        session,
+        "INSERT INTO run (task, version, params, params_hash, code_version, model_sha256, upstream_run_ids, "
+        "device, host, status, prefect_flow_run_id, heartbeat_at) VALUES (:t, :v, CAST(:p AS jsonb), :h, :c, "
+        "CAST(:m AS jsonb), CAST(:u AS bigint[]), :d, :host, 'running', :f, now()) RETURNING id",
         {"t": task, "v": version, "p": to_json(params), "h": phash, "c": code_version(), "m": to_json(model_sha256),
          "u": upstream_run_ids, "d": device, "host": f"{socket.gethostname()}:{os.getpid()}", "f": prefect_flow_run_id},
-    ).scalar_one()
+    ).fetchone()[0]
     return RunInfo(id=run_id, task=task, version=version, params_hash=phash)
 
 
-def heartbeat(session: Session, run_id: int, *, inputs: int, results: int, flagged: int) -> None:
-    session.execute(
-        text(
-            "UPDATE run SET heartbeat_at = now(), n_inputs = n_inputs + :i, n_results = n_results + :r, "
-            "n_flagged = n_flagged + :f WHERE id = :id AND status = 'running'"
-        ),
+def heartbeat(
+    session: Session | Connection | psycopg.Connection, run_id: int, *, inputs: int, results: int, flagged: int
+) -> None:
+    _execute(
+        session,
+        "UPDATE run SET heartbeat_at = now(), n_inputs = n_inputs + :i, n_results = n_results + :r, "
+        "n_flagged = n_flagged + :f WHERE id = :id AND status = 'running'",
         {"i": inputs, "r": results, "f": flagged, "id": run_id},
     )
 
@@ -207,18 +229,18 @@ def lock_claims(session: Session) -> None:
     session.execute(text("LOCK TABLE task_claim IN SHARE ROW EXCLUSIVE MODE"))
 
 
-def _release_claims(session: Session, run_id: int) -> None:
-    session.execute(text("DELETE FROM task_claim WHERE run_id = :id"), {"id": run_id})
+def _release_claims(session: Session | Connection | psycopg.Connection, run_id: int) -> None:
+    _execute(session, "DELETE FROM task_claim WHERE run_id = :id", {"id": run_id})
 
 
-def finish_run(session: Session, run_id: int) -> None:
+def finish_run(session: Session | Connection | psycopg.Connection, run_id: int) -> None:
     """Mark the run succeeded and put it at the head of ``current``, atomically.
 
     Its claims go in the same transaction: other runs see its inputs either claimed by
     a running run or done by a succeeded one, never neither.
     """
-    updated = session.execute(
-        text("UPDATE run SET status = 'succeeded', finished_at = now() WHERE id = :id AND status = 'running'"),
+    updated = _execute(
+        session, "UPDATE run SET status = 'succeeded', finished_at = now() WHERE id = :id AND status = 'running'",
         {"id": run_id},
     ).rowcount
     if updated != 1:
@@ -227,15 +249,16 @@ def finish_run(session: Session, run_id: int) -> None:
             "current; run `skyledger process` again"
         )
     _release_claims(session, run_id)
-    session.execute(
-        text("INSERT INTO collection_run (collection_id, run_id) SELECT id, :r FROM collection WHERE name = :c"),
+    _execute(
+        session, "INSERT INTO collection_run (collection_id, run_id) SELECT id, :r FROM collection WHERE name = :c",
         {"r": run_id, "c": CURRENT},
     )
 
 
-def fail_run(session: Session, run_id: int, error: str) -> None:
-    session.execute(
-        text("UPDATE run SET status = 'failed', error = :e, finished_at = now() WHERE id = :id AND status = 'running'"),
+def fail_run(session: Session | Connection | psycopg.Connection, run_id: int, error: str) -> None:
+    _execute(
+        session,
+        "UPDATE run SET status = 'failed', error = :e, finished_at = now() WHERE id = :id AND status = 'running'",
         {"e": error[:4000], "id": run_id},
     )
     _release_claims(session, run_id)  # its inputs are pending again, for any run

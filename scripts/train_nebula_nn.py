@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skyledger.compute.classification.diagnostic import CLASSES, DIAGNOSTIC_LINES, DiagnosticConfig, classify_diagnostic
+from skyledger.compute.classification.diagnostic import CLASSES, DiagnosticConfig, classify_diagnostic
 from skyledger.compute.classification.nn import FEATURE_NAMES, NN_CLASSES, NebulaMLP, features, load_model
 
 __all__ = ["HELD_OUT_OH", "SNR_BINS", "evaluate", "load_grids", "main", "synthesise", "train"]

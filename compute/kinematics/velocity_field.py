@@ -1,6 +1,6 @@
 """The line-of-sight velocity field of a thin rotating disk and its analytic Jacobian.
 
-Geometry (the convention of :mod:`skyledger.testing.survey_files`): a point at sky offsets
+Geometry (the convention of :mod:`skyledger.testing.disk_model`): a point at sky offsets
 (x east, y north; arcsec) from the disk centre (x0, y0) has major-axis coordinate
 a = dx sin PA + dy cos PA and minor-axis coordinate b = -dx cos PA + dy sin PA, PA being
 the position angle of the *receding* major axis, north through east.  Its deprojected

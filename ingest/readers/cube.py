@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
-from skyledger.ingest.readers.base import finalize_spectrum, fits_summary
+from skyledger.ingest.readers.base import finalize_spectrum
+from skyledger.ingest.readers.fits_access import fits_summary
 from skyledger.ingest.records import SpectrumRow
 from skyledger.schema.errors import ReaderError
 

@@ -31,13 +31,10 @@ from skyledger.ingest.readers.base import (
     check_unique_ids,
     file_stem,
     finalize_spectrum,
-    find_column,
-    fits_summary,
-    hdu_data,
-    header_float,
     normalise_flux_unit,
-    open_fits,
 )
+from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, header_float, open_fits
+from skyledger.ingest.readers.fits_tables import find_column
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 

@@ -44,15 +44,8 @@ from astropy.io import ascii as astropy_ascii
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 from skyledger.schema.linelist import LINES
-from skyledger.ingest.readers.base import (
-    check_options,
-    check_position,
-    check_unique_ids,
-    fits_summary,
-    hdu_data,
-    normalise_flux_unit,
-    open_fits,
-)
+from skyledger.ingest.readers.base import check_options, check_position, check_unique_ids, normalise_flux_unit
+from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, open_fits
 from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 

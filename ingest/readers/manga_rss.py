@@ -25,12 +25,9 @@ from skyledger.ingest.readers.base import (
     check_unique_ids,
     file_stem,
     finalize_spectrum,
-    fits_summary,
-    hdu_data,
     normalise_flux_unit,
-    open_fits,
-    require_hdu,
 )
+from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, open_fits, require_hdu
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 

@@ -28,12 +28,9 @@ from skyledger.ingest.readers.base import (
     check_position,
     check_wavelength,
     file_stem,
-    hdu_data,
-    header_float,
     normalise_flux_unit,
-    open_fits,
-    require_hdu,
 )
+from skyledger.ingest.readers.fits_access import hdu_data, header_float, open_fits, require_hdu
 from skyledger.ingest.readers.cube import (
     CUBE_OPTIONS,
     CubeLayout,

@@ -11,7 +11,7 @@ cards of printable ASCII, sizes within the readers' limits and a file that ends 
 its last HDU's padded data ends. Anything else (gzip, ``CONTINUE`` long strings,
 ``HIERARCH`` keywords, random groups, complex or malformed values, truncation, trailing
 bytes) makes :func:`scan` return None and the reader falls back to
-:func:`skyledger.ingest.readers.base.open_fits`, which is also what words the error for
+:func:`skyledger.ingest.readers.fits_access.open_fits`, which is also what words the error for
 a broken file. So this path never decides that a file is bad, and never disagrees with
 astropy about a file it accepts (``tests/ingest/test_rawfits.py`` compares every card
 and table cell on the real and synthetic files).
@@ -96,7 +96,7 @@ class RawHeader(Mapping[str, Any]):
 
     @property
     def texts(self) -> Mapping[str, str]:
-        """Keyword -> value text (strings unquoted), the form ``base._table_dtype`` reads."""
+        """Keyword -> value text (strings unquoted), the form ``fits_tables._table_dtype`` reads."""
         return self._texts
 
 
@@ -170,7 +170,7 @@ def _data_bytes(header: RawHeader, primary: bool, max_elements: int) -> int:
     elements = math.prod(dims)
     is_table = not primary and header.get("XTENSION") == "BINTABLE"
     if (elements + pcount > 4 * max_elements) if is_table else elements > max_elements:
-        raise _Decline("beyond the sane size limit")  # base.check_hdu_size words the rejection
+        raise _Decline("beyond the sane size limit")  # fits_access.check_hdu_size words the rejection
     return abs(bitpix) // 8 * (pcount + elements)
 
 
@@ -219,14 +219,14 @@ _PRELOADED: ContextVar[tuple[str, bytes] | None] = ContextVar("rawfits_preloaded
 @contextmanager
 def preloaded(path: str | os.PathLike[str], data: bytes | None) -> Iterator[None]:
     """Within the block, :func:`scan` of ``path`` reads ``data`` instead of the file, and
-    so do ``base.open_fits``, ``base.read_table`` and ``lenient_fits.read_fits_bytes``
+    so do ``fits_access.open_fits``, ``fits_tables.read_table`` and ``lenient_fits.read_fits_bytes``
     (through :func:`preloaded_bytes`).
 
     The ingest has already read the whole file to checksum it: parsing those very bytes
     saves a second read, and what is parsed is then exactly the content whose sha256 is
     recorded, even if the file changes in between. Readers that open the file after the
     block (cube readers stream their spectra later) read the file on disk; the ingest
-    checks that it did not change (``read_ahead.changed_on_disk``). ``data=None``
+    checks that it did not change (``prepare.changed_on_disk``). ``data=None``
     changes nothing.
     """
     token = _PRELOADED.set(None if data is None else (os.fspath(path), data))

@@ -32,14 +32,10 @@ from skyledger.ingest.readers.base import (
     check_options,
     check_position,
     finalize_spectrum,
-    find_column,
-    fits_summary,
-    header_float,
     normalise_flux_unit,
-    open_tables,
-    read_table,
-    require_hdu,
 )
+from skyledger.ingest.readers.fits_access import fits_summary, header_float, open_tables, require_hdu
+from skyledger.ingest.readers.fits_tables import find_column, read_table
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 

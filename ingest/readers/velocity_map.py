@@ -79,14 +79,8 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import wcs_to_celestial_frame
 
 from skyledger.schema.linelist import LINES
-from skyledger.ingest.readers.base import (
-    check_hdu_size,
-    check_options,
-    check_position,
-    file_stem,
-    hdu_data,
-    normalise_flux_unit,
-)
+from skyledger.ingest.readers.base import check_options, check_position, file_stem, normalise_flux_unit
+from skyledger.ingest.readers.fits_access import check_hdu_size
 from skyledger.ingest.readers.lenient_fits import (
     celestial_wcs,
     fix_blank_cards,
@@ -99,6 +93,7 @@ from skyledger.ingest.readers.lenient_fits import (
     scan_headers,
     starts_like_fits,
 )
+from skyledger.ingest.readers.map_images import Image, error_map, read_image, velocity_errors, velocity_factor
 from skyledger.ingest.records import FileContents, LineMeasurement, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -136,125 +131,12 @@ _CZ_CARDS = ("VSYS", "CZ", "SCINPVEL")
 _POSITION_CARDS = (("OBJRA", "OBJDEC"), ("RA_OBJ", "DEC_OBJ"), ("OBJ_RA", "OBJ_DEC"))
 
 
-def _velocity_factor(path: Path, header: fits.Header, hdu: str, fixes: list[str]) -> float:
-    """Factor from the HDU's BUNIT to km/s; km/s when BUNIT is absent or unreadable."""
-    raw = str(header.get("BUNIT", "") or "").strip()
-    if not raw:
-        return 1.0
-    for text in (raw, raw.lower(), raw.lower().replace("sec", "s").replace("kms", "km/s")):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", u.UnitsWarning)
-                unit = u.Unit(text)
-        except ValueError:
-            continue
-        try:
-            return float(unit.to(u.km / u.s))
-        except u.UnitConversionError:
-            raise ReaderError(path, f"BUNIT = '{raw}' is not a velocity unit", hdu=hdu) from None
-    fixes.append(f"HDU {hdu}: BUNIT = '{raw}' is not a unit; taken as km/s")
-    return 1.0
-
-
-# --------------------------------------------------------------------------- images
-
-
-@dataclass(slots=True)
-class _Image:
-    role: str
-    hdu_name: str  # as named in messages: EXTNAME, with the plane when one was chosen
-    header: fits.Header
-    data: np.ndarray  # float64, 2-D
-
-
 @dataclass(slots=True)
 class _Convention:
     name: str  # systemic, cz, reference
     source: str  # where it came from
     z_ref: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _channel(path: Path, header: fits.Header, hdu: str, channel: str, depth: int) -> int:
-    """0-based plane index of ``channel``: a 1-based number or a name in the Cnn cards."""
-    if channel.strip().isdigit():
-        index = int(channel) - 1
-        if not 0 <= index < depth:
-            raise ReaderError(path, f"channel {channel} is outside 1..{depth}", hdu=hdu)
-        return index
-    names = {}
-    for i in range(depth):
-        for key in (f"C{i + 1:02d}", f"C{i + 1}"):
-            if key in header:
-                names[str(header[key]).strip().upper()] = i
-                break
-    try:
-        return names[channel.strip().upper()]
-    except KeyError:
-        raise ReaderError(
-            path, f"no channel {channel!r}; channels named in the Cnn cards: {sorted(names) or 'none'}", hdu=hdu
-        ) from None
-
-
-def _read_image(path: Path, hdul: fits.HDUList, role: str, spec: str, fixes: list[str]) -> _Image:
-    name, _, channel = spec.partition(":")
-    name = name.strip()
-    if name not in hdul:
-        present = [h.name for h in hdul]
-        raise ReaderError(path, f"the {role} extension is not in the file; HDUs present: {present}", hdu=name)
-    hdu = hdul[name]
-    label = f"{name}:{channel}" if channel else name
-    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        raise ReaderError(path, f"{role} must be an image, this HDU is a {type(hdu).__name__}", hdu=label)
-    data = hdu_data(path, hdu)
-    if data is None:
-        raise ReaderError(path, f"{role} has no data (NAXIS = 0)", hdu=label)
-    arr = np.asarray(data)
-    if arr.dtype.kind not in "iuf":
-        raise ReaderError(path, f"{role} holds non-numeric data ({arr.dtype})", hdu=label)
-    if arr.dtype.kind in "iu":
-        blank = hdu.header.get("BLANK")
-        arr = arr.astype(np.float64)
-        # astropy applies BLANK only when it scales; unscaled integers keep the raw value.
-        if isinstance(blank, int):
-            arr[np.asarray(data) == blank] = np.nan
-    else:
-        arr = arr.astype(np.float64, copy=False)
-    if channel:
-        if arr.ndim != 3:
-            raise ReaderError(path, f"a channel was named but {role} is {arr.ndim}-D, shape {arr.shape}", hdu=label)
-        arr = arr[_channel(path, hdu.header, name, channel, arr.shape[0])]
-    elif arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-        fixes.append(f"HDU {name}: a 3-D image with one plane, read as 2-D")
-    if arr.ndim != 2:
-        raise ReaderError(
-            path,
-            f"{role} must be a 2-D image, it has shape {arr.shape}; for one plane of a 3-D HDU "
-            f"set extensions = {{ {role} = \"{name}:CHANNEL\" }}",
-            hdu=label,
-        )
-    return _Image(role, label, hdu.header, arr)
-
-
-def _error_map(path: Path, image: _Image, *, ivar: bool) -> np.ndarray:
-    """Errors (NaN where unknown) from an error or inverse-variance image; negatives rejected."""
-    data = image.data
-    finite = np.isfinite(data)
-    if np.any(data[finite] < 0):
-        what = "inverse variance" if ivar else "error"
-        raise ReaderError(path, f"negative {what} at {int((data[finite] < 0).sum())} pixels", hdu=image.hdu_name)
-    if not ivar:
-        return np.where(finite & (data > 0), data, np.nan)
-    with np.errstate(divide="ignore"):
-        return np.where(finite & (data > 0), 1.0 / np.sqrt(np.where(data > 0, data, 1.0)), np.nan)
-
-
-def _velocity_errors(path: Path, image: _Image, value_factor: float, fixes: list[str]) -> np.ndarray:
-    """Errors in km/s (NaN = unknown): an _ERR image in its own BUNIT, an _IVAR one in the value's."""
-    if image.role.endswith("IVAR"):
-        return _error_map(path, image, ivar=True) * value_factor
-    return _error_map(path, image, ivar=False) * _velocity_factor(path, image.header, image.hdu_name, fixes)
 
 
 # --------------------------------------------------------------------------- the reader
@@ -318,9 +200,9 @@ class VelocityMapReader:
         convention = self._convention(path, opts, headers)
         ra, dec, position_source = self._galaxy_position(path, opts, headers, celestial, galaxy_id)
 
-        v_factor = _velocity_factor(path, vel.header, vel.hdu_name, fixes)
+        v_factor = velocity_factor(path, vel.header, vel.hdu_name, fixes)
         velocity = vel.data * v_factor
-        velocity_err = _velocity_errors(path, images.get("VEL_ERR") or images["VEL_IVAR"], v_factor, fixes)
+        velocity_err = velocity_errors(path, images.get("VEL_ERR") or images["VEL_IVAR"], v_factor, fixes)
         valid = np.isfinite(velocity) & np.isfinite(velocity_err)
         if "MASK" in images:
             mask = images["MASK"].data
@@ -337,12 +219,12 @@ class VelocityMapReader:
         sigma = sigma_err = None
         if "SIGMA" in images:
             s_img = images["SIGMA"]
-            s_factor = _velocity_factor(path, s_img.header, s_img.hdu_name, fixes)
+            s_factor = velocity_factor(path, s_img.header, s_img.hdu_name, fixes)
             sigma = s_img.data * s_factor
             sigma = np.where(np.isfinite(sigma) & (sigma >= 0), sigma, np.nan)
             se_img = images.get("SIGMA_ERR") or images.get("SIGMA_IVAR")
             if se_img is not None:
-                sigma_err = _velocity_errors(path, se_img, s_factor, fixes)
+                sigma_err = velocity_errors(path, se_img, s_factor, fixes)
         flux = flux_err = None
         flux_unit = opts.get("flux_unit")
         if "FLUX" in images:
@@ -350,7 +232,7 @@ class VelocityMapReader:
             flux_unit = flux_unit or normalise_flux_unit(images["FLUX"].header.get("BUNIT"))
             fe_img = images.get("FLUX_ERR") or images.get("FLUX_IVAR")
             if fe_img is not None:
-                flux_err = _error_map(path, fe_img, ivar=fe_img.role.endswith("IVAR"))
+                flux_err = error_map(path, fe_img, ivar=fe_img.role.endswith("IVAR"))
 
         ys, xs = np.nonzero(valid)
         ra_pix, dec_pix = self._pixel_positions(path, celestial, xs, ys, vel.hdu_name)
@@ -435,12 +317,12 @@ class VelocityMapReader:
         return specs
 
     @staticmethod
-    def _images(path: Path, hdul: fits.HDUList, specs: dict[str, str], fixes: list[str]) -> dict[str, _Image]:
-        images: dict[str, _Image] = {}
+    def _images(path: Path, hdul: fits.HDUList, specs: dict[str, str], fixes: list[str]) -> dict[str, Image]:
+        images: dict[str, Image] = {}
         for role, defaults in ROLES.items():
             spec = specs.get(role) or next((name for name in defaults if name in hdul), None)
             if spec is not None:
-                images[role] = _read_image(path, hdul, role, spec, fixes)
+                images[role] = read_image(path, hdul, role, spec, fixes)
         if "VEL" not in images:
             present = [h.name for h in hdul]
             raise ReaderError(

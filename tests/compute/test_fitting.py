@@ -23,7 +23,8 @@ from skyledger.compute.fitting import library as fit_module
 from skyledger.compute.fitting.kernels import losvd_fourier, lsf_match
 from skyledger.compute.fitting.optim import Evaluation, levenberg_marquardt
 from skyledger.testing.spectra import make_synthetic
-from skyledger.testing.survey_files import DiskParams, muse_lsf_fwhm, write_muse_cube
+from skyledger.testing.disk_model import DiskParams
+from skyledger.testing.ifu_cubes import muse_lsf_fwhm, write_muse_cube
 
 torch.set_num_threads(2)
 

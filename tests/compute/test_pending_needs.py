@@ -20,7 +20,8 @@ from skyledger.compute.abundances import derive_abundances
 from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.testing.survey_files import DiskParams, write_velocity_map
+from skyledger.testing.disk_model import DiskParams
+from skyledger.testing.velocity_maps import write_velocity_map
 from tests.compute.test_abundances_task import OBJECTS, direct_call, ingest, write_catalog
 
 NAN = math.nan

@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +37,9 @@ from skyledger.compute.tasks.rotation import RotationParams, RotationTask
 from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.testing.survey_files import C_KMS, DiskParams, disk_velocity, write_muse_cube, write_velocity_map
+from skyledger.testing.disk_model import C_KMS, DiskParams, disk_velocity
+from skyledger.testing.ifu_cubes import write_muse_cube
+from skyledger.testing.velocity_maps import write_velocity_map
 from skyledger.schema.database import connect
 from skyledger.schema.settings import Settings
 from tests.conftest import cli_env

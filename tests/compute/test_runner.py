@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -18,7 +17,7 @@ from skyledger.compute.tasks.lines import LinesParams, LinesTask
 from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.sample_data import sample_data_dir
-from skyledger.testing.survey_files import write_sdss_spectra
+from skyledger.testing.sdss_files import write_sdss_spectra
 from tests.conftest import cli_env
 
 CLI = [sys.executable, "-c", "from skyledger.api.cli import main; main()"]

@@ -10,14 +10,9 @@ import pytest
 from astropy.io import fits
 from skyledger.schema.linelist import LINES, vacuum_to_air
 from skyledger.ingest.readers import READERS, detect_reader, get_reader
-from skyledger.testing.survey_files import (
-    C_KMS,
-    DiskParams,
-    disk_velocity,
-    write_manga_cube,
-    write_muse_cube,
-    write_sdss_spectra,
-)
+from skyledger.testing.disk_model import C_KMS, DiskParams, disk_velocity
+from skyledger.testing.ifu_cubes import write_manga_cube, write_muse_cube
+from skyledger.testing.sdss_files import write_sdss_spectra
 from skyledger.schema.errors import ReaderError
 
 # Small cubes keep the file fast: 15 x 13 spaxels, wavelength ranges that hold H-alpha.

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from skyledger.ingest.loader import GROUP_FILES, GROUPS_IN_FLIGHT_PER_WORKER, READ_AHEAD_MIN_FILES, READ_WORKERS
-from skyledger.testing.survey_files import write_sdss_spectra
+from skyledger.testing.sdss_files import write_sdss_spectra
 from skyledger.schema import embedded
 from skyledger.schema.settings import Settings
 from tests.conftest import cli_env
-from tests.ingest.test_loader import alive, worker_pids
+from tests.ingest.test_read_ahead import alive, worker_pids
 
 # Enough files for the CLI to read ahead in worker processes (READ_AHEAD_MIN_FILES), for
 # three kills each to land mid-batch with groups of GROUP_FILES in flight, and for a

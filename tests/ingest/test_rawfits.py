@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from skyledger.ingest.readers import rawfits
-from skyledger.ingest.readers.base import MAX_ARRAY_ELEMENTS, open_tables, read_table
+from skyledger.ingest.readers.fits_access import MAX_ARRAY_ELEMENTS, open_tables
+from skyledger.ingest.readers.fits_tables import read_table
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.errors import ReaderError
 
@@ -65,7 +66,7 @@ def test_scan_equals_astropy_on_the_real_files(path):
 
 
 def test_scan_equals_astropy_on_synthetic_files_and_odd_values(tmp_path):
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     for path in write_sdss_spectra(tmp_path / "synthetic", 2, seed=3, n_pix=300):
         assert assert_like_astropy(path) > 20
@@ -161,7 +162,7 @@ def test_tables_numpy_cannot_decode_alone_come_from_astropy(tmp_path):
 def test_preloaded_bytes_are_scanned_instead_of_the_file(tmp_path):
     """The ingest scans the very bytes it checksummed: inside ``preloaded`` the file on
     disk is not read (here it holds other content), outside it is."""
-    from skyledger.testing.survey_files import write_sdss_spectra
+    from skyledger.testing.sdss_files import write_sdss_spectra
 
     first, second = write_sdss_spectra(tmp_path, 2, seed=11, n_pix=200)
     hashed = first.read_bytes()

@@ -18,7 +18,8 @@ from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.readers import READERS, detect_reader, get_reader
 from skyledger.ingest.readers.velocity_map import C_KMS, STELLAR_LINE
-from skyledger.testing.survey_files import DiskParams, VelocityMapTruth, write_velocity_map
+from skyledger.testing.disk_model import DiskParams
+from skyledger.testing.velocity_maps import VelocityMapTruth, write_velocity_map
 from skyledger.schema.errors import ReaderError
 
 READER = get_reader("velocity_map")
