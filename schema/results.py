@@ -21,12 +21,12 @@ drift from the declaration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Double, Integer, SmallInteger, Text
-from sqlalchemy.dialects.postgresql import REAL
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL
 from sqlalchemy.types import NullType
 
 __all__ = [
@@ -60,6 +60,10 @@ def column_type(col: Any) -> Any:
 
 
 def pg_type(sa_type: Any) -> str:
+    if isinstance(sa_type, ARRAY):
+        return pg_type(sa_type.item_type) + "[]"
+    if isinstance(sa_type, JSONB):
+        return "jsonb"
     # Order matters: BigInteger and SmallInteger are Integer subclasses, REAL a Float.
     for cls, name in _PG_TYPES:
         if isinstance(sa_type, cls):
@@ -193,18 +197,19 @@ def result_view(model_or_table: Any) -> ResultView:
         raise KeyError(f"{table} is not a declared result table (decorate its model with result_table)") from None
 
 
-def copy_columns(model: Any, names: tuple[str, ...] | None = None) -> tuple[tuple[str, str], ...]:
-    """(name, PostgreSQL type) of the columns rows are COPYed into, in model order.
+def copy_columns(model: Any, names: Sequence[str] | None = None) -> tuple[tuple[str, str], ...]:
+    """(name, PostgreSQL type) of the columns rows are COPYed into.
 
-    ``names`` picks a subset (still in model order); by default every column except
-    ``run_id``, which the runner prepends, and columns the server computes.
+    By default every column in model order except ``run_id``, which the runner prepends,
+    and columns the server computes. ``names`` gives the columns (and their order) a
+    writer builds its rows with; the types still come from the model.
     """
     table = model.__table__
     if names is not None:
-        unknown = set(names) - set(table.columns.keys())
+        unknown = [n for n in names if n not in table.columns]
         if unknown:
-            raise KeyError(f"{table.name} has no columns {sorted(unknown)}")
-        picked = [c for c in table.columns if c.name in names]
+            raise KeyError(f"{table.name} has no columns {unknown}")
+        picked = [table.columns[n] for n in names]
     else:
         picked = [c for c in table.columns if c.name != "run_id" and c.computed is None and c.identity is None]
     return tuple((str(c.name), pg_type(column_type(c))) for c in picked)

@@ -118,7 +118,21 @@ def test_docs_catalog_md_is_generated_from_the_declarations():
 
 
 def test_a_column_type_outside_the_map_is_refused():
-    from sqlalchemy.dialects.postgresql import JSONB
+    from sqlalchemy import Interval
+    from sqlalchemy.dialects.postgresql import ARRAY, REAL
 
+    assert pg_type(ARRAY(REAL())) == "float4[]"
     with pytest.raises(TypeError, match="no PostgreSQL type name"):
-        pg_type(JSONB())
+        pg_type(Interval())
+
+
+def test_ingest_copies_columns_that_exist_with_the_database_types(database):
+    from skyledger.ingest.copy_columns import LINE_COLUMNS, SOURCE_COLUMNS, SPECTRUM_COLUMNS
+
+    with database.engine.connect() as conn:
+        for table, columns in (("source", SOURCE_COLUMNS), ("spectrum", SPECTRUM_COLUMNS),
+                               ("line_measurement", LINE_COLUMNS)):
+            db = {n: t for n, t, _ in _columns(conn, table)}
+            for name, typ in columns:
+                want = _FORMAT_TYPE.get(typ) or {"jsonb": "jsonb", "float4[]": "real[]", "int4[]": "integer[]"}[typ]
+                assert db[name] == want, (table, name)
