@@ -37,12 +37,13 @@ from skyledger.api.releases.create import _write_table
 from skyledger.api.releases.digest import table_digest
 from skyledger.api.releases.freeze import table_content
 from skyledger.api.releases.stream import stream_batches
-from skyledger.api.releases.tables import LINES
+from skyledger.api.releases.tables import release_table
 from skyledger.schema import embedded
 from skyledger.schema.database import upgrade
 from sqlalchemy import create_engine
 
 SCHEMA = "bench"
+LINES = release_table("lines")
 
 
 def fill(conninfo: str, rows: int) -> None:
