@@ -1,30 +1,28 @@
-"""The columns ingest writes by binary COPY, in the order its rows are built.
+"""The columns ingest writes by binary COPY, and their PostgreSQL types, in row order.
 
 The row builders (:mod:`skyledger.ingest.table_rows`, :mod:`skyledger.ingest.catalogue_lines`)
-make tuples in this order; the types come from the models
-(:func:`skyledger.schema.results.copy_columns`), so a column can be neither mistyped nor
-missing from its table. The ingest benchmark's ``\\copy`` ceiling copies exactly these
-columns.
+make tuples in this order; the ingest benchmark's ``\\copy`` ceiling copies exactly these
+columns. Written out rather than derived from the models because the read-ahead worker
+processes import this module and must not load SQLAlchemy (~20 MiB and half a second
+each); ``tests/schema/test_declarations.py`` checks every name and type against the
+models, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-from skyledger.schema.models import Source, Spectrum
-from skyledger.schema.result_models import LineMeasurement
-from skyledger.schema.results import copy_columns
-
 __all__ = ["LINE_COLUMNS", "SOURCE_COLUMNS", "SPECTRUM_COLUMNS"]
 
-SOURCE_COLUMNS = copy_columns(
-    Source, ("id", "survey_id", "ingest_file_id", "object_id", "parent_id", "ra", "dec", "z", "flags", "meta")
-)
-SPECTRUM_COLUMNS = copy_columns(
-    Spectrum,
-    ("source_id", "survey_id", "ingest_file_id", "object_id", "ra", "dec", "z", "n_pix", "wave_grid_id",
-     "flux", "ivar", "mask", "resolution", "flux_unit", "flags", "meta"),
-)
-#: Catalogue lines: what a line catalogue gives (no redshift, equivalent width or S/N).
-LINE_COLUMNS = copy_columns(
-    LineMeasurement,
-    ("run_id", "spectrum_id", "line", "velocity", "velocity_err", "sigma", "sigma_err", "flux", "flux_err", "flags"),
-)
+SOURCE_COLUMNS = [
+    ("id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
+    ("parent_id", "int8"), ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("flags", "int4"), ("meta", "jsonb"),
+]
+SPECTRUM_COLUMNS = [
+    ("source_id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
+    ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("n_pix", "int4"), ("wave_grid_id", "int8"),
+    ("flux", "float4[]"), ("ivar", "float4[]"), ("mask", "int4[]"), ("resolution", "float4[]"),
+    ("flux_unit", "text"), ("flags", "int4"), ("meta", "jsonb"),
+]
+LINE_COLUMNS = [
+    ("run_id", "int8"), ("spectrum_id", "int8"), ("line", "text"), ("velocity", "float8"), ("velocity_err", "float8"),
+    ("sigma", "float8"), ("sigma_err", "float8"), ("flux", "float8"), ("flux_err", "float8"), ("flags", "int4"),
+]

@@ -128,10 +128,12 @@ def test_a_column_type_outside_the_map_is_refused():
 
 def test_ingest_copies_columns_that_exist_with_the_database_types(database):
     from skyledger.ingest.copy_columns import LINE_COLUMNS, SOURCE_COLUMNS, SPECTRUM_COLUMNS
+    from skyledger.schema.models import LineMeasurement, Source, Spectrum
 
     with database.engine.connect() as conn:
-        for table, columns in (("source", SOURCE_COLUMNS), ("spectrum", SPECTRUM_COLUMNS),
-                               ("line_measurement", LINE_COLUMNS)):
+        for table, model, columns in (("source", Source, SOURCE_COLUMNS), ("spectrum", Spectrum, SPECTRUM_COLUMNS),
+                                      ("line_measurement", LineMeasurement, LINE_COLUMNS)):
+            assert tuple(columns) == copy_columns(model, [n for n, _ in columns]), table
             db = {n: t for n, t, _ in _columns(conn, table)}
             for name, typ in columns:
                 want = _FORMAT_TYPE.get(typ) or {"jsonb": "jsonb", "float4[]": "real[]", "int4[]": "integer[]"}[typ]
