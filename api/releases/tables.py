@@ -38,19 +38,16 @@ PG_TYPES = ("int2", "int4", "int8", "float4", "float8", "text", "bool")
 
 
 @dataclass(frozen=True)
-class ReleaseColumn:
-    name: str
-    pg_type: str
-    description: str
-    unit: str | None = None
-    ucd: str | None = None
+class ReleaseColumn(ViewColumn):
+    """A column of a release table: a view column restricted to the types the files can hold."""
 
     def __post_init__(self) -> None:
         if self.pg_type not in PG_TYPES:
             raise ValueError(f"release column {self.name}: type {self.pg_type} is not one of {PG_TYPES}")
 
     @classmethod
-    def of(cls, column: ViewColumn, *, description: str | None = None, unit: str | None = None) -> ReleaseColumn:
+    def of_view(cls, column: ViewColumn, *, description: str | None = None, unit: str | None = None) -> ReleaseColumn:
+        """The view's column as released; ``description``/``unit`` where the release converts it."""
         return cls(column.name, column.pg_type, description or column.description,
                    unit if unit is not None else column.unit, column.ucd)
 
@@ -81,7 +78,7 @@ SPECTRA = ReleaseTable(
     description=SPECTRA_VIEW.description,
     # Spectra are not run results: the release freezes what catalog.spectra lists.
     query=f"SELECT {', '.join(c.name for c in SPECTRA_VIEW.columns)} FROM catalog.spectra ORDER BY spectrum_id",
-    columns=tuple(ReleaseColumn.of(c) for c in SPECTRA_VIEW.columns),
+    columns=tuple(ReleaseColumn.of_view(c) for c in SPECTRA_VIEW.columns),
     key=("spectrum_id",),
     flags_of="spectrum",
 )
@@ -103,8 +100,8 @@ def _from_result(spec: ResultView) -> ReleaseTable:
     converted = _CONVERTED.get(spec.view, {})
     view_columns = [c for c in spec.columns() if not (converted and c.name == "flux_unit")]
     columns = tuple(
-        ReleaseColumn.of(c, description=converted[c.name], unit=LINE_FLUX_UNIT) if c.name in converted
-        else ReleaseColumn.of(c)
+        ReleaseColumn.of_view(c, description=converted[c.name], unit=LINE_FLUX_UNIT) if c.name in converted
+        else ReleaseColumn.of_view(c)
         for c in view_columns
     )
     if converted:

@@ -254,6 +254,7 @@ def _check_tables(conn: psycopg.Connection, name: str, recorded: dict[str, Table
         return [f"schema {name} is missing (dropped): tables {', '.join(sorted(recorded))} are gone"]
     relations = _relations(conn, name)
     problems = []
+    keys = frozen_tables()
     for table, expected in sorted(recorded.items()):
         where = f"schema {name}: table {table}"
         if table not in relations:
@@ -267,7 +268,7 @@ def _check_tables(conn: psycopg.Connection, name: str, recorded: dict[str, Table
                             f"(ALTER TABLE {name}.{table} ENABLE TRIGGER release_read_only restores it)")
         try:
             with conn.transaction():  # a savepoint: one unreadable table does not end the checks
-                got = table_digest(conn, name, table, frozen_tables().get(table, ()))
+                got = table_digest(conn, name, table, keys.get(table, ()))
         except psycopg.Error as err:
             problems.append(f"{where} cannot be read: {_reason(err)}")
             continue
