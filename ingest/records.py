@@ -18,6 +18,10 @@ Meta keys the loader turns into flag bits:
 * ``meta["position_from_config"]`` true on a source or spectrum row: its position came
   from the survey configuration, not the file -> ``POSITION_FROM_CONFIG``.
 
+* ``meta["error_estimate"]`` (``ERROR_ESTIMATE_KEY``) on a spectrum row, naming the
+  method: the file gives no errors and ``ivar`` is the reader's estimate (see
+  :func:`skyledger.ingest.readers.base.ivar_from_scatter`) -> ``ERROR_ESTIMATED``.
+
 From the arrays themselves: ``ivar`` zero at every pixel -> ``ZERO_IVAR`` (the spectrum
 is loaded, flagged as holding no usable data).
 """
@@ -30,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SourceRow", "SpectrumRow", "LineMeasurement", "FileContents"]
+__all__ = ["ERROR_ESTIMATE_KEY", "SourceRow", "SpectrumRow", "LineMeasurement", "FileContents"]
+
+#: meta key of a spectrum row whose ivar the reader estimated; its value names the method
+ERROR_ESTIMATE_KEY = "error_estimate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,10 @@ class SourceRow:
     z: float | None = None
     parent_object_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the same object may come from several files of the survey (the blue and red arm
+    #: cubes of one SAMI galaxy): the loader reuses the survey's existing source of this
+    #: object_id, so that every file's spectra of it belong to one source
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from skyledger.ingest.records import LineMeasurement, SourceRow, SpectrumRow
+from skyledger.ingest.records import ERROR_ESTIMATE_KEY, LineMeasurement, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
 __all__ = ["LINE_FLAGS", "SOURCE_FLAGS", "SPECTRUM_FLAGS", "WavelengthGrids", "source_rows", "spectrum_rows"]
 
-# Bit values; their meanings are rows of flag_definition (migrations 0001, 0002 and 0013).
+# Bit values; their meanings are rows of flag_definition (migrations 0001, 0002, 0013, 0016).
 SOURCE_FLAGS = {"NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1}
 SPECTRUM_FLAGS = {
     "NO_POSITION": 1 << 0, "POSITION_FROM_CONFIG": 1 << 1, "NO_RESOLUTION": 1 << 2, "AIR_TO_VACUUM": 1 << 3,
-    "ZERO_IVAR": 1 << 4,
+    "ZERO_IVAR": 1 << 4, "ERROR_ESTIMATED": 1 << 5,
 }  # fmt: skip
 LINE_FLAGS = {"DUST_CORRECTED": 1 << 16, "FROM_CATALOGUE": 1 << 17}
 
@@ -34,10 +34,22 @@ def source_rows(
     conn: psycopg.Connection, sources: Sequence[SourceRow], ids: Sequence[int], out: list[tuple[Any, ...]],
     *, survey_id: int, file_id: int, path: Path,
 ) -> dict[str, int]:  # fmt: skip
-    """Append the file's ``source`` rows to ``out``; returns the source ids by object id."""
+    """Append the file's ``source`` rows to ``out``; returns the source ids by object id.
+
+    A ``shared`` source that the survey already holds (from another file: the other arm
+    of a two-arm cube) is not added again: the file's spectra join the existing row.
+    """
     by_name = {src.object_id: sid for src, sid in zip(sources, ids)}
     if len(by_name) != len(sources):
         raise ReaderError(path, "duplicate source identifiers within the file")
+    shared = [src.object_id for src in sources if src.shared]
+    existing: dict[str, int] = {}
+    if shared:
+        existing = dict(conn.execute(
+            "SELECT object_id, max(id) FROM source WHERE survey_id = %s AND object_id = ANY(%s) GROUP BY object_id",
+            (survey_id, shared),
+        ).fetchall())  # fmt: skip
+        by_name.update(existing)
     external = {s.parent_object_id for s in sources if s.parent_object_id and s.parent_object_id not in by_name}
     parents = dict(by_name)
     for name in external:
@@ -49,6 +61,8 @@ def source_rows(
         parents[name] = found
 
     for src, sid in zip(sources, ids):
+        if src.object_id in existing:
+            continue
         flags = SOURCE_FLAGS["NO_POSITION"] if src.ra is None else 0
         if src.meta.get("position_from_config"):
             flags |= SOURCE_FLAGS["POSITION_FROM_CONFIG"]
@@ -84,6 +98,8 @@ def spectrum_rows(
             flags |= SPECTRUM_FLAGS["AIR_TO_VACUUM"]
         if row.n_pix and not row.ivar.any():
             flags |= SPECTRUM_FLAGS["ZERO_IVAR"]  # loaded, but no pixel carries data
+        if row.meta.get(ERROR_ESTIMATE_KEY):
+            flags |= SPECTRUM_FLAGS["ERROR_ESTIMATED"]  # the file gives no errors: ivar is the reader's estimate
         grid = None
         if row.n_pix:
             grid = grid_id(row.wave)

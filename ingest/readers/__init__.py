@@ -36,10 +36,12 @@ class _Registry(Mapping[str, Reader]):
     def __getitem__(self, name: str) -> Reader:
         reader = self._loaded.get(name)
         if reader is None:
-            module = self._modules[name]  # KeyError for an unknown name, as a dict
-            reader = importlib.import_module(f"skyledger.ingest.readers.{module}").reader
+            # "module" registers the module's ``reader``; "module:attr" one of several
+            # readers a module defines (the cube formats are configurations of one reader).
+            module, _, attr = self._modules[name].partition(":")  # KeyError for an unknown name, as a dict
+            reader = getattr(importlib.import_module(f"skyledger.ingest.readers.{module}"), attr or "reader")
             if reader.name != name:
-                raise RuntimeError(f"reader module {module} registers {reader.name!r}, not {name!r}")
+                raise RuntimeError(f"reader {self._modules[name]} registers {reader.name!r}, not {name!r}")
             self._loaded[name] = reader
         return reader
 
@@ -55,9 +57,14 @@ class _Registry(Mapping[str, Reader]):
 
 #: every reader by name (module of the same name), in the order detect_reader tries them
 READERS: Mapping[str, Reader] = _Registry({
-    name: name
-    for name in ("sdss", "eso_phase3", "muse_cube", "manga_cube", "manga_rss", "velocity_map", "line_catalog")
-})  # fmt: skip
+    "sdss": "sdss",
+    "eso_phase3": "eso_phase3",
+    "muse_cube": "muse_cube",
+    "manga_cube": "manga_cube",
+    "manga_rss": "manga_rss",
+    "velocity_map": "velocity_map",
+    "line_catalog": "line_catalog",
+})
 
 
 def get_reader(name: str) -> Reader:

@@ -25,7 +25,7 @@ from astropy import units as u
 # The conversion is defined once, in the leaf module schema.linelist (compute must not
 # import ingest); readers use it from here.
 from skyledger.schema.linelist import air_to_vacuum, vacuum_to_air
-from skyledger.ingest.records import FileContents, SpectrumRow
+from skyledger.ingest.records import ERROR_ESTIMATE_KEY, FileContents, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
     "normalise_flux_unit",
     "file_stem",
     "resolution_from_sigma",
+    "ERROR_ESTIMATE_KEY",
+    "ivar_from_scatter",
 ]
 
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -207,6 +209,51 @@ def resolution_from_sigma(wave: np.ndarray, sigma_angstrom: np.ndarray) -> np.nd
     with np.errstate(divide="ignore", invalid="ignore"):
         res = np.asarray(wave, dtype=np.float64) / (_FWHM_PER_SIGMA * sigma)
     return np.where(np.isfinite(res) & (sigma > 0), res, np.nan).astype(np.float32)
+
+
+#: the method of :func:`ivar_from_scatter`, as recorded under ``ERROR_ESTIMATE_KEY``
+SCATTER_METHOD = "der_snr_local"
+# DER_SNR (Stoehr et al. 2008): for white noise on a signal that is smooth over five
+# pixels, median |2 f_i - f_(i-2) - f_(i+2)| is 0.6745 sqrt(6) sigma.
+_DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
+
+
+def ivar_from_scatter(flux: np.ndarray, good: np.ndarray | None = None, *, half_window: int = 50) -> np.ndarray:
+    """Inverse variance of a spectrum that comes without errors, from its own pixel scatter.
+
+    The noise at each pixel is the DER_SNR estimate (Stoehr et al. 2008, ADASS XVII) taken
+    over the ``2 * half_window + 1`` pixels around it: the running median of the second
+    difference |2 f_i - f_(i-2) - f_(i+2)|, scaled to a Gaussian sigma. The median ignores
+    the few pixels of an emission line in the window, and the second difference cancels a
+    continuum that is linear over five pixels. It assumes uncorrelated noise: a spectrum
+    resampled onto a finer grid (most IRAF 1-D products) has correlated neighbours and its
+    estimate comes out low, which is why the loader flags such spectra ERROR_ESTIMATED and
+    the fitting tasks rescale their errors by the fit's reduced chi-square.
+
+    ``good``: pixels that hold data (default: finite flux); others get ivar 0 and do not
+    enter any window. A pixel whose window holds fewer than 10 usable differences, or a
+    zero scatter, gets ivar 0.
+    """
+    f = np.asarray(flux, dtype=np.float64)
+    ok = np.isfinite(f) if good is None else (np.asarray(good, dtype=bool) & np.isfinite(f))
+    n = f.size
+    ivar = np.zeros(n, dtype=np.float32)
+    if n < 5:
+        return ivar
+    d = np.full(n, np.nan)
+    inner = ok[2:-2] & ok[:-4] & ok[4:]
+    second = np.abs(2.0 * f[2:-2] - f[:-4] - f[4:])
+    d[2:-2] = np.where(inner, second, np.nan)
+    w = int(max(2, min(half_window, n // 2)))
+    padded = np.pad(d, w, mode="constant", constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
+    counts = np.sum(np.isfinite(windows), axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no estimate there
+        sigma = _DER_SNR_SCALE * np.nanmedian(windows, axis=1)
+    usable = ok & (counts >= 10) & np.isfinite(sigma) & (sigma > 0)
+    ivar[usable] = (1.0 / sigma[usable] ** 2).astype(np.float32)
+    return ivar
 
 
 def finalize_spectrum(path: object, row: SpectrumRow, *, hdu: str | None = None) -> SpectrumRow:
