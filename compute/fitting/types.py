@@ -126,6 +126,8 @@ class SpectrumFlag(enum.IntFlag):
     TEMPLATE_RES_WORSE = 1 << 6  #: templates are coarser than the data over most pixels
     NO_CONTINUUM = 1 << 7  #: all template weights zero (continuum is polynomial only)
     BAD_REDSHIFT = 1 << 8  #: redshift guess missing or not finite: results NaN
+    #: set by the `lines` task, not the fit: the input's errors are the reader's estimate
+    ERRORS_ESTIMATED = 1 << 9
 
 
 class LineFlag(enum.IntFlag):
@@ -139,6 +141,8 @@ class LineFlag(enum.IntFlag):
     KINEMATICS_UNCONSTRAINED = 1 << 5  #: no line of the group has flux: V, sigma NaN
     SPECTRUM_FAILED = 1 << 6  #: the spectrum's fit failed: everything NaN
     NO_CONTINUUM = 1 << 7  #: continuum <= 0 at the line: EW NaN
+    #: set by the `lines` task, not the fit: the input's errors are the reader's estimate
+    ERRORS_ESTIMATED = 1 << 8
 
 
 @dataclass(slots=True)

@@ -31,6 +31,13 @@ __all__ = ["LinesParams", "LinesTask", "SPECTRUM_FLAG_DOCS", "LINE_FLAG_DOCS"]
 
 _log = logging.getLogger(__name__)
 
+# The file gave no errors (spectrum flag ERROR_ESTIMATED): its ivar is the reader's
+# scatter estimate, which the fit's reduced chi-square scaling then calibrates; the
+# results carry the mark so that nobody reads their errors as measured ones.
+_ESTIMATED_DOC = "The spectrum's file gives no errors: errors derive from the reader's scatter estimate"
+#: bit of spectrum.flags set by the readers (flag_definition, migration 0016)
+SPECTRUM_ERROR_ESTIMATED = 1 << 5
+
 SPECTRUM_FLAG_DOCS = {
     "NO_GOOD_PIXELS": "No pixel survives the mask, ivar and finiteness checks; no results",
     "TOO_FEW_PIXELS": "Too few good pixels overlap the templates; no results",
@@ -41,6 +48,7 @@ SPECTRUM_FLAG_DOCS = {
     "TEMPLATE_RES_WORSE": "The templates have coarser resolution than the data over most pixels",
     "NO_CONTINUUM": "All template weights are zero: the continuum is polynomial only",
     "BAD_REDSHIFT": "The input redshift is missing or not finite; no results",
+    "ERRORS_ESTIMATED": _ESTIMATED_DOC,
 }
 LINE_FLAG_DOCS = {
     "NOT_IN_RANGE": "The line is outside the fitted wavelength range",
@@ -51,6 +59,7 @@ LINE_FLAG_DOCS = {
     "KINEMATICS_UNCONSTRAINED": "No line of the kinematic group has flux: velocity and sigma undefined",
     "SPECTRUM_FAILED": "The spectrum's fit failed; no results",
     "NO_CONTINUUM": "The continuum at the line is not positive: no equivalent width",
+    "ERRORS_ESTIMATED": _ESTIMATED_DOC,
 }
 _FAILED = SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT
 
@@ -72,6 +81,8 @@ class LinesParams(BaseModel):
 class LinesBatch:
     spectrum_ids: list[int]
     spectra: SpectraBatch
+    #: (B,) the spectrum's errors are the reader's estimate (flag ERROR_ESTIMATED)
+    errors_estimated: np.ndarray | None = None
 
 
 def _num(value: Any) -> float | None:
@@ -123,7 +134,7 @@ class LinesTask:
         with psycopg_connection(session).cursor(binary=True) as cur:
             numpy_arrays(cur)
             rows = cur.execute(
-                "SELECT id, wave_grid_id, z, flux, ivar, mask, resolution FROM spectrum "
+                "SELECT id, wave_grid_id, z, flux, ivar, mask, resolution, flags FROM spectrum "
                 "WHERE id = ANY(%s) ORDER BY wave_grid_id, id",
                 (list(input_ids),),
             ).fetchall()
@@ -139,7 +150,8 @@ class LinesTask:
         mask = np.ones((b, n), np.int32)  # padding is masked
         res = np.full((b, n), np.nan, np.float32)
         z = np.full(b, np.nan)
-        for i, (sid, gid, zi, f, iv, m, r) in enumerate(rows):
+        estimated = np.array([bool(r[7] & SPECTRUM_ERROR_ESTIMATED) for r in rows], dtype=bool)
+        for i, (sid, gid, zi, f, iv, m, r, _) in enumerate(rows):
             w = self._grids[gid]
             k = w.size
             wave[i, :k] = w
@@ -156,7 +168,8 @@ class LinesTask:
                 res[i, :k] = r
             if zi is not None:
                 z[i] = zi
-        return LinesBatch([r[0] for r in rows], SpectraBatch(wave=wave, flux=flux, ivar=ivar, redshift=z, mask=mask, resolution=res))
+        spectra = SpectraBatch(wave=wave, flux=flux, ivar=ivar, redshift=z, mask=mask, resolution=res)
+        return LinesBatch([r[0] for r in rows], spectra, estimated)
 
     # ----------------------------------------------------------------- numerics
 
@@ -174,16 +187,20 @@ class LinesTask:
         assert isinstance(params, LinesParams)
         result = fit_spectra(batch.spectra, TemplateLibrary.mileshc(), self.fit_config(params), device=device, workers=workers)
         kin, lines = [], []
+        estimated = np.zeros(len(batch.spectrum_ids), bool) if batch.errors_estimated is None else batch.errors_estimated
         for i, sid in enumerate(batch.spectrum_ids):
+            sflags = int(result.flags[i]) | (int(SpectrumFlag.ERRORS_ESTIMATED) if estimated[i] else 0)
             kin.append((
                 sid, _num(result.z[i]), _num(result.velocity[i]), _num(result.velocity_err[i]), _num(result.sigma[i]),
                 _num(result.sigma_err[i]), _num(result.chi2_dof[i]), _num(result.stellar_chi2_dof[i]),
-                _num(result.snr[i]), int(result.n_pixels[i]), int(result.flags[i]),
+                _num(result.snr[i]), int(result.n_pixels[i]), sflags,
             ))
             for j, line in enumerate(result.line_ids):
                 lflags = int(result.line_flags[i, j])
                 if lflags & LineFlag.NOT_IN_RANGE:
                     continue  # the line is not in this spectrum: no row
+                if estimated[i]:
+                    lflags |= int(LineFlag.ERRORS_ESTIMATED)
                 lines.append((
                     sid, line, _num(result.line_z[i, j]), _num(result.line_velocity[i, j]),
                     _num(result.line_velocity_err[i, j]), _num(result.line_sigma[i, j]), _num(result.line_sigma_err[i, j]),

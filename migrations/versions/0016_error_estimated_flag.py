@@ -20,7 +20,7 @@ depends_on = None
 
 FLAGS = [
     ("spectrum", "flags", 5, "ERROR_ESTIMATED",
-     "The file gives no errors: ivar was estimated from the local scatter of the flux (DER_SNR over ~100 pixels)"),
+     "The file gives no errors: ivar was estimated from the local scatter of the flux (DER_SNR over 201 pixels)"),
 ]  # fmt: skip
 
 

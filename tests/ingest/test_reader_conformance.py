@@ -1,0 +1,314 @@
+"""Reader conformance: every registered reader passes the same checks on a sample of its format.
+
+A new reader is not done until it has a :class:`Sample` here (the registry test fails
+otherwise). Each sample is a real file where one exists (``origin`` says where it comes
+from) and a file written by :mod:`skyledger.testing` otherwise. The expectations are read
+from the file itself with astropy (first wavelength, position), or are the instrument's
+documented values (resolution ranges), never from the reader under test.
+
+Checks, for every reader:
+
+* detection by content picks it (the generic ``ifu_cube`` is configured, never detected);
+* ids are unique and every spectrum names a source of the file;
+* wavelengths are vacuum Angstrom, strictly increasing: pixel 0 equals the file's first
+  wavelength after the air -> vacuum conversion when the file is in air;
+* resolution is present within the instrument's range, or absent when the file has none;
+* the flux unit is a flux density (per Angstrom, per frequency, per solid angle) or, for
+  line catalogues, a line flux;
+* position and redshift as the file (or the survey options) give them;
+* broken input: a truncated or garbled copy, and a copy without the format's essential
+  HDU, raise ReaderError naming the file; in a batch the broken file loads nothing and the
+  good file beside it still loads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Table
+from sqlalchemy import text
+
+from skyledger.ingest.batch import ingest_paths
+from skyledger.ingest.readers import READERS, detect_reader, get_reader
+from skyledger.ingest.readers.base import vacuum_to_air
+from skyledger.ingest.records import ERROR_ESTIMATE_KEY
+from skyledger.ingest.sample_data import sample_data_dir
+from skyledger.schema.errors import ReaderError
+from skyledger.testing.disk_model import DiskParams
+from skyledger.testing.ifu_cubes import write_manga_cube, write_muse_cube
+from skyledger.testing.velocity_maps import write_velocity_map
+
+SAMPLE = sample_data_dir()
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+#: units a reader's flux may have: flux densities per wavelength or frequency, per solid
+#: angle or not, and (line catalogues) integrated line fluxes
+_FLUX_UNITS = (
+    u.erg / u.s / u.cm**2 / u.AA,
+    u.erg / u.s / u.cm**2 / u.AA / u.arcsec**2,
+    u.Jy,
+    u.MJy / u.sr,
+    u.erg / u.s / u.cm**2,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A file of a reader's format and what the file itself says about it."""
+
+    origin: str  # "real: <provenance>" or "synthetic: <generator>"
+    make: Callable[[Path], Path]  # puts the file into a directory, returns its path
+    object_id: str  # a spectrum the file must give
+    n_spectra: int | None  # None: at least one (a cube's usable spaxels depend on its noise)
+    kind: str = "fits"  # or "text": how to break it
+    options: dict[str, Any] = field(default_factory=dict)
+    detected: bool = True
+    medium: str = "vacuum"  # of the file: 'air', 'vacuum', or 'none' (no pixels)
+    first_wave: Callable[[Path], float] | None = None  # pixel 0 of object_id, in the file's medium
+    resolution: tuple[float, float] | None = None  # documented R range; None: the file gives none
+    position: tuple[float, float] | None = None  # (ra, dec) of object_id, degrees; None: no position
+    position_tol_arcsec: float = 0.5
+    z: float | None = None
+    error_estimated: bool = False
+    essential_hdu: str | None = None  # removing it must be reported by name
+
+
+def _copy(src: Path) -> Callable[[Path], Path]:
+    def make(directory: Path) -> Path:
+        return Path(shutil.copy(src, directory / src.name))
+
+    return make
+
+
+def _muse(directory: Path) -> Path:
+    params = DiskParams(ra=201.365, dec=-43.019, v_sys=1500.0, snr=40.0)
+    return write_muse_cube(directory / "DATACUBE_FINAL.fits", params, seed=3, n_x=6, n_y=5, n_wave=300)[0]
+
+
+def _manga(directory: Path) -> Path:
+    params = DiskParams(ra=184.6, dec=45.1, v_sys=5400.0, snr=10.0)
+    return write_manga_cube(directory / "manga-8485-1901-LOGCUBE.fits", params, seed=5, n_x=7, n_y=7, n_wave=500)[0]
+
+
+def _velocity_map(directory: Path) -> Path:
+    params = DiskParams(ra=150.1, dec=2.2, v_sys=1200.0)
+    return write_velocity_map(directory / "map.fits", params, seed=3)[0]
+
+
+def _catalogue(directory: Path) -> Path:
+    t = Table()
+    t["id"] = ["NGC0628_r1", "NGC0628_r2"]
+    t["ra"] = [24.1739, 24.1702] * u.deg
+    t["dec"] = [15.7836, 15.7791] * u.deg
+    t["z"] = [0.00219, 0.00221]
+    t["HA6563_FLUX"] = [101.0, 35.2] * u.Unit("1e-17 erg / (s cm2)")
+    t["HA6563_FLUX_ERR"] = [2.0, 1.1] * u.Unit("1e-17 erg / (s cm2)")
+    t["NII6584_FLUX"] = [30.1, 12.0] * u.Unit("1e-17 erg / (s cm2)")
+    t["NII6584_FLUX_ERR"] = [1.0, 0.7] * u.Unit("1e-17 erg / (s cm2)")
+    path = directory / "hii_regions.ecsv"
+    t.write(path, format="ascii.ecsv")
+    return path
+
+
+def _header_wave(hdu: str, key: str = "CRVAL3") -> Callable[[Path], float]:
+    return lambda p: float(fits.getheader(p, hdu)[key])
+
+
+SAMPLES: dict[str, Sample] = {
+    "sdss": Sample(
+        origin="real: SDSS DR18 spec-0945-52652-0470 (NGC 3073), bundled",
+        make=_copy(SAMPLE / "NGC3073_SDSS_DR18.fits"),
+        object_id="0945-52652-0470", n_spectra=1,
+        first_wave=lambda p: float(10 ** fits.getdata(p, "COADD")["loglam"][0]),
+        resolution=(1500.0, 3000.0),  # BOSS/SDSS spectrographs: R ~ 1500-2500 (Smee et al. 2013)
+        position=(150.21698, 55.618834), z=0.0037627, essential_hdu="COADD",
+    ),  # fmt: skip
+    "eso_phase3": Sample(
+        origin="real: LEGA-C DR3 M19_56670 (VIMOS), bundled",
+        make=_copy(SAMPLE / "legac_M19_56670_v3.0.fits"),
+        object_id="M19_56670", n_spectra=1, options={"z": 0.6686}, medium="air",
+        first_wave=lambda p: float(fits.getdata(p, 1)["WAVE"][0][0]),
+        resolution=(2000.0, 3500.0),  # VIMOS HR-red, R ~ 2500 (SPEC_RES)
+        position=(149.803879, 1.795453), z=0.6686, essential_hdu="PHASE3SPECTRA",
+    ),  # fmt: skip
+    "manga_rss": Sample(
+        origin="real: MaNGA DAP test spectra (8 spaxels), bundled",
+        make=_copy(SAMPLE / "MaNGA_test_spectra.fits.gz"),
+        object_id="MaNGA_test_spectra#0", n_spectra=8,
+        first_wave=lambda p: float(fits.getdata(p, "WAVE")[0]),
+        resolution=(1200.0, 2800.0),  # BOSS spectrographs behind MaNGA (Yan et al. 2016)
+        z=0.0495282, essential_hdu="IVAR",
+    ),  # fmt: skip
+    "muse_cube": Sample(
+        origin="synthetic: skyledger.testing.ifu_cubes.write_muse_cube (no public cube small enough)",
+        make=_muse, object_id="", n_spectra=None, medium="air",
+        first_wave=_header_wave("DATA"),
+        resolution=(1600.0, 3600.0),  # MUSE WFM, Bacon et al. 2017
+        essential_hdu="STAT",
+    ),  # fmt: skip
+    "manga_cube": Sample(
+        origin="synthetic: skyledger.testing.ifu_cubes.write_manga_cube",
+        make=_manga, object_id="", n_spectra=None,
+        first_wave=lambda p: float(fits.getdata(p, "WAVE")[0]),
+        resolution=(1200.0, 2800.0), essential_hdu="IVAR",
+    ),  # fmt: skip
+    "velocity_map": Sample(
+        origin="synthetic: skyledger.testing.velocity_maps.write_velocity_map",
+        make=_velocity_map, object_id="", n_spectra=None, medium="none",
+    ),  # fmt: skip
+    "line_catalog": Sample(
+        origin="synthetic: two HII regions with PHANGS-like fluxes",
+        make=_catalogue, object_id="NGC0628_r1", n_spectra=2, kind="text", medium="none",
+        position=(24.1739, 15.7836), z=0.00219,
+    ),  # fmt: skip
+}
+
+
+def test_every_registered_reader_has_a_conformance_sample():
+    assert set(SAMPLES) == set(READERS), "a reader needs a Sample in this file; SAMPLES and READERS differ"
+
+
+@pytest.fixture(params=sorted(SAMPLES), ids=str)
+def case(request, tmp_path) -> tuple[str, Sample, Path]:
+    sample = SAMPLES[request.param]
+    return request.param, sample, sample.make(tmp_path)
+
+
+def _read(name: str, sample: Sample, path: Path):
+    contents = get_reader(name).read(path, sample.options)
+    return contents, list(contents.spectra)
+
+
+def test_detection_by_content(case, tmp_path):
+    name, sample, path = case
+    # A neutral file name: detection must look at the content only.
+    renamed = path.rename(path.with_name("upload" + ("".join(path.suffixes[-1:]) if sample.kind == "text" else ".fits")))
+    if path.name.endswith(".gz"):
+        renamed = renamed.rename(renamed.with_name(renamed.name + ".gz"))
+    found = None
+    try:
+        found = detect_reader(renamed).name
+    except ReaderError:
+        pass
+    if sample.detected:
+        assert found == name
+    else:
+        assert found != name
+
+
+def test_ids_wavelengths_resolution_units_positions(case):
+    name, sample, path = case
+    contents, spectra = _read(name, sample, path)
+    assert contents.reader == name
+    assert len(spectra) == sample.n_spectra if sample.n_spectra is not None else spectra
+    ids = [s.object_id for s in spectra]
+    assert len(set(ids)) == len(ids)
+    sources = {s.object_id for s in contents.sources}
+    assert all(s.source_object_id in sources for s in spectra)
+    pixel_spectra = [s for s in spectra if s.n_pix]
+    for s in pixel_spectra:
+        assert s.wave.dtype == np.float64 and np.all(np.diff(s.wave) > 0)
+        assert 500.0 < s.wave[0] and s.wave[-1] < 300_000.0  # Angstrom, UV to mid-IR
+        assert s.flux.shape == s.ivar.shape == s.wave.shape and np.all(s.ivar >= 0)
+        estimated = bool(s.meta.get(ERROR_ESTIMATE_KEY))
+        assert estimated == sample.error_estimated
+    for s in spectra:
+        unit = s.flux_unit or (s.lines and contents.meta.get("flux_unit"))
+        if s.n_pix:
+            assert unit, f"{s.object_id}: no flux unit"
+        if unit:
+            parsed = u.Unit(unit)
+            assert any(parsed.is_equivalent(ok) for ok in _FLUX_UNITS), unit
+    if sample.medium == "none":
+        assert not pixel_spectra
+        chosen = next(s for s in spectra if s.object_id == sample.object_id) if sample.object_id else None
+    else:
+        chosen = next(s for s in spectra if s.object_id == sample.object_id) if sample.object_id else pixel_spectra[0]
+        # The chosen spectrum only: a real file may hold a deliberately broken one
+        # (MaNGA test spectrum 5 has a nonsense SRES ramp).
+        if sample.resolution is None:
+            assert chosen.resolution is None or np.all(np.isnan(chosen.resolution))
+        else:
+            lo, hi = sample.resolution
+            r = chosen.resolution[np.isfinite(chosen.resolution)]
+            # Half the pixels at least: MaNGA's SRES is 0 (unknown) beyond the covered range.
+            assert r.size > 0.5 * chosen.n_pix and lo <= np.median(r) <= hi and np.all((r > 0.5 * lo) & (r < 2 * hi))
+        in_file = sample.first_wave(path)
+        medium = chosen.meta.get("wavelength_medium_in_file") or contents.meta.get("wavelength_medium_in_file")
+        if sample.medium == "air":
+            assert medium == "air"
+            assert chosen.wave[0] > in_file and vacuum_to_air(chosen.wave[:1])[0] == pytest.approx(in_file, abs=1e-3)
+        else:
+            assert medium in (None, "vacuum")
+            assert chosen.wave[0] == pytest.approx(in_file, abs=1e-6 * in_file)
+    if chosen is not None:
+        if sample.position is None:
+            pass
+        else:
+            ra, dec = sample.position
+            assert chosen.ra is not None
+            sep = np.hypot((chosen.ra - ra) * np.cos(np.radians(dec)), chosen.dec - dec) * 3600.0
+            assert sep < sample.position_tol_arcsec
+        if sample.z is not None:
+            assert chosen.z == pytest.approx(sample.z, abs=1e-6)
+
+
+def _break(sample: Sample, path: Path, out: Path) -> Path:
+    if sample.kind == "text":
+        lines = path.read_text().splitlines()
+        data = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+        lines[data[-1]] = "12.5 not-a-number ???"
+        out.write_text("\n".join(lines) + "\n")
+        return out
+    raw = path.read_bytes()
+    out.write_bytes(raw[: len(raw) // 2])
+    return out
+
+
+def test_truncated_or_garbled_copy_is_rejected_naming_the_file(case, tmp_path):
+    name, sample, path = case
+    broken = _break(sample, path, tmp_path / ("broken_" + path.name))
+    with pytest.raises(ReaderError) as info:
+        _read(name, sample, broken)
+    assert str(broken) in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in SAMPLES.items() if s.essential_hdu), ids=str)
+def test_missing_essential_hdu_is_named(name, tmp_path):
+    sample = SAMPLES[name]
+    path = sample.make(tmp_path)
+    out = tmp_path / ("no_hdu_" + path.name)
+    with fits.open(path) as hdul:
+        assert sample.essential_hdu in [h.name for h in hdul]
+        fits.HDUList([h.copy() for h in hdul if h.name != sample.essential_hdu]).writeto(out)
+    with pytest.raises(ReaderError) as info:
+        _read(name, sample, out)
+    assert str(out) in str(info.value)
+    assert sample.essential_hdu in str(info.value) or info.value.hdu is not None
+
+
+def test_a_broken_file_loads_nothing_and_the_batch_goes_on(case, tmp_path, fresh_database):
+    name, sample, path = case
+    broken = _break(sample, path, tmp_path / ("broken_" + path.name))
+    from skyledger.ingest.config import SurveySpec
+
+    survey = SurveySpec(name=f"conformance-{name}", reader=name, options=sample.options)
+    summary = ingest_paths(fresh_database, [broken, path], survey=survey, read_workers=0)
+    status = {Path(o.path).name: o for o in summary.outcomes}
+    assert status[broken.name].status == "rejected" and status[broken.name].reason
+    assert status[path.name].status == "loaded"
+    with fresh_database.engine.connect() as conn:
+        per_file = dict(conn.execute(text(
+            "SELECT f.uri, count(sp.id) FROM ingest_file f LEFT JOIN spectrum sp ON sp.ingest_file_id = f.id "
+            "GROUP BY f.uri"
+        )).all())  # fmt: skip
+    assert not any(uri.endswith(broken.name) and n for uri, n in per_file.items())
+    assert any(uri.endswith(path.name) for uri in per_file)
