@@ -37,6 +37,7 @@ class AbundanceFlag(enum.IntFlag):
     TE_FROM_RELATION = 1 << 19
     BRANCH_AMBIGUOUS = 1 << 20
     NOT_CONVERGED = 1 << 21
+    ERRORS_ESTIMATED = 1 << 22
 
 
 FLAG_DESCRIPTIONS: dict[AbundanceFlag, str] = {
@@ -62,4 +63,5 @@ FLAG_DESCRIPTIONS: dict[AbundanceFlag, str] = {
     AbundanceFlag.TE_FROM_RELATION: "a zone temperature was taken from the Te-Te relation (Garnett 1992)",
     AbundanceFlag.BRANCH_AMBIGUOUS: "R23 branches cross or the branch indicator is missing (KK04)",
     AbundanceFlag.NOT_CONVERGED: "the joint Te-ne iteration did not converge",
+    AbundanceFlag.ERRORS_ESTIMATED: "the spectrum's file gives no errors: line errors derive from the reader's scatter estimate",
 }

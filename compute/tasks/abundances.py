@@ -110,6 +110,8 @@ class AbundancesBatch:
     errors: np.ndarray
     dust_corrected: np.ndarray  # bool [n]
     upstream_run_ids: list[int]
+    #: bool [n]: a line comes from a spectrum whose errors the reader estimated
+    errors_estimated: np.ndarray | None = None
 
 
 def batch_seed(seed: int, spectrum_ids: Sequence[int]) -> int:
@@ -217,6 +219,7 @@ class AbundancesTask:
         fluxes = np.full((len(ids), len(LINE_IDS)), np.nan)
         errors = np.full_like(fluxes, np.nan)
         corrected = np.zeros(len(ids), dtype=bool)
+        estimated = np.zeros(len(ids), dtype=bool)
         used: set[int] = set()
         rows = session.execute(text(LINES_SQL), {"ids": ids, "sources": list(params.line_sources)})
         for r in rows:
@@ -227,12 +230,13 @@ class AbundancesTask:
             corrected[i] |= bool(r.flags & DUST_CORRECTED_BIT) and r.source_task == "ingested"
             if r.source_task == "lines" and r.flags & _UNUSABLE_FIT:
                 continue
+            estimated[i] |= r.source_task == "lines" and bool(r.flags & LineFlag.ERRORS_ESTIMATED)
             if r.flux is not None:
                 fluxes[i, j] = r.flux
                 errors[i, j] = np.nan if r.flux_err is None else r.flux_err
         self._sources = params.line_sources
         self._last_read.record(ids, used)
-        return AbundancesBatch(ids, fluxes, errors, corrected, sorted(used))
+        return AbundancesBatch(ids, fluxes, errors, corrected, sorted(used), estimated)
 
     # ----------------------------------------------------------------- numerics
 
@@ -243,13 +247,18 @@ class AbundancesTask:
             torch.from_numpy(batch.fluxes), torch.from_numpy(batch.errors), torch.from_numpy(batch.dust_corrected),
             params, device, generator, LINE_IDS,
         )
-        rows, n_flagged = self.rows(batch.spectrum_ids, result, params)
+        rows, n_flagged = self.rows(batch.spectrum_ids, result, params, batch.errors_estimated)
         return TaskOutput(rows={"abundance": rows}, n_inputs=len(batch.spectrum_ids), n_flagged=n_flagged)
 
     @staticmethod
-    def rows(spectrum_ids: Sequence[int], result: AbundanceResult, params: AbundancesParams) -> tuple[list[tuple[Any, ...]], int]:
+    def rows(
+        spectrum_ids: Sequence[int], result: AbundanceResult, params: AbundancesParams,
+        errors_estimated: np.ndarray | None = None,
+    ) -> tuple[list[tuple[Any, ...]], int]:  # fmt: skip
         """Rows of ``abundance`` (without run_id) and the number of failed inputs."""
         n = len(spectrum_ids)
+        marked = np.zeros(n, dtype=bool) if errors_estimated is None else np.asarray(errors_estimated, dtype=bool)
+        mark = int(AbundanceFlag.ERRORS_ESTIMATED)
         with_errors = params.n_draws > 0
         missing = np.full((3, n), np.nan)
 
@@ -279,7 +288,8 @@ class AbundancesTask:
                 ionic = [_num(v[i]) for v in value_only]
                 if all(c is None for c in measured + ionic):
                     continue  # the method produced nothing (ebv is shared, not the method's)
-                out.append(_in_table_order((sid, name, *measured, *triple(ebv, i), *ionic, int(flags[i]))))
+                row_flags = int(flags[i]) | (mark if marked[i] else 0)
+                out.append(_in_table_order((sid, name, *measured, *triple(ebv, i), *ionic, row_flags)))
                 has_row[i] = True
                 has_oh[i] |= measured[0] is not None
         first = params.methods[0]
@@ -287,7 +297,7 @@ class AbundancesTask:
         empty = [None] * (3 * len(ERROR_COLUMNS))
         for i in np.nonzero(~has_row)[0]:
             # No method produced anything: one row keeps the flags (and E(B-V), if any).
-            flags = int(first_flags[i]) | int(AbundanceFlag.MISSING_LINES)
+            flags = int(first_flags[i]) | int(AbundanceFlag.MISSING_LINES) | (mark if marked[i] else 0)
             out.append(_in_table_order((spectrum_ids[i], first, *empty, *triple(ebv, i), *[None] * len(VALUE_COLUMNS), flags)))
         shared = result.dust_flags.detach().cpu().numpy()
         n_flagged = int(np.count_nonzero(~has_oh | ((shared & _FAILED) != 0)))
