@@ -115,7 +115,7 @@ def demo(ctx: typer.Context) -> None:
     settings = _settings(ctx)
     db = admin.init_database(settings)
     try:
-        typer.echo("1/3 ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA)...")
+        typer.echo("1/3 ingesting the bundled real spectra (SDSS DR18, LEGA-C DR3, MaNGA) and a SAMI DR3 cube...")
         _print_batch(run_demo(db))
         device = resolve_device(settings.device)
         typer.echo(f"2/3 processing on {device}...")
@@ -131,6 +131,7 @@ def demo(ctx: typer.Context) -> None:
                 "GROUP BY 1 ORDER BY 1",
             )
         typer.echo(format_result(result, "table"))
+        _print_cube_galaxy(db, settings.home / "plots")
         _print_status(db)
         typer.echo("3/3 releasing the current collection...")
         name, where, summary = release_demo(db, settings.releases_dir)
@@ -141,6 +142,26 @@ def demo(ctx: typer.Context) -> None:
         typer.echo(f"SQL: SELECT * FROM {name}.lines LIMIT 10;  check: skyledger release verify {name}")
     finally:
         db.dispose()
+
+
+def _print_cube_galaxy(db, plots_dir: Path) -> None:
+    """The demo cube's rotation fits and gradients, and its plots written to ``plots_dir``."""
+    from skyledger.api.rotation_plots import rotation_plots
+
+    from .demo import CUBE_SUMMARY_SQL, DEMO_CUBE_GALAXY
+
+    with db.session() as session:
+        result = run_query(session, CUBE_SUMMARY_SQL)
+    typer.echo(f"SAMI galaxy {DEMO_CUBE_GALAXY}: rotation curve and metallicity gradient")
+    typer.echo(format_result(result, "table"))
+    with db.session() as session:
+        try:
+            paths = rotation_plots(session, DEMO_CUBE_GALAXY, plots_dir)
+        except SkyledgerError as err:
+            typer.echo(f"no rotation plot: {err}")
+            return
+    for path in paths:
+        typer.echo(f"plot: {path}")
 
 
 def _print_batch(summary) -> None:

@@ -13,11 +13,11 @@ from skyledger.schema.database import Database
 
 from .releases import ReleaseSummary, demo_release
 
-__all__ = ["demo_config", "run_demo", "process_demo", "release_demo"]
+__all__ = ["CUBE_SUMMARY_SQL", "DEMO_CUBE_GALAXY", "demo_config", "process_demo", "release_demo", "run_demo"]
 
 
 def demo_config() -> IngestConfig:
-    """The bundled files as three surveys, as an operator would configure them."""
+    """The bundled files as four surveys, as an operator would configure them."""
     root = sample_data_dir()
     return IngestConfig(
         path=None,
@@ -28,8 +28,30 @@ def demo_config() -> IngestConfig:
             # in the pPXF LEGA-C example) goes in the configuration, as an operator would.
             SurveySpec(name="legac-dr3", reader="eso_phase3", location=root, glob="legac_*.fits", options={"z": 0.6686}),
             SurveySpec(name="manga-dap-test", reader="manga_rss", location=root, glob="MaNGA_*.fits.gz"),
+            # Both arms of one SAMI DR3 galaxy, formats detected from the content. The
+            # survey's seeing (DR3 PSF FWHM of this cube) lets the rotation fit model
+            # beam smearing.
+            SurveySpec(
+                name="sami-dr3", location=root, glob="209807_A_sectors_*.fits.gz", options={"psf_fwhm_arcsec": 2.51}
+            ),
         ),
     )
+
+
+#: the IFU galaxy of the demo, whose rotation curve and gradient the demo shows
+DEMO_CUBE_GALAXY = "209807"
+
+#: what the demo prints about the cube galaxy: its rotation fits and metallicity gradients
+CUBE_SUMMARY_SQL = f"""
+SELECT 'rotation ' || component || ' ' || model AS fit, round(pa::numeric, 1) AS pa_deg,
+       round(inc::numeric, 1) AS inc_deg, round(vmax::numeric, 1) AS vmax_kms,
+       NULL::numeric AS dex_per_kpc, n_points AS points
+FROM catalog.rotation WHERE object_id = '{DEMO_CUBE_GALAXY}' AND pa IS NOT NULL
+UNION ALL
+SELECT 'gradient ' || method, NULL, NULL, NULL, round(slope_dex_per_kpc::numeric, 3), n_points
+FROM catalog.metallicity_gradients WHERE object_id = '{DEMO_CUBE_GALAXY}' AND slope_dex_per_kpc IS NOT NULL
+ORDER BY 1
+"""
 
 
 def run_demo(db: Database) -> BatchSummary:
