@@ -58,7 +58,6 @@ from skyledger.ingest.readers.base import (
     check_wavelength,
     finalize_spectrum,
     normalise_flux_unit,
-    resolution_from_sigma,
 )
 from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, open_fits, require_hdu
 from skyledger.ingest.readers.fits_tables import TableData, find_column, read_table
@@ -70,6 +69,7 @@ __all__ = ["DesiCoaddReader", "reader", "merge_arms", "sigma_from_resolution", "
 _OPTIONS = ("z", "redshifts", "flux_unit", "include_dead")
 #: arms' pixels coincide when they agree to this fraction of a pixel
 _GRID_TOLERANCE = 1.0e-4
+_FWHM_PER_SIGMA = float(2.0 * np.sqrt(2.0 * np.log(2.0)))
 _ARM = re.compile(r"^([A-Z0-9]+)_FLUX$")
 # Small per-fibre FIBERMAP values worth keeping (upper-case column -> meta key).
 _META_COLUMNS = {
@@ -100,13 +100,13 @@ def sigma_from_resolution(band: np.ndarray) -> np.ndarray:
     """
     ndiag = band.shape[1]
     offsets = np.arange(ndiag // 2, -(ndiag // 2) - 1, -1, dtype=np.float32)
-    s0 = band.sum(axis=1, dtype=np.float64)
-    s1 = np.einsum("fdp,d->fp", band, offsets, dtype=np.float64)
-    s2 = np.einsum("fdp,d->fp", band, offsets * offsets, dtype=np.float64)
+    # One BLAS call: (3, ndiag) @ (nfibre, ndiag, npix) -> the 0th, 1st, 2nd moments.
+    weights = np.stack([np.ones_like(offsets), offsets, offsets * offsets])
+    s0, s1, s2 = np.moveaxis(np.matmul(weights, np.asarray(band, dtype=np.float32)), 1, 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / s0
         var = s2 / s0 - mean * mean
-    return np.sqrt(np.where((s0 > 0) & (var > 0), var, np.nan))
+    return np.sqrt(np.where((s0 > 0) & (var > 0), var, np.float32(np.nan)))
 
 
 # --------------------------------------------------------------------------- merging
@@ -394,11 +394,14 @@ class DesiCoaddReader:
                 sigma2 = None
                 if res is not None:
                     sigma_pix = sigma_from_resolution(np.asarray(res[keep], dtype=np.float32))
-                    sigma2 = (sigma_pix * np.gradient(wave)[None, :]) ** 2
+                    sigma2 = (sigma_pix * np.gradient(wave).astype(np.float32)[None, :]) ** 2
                 arms.append(_Arm(a, wave, flux, ivar, mask, sigma2))
             wave = _common_grid(path, arms)
             flux, ivar, mask, sigma2 = merge_arms(arms, wave.size)
-            resolution = None if sigma2 is None else resolution_from_sigma(wave[None, :], np.sqrt(sigma2))
+            resolution = None
+            if sigma2 is not None:  # resolution_from_sigma, in float32 for the whole file at once
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    resolution = wave.astype(np.float32)[None, :] / (np.float32(_FWHM_PER_SIGMA) * np.sqrt(sigma2))
 
             flux_unit = opts.get("flux_unit") or normalise_flux_unit(units[arm_names[0]] or None)
             zsource, zhow = _redshifts(path, opts)
