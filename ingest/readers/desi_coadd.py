@@ -39,6 +39,9 @@ Choices:
   ``REDSHIFTS`` or ``ZCATALOG`` table: TARGETID, Z, ZWARN), else the sibling
   ``redrock-<suffix>`` of ``coadd-<suffix>`` in the same directory (the standard DESI
   layout) when it exists; otherwise no z. ZWARN != 0 keeps z and records ``zwarn`` in meta.
+* **Detection** by content: a FIBERMAP with COADD_* columns (or an EXP_FIBERMAP HDU) and
+  an arm with X_WAVELENGTH, X_FLUX, X_IVAR. Per-exposure ``spectra-*`` files (same arms,
+  a FIBERMAP row per exposure, no COADD_* columns) are not claimed.
 * **Flux unit**: the ``X_FLUX`` BUNIT (10**-17 erg/(s cm2 Angstrom)); option ``flux_unit``.
 """
 
@@ -333,14 +336,21 @@ class DesiCoaddReader:
         if summary is None:
             return False
         names = set(summary.names())
-        if "FIBERMAP" not in names:
+        fibermap = summary.get("FIBERMAP")
+        if fibermap is None:
+            return False
+        # A coadd, not a per-exposure spectra-* file (same arms, one row per exposure):
+        # its FIBERMAP has the COADD_* columns, and EXP_FIBERMAP follows it.
+        if "EXP_FIBERMAP" not in names and not any(c.startswith("COADD_") for c in summary.columns(fibermap)):
             return False
         arms = {m.group(1) for n in names if (m := _ARM.match(n))}
         return any({f"{a}_WAVELENGTH", f"{a}_IVAR"} <= names for a in arms)
 
     def read(self, path: str | os.PathLike[str], options: Mapping[str, Any]) -> FileContents:
         opts = check_options(path, options, _OPTIONS)
-        include_dead = bool(opts.get("include_dead", False))
+        include_dead = opts.get("include_dead", False)
+        if not isinstance(include_dead, bool):
+            raise ReaderError(path, f"option include_dead must be true or false, got {include_dead!r}")
         with open_fits(path) as hdul:
             primary = hdul[0].header
             names = [h.name.upper() for h in hdul]
@@ -486,9 +496,10 @@ class DesiCoaddReader:
         if f"{arm}_RESOLUTION" in hdul:
             hdu = hdul[f"{arm}_RESOLUTION"]
             res = hdu_data(path, hdu)
-            if res is None or res.ndim != 3 or res.shape[0] != n_fibres or res.shape[2] != npix or res.shape[1] % 2 != 1:
+            shape = None if res is None else res.shape
+            if shape is None or len(shape) != 3 or shape[0] != n_fibres or shape[2] != npix or shape[1] % 2 != 1:
                 raise ReaderError(
-                    path, f"resolution data has shape {None if res is None else res.shape}, expected ({n_fibres}, "
+                    path, f"resolution data has shape {shape}, expected ({n_fibres}, "
                     f"ndiag (odd), {npix})", hdu=hdu.name,
                 )  # fmt: skip
         return (wave, *arrays, res)

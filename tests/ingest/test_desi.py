@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.loader import SPECTRUM_FLAGS
-from skyledger.ingest.readers import detect_reader
+from skyledger.ingest.readers import detect_reader, get_reader
 from tests.ingest.test_readers import DESI, assert_rejects, modified_copy, read_all
 
 TARGET = 39633300968442591
@@ -46,6 +46,16 @@ def test_detected_by_content(tmp_path):
     disguised = tmp_path / "spectra.fits"
     shutil.copy(DESI, disguised)
     assert detect_reader(disguised).name == "desi_coadd"
+
+
+def test_a_per_exposure_spectra_file_is_not_claimed(tmp_path):
+    def as_spectra_file(h):
+        del h["EXP_FIBERMAP"]
+        cols = [c for c in h["FIBERMAP"].columns if not c.name.startswith("COADD_")]
+        h["FIBERMAP"] = fits.BinTableHDU.from_columns(cols, name="FIBERMAP")
+
+    path = modified_copy(DESI, tmp_path / "spectra-5-169-thru20210419.fits", as_spectra_file)
+    assert not get_reader("desi_coadd").sniff(path)
 
 
 def test_one_usable_fibre_with_arms_merged_on_the_common_grid(desi):
@@ -145,6 +155,7 @@ def test_redshift_from_options_and_files(tmp_path):
     assert contents.meta["redshift_source"] == "redrock sibling redrock-5-169-thru20210419.fits"
     assert_rejects(DESI, "desi_coadd", "option z must be a number", options={"z": "high"})
     assert_rejects(DESI, "desi_coadd", "unknown reader option", options={"object_id": "x"})
+    assert_rejects(DESI, "desi_coadd", "include_dead must be true or false", options={"include_dead": "no"})
     assert_rejects(DESI, "desi_coadd", "no REDSHIFTS or ZCATALOG", options={"redshifts": str(DESI)})
 
 
