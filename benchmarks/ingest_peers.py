@@ -110,7 +110,10 @@ def settle() -> float:
 # each round's rows go into tables the size production's have at that point.
 
 
-def run_production(server: Server, files: list[Path], *, db_name: str, read_workers: int | None) -> dict[str, Any]:
+def run_production(
+    server: Server, files: list[Path], *, db_name: str, read_workers: int | None, reader: str = "sdss",
+    survey: str = SURVEY,
+) -> dict[str, Any]:  # fmt: skip
     """One ``ingest_paths`` call over ``files``, timed from the call to its return."""
     url = server.url(db_name)
     engine = create_engine(url, pool_pre_ping=True)
@@ -135,7 +138,7 @@ def run_production(server: Server, files: list[Path], *, db_name: str, read_work
                 memory.append({"percent_of_files": checkpoints[done], "files": done, "rss_mib": now / 2**20,
                                "peak_rss_mib": rss.peak / 2**20, "elapsed_s": time.perf_counter() - started})  # fmt: skip
 
-        summary = ingest_paths(db, [str(f) for f in files], survey=SurveySpec(name=SURVEY, reader="sdss"),
+        summary = ingest_paths(db, [str(f) for f in files], survey=SurveySpec(name=survey, reader=reader),
                                on_file=on_file, read_workers=read_workers, keep_outcomes=False)  # fmt: skip
         wall = time.perf_counter() - started
     engine.dispose()

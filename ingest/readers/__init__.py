@@ -58,6 +58,7 @@ class _Registry(Mapping[str, Reader]):
 #: every reader by name (module of the same name), in the order detect_reader tries them
 READERS: Mapping[str, Reader] = _Registry({
     "sdss": "sdss",
+    "desi_coadd": "desi_coadd",
     "eso_phase3": "eso_phase3",
     "muse_cube": "muse_cube",
     "manga_cube": "manga_cube",

@@ -27,6 +27,7 @@ NGC3522 = SAMPLE / "NGC3522_SDSS_DR18.fits"
 LEGAC = SAMPLE / "legac_M19_56670_v3.0.fits"
 MANGA = SAMPLE / "MaNGA_test_spectra.fits.gz"
 MANGA_MULTI = SAMPLE / "MaNGA_multicomp_test_spectra.fits.gz"
+DESI = Path(__file__).resolve().parents[1] / "data" / "desi" / "coadd-5-169-thru20210419.fits"
 
 
 def read_all(path: Path, reader: str, options: dict | None = None) -> tuple[FileContents, list]:
@@ -57,7 +58,7 @@ def assert_rejects(path: Path, reader: str, *fragments: str, options: dict | Non
 
 
 def test_registry_holds_every_format_and_the_protocol():
-    assert set(READERS) == {"sdss", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "velocity_map", "line_catalog"}
+    assert set(READERS) == {"sdss", "desi_coadd", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "velocity_map", "line_catalog"}
     for name, reader in READERS.items():
         assert isinstance(reader, Reader)
         assert reader.name == name
@@ -90,7 +91,8 @@ def test_a_reader_is_imported_only_when_asked_for():
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [(NGC3073, "sdss"), (NGC3522, "sdss"), (LEGAC, "eso_phase3"), (MANGA, "manga_rss"), (MANGA_MULTI, "manga_rss")],
+    [(NGC3073, "sdss"), (NGC3522, "sdss"), (LEGAC, "eso_phase3"), (MANGA, "manga_rss"), (MANGA_MULTI, "manga_rss"),
+     (DESI, "desi_coadd")],
 )
 def test_detect_reader_on_real_files(path, expected):
     assert detect_reader(path).name == expected
@@ -137,7 +139,7 @@ def test_sniff_rejects_junk_without_raising(tmp_path):
         "notes.csv": "the content is text, starting 'name,comment'; if its format is one of",
         "gzip_junk.fits.gz": "a damaged gzip file",
         "half_card.fits": "truncated FITS file: the file ends in the middle of a 2880-byte block",
-        "image.fits": "a well-formed FITS file; if its format is one of sdss, eso_phase3",
+        "image.fits": "a well-formed FITS file; if its format is one of sdss, desi_coadd, eso_phase3",
     }
     paths = junk_files(tmp_path)
     assert sorted(p.name for p in paths) == sorted(expected)
