@@ -74,7 +74,8 @@ class Sample:
     medium: str = "vacuum"  # of the file: 'air', 'vacuum', or 'none' (no pixels)
     first_wave: Callable[[Path], float] | None = None  # pixel 0 of object_id, in the file's medium
     resolution: tuple[float, float] | None = None  # documented R range; None: the file gives none
-    position: tuple[float, float] | None = None  # (ra, dec) of object_id, degrees; None: no position
+    #: (ra, dec) of object_id in degrees, or read from the file; None: the file gives none
+    position: tuple[float, float] | Callable[[Path], tuple[float, float]] | None = None
     position_tol_arcsec: float = 0.5
     z: float | None = None
     error_estimated: bool = False
@@ -118,6 +119,12 @@ def _catalogue(directory: Path) -> Path:
     return path
 
 
+def _fibermap_position(path: Path, targetid: int) -> tuple[float, float]:
+    fibermap = fits.getdata(path, "FIBERMAP")
+    row = fibermap[fibermap["TARGETID"] == targetid][0]
+    return float(row["TARGET_RA"]), float(row["TARGET_DEC"])
+
+
 def _header_wave(hdu: str, key: str = "CRVAL3") -> Callable[[Path], float]:
     return lambda p: float(fits.getheader(p, hdu)[key])
 
@@ -130,6 +137,14 @@ SAMPLES: dict[str, Sample] = {
         first_wave=lambda p: float(10 ** fits.getdata(p, "COADD")["loglam"][0]),
         resolution=(1500.0, 3000.0),  # BOSS/SDSS spectrographs: R ~ 1500-2500 (Smee et al. 2013)
         position=(150.21698, 55.618834), z=0.0037627, essential_hdu="COADD",
+    ),  # fmt: skip
+    "desi_coadd": Sample(
+        origin="real: DESI EDR coadd, tile 169 petal 5, 5 fibres (specutils test file), tests/data/desi",
+        make=_copy(DATA / "desi" / "coadd-5-169-thru20210419.fits"),
+        object_id="39633300968442591", n_spectra=1,  # the other 4 fibres are unassigned or broken
+        first_wave=lambda p: float(fits.getdata(p, "B_WAVELENGTH")[0]),
+        resolution=(2000.0, 5500.0),  # DESI B/R/Z arms together (DESI Collaboration 2022, instrument overview)
+        position=lambda p: _fibermap_position(p, 39633300968442591), essential_hdu="R_IVAR",
     ),  # fmt: skip
     "eso_phase3": Sample(
         origin="real: LEGA-C DR3 M19_56670 (VIMOS), bundled",
@@ -253,7 +268,7 @@ def test_ids_wavelengths_resolution_units_positions(case):
         if sample.position is None:
             pass
         else:
-            ra, dec = sample.position
+            ra, dec = sample.position(path) if callable(sample.position) else sample.position
             assert chosen.ra is not None
             sep = np.hypot((chosen.ra - ra) * np.cos(np.radians(dec)), chosen.dec - dec) * 3600.0
             assert sep < sample.position_tol_arcsec
