@@ -63,6 +63,8 @@ READERS: Mapping[str, Reader] = _Registry({
     "manga_cube": "manga_cube",
     "manga_rss": "manga_rss",
     "velocity_map": "velocity_map",
+    "fits_image_1d": "fits_image_1d",
+    "text_spectrum": "text_spectrum",
     "line_catalog": "line_catalog",
 })
 

@@ -40,8 +40,9 @@ or ``RA``/``DEC`` (degrees or sexagesimal strings, RA in hours); note that at so
 telescopes RA/DEC is the pointing, not the slit target (GTC/OSIRIS: 3.4' off in the
 sample file), so give ``ra``/``dec`` where it matters. Redshift from option ``z``, else
 ``REDSHIFT`` or ``Z``. Flux unit from option ``flux_unit``, else ``BUNIT`` (``A`` read as
-Angstrom). Resolution: option ``resolution`` (R), else none (flag NO_RESOLUTION). With
-several apertures, each is a source whose parent is the object (given the object's
+Angstrom); a plain cgs f_lambda with tiny values is rescaled to ``1e<k> erg/s/cm2/A``
+(:func:`~.oned_common.rescale_flux`) so that ivar fits float32. Resolution: option
+``resolution`` (R), else none (flag NO_RESOLUTION). With several apertures, each is a source whose parent is the object (given the object's
 position: an aperture's offset along the slit is not in the header).
 """
 
@@ -68,6 +69,7 @@ from skyledger.ingest.readers.oned_common import (
     flux_unit_from_text,
     header_position,
     medium_option,
+    rescale_flux,
     resolution_option,
 )
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
@@ -247,6 +249,9 @@ class FitsImage1DReader:
             ra, dec, position_from = header_position(path, header, opts, what=base_id, hdu=hname)
             z = opts.get("z", header_float(header, "REDSHIFT", "Z"))
             flux_unit = opts.get("flux_unit") or flux_unit_from_text(header.get("BUNIT"))
+            scale, flux_unit = rescale_flux(cube[flux_band], flux_unit)
+            if scale != 1.0:
+                cube = cube * scale  # the sigma band too
             resolution = resolution_option(path, opts, n)
             meta = {
                 "wavelength_medium_in_file": medium,

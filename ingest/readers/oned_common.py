@@ -18,7 +18,7 @@ from skyledger.ingest.readers.base import SCATTER_METHOD, check_position, ivar_f
 from skyledger.ingest.records import ERROR_ESTIMATE_KEY
 from skyledger.schema.errors import ReaderError
 
-__all__ = ["F_LAMBDA", "flux_unit_from_text", "header_position", "medium_option", "estimated_ivar",
+__all__ = ["F_LAMBDA", "flux_unit_from_text", "header_position", "medium_option", "estimated_ivar", "rescale_flux",
            "resolution_option"]  # fmt: skip
 
 #: the unit the readers of this family give f_lambda in when they convert
@@ -109,3 +109,27 @@ def estimated_ivar(flux: np.ndarray, meta: dict[str, Any], good: np.ndarray | No
     """ivar from the spectrum's own scatter (:func:`ivar_from_scatter`), recorded in ``meta``."""
     meta[ERROR_ESTIMATE_KEY] = SCATTER_METHOD
     return ivar_from_scatter(flux, good)
+
+
+def rescale_flux(flux: np.ndarray, unit: str | None) -> tuple[float, str | None]:
+    """(factor, unit): a flux in a plain cgs f_lambda unit with tiny values (1e-17 erg/s/cm2/A)
+    is multiplied by ``factor`` = 10^-k and its unit becomes ``1e<k> erg / (Angstrom s cm2)``,
+    so that ivar = 1/sigma^2 stays far inside float32 (1/(1e-20)^2 = 1e40 overflows it);
+    (1.0, unit) for anything else."""
+    if not unit:
+        return 1.0, unit
+    try:
+        parsed = u.Unit(unit)
+        if not parsed.is_equivalent(F_LAMBDA):
+            return 1.0, unit
+        to_cgs = parsed.to(F_LAMBDA)
+    except (ValueError, u.UnitConversionError):
+        return 1.0, unit
+    if not np.isclose(to_cgs, 1.0):
+        return 1.0, unit  # already a scaled unit (1e-17 erg/s/cm2/A): kept as the file gives it
+    values = np.abs(np.asarray(flux, dtype=np.float64)) * to_cgs
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0 or np.median(values) > 1e-10:
+        return 1.0, unit
+    k = int(np.floor(np.log10(np.median(values))))
+    return 10.0**-k, (u.Unit(f"1e{k}") * F_LAMBDA).to_string()
