@@ -42,8 +42,9 @@ sample file), so give ``ra``/``dec`` where it matters. Redshift from option ``z`
 ``REDSHIFT`` or ``Z``. Flux unit from option ``flux_unit``, else ``BUNIT`` (``A`` read as
 Angstrom); a plain cgs f_lambda with tiny values is rescaled to ``1e<k> erg/s/cm2/A``
 (:func:`~.oned_common.rescale_flux`) so that ivar fits float32. Resolution: option
-``resolution`` (R), else none (flag NO_RESOLUTION). With several apertures, each is a source whose parent is the object (given the object's
-position: an aperture's offset along the slit is not in the header).
+``resolution`` (R), else none (flag NO_RESOLUTION). With several apertures, each is a
+source whose parent is the object (given the object's position: an aperture's offset
+along the slit is not in the header).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, header_
 from skyledger.ingest.readers.oned_common import (
     estimated_ivar,
     flux_unit_from_text,
+    flux_unit_option,
     header_position,
     medium_option,
     rescale_flux,
@@ -248,7 +250,7 @@ class FitsImage1DReader:
             base_id = str(opts.get("object_id") or header.get("OBJECT") or file_stem(path)).strip() or file_stem(path)
             ra, dec, position_from = header_position(path, header, opts, what=base_id, hdu=hname)
             z = opts.get("z", header_float(header, "REDSHIFT", "Z"))
-            flux_unit = opts.get("flux_unit") or flux_unit_from_text(header.get("BUNIT"))
+            flux_unit = flux_unit_option(path, opts) or flux_unit_from_text(header.get("BUNIT"))
             scale, flux_unit = rescale_flux(cube[flux_band], flux_unit)
             if scale != 1.0:
                 cube = cube * scale  # the sigma band too

@@ -18,7 +18,7 @@ from skyledger.ingest.readers.base import SCATTER_METHOD, check_position, ivar_f
 from skyledger.ingest.records import ERROR_ESTIMATE_KEY
 from skyledger.schema.errors import ReaderError
 
-__all__ = ["F_LAMBDA", "flux_unit_from_text", "header_position", "medium_option", "estimated_ivar", "rescale_flux",
+__all__ = ["F_LAMBDA", "flux_unit_from_text", "header_position", "medium_option", "estimated_ivar", "rescale_flux", "flux_unit_option",
            "resolution_option"]  # fmt: skip
 
 #: the unit the readers of this family give f_lambda in when they convert
@@ -133,3 +133,14 @@ def rescale_flux(flux: np.ndarray, unit: str | None) -> tuple[float, str | None]
         return 1.0, unit
     k = int(np.floor(np.log10(np.median(values))))
     return 10.0**-k, (u.Unit(f"1e{k}") * F_LAMBDA).to_string()
+
+
+def flux_unit_option(path: object, opts: Mapping[str, Any]) -> str | None:
+    """Option ``flux_unit`` in astropy's form (None when not given); an unreadable one is an error."""
+    raw = opts.get("flux_unit")
+    if raw is None:
+        return None
+    unit = flux_unit_from_text(str(raw))
+    if unit is None:
+        raise ReaderError(path, f"option flux_unit {raw!r} is not a unit astropy can read")
+    return unit

@@ -12,7 +12,8 @@ taken in the order wave, flux, err, mask; a fifth unnamed column is ignored (lis
 ``meta["ignored_columns"]``).
 
 Detected by content: the first few kB hold at least five data lines of 2-5 numeric
-columns with a positive, strictly increasing first column. A table with non-numeric
+columns with a positive, strictly increasing first column, under at most one header line
+that names a wavelength and a flux column (names as above). A table with non-numeric
 cells (an id column) is not a spectrum: line catalogues (``<LINE>_FLUX`` columns) stay
 with the ``line_catalog`` reader, and ECSV files are not claimed.
 
@@ -47,7 +48,13 @@ import numpy as np
 from astropy import units as u
 
 from skyledger.ingest.readers.base import air_to_vacuum, check_options, check_position, finalize_spectrum
-from skyledger.ingest.readers.oned_common import estimated_ivar, medium_option, rescale_flux, resolution_option
+from skyledger.ingest.readers.oned_common import (
+    estimated_ivar,
+    flux_unit_option,
+    medium_option,
+    rescale_flux,
+    resolution_option,
+)
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -96,6 +103,9 @@ def _sniff_text(head: str) -> bool:
         if values is None:
             if rows or seen_header or not 2 <= len(tokens) <= 5:
                 return False  # a second text line, or text between numbers: a table, not a spectrum
+            lower = [t.lower() for t in tokens]
+            if not all(any(n in ROLE_NAMES[role] for n in lower) for role in ("wave", "flux")):
+                return False  # named columns, but not a spectrum's (a catalogue's HA6563_FLUX, ...)
             seen_header = True
             continue
         if not 2 <= len(values) <= 5 or (rows and len(values) != len(rows[0])):
@@ -165,7 +175,7 @@ class TextSpectrumReader:
         medium = medium_option(path, opts, medium_comment or "vacuum")
         if medium == "air":
             wave = air_to_vacuum(wave)
-        scale, flux_unit = rescale_flux(flux, opts.get("flux_unit"))
+        scale, flux_unit = rescale_flux(flux, flux_unit_option(path, opts))
         flux = flux * scale
         good = np.isfinite(flux)
         if not np.any(good & (flux != 0)):
