@@ -153,7 +153,9 @@ def _wavelength(path: object, header: Mapping[str, Any], n: int, hname: str) -> 
     crpix = header_float(header, "CRPIX1") if "CRPIX1" in header else 1.0
     for key, value in (("CRVAL1", crval), (step_key, step), ("CRPIX1", crpix)):
         if value is None:
-            raise ReaderError(path, f"wavelength WCS card {key} = {header.get(key)!r} is not a finite number", hdu=hname)
+            raise ReaderError(
+                path, f"wavelength WCS card {key} = {header.get(key)!r} is not a finite number", hdu=hname
+            )
     if step <= 0:  # type: ignore[operator]
         raise ReaderError(
             path, f"{step_key} = {step}: the wavelength step must be positive (a broken WCS header)", hdu=hname

@@ -18,8 +18,10 @@ from skyledger.ingest.readers.base import SCATTER_METHOD, check_position, ivar_f
 from skyledger.ingest.records import ERROR_ESTIMATE_KEY
 from skyledger.schema.errors import ReaderError
 
-__all__ = ["F_LAMBDA", "flux_unit_from_text", "header_position", "medium_option", "estimated_ivar", "rescale_flux", "flux_unit_option",
-           "resolution_option"]  # fmt: skip
+__all__ = [
+    "F_LAMBDA", "estimated_ivar", "flux_unit_from_text", "flux_unit_option", "header_position", "medium_option",
+    "rescale_flux", "resolution_option",
+]  # fmt: skip
 
 #: the unit the readers of this family give f_lambda in when they convert
 F_LAMBDA = u.erg / u.s / u.cm**2 / u.AA

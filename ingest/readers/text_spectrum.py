@@ -151,7 +151,7 @@ class TextSpectrumReader:
             raise ReaderError(path, f"not a UTF-8 text file: {err}") from err
         except OSError as err:
             raise ReaderError(path, f"cannot read the file: {err}") from err
-        names, rows, medium_comment = self._parse(path, text)
+        names, rows, line_numbers, medium_comment = self._parse(path, text)
         table = np.array(rows, dtype=np.float64)
         index, ignored = self._columns(path, names, table.shape[1], opts.get("columns") or {})
         label = {role: (names[i] if names else f"column {i + 1}") for role, i in index.items()}
@@ -163,8 +163,8 @@ class TextSpectrumReader:
         if np.any(steps <= 0):
             bad = int(np.argmax(steps <= 0))
             raise ReaderError(
-                path, f"the wavelength column is not strictly increasing: data row {bad + 2} ({wave[bad + 1]}) "
-                f"follows {wave[bad]}", column=label["wave"],
+                path, f"the wavelength column is not strictly increasing: line {line_numbers[bad + 1]} "
+                f"({wave[bad + 1]}) follows {wave[bad]}", column=label["wave"],
             )  # fmt: skip
         wave_unit = opts.get("wave_unit")
         if wave_unit:
@@ -219,9 +219,11 @@ class TextSpectrumReader:
         return FileContents(reader=self.name, sources=[source], spectra=iter([row]), meta=dict(meta))
 
     @staticmethod
-    def _parse(path: Path, text: str) -> tuple[list[str] | None, list[list[float]], str | None]:
+    def _parse(path: Path, text: str) -> tuple[list[str] | None, list[list[float]], list[int], str | None]:
+        """(column names or None, rows of numbers, their line numbers, medium from a comment or None)."""
         names: list[str] | None = None
         rows: list[list[float]] = []
+        numbers: list[int] = []
         medium: str | None = None
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
@@ -244,11 +246,12 @@ class TextSpectrumReader:
             if len(values) != width:
                 raise ReaderError(path, f"line {number} has {len(values)} columns, expected {width}")
             rows.append(values)
+            numbers.append(number)
         if len(rows) < 2:
             raise ReaderError(path, f"no spectrum: {len(rows)} numeric data line(s)")
         if not 2 <= len(rows[0]) <= 5:
             raise ReaderError(path, f"a spectrum has 2-5 columns (wave, flux, [err], [mask]), found {len(rows[0])}")
-        return names, rows, medium
+        return names, rows, numbers, medium
 
     @staticmethod
     def _columns(

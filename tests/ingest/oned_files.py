@@ -56,8 +56,10 @@ def apall_bands(path: Path, n: int = 400, seed: int = 2) -> tuple[Path, np.ndarr
     return iraf_image(path, cube, cards), sigma
 
 
-def text_spectrum(path: Path, wave: np.ndarray, flux: np.ndarray, err: np.ndarray | None = None,
-                  header: str | None = "wave flux err", sep: str = " ", comments: tuple[str, ...] = ()) -> Path:  # fmt: skip
+def text_spectrum(
+    path: Path, wave: np.ndarray, flux: np.ndarray, err: np.ndarray | None = None,
+    header: str | None = "wave flux err", sep: str = " ", comments: tuple[str, ...] = (),
+) -> Path:  # fmt: skip
     lines = list(comments)
     if header:
         lines.append(header if err is not None else " ".join(header.split()[:2]))
@@ -96,7 +98,9 @@ def starlight_images(path: Path, n: int = 300) -> Path:
     return path
 
 
-def x1d_table(wave_um: np.ndarray, flux_jy: np.ndarray, err_jy: np.ndarray, dq: np.ndarray, **cards) -> fits.BinTableHDU:
+def x1d_table(
+    wave_um: np.ndarray, flux_jy: np.ndarray, err_jy: np.ndarray, dq: np.ndarray, **cards
+) -> fits.BinTableHDU:
     cols = [
         fits.Column("WAVELENGTH", "D", unit="um", array=wave_um), fits.Column("FLUX", "D", unit="Jy", array=flux_jy),
         fits.Column("FLUX_ERROR", "D", unit="Jy", array=err_jy),
