@@ -70,6 +70,8 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
 _ROLES = ("wave", "flux", "err", "mask")
 _SNIFF_BYTES = 16384
 _SNIFF_MIN_LINES = 5
+#: a 1-D spectrum in text is a few MB; anything far larger is not one (and is not read whole)
+MAX_TEXT_BYTES = 200 * 1024 * 1024
 _SPLIT = re.compile(r"[,\s]+")
 _MEDIUM_COMMENT = re.compile(
     r"^#\s*(?:(?:medium|wavelengths?)\s*[:=]?\s*)?(air|vacuum|vac)\s*$|\b(air|vacuum)\s+wavelengths?\b", re.IGNORECASE
@@ -146,6 +148,9 @@ class TextSpectrumReader:
         path = Path(path)
         opts = check_options(path, options, _OPTIONS)
         try:
+            size = path.stat().st_size
+            if size > MAX_TEXT_BYTES:
+                raise ReaderError(path, f"{size} bytes is far beyond a text spectrum (limit {MAX_TEXT_BYTES})")
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             raise ReaderError(path, f"not a UTF-8 text file: {err}") from err

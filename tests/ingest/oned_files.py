@@ -105,6 +105,7 @@ def x1d_table(
         fits.Column("WAVELENGTH", "D", unit="um", array=wave_um), fits.Column("FLUX", "D", unit="Jy", array=flux_jy),
         fits.Column("FLUX_ERROR", "D", unit="Jy", array=err_jy),
         fits.Column("SURF_BRIGHT", "D", unit="MJy/sr", array=flux_jy * 10),
+        fits.Column("SB_ERROR", "D", unit="MJy/sr", array=err_jy * 10),
         fits.Column("DQ", "J", array=dq), fits.Column("NPIXELS", "D", array=np.full(wave_um.size, 4.0)),
     ]  # fmt: skip
     hdu = fits.BinTableHDU.from_columns(cols, name="EXTRACT1D")
