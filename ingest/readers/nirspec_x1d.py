@@ -48,6 +48,7 @@ from astropy import units as u
 from skyledger.ingest.readers.base import check_options, check_position, check_unique_ids, file_stem, finalize_spectrum
 from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, header_float, open_fits
 from skyledger.ingest.readers.fits_tables import find_column
+from skyledger.ingest.readers.oned_common import resolution_option
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -67,6 +68,14 @@ def jy_to_flambda(wave_angstrom: np.ndarray) -> np.ndarray:
     """Factor turning f_nu in Jy into f_lambda in 1e-20 erg/s/cm2/Angstrom at each wavelength."""
     w = np.asarray(wave_angstrom, dtype=np.float64)
     return 1e-23 * _C_ANGSTROM_PER_S / w**2 / 1e-20
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
 
 
 def _text(value: Any) -> str:
@@ -102,6 +111,8 @@ class NirspecX1DReader:
                 raise ReaderError(
                     path, f"required HDU missing; HDUs present: {[h.name for h in hdul]}", hdu=_EXTNAME
                 )
+            if opts.get("resolution") is not None:
+                resolution_option(path, opts, 1)  # a positive number, or ReaderError
             resolution = opts.get("resolution", NOMINAL_R.get(grating))
             common = {
                 "instrument": "NIRSPEC", "grating": grating or None, "filter": _text(primary.get("FILTER")) or None,
@@ -161,8 +172,7 @@ class NirspecX1DReader:
             ra, dec = check_position(path, opts.get("ra"), opts.get("dec"), what=what)
         else:
             ra_v, dec_v = value("SOURCE_RA", "SRCRA"), value("SOURCE_DEC", "SRCDEC")
-            ra_f = header_float({"v": ra_v}, "v") if ra_v is not None else None
-            dec_f = header_float({"v": dec_v}, "v") if dec_v is not None else None
+            ra_f, dec_f = _finite(ra_v), _finite(dec_v)
             if ra_f is None or dec_f is None:
                 ra_f, dec_f = header_float(primary, "TARG_RA"), header_float(primary, "TARG_DEC")
             ra, dec = check_position(path, ra_f, dec_f, what=what, hdu=hname)

@@ -19,8 +19,8 @@ Read: the observed spectrum only. ``F_VAR`` is a variance (ivar = 1/F_VAR), ``F_
 1-sigma error; without either, ivar is estimated from the scatter (flag
 ERROR_ESTIMATED). ``F_FLAG > 0`` (masked, clipped or bad in STARLIGHT's convention) is
 kept as the mask and gives ivar 0. ``F_SYN`` is a model, not data: it is not stored; its
-presence is noted in ``meta["model_not_read"]``. A ``FOBS_NORM`` card (STARLIGHT's
-normalisation of the fluxes) multiplies flux and error back to physical units.
+presence is noted in ``meta["model_not_read"]``. A ``FOBS_NORM`` (HIERARCH) or ``FOBSNORM``
+card (STARLIGHT's normalisation of the fluxes) multiplies flux and error back to physical units.
 
 Frame and medium: STARLIGHT works in the rest frame, so by default (option
 ``frame = "rest"``) the wavelengths are taken as rest frame and moved to the observed
@@ -59,6 +59,7 @@ from skyledger.schema.errors import ReaderError
 __all__ = ["StarlightReader", "reader"]
 
 _OPTIONS = ("object_id", "ra", "dec", "z", "flux_unit", "medium", "resolution", "frame")
+_NORM_CARDS = ("FOBS_NORM", "FOBSNORM")  # the first only as a HIERARCH card (9 characters)
 _WAVE_NAMES = ("L_OBS", "WAVE", "LAMBDA", "WAVELENGTH")
 _ROLES = {"flux": ("F_OBS",), "var": ("F_VAR",), "err": ("F_ERR", "F_ERROR"), "flag": ("F_FLAG",),
           "model": ("F_SYN",)}  # fmt: skip
@@ -98,7 +99,7 @@ class StarlightReader:
         wave = arrays["wave"]
         if not np.any(np.isfinite(flux) & (flux != 0)):
             raise ReaderError(path, "F_OBS is all zero or NaN", hdu=hname)
-        norm = header_float(header, "FOBS_NORM") or header_float(primary, "FOBS_NORM") or 1.0
+        norm = header_float(header, *_NORM_CARDS) or header_float(primary, *_NORM_CARDS) or 1.0
         flux = flux * norm
         flux_unit = flux_unit_option(path, opts) or flux_unit_from_text(header.get("BUNIT") or primary.get("BUNIT"))
         scale, flux_unit = rescale_flux(flux, flux_unit)

@@ -81,7 +81,7 @@ def starlight_table(path: Path, n: int = 300, z: float = 0.05) -> Path:
         fits.Column("f_syn", "D", array=f_obs * 0.99), fits.Column("f_wei", "D", array=np.ones(n)),
     ]  # fmt: skip
     primary = fits.PrimaryHDU()
-    primary.header.update({"OBJECT": "K0001", "REDSHIFT": z, "FOBS_NORM": 2.5, "BUNIT": "1e-17 erg/s/cm2/A",
+    primary.header.update({"OBJECT": "K0001", "REDSHIFT": z, "FOBSNORM": 2.5, "BUNIT": "1e-17 erg/s/cm2/A",
                            "RA": 150.25, "DEC": 2.5})  # fmt: skip
     fits.HDUList([primary, fits.BinTableHDU.from_columns(cols, name="SPECTRA")]).writeto(path, overwrite=True)
     return path
