@@ -140,7 +140,8 @@ class TextSpectrumReader:
                 raw = fh.read(_SNIFF_BYTES)
             if b"\x00" in raw:
                 return False
-            return _sniff_text(raw.decode("utf-8"))
+            # The read may end inside a multi-byte character: drop an incomplete tail only.
+            return _sniff_text(raw.decode("utf-8", errors="strict" if len(raw) < _SNIFF_BYTES else "ignore"))
         except (OSError, UnicodeDecodeError, ValueError):
             return False
 
