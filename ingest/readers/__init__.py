@@ -4,7 +4,9 @@
 name and :func:`detect_reader` asks each in turn whether a file is its format (by
 content, never by file name).  Specific formats are asked before general ones: a
 MaNGA cube is tested before a MaNGA spectra set, a velocity map (2-D ``VEL`` image)
-after the cubes, and the line catalogue (which accepts any table with ``<LINE>_FLUX`` or
+after the cubes; then the 1-D formats, those named by their headers (JWST NIRSpec x1d,
+STARLIGHT F_OBS/F_SYN) before the generic IRAF-style 1-D image and plain-text spectrum;
+and the line catalogue (which accepts any table with ``<LINE>_FLUX`` or
 ``<LINE>_VEL`` columns) comes last.
 """
 
@@ -64,6 +66,10 @@ READERS: Mapping[str, Reader] = _Registry({
     "manga_cube": "manga_cube",
     "manga_rss": "manga_rss",
     "velocity_map": "velocity_map",
+    "nirspec_x1d": "nirspec_x1d",
+    "starlight": "starlight",
+    "fits_image_1d": "fits_image_1d",
+    "text_spectrum": "text_spectrum",
     "line_catalog": "line_catalog",
 })
 

@@ -58,7 +58,8 @@ def assert_rejects(path: Path, reader: str, *fragments: str, options: dict | Non
 
 
 def test_registry_holds_every_format_and_the_protocol():
-    assert set(READERS) == {"sdss", "desi_coadd", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "velocity_map", "line_catalog"}
+    assert set(READERS) == {"sdss", "desi_coadd", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "velocity_map",
+                            "nirspec_x1d", "starlight", "fits_image_1d", "text_spectrum", "line_catalog"}
     for name, reader in READERS.items():
         assert isinstance(reader, Reader)
         assert reader.name == name
