@@ -213,9 +213,11 @@ def resolution_from_sigma(wave: np.ndarray, sigma_angstrom: np.ndarray) -> np.nd
 
 #: the method of :func:`ivar_from_scatter`, as recorded under ``ERROR_ESTIMATE_KEY``
 SCATTER_METHOD = "der_snr_local"
-# DER_SNR (Stoehr et al. 2008): for white noise on a signal that is smooth over five
-# pixels, median |2 f_i - f_(i-2) - f_(i+2)| is 0.6745 sqrt(6) sigma.
-_DER_SNR_SCALE = 1.482602 / np.sqrt(6.0)
+
+
+#: largest lag (pixels) of the second difference: wider, a continuum's curvature and
+#: absorption features enter the estimate
+_MAX_LAG = 6
 
 
 def ivar_from_scatter(flux: np.ndarray, good: np.ndarray | None = None, *, half_window: int = 100) -> np.ndarray:
@@ -223,13 +225,21 @@ def ivar_from_scatter(flux: np.ndarray, good: np.ndarray | None = None, *, half_
 
     The noise at each pixel is the DER_SNR estimate (Stoehr et al. 2008, ADASS XVII) taken
     over the ``2 * half_window + 1`` pixels around it: the running median of the second
-    difference |2 f_i - f_(i-2) - f_(i+2)|, scaled to a Gaussian sigma. The median ignores
-    the few pixels of an emission line in the window, and the second difference cancels a
-    continuum that is linear over five pixels. With the default 201-pixel window the
-    estimate scatters by about 10 % (1 sigma) around the true noise. It assumes
-    uncorrelated noise: a spectrum resampled onto a finer grid (most IRAF 1-D products)
-    has correlated neighbours and its estimate comes out low, which is why the loader flags such spectra ERROR_ESTIMATED and
-    the fitting tasks rescale their errors by the fit's reduced chi-square.
+    difference d_i = |2 f_i - f_(i-k) - f_(i+k)| divided by 0.6745 sqrt(6). The median
+    ignores the few pixels of an emission line in the window, and the second difference
+    cancels a continuum that is linear over 2k pixels.
+
+    DER_SNR uses k = 2 and assumes independent pixels. Spectra resampled onto a finer grid
+    (IRAF 1-D products: neighbour correlation ~0.8) have correlated noise, which cancels
+    in a short difference: at k = 2 the estimate comes out about 2 times low on them. So
+    the lag is chosen per spectrum (:func:`_decorrelation_lag`): the smallest k from 2 on
+    at which the spectrum-wide estimate stops growing (by less than 5 % to k + 1), at most
+    6. White noise keeps k = 2; a Gaussian resampling kernel of sigma 1.2 pixels gets
+    k = 4, within 2 % of the true pixel noise. ivar is then each pixel's own inverse
+    variance; the correlation between pixels is not represented, so a fit that treats them
+    as independent still underestimates its errors, which is why the loader flags such
+    spectra ERROR_ESTIMATED. On white noise the estimate scatters by about 10 % (1 sigma)
+    around the true noise with the default window.
 
     ``good``: pixels that hold data (default: finite flux); others get ivar 0 and do not
     enter any window. A pixel whose window holds fewer than 10 usable differences, or a
@@ -241,20 +251,43 @@ def ivar_from_scatter(flux: np.ndarray, good: np.ndarray | None = None, *, half_
     ivar = np.zeros(n, dtype=np.float32)
     if n < 5:
         return ivar
-    d = np.full(n, np.nan)
-    inner = ok[2:-2] & ok[:-4] & ok[4:]
-    second = np.abs(2.0 * f[2:-2] - f[:-4] - f[4:])
-    d[2:-2] = np.where(inner, second, np.nan)
-    w = int(max(2, min(half_window, n // 2)))
-    padded = np.pad(d, w, mode="constant", constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
+    lag = _decorrelation_lag(f, ok)
+    d = _second_differences(f, ok, lag)
+    half = int(max(2, min(half_window, n // 2)))
+    padded = np.pad(d, half, mode="constant", constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
     counts = np.sum(np.isfinite(windows), axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no estimate there
-        sigma = _DER_SNR_SCALE * np.nanmedian(windows, axis=1)
+        sigma = np.nanmedian(windows, axis=1) / _DER_SNR_NORM
     usable = ok & (counts >= 10) & np.isfinite(sigma) & (sigma > 0)
     ivar[usable] = (1.0 / sigma[usable] ** 2).astype(np.float32)
     return ivar
+
+
+# median |2 f_i - f_(i-k) - f_(i+k)| of independent Gaussian noise: 0.6745 sqrt(6) sigma
+_DER_SNR_NORM = 0.6744897501960817 * np.sqrt(6.0)
+
+
+def _second_differences(f: np.ndarray, ok: np.ndarray, lag: int) -> np.ndarray:
+    """|2 f_i - f_(i-lag) - f_(i+lag)| where all three pixels hold data, NaN elsewhere."""
+    d = np.full(f.size, np.nan)
+    if f.size > 2 * lag:
+        inner = ok[lag:-lag] & ok[: -2 * lag] & ok[2 * lag :]
+        d[lag:-lag] = np.where(inner, np.abs(2.0 * f[lag:-lag] - f[: -2 * lag] - f[2 * lag :]), np.nan)
+    return d
+
+
+def _decorrelation_lag(f: np.ndarray, ok: np.ndarray) -> int:
+    """The lag from which the spectrum-wide DER_SNR estimate no longer grows (see above)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scale = [np.nanmedian(_second_differences(f, ok, k)) for k in range(2, _MAX_LAG + 2)]
+    for k in range(2, _MAX_LAG + 1):
+        here, wider = scale[k - 2], scale[k - 1]
+        if not (np.isfinite(here) and here > 0 and np.isfinite(wider)) or wider < 1.05 * here:
+            return k
+    return _MAX_LAG
 
 
 def finalize_spectrum(path: object, row: SpectrumRow, *, hdu: str | None = None) -> SpectrumRow:

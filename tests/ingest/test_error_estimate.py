@@ -50,3 +50,20 @@ def test_masked_and_non_finite_pixels_get_no_weight_and_no_vote():
 def test_too_short_or_flat_spectra_get_zero_ivar():
     assert not ivar_from_scatter(np.array([1.0, 2.0, 3.0])).any()
     assert not ivar_from_scatter(np.full(500, 7.0)).any()  # no scatter: no estimate, not infinite weight
+
+
+def test_noise_correlated_by_resampling_is_not_underestimated():
+    """IRAF-style products are resampled: neighbouring pixels share noise. A short second
+    difference cancels that shared part; the lag is widened until the noise decorrelates."""
+    n, true = 4000, 0.8
+    rng = np.random.default_rng(5)
+    kernel = np.exp(-0.5 * (np.arange(-8, 9) / 1.2) ** 2)  # Gaussian resampling kernel, sigma 1.2 px
+    noise = np.convolve(rng.normal(0.0, 1.0, n + 16), kernel, mode="same")[8:-8]
+    noise *= true / noise.std()
+    assert np.corrcoef(noise[:-1], noise[1:])[0, 1] > 0.75  # as correlated as the real IRAF files
+    flux = _spectrum(n, 0.0) + noise
+    sigma = 1.0 / np.sqrt(ivar_from_scatter(flux))
+    assert np.median(sigma) == pytest.approx(true, rel=0.1)
+    # The plain DER_SNR lag of 2 pixels would be about half of it.
+    second = np.abs(2 * flux[2:-2] - flux[:-4] - flux[4:])
+    assert np.median(second) / (0.6745 * np.sqrt(6.0)) < 0.7 * true

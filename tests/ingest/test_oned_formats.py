@@ -85,9 +85,11 @@ def test_osiris_error_estimate_is_flagged_and_close_to_the_scatter():
     x, y = row.wave[sel], row.flux[sel].astype(float)
     rms = np.std(y - np.polyval(np.polyfit(x, y, 3), x))
     estimate = float(np.median(1 / np.sqrt(row.ivar[sel])))
-    # The IRAF resampling correlates neighbouring pixels (lag-1 correlation 0.8), which the
-    # local DER_SNR estimate does not see: it comes out at half the scatter here.
-    assert 0.4 < estimate / rms < 1.3
+    # The IRAF resampling correlates neighbouring pixels (lag-1 correlation 0.8): DER_SNR at
+    # its usual 2-pixel lag gives half the scatter (0.49); at the decorrelation lag the
+    # estimate is 0.65 of this rms, which itself holds real structure of the spectrum
+    # besides noise (an upper bound).
+    assert 0.55 < estimate / rms < 1.3
 
 
 def test_gmos_redshift_from_the_header_and_leftover_3d_cards():
