@@ -105,13 +105,19 @@ def normalise_flux_unit(raw: str | None) -> str | None:
 # A survey writes the same few BUNIT strings into every file, and a failed astropy parse
 # (SDSS's "1E-17 erg/cm^2/s/Ang" fails before the fixed-up form succeeds) costs ~3 ms
 # because astropy builds "did you mean" suggestions; the answer depends on the text only.
+# IRAF writes "erg/cm2/s/A": a spectrum's flux is never per ampere.
+_AMPERE = re.compile(r"(?<![A-Za-z])A(?![A-Za-z])")
+
+
 @lru_cache(maxsize=256)
 def _normalise_unit_text(text: str) -> str | None:
-    candidates = [text]
+    if _AMPERE.search(text):
+        text = _AMPERE.sub("Angstrom", text)
     fixed = text
     for pattern, repl in _UNIT_FIXES:
         fixed = pattern.sub(repl, fixed)
-    candidates.append(fixed)
+    # The fixed form first: "/pixel" parses (as astropy's pix) but is bookkeeping, not physics.
+    candidates = [fixed, text]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", u.UnitsWarning)
         for cand in candidates:

@@ -7,7 +7,6 @@ Used by :mod:`.fits_image_1d`, :mod:`.text_spectrum`, :mod:`.starlight` and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,22 +24,13 @@ __all__ = [
 
 #: the unit the readers of this family give f_lambda in when they convert
 F_LAMBDA = u.erg / u.s / u.cm**2 / u.AA
-_AMPERE_AS_ANGSTROM = re.compile(r"(?<![A-Za-z])A(?![A-Za-z])")
 #: position card pairs, most specific first (an object position before a pointing)
 _POSITION_CARDS = (("OBJRA", "OBJDEC"), ("RA_OBJ", "DEC_OBJ"), ("RA", "DEC"))
 
 
 def flux_unit_from_text(raw: str | None) -> str | None:
-    """``normalise_flux_unit``, reading IRAF's ``A`` (``erg/cm2/s/A``) as Angstrom, not ampere."""
-    unit = normalise_flux_unit(raw)
-    if raw and _AMPERE_AS_ANGSTROM.search(str(raw)):
-        fixed = normalise_flux_unit(_AMPERE_AS_ANGSTROM.sub("Angstrom", str(raw)))
-        try:
-            if fixed and u.Unit(fixed).is_equivalent(F_LAMBDA):
-                return fixed
-        except ValueError:
-            pass
-    return unit
+    """``normalise_flux_unit`` (kept as the 1-D readers' name for it)."""
+    return normalise_flux_unit(raw)
 
 
 def _angle(value: Any, *, hours: bool) -> float | None:

@@ -13,13 +13,13 @@ from sqlalchemy import text
 
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.ingest.readers import READERS, detect_reader, get_reader
+from skyledger.ingest.readers import READERS, detect_reader
 from skyledger.ingest.readers.base import SCATTER_METHOD, air_to_vacuum
 from skyledger.ingest.readers.nirspec_x1d import FLUX_UNIT, jy_to_flambda
 from skyledger.ingest.records import ERROR_ESTIMATE_KEY
 from skyledger.ingest.table_rows import SPECTRUM_FLAGS
 from tests.ingest import oned_files as F
-from tests.ingest.test_readers import LEGAC, MANGA, NGC3073, assert_rejects, read_all
+from tests.ingest.test_readers import LEGAC, MANGA, NGC3073, read_all
 
 ONED_READERS = ("nirspec_x1d", "starlight", "fits_image_1d", "text_spectrum")
 
