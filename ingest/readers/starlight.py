@@ -109,8 +109,6 @@ class StarlightReader:
         meta: dict[str, Any] = {"model_not_read": "F_SYN", "frame_in_file": frame, "fobs_norm": norm}
         medium = medium_option(path, opts, "air")
         meta["wavelength_medium_in_file"] = medium
-        if medium == "air":
-            wave = air_to_vacuum(wave)
         flag = arrays["flag"]
         mask = None
         if flag is not None:
@@ -132,6 +130,9 @@ class StarlightReader:
                 raise ReaderError(path, "rest-frame STARLIGHT spectrum without a redshift: give option z, or "
                                   "frame = 'observed' if the wavelengths are observed")  # fmt: skip
             wave, flux, ivar = wave * (1 + z), flux / (1 + z), ivar * (1 + z) ** 2
+        if medium == "air":
+            # After the shift: the refractive index belongs to the wavelength as observed.
+            wave = air_to_vacuum(wave)
         ra, dec, position_from = header_position(path, primary, opts, what=base_id)
         meta["position_from"] = position_from
         row = SpectrumRow(

@@ -45,6 +45,7 @@ from skyledger.schema.errors import ReaderError
 from skyledger.testing.disk_model import DiskParams
 from skyledger.testing.ifu_cubes import write_manga_cube, write_muse_cube
 from skyledger.testing.velocity_maps import write_velocity_map
+from tests.ingest import oned_files
 
 SAMPLE = sample_data_dir()
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -125,6 +126,25 @@ def _fibermap_position(path: Path, targetid: int) -> tuple[float, float]:
     return float(row["TARGET_RA"]), float(row["TARGET_DEC"])
 
 
+def _text_spectrum(directory: Path) -> Path:
+    wave = np.linspace(4000.0, 7000.0, 3000)
+    flux = 10.0 + np.random.default_rng(1).normal(0.0, 1.0, wave.size)
+    return oned_files.text_spectrum(directory / "spectrum.txt", wave, flux, np.ones(wave.size))
+
+
+def _iraf_wave(path: Path) -> float:
+    header = fits.getheader(path)
+    return float(header["CRVAL1"] + (1.0 - header.get("CRPIX1", 1.0)) * header.get("CDELT1", header.get("CD1_1")))
+
+
+def _header_sexagesimal(path: Path) -> tuple[float, float]:
+    from astropy.coordinates import SkyCoord
+
+    header = fits.getheader(path)
+    c = SkyCoord(header["RA"], header["DEC"], unit=(u.hourangle, u.deg))
+    return float(c.ra.deg), float(c.dec.deg)
+
+
 def _header_wave(hdu: str, key: str = "CRVAL3") -> Callable[[Path], float]:
     return lambda p: float(fits.getheader(p, hdu)[key])
 
@@ -178,6 +198,30 @@ SAMPLES: dict[str, Sample] = {
     "velocity_map": Sample(
         origin="synthetic: skyledger.testing.velocity_maps.write_velocity_map",
         make=_velocity_map, object_id="", n_spectra=None, medium="none",
+    ),  # fmt: skip
+    "fits_image_1d": Sample(
+        origin="real: GTC/OSIRIS long-slit spectrum of a green pea (LiMe examples), tests/data/osiris",
+        make=_copy(DATA / "osiris" / "gp121903_osiris.fits"),
+        object_id="SDSS_J121903.98+152608.5", n_spectra=1, options={"z": 0.19531}, medium="air",
+        first_wave=_iraf_wave, resolution=None, position=_header_sexagesimal, z=0.19531, error_estimated=True,
+    ),  # fmt: skip
+    "text_spectrum": Sample(
+        origin="synthetic: a 'wave flux err' text file as LiMe and papers publish them",
+        make=_text_spectrum, object_id="spectrum", n_spectra=1, kind="text",
+        options={"flux_unit": "1e-17 erg/s/cm2/Angstrom"}, first_wave=lambda p: 4000.0,
+    ),  # fmt: skip
+    "starlight": Sample(
+        origin="synthetic: a STARLIGHT/PyCASSO-style table (l_obs, f_obs, f_var, f_flag, f_syn), rest frame",
+        make=lambda d: oned_files.starlight_table(d / "starlight.fits"), object_id="K0001", n_spectra=1,
+        medium="air", first_wave=lambda p: float(fits.getdata(p, "SPECTRA")["l_obs"][0]) * 1.05,
+        position=(150.25, 2.5), z=0.05, essential_hdu="SPECTRA",
+    ),  # fmt: skip
+    "nirspec_x1d": Sample(
+        origin="synthetic: JWST NIRSpec MSA x1d (two EXTRACT1D spectra), from the MultiSpecModel layout",
+        make=lambda d: oned_files.nirspec_x1d(d / "jw01234_x1d.fits"), object_id="1001", n_spectra=2,
+        first_wave=lambda p: float(fits.getdata(p, "EXTRACT1D")["WAVELENGTH"][0]) * 1e4,
+        resolution=(700.0, 1500.0),  # G395M, nominal R ~ 1000 (JWST user documentation)
+        position=(53.1601, -27.7802), essential_hdu="EXTRACT1D",
     ),  # fmt: skip
     "line_catalog": Sample(
         origin="synthetic: two HII regions with PHANGS-like fluxes",
