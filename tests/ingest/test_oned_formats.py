@@ -246,7 +246,7 @@ def test_starlight_table_layout(tmp_path):
     contents, (row,) = read_all(path, "starlight")
     assert row.object_id == "K0001" and row.z == 0.05 and (row.ra, row.dec) == (150.25, 2.5)
     wave = np.linspace(3700.0, 6800.0, 300)
-    np.testing.assert_allclose(row.wave, air_to_vacuum(wave) * 1.05, rtol=1e-12)  # rest air -> observed vacuum
+    np.testing.assert_allclose(row.wave, air_to_vacuum(wave * 1.05), rtol=1e-12)  # rest air -> observed air -> vacuum
     f_obs = 1.0 + 0.1 * np.sin(wave / 100.0)
     np.testing.assert_allclose(row.flux, f_obs * 2.5 / 1.05, rtol=1e-6)  # FOBS_NORM, then (1+z)
     assert np.all(row.ivar[10:20] == 0) and np.all(row.mask[10:20] == 2)
