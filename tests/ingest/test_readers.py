@@ -57,7 +57,8 @@ def assert_rejects(path: Path, reader: str, *fragments: str, options: dict | Non
 
 
 def test_registry_holds_every_format_and_the_protocol():
-    assert set(READERS) == {"sdss", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "velocity_map", "line_catalog"}
+    assert set(READERS) == {"sdss", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "sami_cube", "nirspec_s3d", "gmos_cube",
+                            "velocity_map", "line_catalog", "ifu_cube"}
     for name, reader in READERS.items():
         assert isinstance(reader, Reader)
         assert reader.name == name
