@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -451,7 +452,7 @@ class IfuCubeReader:
             except ReaderError as err:
                 if fmt.celestial != "pixel_grid":
                     raise
-                warn.append(f"unusable celestial WCS ({err.args[0] if err.args else err}); spaxels placed on a "
+                warn.append(f"unusable celestial WCS ({err.problem}); spaxels placed on a "
                             "square grid centred on the galaxy position")  # fmt: skip
             ctype3 = str(header.get("CTYPE3", "")).strip().upper()
             if _has(hdul, fmt.wave_hdu) and fmt.wave_hdu != "PRIMARY":
@@ -598,10 +599,10 @@ class IfuCubeReader:
     ) -> Iterator[SpectrumRow]:
         # Re-opened here so that the file is open exactly as long as the loader iterates.
         with open_fits(path, streamed=True) as hdul:
-            data = hdu_data(path, _hdu(hdul, fmt.data_hdu))
-            unc = hdu_data(path, hdul[fmt.uncertainty_hdu])
-            mask = hdu_data(path, hdul[mask_name]) if mask_name else None
-            sigma = hdu_data(path, hdul[sigma_hdu]) if sigma_hdu else None
+            data = _array(path, _hdu(hdul, fmt.data_hdu))
+            unc = _array(path, hdul[fmt.uncertainty_hdu])
+            mask = _array(path, hdul[mask_name]) if mask_name else None
+            sigma = _array(path, hdul[sigma_hdu]) if sigma_hdu else None
             positive = [False]
 
             def read_slab(y0: int, y1: int) -> Slab:
@@ -625,7 +626,7 @@ class IfuCubeReader:
                 m = None
                 if mask is not None:
                     m = np.asarray(mask[:, y0:y1, :] if mask.ndim == 3 else
-                                   np.broadcast_to(mask[None, y0:y1, :], flux.shape)).astype(np.int32)  # fmt: skip
+                                   np.broadcast_to(np.asarray(mask[y0:y1, :])[None], flux.shape)).astype(np.int32)  # fmt: skip
                 res3 = None
                 if sigma is not None:
                     res3 = resolution_from_sigma(layout.wave[:, None, None], sigma[:, y0:y1, :])
@@ -638,6 +639,32 @@ class IfuCubeReader:
                 yield from cube_spectra(layout, opts, rule)
             if fmt.strict_uncertainty and not positive[0]:
                 raise ReaderError(path, f"{fmt.uncertainty_hdu} holds no positive {kind}: no pixel has data", hdu=fmt.uncertainty_hdu)
+
+
+class _Scaled:
+    """Rows of a memory-mapped integer image stored with BZERO/BSCALE, scaled on slicing
+    (astropy refuses to memory-map such an image; JWST writes its uint32 DQ this way)."""
+
+    def __init__(self, raw: np.ndarray, bzero: float, bscale: float):
+        self.raw, self.bzero, self.bscale, self.ndim = raw, bzero, bscale, raw.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        part = np.asarray(self.raw[key], dtype=np.int64)
+        if self.bscale == 1 and float(self.bzero).is_integer():
+            return part + int(self.bzero)
+        return part * self.bscale + self.bzero
+
+
+def _array(path: object, hdu: Any) -> Any:
+    """An HDU's data for slicing; a scaled integer image of a memory-mapped file is mapped raw."""
+    header = hdu.header
+    scaled = ("BZERO" in header or "BSCALE" in header) and int(header.get("BITPIX", 0)) > 0
+    info = hdu.fileinfo() if scaled else None
+    if not scaled or info is None or not isinstance(getattr(info["file"], "name", None), str) or not info["file"].memmap:
+        return hdu_data(path, hdu)
+    dims = tuple(int(header[f"NAXIS{i}"]) for i in range(int(header["NAXIS"]), 0, -1))
+    raw = np.memmap(info["file"].name, dtype=f">i{int(header['BITPIX']) // 8}", mode="r", offset=info["datLoc"], shape=dims)
+    return _Scaled(raw, float(header.get("BZERO", 0.0)), float(header.get("BSCALE", 1.0)))
 
 
 def _unset(y0: int, y1: int) -> Slab:
@@ -745,6 +772,8 @@ SAMI = CubeFormat(
     dec_keys=("CATADEC", "CRVAL2"),
     z_keys=("Z_SPEC",),
     psf_key="PSFFWHM",
+    # "/pixel" is per spaxel (0.5" x 0.5"), bookkeeping like MaNGA's "/spaxel"
+    flux_unit_fix=lambda text: re.sub(r"\s*/\s*pixel\b", "", text, flags=re.IGNORECASE),
     sniff_hdus=("PRIMARY", "VARIANCE"),
     sniff_headers=(("PRIMARY", "INSTRUME", ("AAOMEGA-SAMI",)), ("PRIMARY", "CTYPE3", ("AWAV", "WAVE"))),
     shared_sources=True,
@@ -818,6 +847,7 @@ NIRSPEC_S3D = CubeFormat(
         ("PRIMARY", "INSTRUME", ("NIRSPEC",)),
         ("PRIMARY", "EXP_TYPE", ("NRS_IFU",)),
     ),
+    meta=_nirspec_meta,
     options=("resolution",),
 )
 
