@@ -1,8 +1,10 @@
 """Shared machinery of the IFU cube readers: spaxel selection, streaming, Voronoi binning.
 
-A cube reader describes its file with a :class:`CubeLayout` (wavelengths, a function that
-reads a slab of rows, the celestial WCS, ids) and hands it to :func:`cube_spectra`, which
-yields either every usable spaxel or, with ``target_snr``, Voronoi bins.
+The cube reader (:mod:`skyledger.ingest.readers.ifu_cube`) describes its file with a
+:class:`CubeLayout` (wavelengths, a function that reads a slab of rows, the celestial WCS,
+ids) and hands it to :func:`cube_spectra`, which yields either every usable spaxel or, with
+``target_snr``, Voronoi bins; or, for a cube that comes with its pipeline's bin map, to
+:func:`bin_map_spectra`, which yields one spectrum per bin.
 
 Usable spaxel rule (thresholds are reader options):
 
@@ -27,13 +29,11 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS
 from skyledger.ingest.readers.base import finalize_spectrum
-from skyledger.ingest.readers.fits_access import fits_summary
 from skyledger.ingest.records import SpectrumRow
 from skyledger.schema.errors import ReaderError
 
 __all__ = [
     "CUBE_OPTIONS",
-    "looks_like_cube",
     "CubeLayout",
     "Slab",
     "SelectionRule",
@@ -117,22 +117,6 @@ class SelectionRule:
         if not 0.0 < rule.min_good_fraction <= 1.0:
             raise ReaderError(path, f"option min_good_fraction must be in (0, 1], got {rule.min_good_fraction}")
         return rule
-
-
-def looks_like_cube(path: object, data_hdu: str, error_hdu: str) -> bool:
-    """Sniff: a 3-D ``data_hdu`` with a spectral third axis, followed by ``error_hdu``.
-
-    Only the first two extension headers are read: in a gzipped cube every further
-    header costs a decompression pass.
-    """
-    summary = fits_summary(path, max_hdus=2)
-    if summary is None:
-        return False
-    data, error = summary.get(data_hdu), summary.get(error_hdu)
-    if data is None or error is None or int(data.get("NAXIS", 0) or 0) != 3:
-        return False
-    ctype3 = str(data.get("CTYPE3", "")).strip().upper()
-    return ctype3.startswith("WAVE") or ctype3.startswith("AWAV")
 
 
 def cube_wcs(path: object, header: Any, hdu: str) -> tuple[WCS, WCS]:

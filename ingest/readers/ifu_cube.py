@@ -96,7 +96,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -436,9 +436,10 @@ class IfuCubeReader:
                         path, f"{fmt.bin_map_hdu} shape {bin_map.shape} differs from the cube's spatial shape {(n_y, n_x)}",
                         hdu=fmt.bin_map_hdu,
                     )  # fmt: skip
-                if not np.issubdtype(bin_map.dtype, np.integer):
-                    if not np.all(np.isfinite(bin_map)) or np.any(bin_map != np.round(bin_map)):
-                        raise ReaderError(path, "bin map holds non-integer bin ids", hdu=fmt.bin_map_hdu)
+                if not np.issubdtype(bin_map.dtype, np.integer) and (
+                    not np.all(np.isfinite(bin_map)) or np.any(bin_map != np.round(bin_map))
+                ):
+                    raise ReaderError(path, "bin map holds non-integer bin ids", hdu=fmt.bin_map_hdu)
                 bin_map = bin_map.astype(np.int64)
                 if not np.any(bin_map > 0):
                     raise ReaderError(path, "bin map holds no bin (every id is 0 or negative)", hdu=fmt.bin_map_hdu)

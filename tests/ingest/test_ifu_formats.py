@@ -16,7 +16,7 @@ from sqlalchemy import text
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.loader import SPECTRUM_FLAGS
-from skyledger.ingest.readers import READERS, detect_reader, get_reader
+from skyledger.ingest.readers import READERS, get_reader
 from skyledger.ingest.readers.base import air_to_vacuum
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.errors import ReaderError
@@ -230,11 +230,12 @@ def test_generic_reader_configured_by_options_reads_gmos_as_gmos_cube():
     generic = {(s.meta["x"], s.meta["y"]): s for s in get_reader("ifu_cube").read(GMOS, GMOS_GENERIC).spectra}
     special = {(s.meta["x"], s.meta["y"]): s for s in get_reader("gmos_cube").read(GMOS, NGC3081).spectra}
     assert generic.keys() == special.keys()
-    for key in special:
-        np.testing.assert_array_equal(generic[key].flux, special[key].flux)
-        np.testing.assert_array_equal(generic[key].ivar, special[key].ivar)
-        np.testing.assert_array_equal(generic[key].wave, special[key].wave)
-        assert (generic[key].ra, generic[key].dec) == (special[key].ra, special[key].dec)
+    for key, want in special.items():
+        got = generic[key]
+        np.testing.assert_array_equal(got.flux, want.flux)
+        np.testing.assert_array_equal(got.ivar, want.ivar)
+        np.testing.assert_array_equal(got.wave, want.wave)
+        assert (got.ra, got.dec) == (want.ra, want.dec)
     first = next(get_reader("ifu_cube").read(GMOS, {**GMOS_GENERIC, "resolution": 1700}).spectra)
     np.testing.assert_allclose(first.resolution, 1700.0)
     with pytest.raises(ReaderError, match="exactly one of options variance, error, ivar"):
