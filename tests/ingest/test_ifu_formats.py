@@ -13,8 +13,8 @@ import pytest
 from astropy.io import fits
 from sqlalchemy import text
 
-from skyledger.ingest.batch import ingest_paths
-from skyledger.ingest.config import SurveySpec
+from skyledger.ingest.batch import ingest_paths, ingest_surveys
+from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.loader import SPECTRUM_FLAGS
 from skyledger.ingest.readers import READERS, get_reader
 from skyledger.ingest.readers.base import air_to_vacuum
@@ -242,6 +242,9 @@ def test_generic_reader_configured_by_options_reads_gmos_as_gmos_cube():
         get_reader("ifu_cube").read(GMOS, {"data": "SCI"})
     with pytest.raises(ReaderError, match="unknown reader option"):
         get_reader("ifu_cube").read(GMOS, {**GMOS_GENERIC, "varience": "ERR"})
+    rejects(GMOS, "ifu_cube", "mask HDU named by option mask is missing", options={**GMOS_GENERIC, "mask": "DQ"})
+    rejects(GMOS, "ifu_cube", "bin map HDU named by option bin_map is missing", options={**GMOS_GENERIC, "bin_map": "BINS"})
+    rejects(GMOS, "ifu_cube", "does not say air or vacuum", options={k: v for k, v in GMOS_GENERIC.items() if k != "medium"})
     # Read as an error instead of a variance, 1 / ERR**2 (~1e65) is beyond float32: no data at all.
     as_error = {**{k: v for k, v in GMOS_GENERIC.items() if k != "variance"}, "error": "ERR"}
     rejects(GMOS, "ifu_cube", "ERR holds no positive error", options=as_error)
@@ -386,21 +389,25 @@ def test_broken_cubes_are_rejected_with_the_reason(tmp_path, case):
 def test_broken_cube_loads_nothing_and_the_batch_goes_on(fresh_database, tmp_path, case):
     reader, build, fragments = BROKEN[case]
     (tmp_path / "bad").mkdir()
+    (tmp_path / "good").mkdir()
     bad = build(tmp_path / "bad")
-    good = Path(shutil.copy(GMOS, tmp_path / "good.fits"))
-    survey = SurveySpec(name="cubes", reader=reader, options=NGC3081 if reader == "gmos_cube" else {})
-    if reader != "gmos_cube":
-        summary = ingest_paths(fresh_database, [bad], survey=survey)
-        summary_good = ingest_paths(fresh_database, [good], survey=SurveySpec(name="g", reader="gmos_cube", options=NGC3081))
-        outcomes = summary.outcomes + summary_good.outcomes
-    else:
-        outcomes = ingest_paths(fresh_database, [bad, good], survey=survey).outcomes
-    status = {Path(o.path).name: (o.status, o.reason) for o in outcomes}
+    for other in (tmp_path / "bad").iterdir():  # the intact file a builder started from
+        if other != bad:
+            other.unlink()
+    good = Path(shutil.copy(GMOS, tmp_path / "good" / "good.fits"))
+    # One batch, as from a skyledger.toml with two surveys: the bad file first, then a good one.
+    config = IngestConfig(path=None, root=tmp_path, surveys=(
+        SurveySpec(name="cubes", reader=reader, location=tmp_path / "bad", options=NGC3081 if reader == "gmos_cube" else {}),
+        SurveySpec(name="gmos", reader="gmos_cube", location=tmp_path / "good", options=NGC3081),
+    ))  # fmt: skip
+    summary = ingest_surveys(fresh_database, config)
+    status = {Path(o.path).name: (o.status, o.reason) for o in summary.outcomes}
     assert status[bad.name][0] == "rejected" and fragments[0].lower() in status[bad.name][1].lower()
     assert status["good.fits"][0] == "loaded"
     with fresh_database.engine.connect() as conn:
-        n = conn.execute(text(
-            "SELECT count(*) FROM spectrum s JOIN ingest_file f ON f.id = s.ingest_file_id WHERE f.uri LIKE :p"
-        ), {"p": f"%{bad.name}"}).scalar_one()  # fmt: skip
-        n_sources = conn.execute(text("SELECT count(*) FROM source WHERE object_id LIKE '209807%' OR object_id = 'SYNTH-1'")).scalar_one()
-    assert n == 0 and n_sources == 0
+        by_survey = dict(conn.execute(text(
+            "SELECT v.name, count(s.id) FROM survey v LEFT JOIN spectrum s ON s.survey_id = v.id GROUP BY v.name"
+        )).all())  # fmt: skip
+        n_sources = conn.execute(text("SELECT count(*) FROM source s JOIN survey v ON v.id = s.survey_id "
+                                      "WHERE v.name = 'cubes'")).scalar_one()  # fmt: skip
+    assert by_survey.get("cubes", 0) == 0 and n_sources == 0 and by_survey["gmos"] == 46
