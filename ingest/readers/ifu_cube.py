@@ -53,7 +53,9 @@ The formats (names registered in :mod:`skyledger.ingest.readers`):
     spectrum: one spectrum per bin, taken once (not summed), at the bin's centroid; each
     bin is a source ``<CATID>#bin<n>`` under the galaxy ``<CATID>`` (NAME), both shared
     between the two arm files, and the spectra are ``<CATID>#bin<n>#blue``/``#red`` (arm
-    from SPECTID BL/RD, else the grating).  Without a bin map: spaxels
+    from SPECTID BL/RD, else the grating).  A bin's spectrum is its spaxels' mean, per
+    spaxel (its variance falls as 1/n with the bin's size; meta ``bin_flux =
+    'mean_per_spaxel'``, ``n_spaxels``: multiply for the bin's total).  Without a bin map: spaxels
     ``<CATID>#<x>_<y>#blue``.  Position: CATARA/CATADEC (the nominal IFU centre); z:
     Z_SPEC; the source meta holds ``psf_fwhm_arcsec`` (PSFFWHM, the Moffat FWHM).
     Resolution: the survey's instrumental FWHM, constant in wavelength: 2.65 A for the
@@ -203,6 +205,7 @@ class CubeFormat:
     mask_hdu: str | None = None  # optional when absent from the file; 3-D or 2-D per spaxel
     default_bad_bits: int = -1
     bin_map_hdu: str | None = None  # optional when absent from the file
+    bin_flux: str | None = None  # what a bin's spectrum is (SAMI: 'mean_per_spaxel'), into its meta
     wave_hdu: str | None = None  # used when present, else the header
     resolution: ResolutionRule = ResolutionRule()
     medium: str | None = None  # fixed 'air'/'vacuum'; None: from CTYPE3
@@ -559,7 +562,9 @@ class IfuCubeReader:
             def bin_source(b: int) -> str:
                 return f"{galaxy_id}#bin{b}"
 
-        layout_meta = {"arm": arm} if arm else {}
+        layout_meta: dict[str, Any] = {"arm": arm} if arm else {}
+        if bin_map is not None and fmt.bin_flux:
+            layout_meta["bin_flux"] = fmt.bin_flux
         spectra = self._stream(
             str(path), fmt, kind, mask_name, sigma_hdu, bin_map, bin_source,
             CubeLayout(
@@ -765,6 +770,7 @@ SAMI = CubeFormat(
     uncertainty_hdu="VARIANCE",
     uncertainty_kind="variance",
     bin_map_hdu="BIN_MASK",
+    bin_flux="mean_per_spaxel",
     resolution=ResolutionRule(
         "function", function=_sami_resolution, name="sami", source="van de Sande et al. 2017 (FWHM 2.65 A blue, 1.61 A red)"
     ),

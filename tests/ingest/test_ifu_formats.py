@@ -143,7 +143,7 @@ def test_sami_arms_detected_and_read_one_spectrum_per_bin():
     b = bins[12]
     ys, xs = np.nonzero(bin_map == 12)
     assert b.object_id == "209807#bin12#blue" and b.source_object_id == "209807#bin12"
-    assert b.meta["n_spaxels"] == ys.size and b.meta["arm"] == "blue"
+    assert b.meta["n_spaxels"] == ys.size and b.meta["arm"] == "blue" and b.meta["bin_flux"] == "mean_per_spaxel"
     # The bin's spectrum, taken once, not summed over its identical copies.
     good = b.ivar > 0
     np.testing.assert_allclose(b.flux[good], flux[good, ys[0], xs[0]], rtol=1e-6)
