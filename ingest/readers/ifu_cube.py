@@ -614,25 +614,29 @@ class IfuCubeReader:
             def read_slab(y0: int, y1: int) -> Slab:
                 flux = np.asarray(data[:, y0:y1, :], dtype=np.float32)
                 u = np.asarray(unc[:, y0:y1, :], dtype=np.float32)
+                m = None
+                if mask is not None:
+                    m = np.asarray(mask[:, y0:y1, :] if mask.ndim == 3 else
+                                   np.broadcast_to(np.asarray(mask[y0:y1, :])[None], flux.shape)).astype(np.int32)  # fmt: skip
                 where = f"rows {y0}-{y1 - 1}"
+                if fmt.strict_uncertainty:
+                    # A pixel with a flux but no uncertainty is damage, unless the mask
+                    # already marks it bad (JWST may leave SCI in DO_NOT_USE pixels).
+                    unexplained = np.isfinite(flux) & ~np.isfinite(u)
+                    if m is not None and rule.bad_mask_bits != 0:
+                        unexplained &= (m & np.int64(rule.bad_mask_bits)) == 0
+                    if np.any(unexplained):
+                        raise ReaderError(path, f"NaN/inf {kind} where the flux is finite in {where}", hdu=fmt.uncertainty_hdu)
                 if kind != "ivar":
                     if np.any(u < 0):
                         raise ReaderError(path, f"negative {kind} in {where}", hdu=fmt.uncertainty_hdu)
-                    if fmt.strict_uncertainty and np.any(np.isfinite(flux) & ~np.isfinite(u)):
-                        raise ReaderError(path, f"NaN/inf {kind} where the flux is finite in {where}", hdu=fmt.uncertainty_hdu)
                     ok = np.isfinite(flux) & np.isfinite(u) & (u > 0)
                     with np.errstate(divide="ignore", over="ignore"):
                         ivar = np.where(ok, 1.0 / (u if kind == "variance" else u * u), 0.0).astype(np.float32)
                     ivar[~np.isfinite(ivar)] = 0.0  # an error so small that 1/err^2 overflows float32
                 else:
-                    if fmt.strict_uncertainty and np.any(np.isfinite(flux) & ~np.isfinite(u)):
-                        raise ReaderError(path, f"NaN/inf ivar where the flux is finite in {where}", hdu=fmt.uncertainty_hdu)
-                    ivar = u
+                    ivar = np.where(np.isfinite(u), u, np.float32(0.0)) if fmt.strict_uncertainty else u
                 positive[0] = positive[0] or bool(np.any(ivar > 0))
-                m = None
-                if mask is not None:
-                    m = np.asarray(mask[:, y0:y1, :] if mask.ndim == 3 else
-                                   np.broadcast_to(np.asarray(mask[y0:y1, :])[None], flux.shape)).astype(np.int32)  # fmt: skip
                 res3 = None
                 if sigma is not None:
                     res3 = resolution_from_sigma(layout.wave[:, None, None], sigma[:, y0:y1, :])

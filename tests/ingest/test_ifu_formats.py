@@ -118,6 +118,16 @@ def test_nirspec_s3d_reads_the_documented_layout(s3d):
     assert contents.meta["grating"] == "G235H"
 
 
+def test_nirspec_nan_error_in_a_do_not_use_pixel_is_no_damage(tmp_path, s3d):
+    def edit(hdul):
+        hdul["ERR"].data[15, 3, 3] = np.nan  # DQ has DO_NOT_USE there
+        hdul["SCI"].data[15, 3, 3] = 12.0
+
+    path = edited(s3d, tmp_path / "dnu_s3d.fits", edit)
+    s = next(r for r in get_reader("nirspec_s3d").read(path, {}).spectra if (r.meta["x"], r.meta["y"]) == (3, 3))
+    assert s.ivar[15] == 0 and s.mask[15] == 1
+
+
 def test_nirspec_resolution_option_and_unknown_grating(tmp_path):
     path = write_nirspec_s3d(tmp_path / "x_s3d.fits", grating="G999X")
     contents = get_reader("nirspec_s3d").read(path, {})
