@@ -404,7 +404,7 @@ def test_broken_cube_loads_nothing_and_the_batch_goes_on(fresh_database, tmp_pat
     for other in (tmp_path / "bad").iterdir():  # the intact file a builder started from
         if other != bad:
             other.unlink()
-    good = Path(shutil.copy(GMOS, tmp_path / "good" / "good.fits"))
+    shutil.copy(GMOS, tmp_path / "good" / "good.fits")
     # One batch, as from a skyledger.toml with two surveys: the bad file first, then a good one.
     config = IngestConfig(path=None, root=tmp_path, surveys=(
         SurveySpec(name="cubes", reader=reader, location=tmp_path / "bad", options=NGC3081 if reader == "gmos_cube" else {}),
