@@ -459,6 +459,8 @@ class IfuCubeReader:
                 warn.append(f"unusable celestial WCS ({err.problem}); spaxels placed on a "
                             "square grid centred on the galaxy position")  # fmt: skip
             ctype3 = str(header.get("CTYPE3", "")).strip().upper()
+            if fmt.wave_hdu and not _has(hdul, fmt.wave_hdu) and self._generic:
+                raise ReaderError(path, "wavelength HDU named by option wave_hdu is missing", hdu=fmt.wave_hdu)
             if _has(hdul, fmt.wave_hdu) and fmt.wave_hdu != "PRIMARY":
                 wave = np.asarray(hdu_data(path, hdul[fmt.wave_hdu]), dtype=np.float64)
                 if wave.shape != (n_wave,):

@@ -254,6 +254,7 @@ def test_generic_reader_configured_by_options_reads_gmos_as_gmos_cube():
         get_reader("ifu_cube").read(GMOS, {**GMOS_GENERIC, "varience": "ERR"})
     rejects(GMOS, "ifu_cube", "mask HDU named by option mask is missing", options={**GMOS_GENERIC, "mask": "DQ"})
     rejects(GMOS, "ifu_cube", "bin map HDU named by option bin_map is missing", options={**GMOS_GENERIC, "bin_map": "BINS"})
+    rejects(GMOS, "ifu_cube", "option wave_hdu is missing", options={**GMOS_GENERIC, "wave_hdu": "WAVE"})
     rejects(GMOS, "ifu_cube", "does not say air or vacuum", options={k: v for k, v in GMOS_GENERIC.items() if k != "medium"})
     # Read as an error instead of a variance, 1 / ERR**2 (~1e65) is beyond float32: no data at all.
     as_error = {**{k: v for k, v in GMOS_GENERIC.items() if k != "variance"}, "error": "ERR"}
