@@ -30,7 +30,7 @@ import torch
 
 from skyledger.compute.fitting import SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
 from skyledger.compute.tasks.lines import LinesParams, LinesTask
-from skyledger.ingest.readers.muse_cube import reader as muse_reader
+from skyledger.ingest.readers.ifu_cube import muse_cube as muse_reader
 from skyledger.testing.disk_model import C_KMS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -57,13 +57,16 @@ class _Registry(Mapping[str, Reader]):
         return name in self._modules
 
 
-#: every reader by name (module of the same name), in the order detect_reader tries them
+#: every reader by name ("module" or "module:attr"), in the order detect_reader tries them
 READERS: Mapping[str, Reader] = _Registry({
     "sdss": "sdss",
     "desi_coadd": "desi_coadd",
     "eso_phase3": "eso_phase3",
-    "muse_cube": "muse_cube",
-    "manga_cube": "manga_cube",
+    "muse_cube": "ifu_cube:muse_cube",
+    "manga_cube": "ifu_cube:manga_cube",
+    "sami_cube": "ifu_cube:sami_cube",
+    "nirspec_s3d": "ifu_cube:nirspec_s3d",
+    "gmos_cube": "ifu_cube:gmos_cube",
     "manga_rss": "manga_rss",
     "velocity_map": "velocity_map",
     "nirspec_x1d": "nirspec_x1d",
@@ -71,6 +74,8 @@ READERS: Mapping[str, Reader] = _Registry({
     "fits_image_1d": "fits_image_1d",
     "text_spectrum": "text_spectrum",
     "line_catalog": "line_catalog",
+    # Every role from the survey options; its sniff never claims a file.
+    "ifu_cube": "ifu_cube:ifu_cube",
 })
 
 

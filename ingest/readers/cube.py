@@ -1,8 +1,10 @@
 """Shared machinery of the IFU cube readers: spaxel selection, streaming, Voronoi binning.
 
-A cube reader describes its file with a :class:`CubeLayout` (wavelengths, a function that
-reads a slab of rows, the celestial WCS, ids) and hands it to :func:`cube_spectra`, which
-yields either every usable spaxel or, with ``target_snr``, Voronoi bins.
+The cube reader (:mod:`skyledger.ingest.readers.ifu_cube`) describes its file with a
+:class:`CubeLayout` (wavelengths, a function that reads a slab of rows, the celestial WCS,
+ids) and hands it to :func:`cube_spectra`, which yields either every usable spaxel or, with
+``target_snr``, Voronoi bins; or, for a cube that comes with its pipeline's bin map, to
+:func:`bin_map_spectra`, which yields one spectrum per bin.
 
 Usable spaxel rule (thresholds are reader options):
 
@@ -27,13 +29,11 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS
 from skyledger.ingest.readers.base import finalize_spectrum
-from skyledger.ingest.readers.fits_access import fits_summary
 from skyledger.ingest.records import SpectrumRow
 from skyledger.schema.errors import ReaderError
 
 __all__ = [
     "CUBE_OPTIONS",
-    "looks_like_cube",
     "CubeLayout",
     "Slab",
     "SelectionRule",
@@ -43,6 +43,7 @@ __all__ = [
     "spectral_axis",
     "spaxel_positions",
     "voronoi_bins",
+    "bin_map_spectra",
 ]
 
 #: options every cube reader accepts (readers add their own)
@@ -84,12 +85,15 @@ class CubeLayout:
     wave: np.ndarray  # float64 vacuum Angstrom
     n_y: int
     n_x: int
-    celestial: WCS  # 2-D celestial WCS of the spatial axes
+    celestial: WCS | None  # 2-D celestial WCS of the spatial axes; None: spaxels have no position
     read_slab: Callable[[int, int], Slab]
     resolution: np.ndarray | None  # 1-D R shared by all spaxels, if the file gives one
     flux_unit: str | None
     z: float | None
+    #: spectrum meta of every row (a two-arm instrument's arm, say)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: appended to every spectrum id (``#blue``): the arms of one cube share their spaxel ids
+    id_suffix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +117,6 @@ class SelectionRule:
         if not 0.0 < rule.min_good_fraction <= 1.0:
             raise ReaderError(path, f"option min_good_fraction must be in (0, 1], got {rule.min_good_fraction}")
         return rule
-
-
-def looks_like_cube(path: object, data_hdu: str, error_hdu: str) -> bool:
-    """Sniff: a 3-D ``data_hdu`` with a spectral third axis, followed by ``error_hdu``.
-
-    Only the first two extension headers are read: in a gzipped cube every further
-    header costs a decompression pass.
-    """
-    summary = fits_summary(path, max_hdus=2)
-    if summary is None:
-        return False
-    data, error = summary.get(data_hdu), summary.get(error_hdu)
-    if data is None or error is None or int(data.get("NAXIS", 0) or 0) != 3:
-        return False
-    ctype3 = str(data.get("CTYPE3", "")).strip().upper()
-    return ctype3.startswith("WAVE") or ctype3.startswith("AWAV")
 
 
 def cube_wcs(path: object, header: Any, hdu: str) -> tuple[WCS, WCS]:
@@ -165,8 +153,11 @@ def spectral_axis(path: object, wcs: WCS, n_wave: int, hdu: str) -> tuple[np.nda
     return (values * unit).to_value(u.AA), ctype
 
 
-def spaxel_positions(celestial: WCS, n_y: int, n_x: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) in degrees of every spaxel centre, arrays shaped (n_y, n_x); ra in [0, 360)."""
+def spaxel_positions(celestial: WCS | None, n_y: int, n_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) in degrees of every spaxel centre, arrays shaped (n_y, n_x); ra in [0, 360).
+    Without a celestial WCS every position is NaN (the rows get ``None``)."""
+    if celestial is None:
+        return np.full((n_y, n_x), np.nan), np.full((n_y, n_x), np.nan)
     yy, xx = np.mgrid[0:n_y, 0:n_x]
     ra, dec = celestial.pixel_to_world_values(xx.astype(np.float64), yy.astype(np.float64))
     return np.mod(np.asarray(ra), 360.0), np.asarray(dec)
@@ -253,10 +244,10 @@ def _iter_spaxels(layout: CubeLayout, opts: Mapping[str, Any], rule: SelectionRu
         for dy, x in zip(*np.nonzero(usable), strict=False):
             y = y0 + int(dy)
             row = SpectrumRow(
-                object_id=f"{layout.galaxy_id}#{int(x)}_{y}",
+                object_id=f"{layout.galaxy_id}#{int(x)}_{y}{layout.id_suffix}",
                 source_object_id=layout.galaxy_id,
-                ra=float(ra_map[y, x]),
-                dec=float(dec_map[y, x]),
+                ra=_position(ra_map[y, x]),
+                dec=_position(dec_map[y, x]),
                 z=layout.z,
                 wave=layout.wave,
                 flux=flux[dy, x].copy(),
@@ -264,7 +255,7 @@ def _iter_spaxels(layout: CubeLayout, opts: Mapping[str, Any], rule: SelectionRu
                 mask=None if mask is None else mask[dy, x].copy(),
                 resolution=res3[dy, x].copy() if res3 is not None else layout.resolution,
                 flux_unit=layout.flux_unit,
-                meta={"kind": "spaxel", "x": int(x), "y": y, "median_snr": float(snr[dy, x])},
+                meta={"kind": "spaxel", "x": int(x), "y": y, "median_snr": float(snr[dy, x]), **layout.meta},
             )
             yield finalize_spectrum(layout.path, row, hdu=layout.hdu)
 
@@ -350,7 +341,7 @@ def _iter_bins(
             weights = np.ones(n_members)
         xc = float(np.average(members_x, weights=weights))
         yc = float(np.average(members_y, weights=weights))
-        ra_c, dec_c = layout.celestial.pixel_to_world_values(xc, yc)
+        ra_c, dec_c = _world(layout.celestial, xc, yc)
         # Pixels where some members had no data: scale the partial sum up to the full
         # bin (flux x N/n, variance x (N/n)^2); below half coverage the pixel is dropped.
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -364,10 +355,10 @@ def _iter_bins(
                 resolution = (1.0 / np.sqrt(inv_r2_sum[b] / n_members)).astype(np.float32)
         sn = float(np.median((flux * np.sqrt(ivar))[ivar > 0])) if np.any(ivar > 0) else 0.0
         row = SpectrumRow(
-            object_id=f"{layout.galaxy_id}#bin{b}",
+            object_id=f"{layout.galaxy_id}#bin{b}{layout.id_suffix}",
             source_object_id=layout.galaxy_id,
-            ra=float(np.mod(ra_c, 360.0)),
-            dec=float(dec_c),
+            ra=ra_c,
+            dec=dec_c,
             z=layout.z,
             wave=layout.wave,
             flux=flux.astype(np.float32),
@@ -384,6 +375,95 @@ def _iter_bins(
                 "target_snr": target,
                 "median_snr": sn,
                 "spaxels": [[int(x), int(y)] for y, x in zip(members_y, members_x, strict=False)],
+                **layout.meta,
+            },
+        )
+        yield finalize_spectrum(layout.path, row, hdu=layout.hdu)
+
+
+def _position(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _world(celestial: WCS | None, x: float, y: float) -> tuple[float | None, float | None]:
+    """(ra in [0, 360), dec) of a pixel position, (None, None) without a celestial WCS."""
+    if celestial is None:
+        return None, None
+    ra, dec = celestial.pixel_to_world_values(x, y)
+    return float(np.mod(ra, 360.0)), float(dec)
+
+
+def bin_map_spectra(
+    layout: CubeLayout,
+    bin_map: np.ndarray,
+    opts: Mapping[str, Any],
+    rule: SelectionRule,
+    *,
+    bin_source: Callable[[int], str] | None = None,
+) -> Iterator[SpectrumRow]:
+    """One spectrum per bin of a pipeline's bin map, for cubes whose spaxels each hold
+    their bin's spectrum (SAMI's binned cubes): the bin's spectrum is taken once, not
+    summed over its identical copies, and placed at the bin's centroid (the mean pixel
+    position of its members).
+
+    ``bin_map``: (n_y, n_x) integer bin ids, 0 or negative outside every bin.  A member
+    whose spectrum differs from its bin's first member means the map does not describe the
+    cube: ReaderError.  The usable-spaxel rule is applied to each bin's spectrum.  Ids are
+    ``<galaxy>#bin<id>`` + ``layout.id_suffix``; ``bin_source(id)`` names the source a bin's spectrum
+    belongs to (default: the galaxy).
+    """
+    n_y, n_x = layout.n_y, layout.n_x
+    if bin_map.shape != (n_y, n_x):
+        raise ReaderError(layout.path, f"bin map shape {bin_map.shape} differs from the cube's spatial shape {(n_y, n_x)}")
+    ids = [int(b) for b in np.unique(bin_map) if b > 0]
+    first: dict[int, tuple[int, int]] = {}
+    spectra: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
+    for y0, slab in _iter_slabs(layout, _chunk_rows(layout, opts)):
+        sub = bin_map[y0 : y0 + slab.flux.shape[1]]
+        for dy, x in zip(*np.nonzero(sub > 0), strict=False):
+            b, y = int(sub[dy, x]), y0 + int(dy)
+            flux, ivar = slab.flux[:, dy, x], slab.ivar[:, dy, x]
+            mask = None if slab.mask is None else slab.mask[:, dy, x]
+            res = None if slab.resolution is None else slab.resolution[:, dy, x]
+            if b not in spectra:
+                first[b] = (int(x), y)
+                spectra[b] = (flux.copy(), ivar.copy(), None if mask is None else mask.copy(), None if res is None else res.copy())
+            elif not (np.array_equal(flux, spectra[b][0], equal_nan=True) and np.array_equal(ivar, spectra[b][1])):
+                raise ReaderError(
+                    layout.path,
+                    f"bin {b}: spaxel ({int(x)}, {y}) holds another spectrum than spaxel {first[b]}; "
+                    "the bin map does not describe this cube",
+                    hdu=layout.hdu,
+                )
+    for b in ids:
+        flux, ivar, mask, res = spectra[b]
+        slab = Slab(flux[:, None, None], ivar[:, None, None], None if mask is None else mask[:, None, None], None)
+        usable, snr, _, _ = _slab_stats(slab, rule)
+        if not usable[0, 0]:
+            continue
+        members_y, members_x = np.nonzero(bin_map == b)
+        xc, yc = float(members_x.mean()), float(members_y.mean())
+        ra_c, dec_c = _world(layout.celestial, xc, yc)
+        row = SpectrumRow(
+            object_id=f"{layout.galaxy_id}#bin{b}{layout.id_suffix}",
+            source_object_id=bin_source(b) if bin_source else layout.galaxy_id,
+            ra=ra_c,
+            dec=dec_c,
+            z=layout.z,
+            wave=layout.wave,
+            flux=flux,
+            ivar=ivar,
+            mask=mask,
+            resolution=res if res is not None else layout.resolution,
+            flux_unit=layout.flux_unit,
+            meta={
+                "kind": "bin",
+                "bin": b,
+                "n_spaxels": int(members_y.size),
+                "x_centroid": xc,
+                "y_centroid": yc,
+                "median_snr": float(snr[0, 0]),
+                **layout.meta,
             },
         )
         yield finalize_spectrum(layout.path, row, hdu=layout.hdu)

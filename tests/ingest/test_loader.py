@@ -38,10 +38,10 @@ def test_real_files_load_and_read_back(fresh_database, tmp_path):
     files = copy_samples(tmp_path / "data")
     summary = ingest_paths(fresh_database, files)
     assert [o.status for o in summary.outcomes] == ["loaded"] * len(files), [o.reason for o in summary.outcomes]
-    assert summary.n_spectra == 8 + 3 + 1 + 1 + 1
+    assert summary.n_spectra == 8 + 3 + 1 + 1 + 1 + 2 * 39  # SAMI: 39 bins, two arms
     with fresh_database.engine.connect() as conn:
         rows = conn.execute(text("SELECT survey, count(*) FROM catalog.spectra GROUP BY 1 ORDER BY 1")).all()
-        assert rows == [("eso_phase3", 1), ("manga_rss", 11), ("sdss", 2)]
+        assert rows == [("eso_phase3", 1), ("manga_rss", 11), ("sami_cube", 78), ("sdss", 2)]
         # Pixels survive the binary COPY bit for bit.
         flux, ivar, mask, wave, res = conn.execute(
             text(

@@ -58,8 +58,11 @@ def assert_rejects(path: Path, reader: str, *fragments: str, options: dict | Non
 
 
 def test_registry_holds_every_format_and_the_protocol():
-    assert set(READERS) == {"sdss", "desi_coadd", "eso_phase3", "manga_rss", "muse_cube", "manga_cube", "velocity_map",
-                            "nirspec_x1d", "starlight", "fits_image_1d", "text_spectrum", "line_catalog"}
+    assert set(READERS) == {
+        "sdss", "desi_coadd", "eso_phase3", "muse_cube", "manga_cube", "sami_cube", "nirspec_s3d", "gmos_cube",
+        "manga_rss", "velocity_map", "nirspec_x1d", "starlight", "fits_image_1d", "text_spectrum", "line_catalog",
+        "ifu_cube",
+    }  # fmt: skip
     for name, reader in READERS.items():
         assert isinstance(reader, Reader)
         assert reader.name == name
