@@ -32,12 +32,12 @@ __all__ = ["find_galaxy", "rotation_plots"]
 
 def find_galaxy(session: Session, key: str) -> int:
     """The source id of a galaxy given as a source id or an object id; SkyledgerError if unknown or ambiguous."""
-    if key.isdigit():
+    # The object id first: survey ids are often numbers too (a SAMI CATID, a DESI TARGETID).
+    found = session.execute(
+        text("SELECT id FROM source WHERE object_id = :o AND parent_id IS NULL ORDER BY id"), {"o": key}
+    ).scalars().all()
+    if not found and key.isdigit():
         found = session.execute(text("SELECT id FROM source WHERE id = :i"), {"i": int(key)}).scalars().all()
-    else:
-        found = session.execute(
-            text("SELECT id FROM source WHERE object_id = :o AND parent_id IS NULL ORDER BY id"), {"o": key}
-        ).scalars().all()
     if not found:
         raise SkyledgerError(f"no galaxy {key!r}: give a source id or the object_id of a source without parent")
     if len(found) > 1:

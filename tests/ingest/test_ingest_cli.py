@@ -84,20 +84,31 @@ def test_unknown_reader_is_a_usage_error(fresh_settings, survey_root):
 def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
     env = cli_env(fresh_settings)
     first = run(["demo"], env)
-    assert "loaded 5, unchanged 0, duplicate 0, rejected 0; 14 spectra loaded" in first.stdout
-    assert f"lines v{LinesTask.version}: run 1 succeeded, 14 inputs" in first.stdout
-    assert "sdss-dr18" in first.stdout and "schema version:" in first.stdout
+    # 2 SDSS + 1 LEGA-C + 8 + 3 MaNGA spectra, and the 39 bins x 2 arms of the SAMI cube
+    assert "loaded 7, unchanged 0, duplicate 0, rejected 0; 92 spectra loaded" in first.stdout
+    assert f"lines v{LinesTask.version}: run 1 succeeded, 92 inputs" in first.stdout
+    assert "sdss-dr18" in first.stdout and "sami-dr3" in first.stdout and "schema version:" in first.stdout
     engine = create_engine(fresh_settings.database_url)
     with engine.connect() as conn:
         fitted = conn.execute(text("SELECT count(velocity) FROM catalog.stellar_kinematics")).scalar_one()
+        rotation = conn.execute(text(
+            "SELECT component, count(*) FROM catalog.rotation WHERE object_id = '209807' AND vmax IS NOT NULL GROUP BY 1"
+        )).all()  # fmt: skip
+        gradients = conn.execute(text(
+            "SELECT count(*) FROM catalog.metallicity_gradients WHERE object_id = '209807' AND slope_dex_per_kpc IS NOT NULL"
+        )).scalar_one()  # fmt: skip
     engine.dispose()
-    assert fitted == 13  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
+    assert fitted == 91  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
+    # The cube's galaxy: a rotation curve of gas and of stars, and metallicity gradients, shown and plotted.
+    assert dict(rotation) == {"gas": 2, "stars": 2} and gradients > 0
+    assert "SAMI galaxy 209807: rotation curve and metallicity gradient" in first.stdout
+    assert (fresh_settings.home / "plots" / "209807_gas_rotation_curve.png").is_file()
     assert "release dr1 written:" in first.stdout
     release_dir = fresh_settings.releases_dir / "dr1"
     assert (release_dir / "manifest.json").is_file() and (release_dir / "lines.fits").is_file()
     assert "verified" in run(["release", "verify", "dr1"], env).stdout
     again = run(["demo"], env)
-    assert "loaded 0, unchanged 5" in again.stdout
+    assert "loaded 0, unchanged 7" in again.stdout
     assert f"lines v{LinesTask.version}: nothing to do" in again.stdout
     assert "release dr1 already holds the current results" in again.stdout
 
