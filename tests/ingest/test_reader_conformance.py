@@ -46,6 +46,7 @@ from skyledger.testing.disk_model import DiskParams
 from skyledger.testing.ifu_cubes import write_manga_cube, write_muse_cube
 from skyledger.testing.velocity_maps import write_velocity_map
 from tests.ingest import oned_files
+from tests.ingest.test_ifu_formats import GMOS_GENERIC, write_nirspec_s3d
 
 SAMPLE = sample_data_dir()
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -145,6 +146,18 @@ def _header_sexagesimal(path: Path) -> tuple[float, float]:
     return float(c.ra.deg), float(c.dec.deg)
 
 
+def _cube_first_wave(hdu: str | int) -> Callable[[Path], float]:
+    """Pixel 0 of a cube's linear spectral axis, in Angstrom, from the header cards."""
+
+    def first(path: Path) -> float:
+        h = fits.getheader(path, hdu)
+        step = h.get("CDELT3", h.get("CD3_3"))
+        value = h["CRVAL3"] + (1.0 - h.get("CRPIX3", 1.0)) * step
+        return float(value * u.Unit(h.get("CUNIT3", "Angstrom")).to(u.AA))
+
+    return first
+
+
 def _header_wave(hdu: str, key: str = "CRVAL3") -> Callable[[Path], float]:
     return lambda p: float(fits.getheader(p, hdu)[key])
 
@@ -173,6 +186,31 @@ SAMPLES: dict[str, Sample] = {
         first_wave=lambda p: float(fits.getdata(p, 1)["WAVE"][0][0]),
         resolution=(2000.0, 3500.0),  # VIMOS HR-red, R ~ 2500 (SPEC_RES)
         position=(149.803879, 1.795453), z=0.6686, essential_hdu="PHASE3SPECTRA",
+    ),  # fmt: skip
+    "sami_cube": Sample(
+        origin="real: SAMI DR3 sectors-binned cube of CATID 209807, red arm (spaxelsleuth test data), bundled",
+        make=_copy(SAMPLE / "209807_A_sectors_red.fits.gz"),
+        object_id="209807#bin1#red", n_spectra=39, medium="air", first_wave=_cube_first_wave(0),
+        resolution=(3800.0, 4800.0),  # 1000R grating, R = 4304 (Croom et al. 2021)
+        z=0.05386, essential_hdu="VARIANCE",
+    ),  # fmt: skip
+    "gmos_cube": Sample(
+        origin="real: Gemini GMOS IFU cube of NGC 3081 (ifscube examples), tests/data/gmos",
+        make=_copy(DATA / "gmos" / "ngc3081_cube.fits"),
+        object_id="NGC 3081#2_0", n_spectra=46, medium="air", first_wave=_cube_first_wave("SCI"),
+        resolution=None, z=0.007976, essential_hdu="ERR",  # GMOS R depends on the grating: a survey option
+    ),  # fmt: skip
+    "nirspec_s3d": Sample(
+        origin="synthetic: a JWST NIRSpec IFU s3d cube from the IFUCubeModel layout (no public file installable)",
+        make=lambda d: write_nirspec_s3d(d / "jw01234-o001_t001_nirspec_g235h-f170lp_s3d.fits"), object_id="",
+        n_spectra=None, first_wave=_cube_first_wave("SCI"),
+        resolution=(2000.0, 3700.0),  # G235H, nominal R ~ 2700 (JWST user documentation)
+        essential_hdu="ERR",
+    ),  # fmt: skip
+    "ifu_cube": Sample(
+        origin="real: the GMOS cube above, every role given by survey options (never detected)",
+        make=_copy(DATA / "gmos" / "ngc3081_cube.fits"), options=GMOS_GENERIC, detected=False,
+        object_id="", n_spectra=46, medium="air", first_wave=_cube_first_wave("SCI"), essential_hdu="ERR",
     ),  # fmt: skip
     "manga_rss": Sample(
         origin="real: MaNGA DAP test spectra (8 spaxels), bundled",
