@@ -20,7 +20,8 @@ SPECTRUM_COLUMNS = [
     ("source_id", "int8"), ("survey_id", "int4"), ("ingest_file_id", "int8"), ("object_id", "text"),
     ("ra", "float8"), ("dec", "float8"), ("z", "float8"), ("n_pix", "int4"), ("wave_grid_id", "int8"),
     ("flux", "float4[]"), ("ivar", "float4[]"), ("mask", "int4[]"), ("resolution", "float4[]"),
-    ("flux_unit", "text"), ("flags", "int4"), ("meta", "jsonb"),
+    ("flux_unit", "text"), ("flags", "int4"), ("meta", "jsonb"), ("wave_min", "float8"), ("wave_max", "float8"),
+    ("resolution_median", "float4"),
 ]
 LINE_COLUMNS = [
     ("run_id", "int8"), ("spectrum_id", "int8"), ("line", "text"), ("velocity", "float8"), ("velocity_err", "float8"),

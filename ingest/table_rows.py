@@ -100,17 +100,26 @@ def spectrum_rows(
             flags |= SPECTRUM_FLAGS["ZERO_IVAR"]  # loaded, but no pixel carries data
         if row.meta.get(ERROR_ESTIMATE_KEY):
             flags |= SPECTRUM_FLAGS["ERROR_ESTIMATED"]  # the file gives no errors: ivar is the reader's estimate
-        grid = None
+        grid = wave_min = wave_max = resolution = None
         if row.n_pix:
             grid = grid_id(row.wave)
+            wave_min, wave_max = float(row.wave[0]), float(row.wave[-1])
             if row.resolution is None:
                 flags |= SPECTRUM_FLAGS["NO_RESOLUTION"]
+            else:
+                resolution = _median_resolution(row.resolution)
         if row.lines:
             lines.append((row.object_id, row.lines))
         yield (
             source_id, survey_id, file_id, row.object_id, row.ra, row.dec, row.z, row.n_pix, grid,
-            row.flux, row.ivar, row.mask, row.resolution, row.flux_unit, flags, row.meta,
+            row.flux, row.ivar, row.mask, row.resolution, row.flux_unit, flags, row.meta, wave_min, wave_max, resolution,
         )
+
+
+def _median_resolution(resolution: np.ndarray) -> float | None:
+    """Median R over the pixels where it is known (finite, > 0; readers set unknown to NaN)."""
+    known = resolution[np.isfinite(resolution) & (resolution > 0)]
+    return float(np.median(known)) if known.size else None
 
 
 class WavelengthGrids:

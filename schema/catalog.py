@@ -59,6 +59,9 @@ SPECTRA = CatalogView(
           ucd="meta.id"),
         _(m.Spectrum.flux_unit),
         _(m.Spectrum.flags),
+        _(m.Spectrum.wave_min),
+        _(m.Spectrum.wave_max),
+        _(m.Spectrum.resolution_median),
     ),
 )
 

@@ -200,6 +200,16 @@ class Spectrum(Base):
     meta: Mapped[dict[str, Any]] = column(
         JSONB, server_default=text("'{}'::jsonb"), doc="Other header values kept from the file"
     )
+    wave_min: Mapped[float | None] = column(
+        Double, doc="Wavelength of the first pixel, vacuum; NULL without pixels", unit="Angstrom", ucd="em.wl;stat.min"
+    )
+    wave_max: Mapped[float | None] = column(
+        Double, doc="Wavelength of the last pixel, vacuum; NULL without pixels", unit="Angstrom", ucd="em.wl;stat.max"
+    )
+    resolution_median: Mapped[float | None] = column(
+        REAL, doc="Median resolving power lambda/FWHM over the pixels; NULL when the file gives none",
+        ucd="spect.resolution;stat.median",
+    )
 
 
 class Run(Base):

@@ -140,13 +140,10 @@ def session(database) -> Iterator[Session]:
         outer.rollback()
 
 
-@pytest.fixture
-def fresh_settings(server, template_url, tmp_path) -> Iterator[Settings]:
-    """Settings pointing at a brand-new migrated database that the test may commit to."""
+def _new_database(server, template_url: str, home: Path) -> Iterator[Settings]:
     template = make_url(template_url).database
     name = f"skyledger_test_{uuid.uuid4().hex[:12]}"
     url = server.create_database(name, template=template)
-    home = tmp_path / "home"
     home.mkdir()
     yield Settings(home=home, database_url=url, query_url=query_url(url))
     server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -154,10 +151,25 @@ def fresh_settings(server, template_url, tmp_path) -> Iterator[Settings]:
 
 
 @pytest.fixture
+def fresh_settings(server, template_url, tmp_path) -> Iterator[Settings]:
+    """Settings pointing at a brand-new migrated database that the test may commit to."""
+    yield from _new_database(server, template_url, tmp_path / "home")
+
+
+@pytest.fixture
 def fresh_database(fresh_settings):
     db = connect(fresh_settings)
     yield db
     db.dispose()
+
+
+@pytest.fixture(scope="module")
+def fresh_database_module(server, template_url, tmp_path_factory):
+    """A brand-new migrated database shared by the tests of one module (ingest once, check many ways)."""
+    for settings in _new_database(server, template_url, tmp_path_factory.mktemp("module") / "home"):
+        db = connect(settings)
+        yield db
+        db.dispose()
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
