@@ -95,7 +95,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -224,7 +223,6 @@ class CubeFormat:
     strict_uncertainty: bool = True  # NaN uncertainty beside finite flux is an error
     shared_sources: bool = False  # sources shared with the survey's other files (arms)
     arm: Callable[[Header], str | None] | None = None  # spectrum id suffix '#<arm>'
-    flux_unit_fix: Callable[[str], str] | None = None  # BUNIT text -> parsable text
     meta: Callable[[Any], dict[str, Any]] | None = None  # extra meta from the open HDU list
     options: tuple[str, ...] = ()  # accepted beyond CUBE_OPTIONS
 
@@ -531,8 +529,8 @@ class IfuCubeReader:
                     celestial = _grid_wcs(ra, dec, n_y, n_x, scale)
                     warn.append(f"pixel scale {scale} arcsec assumed")
             bunit = str(header.get("BUNIT", "")).strip() or None
-            raw_unit = fmt.flux_unit_fix(bunit) if (bunit and fmt.flux_unit_fix) else bunit
-            flux_unit = opts.get("flux_unit") or normalise_flux_unit(raw_unit)
+            # normalise_flux_unit drops SAMI's "/pixel" and reads GMOS's "A" as Angstrom.
+            flux_unit = opts.get("flux_unit") or normalise_flux_unit(bunit)
             arm = fmt.arm(primary) if fmt.arm else None
             meta: dict[str, Any] = {
                 "instrument": _text(primary, "INSTRUME"),
@@ -786,7 +784,6 @@ SAMI = CubeFormat(
     z_keys=("Z_SPEC",),
     psf_key="PSFFWHM",
     # "/pixel" is per spaxel (0.5" x 0.5"), bookkeeping like MaNGA's "/spaxel"
-    flux_unit_fix=lambda text: re.sub(r"\s*/\s*pixel\b", "", text, flags=re.IGNORECASE),
     sniff_hdus=("PRIMARY", "VARIANCE"),
     sniff_headers=(("PRIMARY", "INSTRUME", ("AAOMEGA-SAMI",)), ("PRIMARY", "CTYPE3", ("AWAV", "WAVE"))),
     shared_sources=True,
@@ -825,7 +822,6 @@ GMOS = CubeFormat(
     sniff_headers=(("SCI", "CTYPE3", ("LAMBDA",)),),
     celestial="pixel_grid",
     pixel_scale_arcsec=0.1,
-    flux_unit_fix=lambda text: text.replace("/A/", "/Angstrom/").replace("/A ", "/Angstrom "),
     options=("resolution", "medium", "uncertainty", "pixel_scale_arcsec"),
 )
 
