@@ -63,7 +63,7 @@ from skyledger.ingest.readers.base import (
     normalise_flux_unit,
 )
 from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, open_fits, require_hdu
-from skyledger.ingest.readers.fits_tables import TableData, find_column, read_table
+from skyledger.ingest.readers.fits_tables import TableData, cell_value, find_column, read_table
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -301,16 +301,6 @@ def _column(path: object, table: TableData, name: str, *, required: bool = False
     return np.asarray(table.column(found))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace").strip()
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _mask_data(path: object, hdu: Any) -> Any:
     """An X_MASK image as uint32. DESI writes it as int32 with BZERO = 2**31, which astropy
     refuses to scale through a memory map; the raw words are read and the offset applied
@@ -426,8 +416,8 @@ class DesiCoaddReader:
                 "n_skipped": 0 if include_dead else int(dead.sum()),
                 "skipped": {} if include_dead else skipped,
                 "arms": [a.name for a in arms],
-                "tileid": _plain(primary.get("TILEID")),
-                "spgrp": _plain(primary.get("SPGRP")),
+                "tileid": cell_value(primary.get("TILEID")),
+                "spgrp": cell_value(primary.get("SPGRP")),
                 "redshift_source": zhow,
                 "wavelength_medium_in_file": "vacuum",
             }
@@ -444,7 +434,7 @@ class DesiCoaddReader:
                 meta: dict[str, Any] = {"targetid": tid}
                 for key, col in meta_cols.items():
                     if col is not None:
-                        meta[key] = _plain(col[i])
+                        meta[key] = cell_value(col[i])
                 for col, values in target_cols.items():
                     if values[i]:
                         meta[col.lower()] = int(values[i])

@@ -23,7 +23,18 @@ from skyledger.ingest.readers import rawfits
 from skyledger.ingest.readers.fits_access import hdu_data, open_fits
 from skyledger.schema.errors import ReaderError
 
-__all__ = ["TableData", "find_column", "read_table"]
+__all__ = ["TableData", "cell_value", "find_column", "read_table"]
+
+
+def cell_value(value: Any) -> Any:
+    """A numpy/FITS table cell or header value as a plain Python value (text stripped)."""
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip()
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 # --------------------------------------------------------------------------- binary tables

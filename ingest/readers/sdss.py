@@ -35,7 +35,7 @@ from skyledger.ingest.readers.base import (
     normalise_flux_unit,
 )
 from skyledger.ingest.readers.fits_access import fits_summary, header_float, open_tables, require_hdu
-from skyledger.ingest.readers.fits_tables import find_column, read_table
+from skyledger.ingest.readers.fits_tables import cell_value, find_column, read_table
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -57,17 +57,6 @@ _META_COLUMNS = (
     "PROGRAMNAME",
     "RUN2D",
 )
-
-
-def _scalar(value: Any) -> Any:
-    """A numpy/FITS table cell as a plain Python value (str stripped)."""
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace").strip()
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class SdssReader:
@@ -132,7 +121,7 @@ class SdssReader:
             mjd = self._int(path, row, names, meta_hdu.name, "MJD")
             fiber = self._int(path, row, names, meta_hdu.name, "FIBERID")
             specobjid_col = find_column(names, "SPECOBJID")
-            specobjid = str(_scalar(row[specobjid_col])).strip() if specobjid_col else None
+            specobjid = str(cell_value(row[specobjid_col])).strip() if specobjid_col else None
             pmf = f"{plate:04d}-{mjd:05d}-{fiber:04d}"
             if id_format == "specobjid":
                 if not specobjid or specobjid == "0":
@@ -160,7 +149,7 @@ class SdssReader:
             for name in _META_COLUMNS:
                 found = find_column(names, name)
                 if found is not None:
-                    meta[name.lower()] = _scalar(row[found])
+                    meta[name.lower()] = cell_value(row[found])
             n_exposure_hdus = (
                 len(hdul)
                 - 1
