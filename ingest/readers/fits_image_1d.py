@@ -200,6 +200,180 @@ def _aperture_numbers(header: Mapping[str, Any], n_ap: int) -> list[int]:
     return numbers
 
 
+# --------------------------------------------------------------------------- IRAF multispec WCS
+
+_FTYPES = {1: "Chebyshev", 2: "Legendre", 3: "cubic spline", 4: "linear spline", 5: "pixel coordinate array",
+           6: "sampled coordinate array"}  # fmt: skip
+_SPEC_FIELDS = "ap beam dtype w1 dw nw z aplow aphigh"
+
+
+def _card_string(header: Any, key: str) -> str:
+    """A string card's value with its trailing spaces (astropy strips them; IRAF's WAT cards are
+    68-character pieces of one long string, so a space at a card's end is part of the string)."""
+    try:
+        image = header.cards[key].image
+    except (AttributeError, KeyError, IndexError):
+        return str(header.get(key, "") or "")
+    match = re.match(r"\s*'((?:[^']|'')*)'", image[10:])
+    return match[1].replace("''", "'") if match else str(header.get(key, "") or "")
+
+
+def _wat_string(header: Any, axis: int) -> str:
+    """The WATn_001, WATn_002, ... cards joined into IRAF's attribute string."""
+    parts = []
+    i = 1
+    while f"WAT{axis}_{i:03d}" in header:
+        parts.append(_card_string(header, f"WAT{axis}_{i:03d}"))
+        i += 1
+    return "".join(parts)
+
+
+def _multispec_specs(path: object, header: Any, hname: str) -> dict[int, str]:
+    """``specN = "..."`` attributes of WAT2_*, by physical line N."""
+    wat2 = _wat_string(header, 2)
+    specs = {int(m[1]): m[2] for m in re.finditer(r'spec(\d+)\s*=\s*"([^"]*)"', wat2)}
+    if not specs:
+        raise ReaderError(
+            path, 'CTYPE1 = MULTISPE but the WAT2_nnn cards hold no specN = "..." attribute (the '
+            "per-aperture dispersion of IRAF's multispec WCS)", hdu=hname,
+        )  # fmt: skip
+    return specs
+
+
+def _nonlinear(path: object, what: str, coeffs: list[float], p: np.ndarray, hname: str) -> np.ndarray:
+    """IRAF's nonlinear dispersion (dtype 2): the weighted mean of the functions
+    ``weight zeropoint ftype order pmin pmax c...``, each ``zeropoint + f(p)``."""
+    ysum = np.zeros_like(p)
+    wsum = 0.0
+    j = 0
+    while j < len(coeffs):
+        if len(coeffs) - j < 6:
+            raise ReaderError(path, f"{what}: a nonlinear function needs weight zeropoint ftype order pmin "
+                              f"pmax, got {coeffs[j:]}", hdu=hname)  # fmt: skip
+        weight, zero, ftype, order, pmin, pmax = coeffs[j : j + 6]
+        ftype, order = int(round(ftype)), int(round(order))
+        n_coef = {1: order, 2: order, 3: order + 3, 4: order + 1}.get(ftype)
+        if n_coef is None:
+            name = _FTYPES.get(ftype, "unknown")
+            raise ReaderError(
+                path, f"{what}: nonlinear dispersion function type {ftype} ({name}) is not read (only 1 "
+                "Chebyshev, 2 Legendre, 3 cubic spline, 4 linear spline)", hdu=hname,
+            )  # fmt: skip
+        c = coeffs[j + 6 : j + 6 + n_coef]
+        if order < 1 or len(c) < n_coef or pmax == pmin:
+            raise ReaderError(
+                path, f"{what}: {_FTYPES[ftype]} of order/pieces {order} over pixels {pmin}-{pmax} needs "
+                f"{n_coef} coefficients, got {len(c)}", hdu=hname,
+            )  # fmt: skip
+        if ftype in (1, 2):
+            x = (2.0 * p - (pmax + pmin)) / (pmax - pmin)
+            y = np.full_like(p, c[0])
+            prev, cur = np.ones_like(p), x
+            if order > 1:
+                y += c[1] * x
+            for i in range(3, order + 1):  # IRAF's recurrences (curfit), term i of 1..order
+                if ftype == 1:
+                    nxt = 2.0 * x * cur - prev
+                else:
+                    nxt = ((2 * i - 3) * x * cur - (i - 2) * prev) / (i - 1)
+                y += c[i - 1] * nxt
+                prev, cur = cur, nxt
+        else:
+            s = (p - pmin) * order / (pmax - pmin)
+            k = np.clip(np.floor(s), 0, order - 1).astype(int)
+            b = s - k
+            a = 1.0 - b
+            ca = np.asarray(c)
+            if ftype == 3:
+                y = (a**3 * ca[k] + (1 + 3 * a * (1 + a * b)) * ca[k + 1] + (1 + 3 * b * (1 + a * b)) * ca[k + 2]
+                     + b**3 * ca[k + 3])  # fmt: skip
+            else:
+                y = a * ca[k] + b * ca[k + 1]
+        ysum += weight * (zero + y)
+        wsum += weight
+        j += 6 + n_coef
+    if wsum == 0:
+        raise ReaderError(path, f"{what}: the nonlinear dispersion has no function with a non-zero weight", hdu=hname)
+    return ysum / wsum
+
+
+def _multispec_wave(
+    path: object, spec: str, line: int, p: np.ndarray, hname: str
+) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(aperture number, dtype, wavelengths in the file's unit, kept-pixel mask) of one specN
+    string at physical pixels ``p``; pixels beyond 1..nw (IRAF's padding) are dropped."""
+    what = f"WAT2 spec{line}"
+    words = spec.split()
+    if len(words) < 9:
+        raise ReaderError(path, f'{what} = "{spec}" has {len(words)} fields, expected at least 9 ({_SPEC_FIELDS})',
+                          hdu=hname)  # fmt: skip
+    try:
+        values = [float(w) for w in words]
+    except ValueError as err:
+        raise ReaderError(path, f'{what} = "{spec}" is not all numbers ({err})', hdu=hname) from None
+    ap, dtype, w1, dw, nw, z = int(values[0]), int(values[2]), values[3], values[4], int(values[5]), values[6]
+    if nw <= 0:
+        raise ReaderError(path, f"{what}: nw = {nw}, no dispersion function (IRAF: not dispersion corrected)",
+                          hdu=hname)  # fmt: skip
+    if not np.isfinite(1.0 + z) or 1.0 + z <= 0:
+        raise ReaderError(path, f"{what}: z = {z} gives no Doppler factor 1 + z > 0", hdu=hname)
+    keep = (p >= 0.5) & (p <= nw + 0.5)
+    pk = p[keep]
+    if dtype == 0:
+        wave = w1 + dw * (pk - 1.0)
+    elif dtype == 1:
+        wave = 10.0 ** (w1 + dw * (pk - 1.0))
+    elif dtype == 2:
+        wave = _nonlinear(path, what, values[9:], pk, hname)
+    elif dtype == -1:
+        raise ReaderError(path, f"{what}: dtype = -1, the spectrum is not dispersion corrected", hdu=hname)
+    else:
+        raise ReaderError(path, f"{what}: dtype = {dtype} (0 linear, 1 log-linear, 2 nonlinear expected)", hdu=hname)
+    return ap, dtype, wave / (1.0 + z), keep
+
+
+def _lt(path: object, header: Any, key: str, default: float, hname: str) -> float:
+    if key not in header:
+        return default
+    value = header_float(header, key)
+    if value is None or (key.startswith("LTM") and value == 0):
+        raise ReaderError(path, f"{key} = {header.get(key)!r} is not a usable logical-to-physical term", hdu=hname)
+    return value
+
+
+def _multispec_apertures(
+    path: object, header: Any, n_ap: int, n: int, hname: str
+) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
+    """(aperture number, wavelengths in Angstrom, kept-pixel mask, dtype) of each image line."""
+    specs = _multispec_specs(path, header, hname)
+    ltv1, ltm1 = _lt(path, header, "LTV1", 0.0, hname), _lt(path, header, "LTM1_1", 1.0, hname)
+    ltv2, ltm2 = _lt(path, header, "LTV2", 0.0, hname), _lt(path, header, "LTM2_2", 1.0, hname)
+    p = (np.arange(1, n + 1, dtype=np.float64) - ltv1) / ltm1  # logical -> physical pixel
+    unit = _wave_unit(path, header, hname)
+    out = []
+    for i in range(n_ap):
+        line = int(round((i + 1 - ltv2) / ltm2))
+        spec = specs.get(line)
+        if spec is None:
+            raise ReaderError(
+                path, f"image line {i + 1} (physical line {line}) has no spec{line} attribute in WAT2_* "
+                f"(found spec{', spec'.join(str(k) for k in sorted(specs))})", hdu=hname,
+            )  # fmt: skip
+        ap, dtype, wave, keep = _multispec_wave(path, spec, line, p, hname)
+        if not keep.any():
+            raise ReaderError(path, f"WAT2 spec{line}: no image pixel lies in the dispersion's pixels 1..nw",
+                              hdu=hname)  # fmt: skip
+        if unit != u.AA:
+            wave = (wave * unit).to_value(u.AA)
+        if not (np.all(np.isfinite(wave)) and np.all(np.diff(wave) > 0)):
+            raise ReaderError(
+                path, f"aperture {ap} (WAT2 spec{line}): the wavelengths are not finite and strictly increasing "
+                f"({wave[0]:.6g} to {wave[-1]:.6g}); a broken dispersion solution", hdu=hname,
+            )  # fmt: skip
+        out.append((ap, wave, keep, dtype))
+    return out
+
+
 class FitsImage1DReader:
     """Reader of IRAF-style 1-D spectrum images (see the module doc)."""
 
@@ -226,27 +400,27 @@ class FitsImage1DReader:
                 )  # fmt: skip
             hname = hdu.name or "PRIMARY"
             header = hdu.header
-            if _ctype(header, 1).startswith(_MULTISPEC):
-                raise ReaderError(
-                    path, "IRAF multispec WCS (CTYPE1 = MULTISPE, dispersion per aperture in WAT2_*) is not "
-                    "supported; write a linear spectrum first (IRAF scopy/dispcor linearize=yes)", hdu=hname,
-                )  # fmt: skip
+            multispec = _ctype(header, 1).startswith(_MULTISPEC)
             data = hdu_data(path, hdu)
             if data is None or not 1 <= np.ndim(data) <= 3:
                 raise ReaderError(path, f"expected a 1-3 dimensional image, got {np.shape(data)}", hdu=hname)
             cube = np.asarray(data, dtype=np.float64)
             cube = cube.reshape((1,) * (3 - cube.ndim) + cube.shape)  # (band, aperture, pixel)
             n_bands, n_ap, n = cube.shape
-            if n_ap > 1 and "APNUM1" not in header:
+            if n_ap > 1 and not multispec and "APNUM1" not in header:
                 raise ReaderError(
                     path, f"a 2-D image {cube.shape[1:]} without APNUMn cards is a frame, not extracted "
                     "apertures", hdu=hname,
                 )  # fmt: skip
-            wave, log = _wavelength(path, header, n, hname)
             ctype = _ctype(header, 1)
             medium = medium_option(path, opts, "vacuum" if ctype == "WAVE" else "air")
+            if multispec:
+                apertures = _multispec_apertures(path, header, n_ap, n, hname)
+            else:
+                wave, log = _wavelength(path, header, n, hname)
+                apertures = [(number, wave, None, int(log)) for number in _aperture_numbers(header, n_ap)]
             if medium == "air":
-                wave = air_to_vacuum(wave)
+                apertures = [(ap, air_to_vacuum(w), keep, dt) for ap, w, keep, dt in apertures]
             flux_band, sigma_band, band_names = _bands(header, n_bands)
 
             base_id = str(opts.get("object_id") or header.get("OBJECT") or file_stem(path)).strip() or file_stem(path)
@@ -256,39 +430,41 @@ class FitsImage1DReader:
             scale, flux_unit = rescale_flux(cube[flux_band], flux_unit)
             if scale != 1.0:
                 cube = cube * scale  # the sigma band too
-            resolution = resolution_option(path, opts, n)
             meta = {
                 "wavelength_medium_in_file": medium,
                 "instrument": str(header.get("INSTRUME", "")).strip() or None,
                 "flux_unit_in_file": str(header.get("BUNIT", "")).strip() or None,
-                "log_wavelength": log,
+                "log_wavelength": all(dt == 1 for *_, dt in apertures),
+                "iraf_wcs": "multispec" if multispec else "linear",
                 "position_from": position_from,
                 "iraf_bands": band_names if n_bands > 1 else None,
             }
-            numbers = _aperture_numbers(header, n_ap)
             spectra = []
-            for i in range(n_ap):
-                object_id = base_id if n_ap == 1 else f"{base_id}#ap{numbers[i]}"
-                flux = cube[flux_band, i]
+            for i, (number, wave, keep, dtype) in enumerate(apertures):
+                object_id = base_id if n_ap == 1 else f"{base_id}#ap{number}"
+                flux = cube[flux_band, i] if keep is None else cube[flux_band, i][keep]
                 good = np.isfinite(flux)
                 if not np.any(good & (flux != 0)):
                     raise ReaderError(path, f"spectrum {object_id!r}: the flux is all zero or NaN", hdu=hname)
                 row_meta = dict(meta)
+                if multispec:
+                    row_meta.update(iraf_dtype=dtype, iraf_aperture=number)
                 if sigma_band is not None:
-                    sigma = cube[sigma_band, i]
+                    sigma = cube[sigma_band, i] if keep is None else cube[sigma_band, i][keep]
                     if np.any(sigma < 0):
                         raise ReaderError(
                             path, f"spectrum {object_id!r}: the sigma band ({band_names[sigma_band]!r}) has "
                             f"{int((sigma < 0).sum())} negative values", hdu=hname,
                         )  # fmt: skip
                     ok = good & np.isfinite(sigma) & (sigma > 0)
-                    ivar = np.zeros(n)
+                    ivar = np.zeros(flux.size)
                     ivar[ok] = 1.0 / sigma[ok] ** 2
                 else:
                     ivar = estimated_ivar(flux, row_meta, good & (flux != 0))
                 row = SpectrumRow(
                     object_id=object_id, source_object_id=object_id, ra=ra, dec=dec, z=z, wave=wave,
-                    flux=flux.astype(np.float32), ivar=np.asarray(ivar, np.float32), resolution=resolution,
+                    flux=flux.astype(np.float32), ivar=np.asarray(ivar, np.float32),
+                    resolution=resolution_option(path, opts, flux.size),
                     flux_unit=flux_unit, meta=row_meta,
                 )  # fmt: skip
                 spectra.append(finalize_spectrum(path, row, hdu=hname))

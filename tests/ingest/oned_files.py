@@ -141,3 +141,18 @@ def nirspec_x1d(path: Path, seed: int = 3) -> Path:
     asdf = fits.BinTableHDU.from_columns([fits.Column("ASDF_METADATA", "1B", array=np.zeros(1, np.uint8))], name="ASDF")
     fits.HDUList([primary, first, second, asdf]).writeto(path, overwrite=True)
     return path
+
+
+def wat_cards(axis: int, value: str) -> dict:
+    """IRAF's WATn_nnn cards: the attribute string in 68-character pieces, not stripped."""
+    return {f"WAT{axis}_{i // 68 + 1:03d}": value[i : i + 68] for i in range(0, len(value), 68)}
+
+
+def multispec_image(path: Path, data: np.ndarray, specs: list[str], units: str = "angstroms", **extra) -> Path:
+    """An IRAF multispec image (CTYPE1 = MULTISPE): one ``specN = "..."`` per image line in WAT2_*."""
+    wat2 = "wtype=multispec" + "".join(f' spec{i} = "{s}"' for i, s in enumerate(specs, 1))
+    cards = {"WCSDIM": 2, "CTYPE1": "MULTISPE", "CTYPE2": "MULTISPE", "CD1_1": 1.0, "CD2_2": 1.0, "LTM1_1": 1.0,
+             "LTM2_2": 1.0, "WAT0_001": "system=multispec",
+             "WAT1_001": f"wtype=multispec label=Wavelength units={units}", **wat_cards(2, wat2),
+             "OBJECT": "MSPEC", "BUNIT": "erg/cm2/s/A", **extra}  # fmt: skip
+    return iraf_image(path, data, cards)

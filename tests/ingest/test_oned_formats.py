@@ -300,3 +300,117 @@ def test_nirspec_prism_has_no_resolution(tmp_path):
     _, rows = read_all(path, "nirspec_x1d")
     assert all(r.resolution is None for r in rows)
     assert read_all(path, "nirspec_x1d", {"resolution": 100})[1][0].resolution[0] == 100.0
+
+
+# --------------------------------------------------------------------------- IRAF multispec WCS (WAT2 specN)
+
+
+def _wat2_pieces(specs: list[str]) -> list[str]:
+    return list(F.wat_cards(2, "wtype=multispec" + "".join(f' spec{i} = "{s}"' for i, s in enumerate(specs, 1))).values())
+
+
+def _noise(n: int, seed: int = 5) -> np.ndarray:
+    return 1.0 + np.random.default_rng(seed).normal(0, 0.02, n)
+
+
+def test_multispec_linear_single_aperture(tmp_path):
+    spec = "7 7 0 4000.123456789 1.5 500 0. 10.5 20.5"
+    path = F.multispec_image(tmp_path / "ms_lin.fits", _noise(500), [spec])
+    only_reader(path, "fits_image_1d")
+    contents, (row,) = read_all(path, "fits_image_1d")
+    assert row.object_id == "MSPEC"  # one aperture: the object itself
+    assert contents.meta["iraf_wcs"] == "multispec" and contents.meta["wavelength_medium_in_file"] == "air"
+    assert row.meta["iraf_aperture"] == 7 and row.meta["iraf_dtype"] == 0
+    np.testing.assert_allclose(row.wave, air_to_vacuum(4000.123456789 + 1.5 * np.arange(500)), rtol=1e-13)
+    (row,) = read_all(path, "fits_image_1d", {"medium": "vacuum"})[1]
+    np.testing.assert_allclose(row.wave, 4000.123456789 + 1.5 * np.arange(500), rtol=1e-13)
+
+
+def test_multispec_log_linear_with_doppler_factor_and_a_number_split_across_cards(tmp_path):
+    spec = "1 1 1 3.6020599913 1.0E-4 500 0.0012 10.5 20.5"
+    pieces = _wat2_pieces([spec])
+    assert pieces[0].endswith('"1 1 1 3.6020599913 1.0E-4 500 0.0012 10.5 2') and pieces[1].startswith("0.5")
+    path = F.multispec_image(tmp_path / "ms_log.fits", _noise(500), [spec], units="nanometers")
+    only_reader(path, "fits_image_1d")
+    (row,) = read_all(path, "fits_image_1d", {"medium": "vacuum"})[1]
+    expected_nm = 10 ** (3.6020599913 + 1e-4 * np.arange(500)) / 1.0012  # IRAF divides by 1 + z
+    np.testing.assert_allclose(row.wave, expected_nm * 10, rtol=1e-12)
+    assert row.meta["log_wavelength"] is True
+
+
+@pytest.mark.parametrize(("ftype", "evaluate"), [(1, np.polynomial.chebyshev.chebval),
+                                                 (2, np.polynomial.legendre.legval)])  # fmt: skip
+def test_multispec_nonlinear_polynomials_match_numpy(tmp_path, ftype, evaluate):
+    n = 600
+    coef = [4449.25, 448.5, -3.25, 0.75]
+    spec = f"1 1 2 4000. 1.5 {n} 0. 10.5 20.5 1. 0. {ftype} 4 1. {n}. " + " ".join(map(str, coef))
+    # the first card ends with the space between the order (4) and pmin (1.): stripping it would read 41.
+    assert _wat2_pieces([spec])[0].endswith(f" {ftype} 4 ")
+    path = F.multispec_image(tmp_path / f"ms_poly{ftype}.fits", _noise(n), [spec])
+    only_reader(path, "fits_image_1d")
+    (row,) = read_all(path, "fits_image_1d", {"medium": "vacuum"})[1]
+    p = np.arange(1, n + 1, dtype=float)
+    x = (2 * p - (n + 1.0)) / (n - 1.0)
+    np.testing.assert_allclose(row.wave, evaluate(x, coef), rtol=1e-12)
+    assert row.meta["iraf_dtype"] == 2
+
+
+def test_multispec_splines_and_weighted_functions(tmp_path):
+    n, pieces = 300, 3
+    # linear spline with c_k = 4000 + 100 k: lambda = 4000 + 100 s, s = (p - 1) * 3 / 299
+    lin = f"1. 0. 4 {pieces} 1. {n}. " + " ".join(str(4000.0 + 100 * k) for k in range(pieces + 1))
+    # IRAF's cubic spline basis sums to 6; c_k = k gives 6 (s + 1); zeropoint 4000
+    cub = f"1. 4000. 3 {pieces} 1. {n}. " + " ".join(str(float(k)) for k in range(pieces + 3))
+    s = (np.arange(1, n + 1) - 1.0) * pieces / (n - 1.0)
+    for name, funcs, expected in (("lin", lin, 4000 + 100 * s), ("cub", cub, 4000 + 6 * (s + 1)),
+                                  ("both", f"{lin} {cub.replace('1. 4000.', '3. 4000.', 1)}",
+                                   (1 * (4000 + 100 * s) + 3 * (4000 + 6 * (s + 1))) / 4)):  # fmt: skip
+        path = F.multispec_image(tmp_path / f"ms_{name}.fits", _noise(n), [f"1 1 2 4000. 1. {n} 0. 1. 2. {funcs}"])
+        (row,) = read_all(path, "fits_image_1d", {"medium": "vacuum"})[1]
+        np.testing.assert_allclose(row.wave, expected, rtol=1e-12, err_msg=name)
+
+
+def test_multispec_two_apertures_with_bands_sigma_and_short_nw(tmp_path):
+    n = 400
+    sigma = np.full((2, n), 0.05)
+    flux = np.stack([_noise(n, 6), _noise(n, 7)])
+    flux[1, 380:] = 0.0  # IRAF's padding beyond nw = 380
+    specs = ["3 3 0 4000.1234567890 2. 400 0. 10.5 20.5",
+             "4 4 2 4500. 1.2 380 0. 30.5 40.5 1. 0. 2 4 1. 400. 4738.5 238.125 -3.25 0.75"]  # fmt: skip
+    assert _wat2_pieces(specs)[0].endswith(" ") and _wat2_pieces(specs)[1].endswith(" 2")  # "2|38.125"
+    path = F.multispec_image(
+        tmp_path / "ms_two.fits", np.stack([flux, sigma]), specs, WCSDIM=3, LTM3_3=1.0,
+        BANDID1="spectrum - background fit, weights variance, clean yes",
+        BANDID2="sigma - background fit, weights variance, clean yes", APNUM1="3 3 10.5 20.5", APNUM2="4 4 30.5 40.5",
+    )  # fmt: skip
+    only_reader(path, "fits_image_1d")
+    contents, rows = read_all(path, "fits_image_1d", {"medium": "vacuum"})
+    assert [r.object_id for r in rows] == ["MSPEC#ap3", "MSPEC#ap4"]
+    assert [s.parent_object_id for s in contents.sources] == [None, "MSPEC", "MSPEC"]
+    np.testing.assert_allclose(rows[0].wave, 4000.123456789 + 2 * np.arange(n), rtol=1e-13)
+    # nw = 380 < NAXIS1 = 400: the 20 padding pixels beyond nw are dropped
+    p = np.arange(1, 381, dtype=float)
+    x = (2 * p - 401.0) / 399.0
+    np.testing.assert_allclose(rows[1].wave, np.polynomial.legendre.legval(x, [4738.5, 238.125, -3.25, 0.75]))
+    assert rows[1].flux.size == 380 and np.all(rows[1].flux != 0)
+    for row in rows:
+        np.testing.assert_allclose(row.ivar, 1 / np.float32(0.05) ** 2, rtol=1e-5)
+        assert ERROR_ESTIMATE_KEY not in row.meta
+
+
+def test_multispec_logical_pixels_of_a_trimmed_image(tmp_path):
+    """imcopy [101:400] keeps the physical WCS: LTV1 = -100, pixel 1 is physical pixel 101."""
+    path = F.multispec_image(tmp_path / "ms_cut.fits", _noise(300), ["1 1 0 4000. 2. 500 0. 1. 2."], LTV1=-100.0)
+    (row,) = read_all(path, "fits_image_1d", {"medium": "vacuum"})[1]
+    np.testing.assert_allclose(row.wave, 4000 + 2 * (np.arange(101, 401) - 1.0))
+
+
+def test_equispec_apertures_share_the_linear_dispersion(tmp_path):
+    cards = F.linear_cards(APNUM1="1 1 10. 20.", APNUM2="2 2 30. 40.", WAT0_001="system=equispec",
+                           WAT1_001="wtype=linear label=Wavelength units=angstroms", WCSDIM=2)  # fmt: skip
+    path = F.iraf_image(tmp_path / "equispec.fits", np.stack([_noise(200, 8), _noise(200, 9)]), cards)
+    only_reader(path, "fits_image_1d")
+    contents, rows = read_all(path, "fits_image_1d", {"medium": "vacuum"})
+    assert [r.object_id for r in rows] == ["SYNTH#ap1", "SYNTH#ap2"]
+    for row in rows:
+        np.testing.assert_allclose(row.wave, 4000 + 2 * np.arange(200))
