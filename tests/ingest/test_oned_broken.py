@@ -157,6 +157,14 @@ def x1d_truncated(d: Path) -> Path:
     return d / "x1d_cut.fits"
 
 
+def _multispec(spec: str, n: int = 300, **cards) -> Callable[[Path], Path]:
+    def build(d: Path) -> Path:
+        flux = 1.0 + np.random.default_rng(11).normal(0, 0.02, n)
+        return F.multispec_image(d / "multispec.fits", flux, [spec], **cards)
+
+    return build
+
+
 # name -> (builder, reader, expected fragment, reader to force in a batch or None: detected)
 CASES: dict[str, tuple[Callable[[Path], Path], str, str, str | None]] = {
     "image_truncated": (truncated_image, "fits_image_1d", "truncated", None),
@@ -169,8 +177,22 @@ CASES: dict[str, tuple[Callable[[Path], Path], str, str, str | None]] = {
                          "CRVAL1 = 'none' is not a finite number", None),
     "image_not_dispersion_corrected": (lambda d: _osiris(d, "dcflag", _set(**{"DC-FLAG": -1})), "fits_image_1d",
                                        "not dispersion corrected", None),
-    "image_multispec": (lambda d: _osiris(d, "multispec", _set(CTYPE1="MULTISPE")), "fits_image_1d",
-                        "multispec", None),
+    "image_multispec_no_spec": (lambda d: _osiris(d, "multispec", _set(CTYPE1="MULTISPE")), "fits_image_1d",
+                                "WAT2_nnn cards hold no specN", None),
+    "multispec_few_fields": (_multispec("1 1 0 4000. 2."), "fits_image_1d",
+                             'WAT2 spec1 = "1 1 0 4000. 2." has 5 fields, expected at least 9', None),
+    "multispec_unknown_ftype": (_multispec("1 1 2 4000. 2. 300 0. 1. 2. 1. 0. 5 3 1. 2. 3."), "fits_image_1d",
+                                "function type 5 (pixel coordinate array) is not read", None),
+    "multispec_short_coefficients": (_multispec("1 1 2 4000. 2. 300 0. 1. 2. 1. 0. 1 4 1. 300. 5000. 300."),
+                                     "fits_image_1d", "needs 4 coefficients, got 2", None),
+    "multispec_decreasing": (_multispec("1 1 0 6000. -2. 300 0. 1. 2."), "fits_image_1d",
+                             "aperture 1 (WAT2 spec1): the wavelengths are not finite and strictly increasing", None),
+    "multispec_turning_polynomial": (_multispec("1 1 2 4000. 2. 300 0. 1. 2. 1. 0. 2 3 1. 300. 5000. 10. 300."),
+                                     "fits_image_1d", "not finite and strictly increasing", None),
+    "multispec_missing_line": (_multispec("1 1 0 4000. 2. 300 0. 1. 2.", n=300, LTV2=-1.0), "fits_image_1d",
+                               "has no spec2 attribute", None),
+    "multispec_not_calibrated": (_multispec("1 1 -1 1. 1. 300 0. 1. 2."), "fits_image_1d",
+                                 "not dispersion corrected", None),
     "image_zero_flux": (zero_flux, "fits_image_1d", "all zero or NaN", None),
     "image_nan_flux": (nan_flux, "fits_image_1d", "all zero or NaN", None),
     "image_missing_hdu": (missing_image, "fits_image_1d", "no SCI extension", "fits_image_1d"),
