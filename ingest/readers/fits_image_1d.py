@@ -1,7 +1,7 @@
 """IRAF-style 1-D spectra as FITS images (GMOS, GTC/OSIRIS, WHT/ISIS and many archives).
 
 Layout read: the flux is the primary image (or, with an empty primary, the ``SCI``
-extension). Its wavelength axis is axis 1 with a linear WCS:
+extension). Its wavelength axis is axis 1 with a linear WCS (or IRAF multispec, below):
 ``lambda(p) = CRVAL1 + (p - CRPIX1) * CD1_1`` for 1-based pixel p (``CDELT1`` when there
 is no ``CD1_1``; ``CRPIX1`` defaults to 1), ``CTYPE1`` one of ``LINEAR``, ``LAMBDA``,
 ``WAVE``, ``AWAV``, ``WAVELENGTH`` or absent, in Angstrom unless ``CUNIT1`` (or the
@@ -13,16 +13,44 @@ wavelengths, and a reversed axis is more likely a broken header than a real prod
 Shapes (numpy order):
 
 * ``(n,)``: one spectrum;
-* ``(n_ap, n)``: IRAF multi-aperture output (``APNUMi`` cards): one spectrum per row, id
-  ``<object>#ap<N>`` with N the aperture number of ``APNUMi`` (else the row, 1-based);
+* ``(n_ap, n)``: IRAF multi-aperture output (``APNUMi`` cards, or a multispec WCS): one
+  spectrum per row, id ``<object>#ap<N>`` with N the aperture number of ``APNUMi`` (else
+  the row, 1-based; for multispec the ``ap`` of the row's ``specN``);
 * ``(n_band, n_ap, n)``: IRAF ``apall`` output with bands described by ``BANDIDk``
   (``spectrum``, ``raw``, ``background``, ``sigma``): the first ``spectrum`` band is
   the flux, the ``sigma`` band (if any) the 1-sigma error, the others are dropped.
 
 Leftover IRAF cards of a cube the spectrum was cut from (``WCSDIM = 3``, ``LTMi_j``,
-``LTVi``, ``WAT3_*``, ``DISPAXIS``) are ignored; only axis-1 cards define wavelengths.
-IRAF ``multispec`` WCS (``CTYPE1 = MULTISPE``: per-aperture, possibly non-linear
-dispersion in ``WAT2_*``) is recognised and rejected with a message saying so.
+``LTVi``, ``WAT3_*``, ``DISPAXIS``) are ignored by the linear WCS; only axis-1 cards define
+wavelengths. IRAF's ``equispec`` system (``WAT0_001 = 'system=equispec'``: apertures sharing
+one linear dispersion) is this linear WCS.
+
+IRAF ``multispec`` WCS (``CTYPE1 = MULTISPE``, ``WAT0_001 = 'system=multispec'``), written by
+apall/dispcor/scopy when apertures have their own or non-linear dispersions. Layout as in
+"The IRAF/NOAO Spectral World Coordinate Systems" (onedspec ``specwcs`` help) and IRAF's
+multispec function driver (``sys/mwcs/wfmspec.x``):
+
+* the ``WAT2_001``, ``WAT2_002``, ... values are 68-character pieces of one string, joined
+  **unstripped** (a space at a card's end separates two numbers; astropy strips trailing
+  spaces, so the raw card images are read); it holds ``specN = "..."`` for physical image
+  line N: ``ap beam dtype w1 dw nw z aplow aphigh [functions]``;
+* physical pixel p = (logical pixel - ``LTV1``) / ``LTM1_1`` (1-based; ``LTV1 = 0``,
+  ``LTM1_1 = 1`` when absent), physical line likewise with ``LTV2``/``LTM2_2``;
+* dtype 0: ``w1 + dw (p - 1)``; dtype 1: ``10**(w1 + dw (p - 1))``; dtype 2: the weighted
+  mean ``sum(weight_i (zeropoint_i + f_i(p))) / sum(weight_i)`` of functions
+  ``weight zeropoint ftype order pmin pmax c...``: ftype 1 Chebyshev and 2 Legendre
+  (``order`` coefficients, x = (2p - (pmax + pmin)) / (pmax - pmin)), 3 cubic spline
+  (``order`` = pieces, pieces + 3 coefficients) and 4 linear spline (pieces + 1), with
+  IRAF's basis functions; ftypes 5/6 (pixel/sampled arrays) are rejected; dtype -1 (not
+  dispersion corrected) is rejected;
+* every dtype is divided by 1 + z (IRAF's stored Doppler factor);
+* pixels outside 1..nw (IRAF pads a spectrum shorter than the image, and maps those pixels
+  to the end wavelength) are **dropped**, so such a row is shorter than NAXIS1; nw larger
+  than the image (a trimmed image) is fine;
+* wavelengths that are not strictly increasing (a broken or reversed solution) reject the file;
+* unit from ``units=`` of ``WAT1_001`` (Angstrom by default); the aperture number of the id
+  is the spec string's ``ap`` (recorded in ``meta["iraf_aperture"]``, dtype in
+  ``meta["iraf_dtype"]``); medium as for ``LINEAR`` (air by default).
 
 Errors: from the sigma band (ivar = 1/sigma^2; 0 where sigma is 0 or NaN; a negative
 sigma rejects the file). Without one, ivar is estimated from the pixel scatter
@@ -30,7 +58,7 @@ sigma rejects the file). Without one, ivar is estimated from the pixel scatter
 beyond the data - excluded) and the row says so (spectrum flag ERROR_ESTIMATED).
 
 Air or vacuum (FITS WCS paper III, Greisen et al. 2006): ``CTYPE1 = 'AWAV'`` is air,
-``'WAVE'`` vacuum. ``LINEAR``, ``LAMBDA`` or no CTYPE1 says nothing; such files come from
+``'WAVE'`` vacuum. ``LINEAR``, ``LAMBDA``, ``MULTISPE`` or no CTYPE1 says nothing; such files come from
 IRAF reductions calibrated with air arc-line lists, so they are read as **air** by
 default; option ``medium = "vacuum"`` (or ``"air"``) overrides any header.
 

@@ -301,6 +301,20 @@ def test_detection_by_content(case, tmp_path):
         assert found != name
 
 
+def test_detection_by_content_fits_image_1d_multispec(tmp_path):
+    """The IRAF multispec variants of fits_image_1d (one aperture, apertures with apall bands)
+    are found by their content under a neutral name, and by no other reader."""
+    one = oned_files.multispec_image(tmp_path / "a.ms.fits", np.ones(300), ["1 1 0 4000. 2. 300 0. 1. 2."])
+    specs = ["1 1 0 4000. 2. 300 0. 1. 2.", "2 2 2 4000. 2. 300 0. 3. 4. 1. 0. 1 2 1. 300. 4300. 299."]
+    two = oned_files.multispec_image(tmp_path / "b.ms.fits", np.ones((2, 2, 300)), specs, WCSDIM=3,
+                                     BANDID1="spectrum", BANDID2="sigma")  # fmt: skip
+    for path in (one, two):
+        renamed = path.rename(path.with_name(f"upload_{path.name[0]}.fits"))
+        assert detect_reader(renamed).name == "fits_image_1d"
+        assert [n for n, r in READERS.items() if r.sniff(renamed)] == ["fits_image_1d"]
+        contents = get_reader("fits_image_1d").read(renamed, {})
+        assert all(np.all(np.diff(s.wave) > 0) for s in contents.spectra)
+
 def test_ids_wavelengths_resolution_units_positions(case):
     name, sample, path = case
     contents, spectra = _read(name, sample, path)
