@@ -134,7 +134,7 @@ def _looks_like_1d_image(header: Mapping[str, Any]) -> bool:
         return False
     ctype1 = _ctype(header, 1)
     if ctype1.startswith(_MULTISPEC):
-        return True  # read() says it is not supported
+        return True  # IRAF multispec WCS: per-aperture dispersion in WAT2_* (read() checks it)
     if ctype1 not in SPECTRAL_CTYPES or "CRVAL1" not in header or not ("CDELT1" in header or "CD1_1" in header):
         return False
     for axis in range(2, 4):
@@ -164,7 +164,7 @@ def _wave_unit(path: object, header: Mapping[str, Any], hname: str) -> u.UnitBas
             return unit
         except (ValueError, u.UnitConversionError) as err:
             raise ReaderError(path, f"CUNIT1 = {cunit!r} is not a length", hdu=hname) from err
-    match = re.search(r"units=(\w+)", str(header.get("WAT1_001", "")))
+    match = re.search(r"units=(\w+)", _wat_string(header, 1))
     if match:
         unit = _WAT_UNITS.get(match[1].lower())
         if unit is None:
