@@ -11,6 +11,10 @@ option ``columns`` maps the roles ``wave``/``flux``/``err``/``mask`` to a file's
 taken in the order wave, flux, err, mask; a fifth unnamed column is ignored (listed in
 ``meta["ignored_columns"]``).
 
+Gzip-compressed text (recognised by the gzip magic bytes, whatever the name: ``*.txt.gz``,
+``*.dat.gz``, ``*.csv.gz``) is read the same way: sniffing decompresses only the first
+16 kB; a truncated or corrupt gzip stream is rejected by ``read`` with a message saying so.
+
 Detected by content: the first few kB hold at least five data lines of 2-5 numeric
 columns with a positive, strictly increasing first column, under at most one header line
 that names a wavelength and a flux column (names as above). A table with non-numeric
@@ -38,8 +42,10 @@ NO_RESOLUTION).
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,10 +96,51 @@ def _floats(tokens: list[str]) -> list[float] | None:
         return None
 
 
-def _sniff_text(head: str) -> bool:
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _head_bytes(path: str | os.PathLike[str]) -> tuple[bytes, bool]:
+    """The first :data:`_SNIFF_BYTES` of the file's content, decompressed if it is gzip, and
+    whether that is the whole content. A truncated gzip file gives what it holds."""
+    with open(path, "rb") as fh:
+        raw = fh.read(_SNIFF_BYTES)
+        if raw[:2] != _GZIP_MAGIC:
+            return raw, len(raw) < _SNIFF_BYTES
+        decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        out = b""
+        while len(out) < _SNIFF_BYTES and raw:
+            out += decomp.decompress(raw, _SNIFF_BYTES - len(out))
+            if decomp.eof:
+                return out, True
+            raw = decomp.unconsumed_tail or fh.read(_SNIFF_BYTES)
+        return out[:_SNIFF_BYTES], False
+
+
+def _read_content(path: Path) -> bytes:
+    """The whole content, decompressed if gzip, at most :data:`MAX_TEXT_BYTES`."""
+    with open(path, "rb") as fh:
+        compressed = fh.read(2) == _GZIP_MAGIC
+    if not compressed:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise ReaderError(path, f"{size} bytes is far beyond a text spectrum (limit {MAX_TEXT_BYTES})")
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as gz:
+            data = gz.read(MAX_TEXT_BYTES + 1)
+    except EOFError as err:
+        raise ReaderError(path, f"truncated gzip file: the compressed stream ends early ({err})") from err
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise ReaderError(path, f"a damaged gzip file: {err}") from err
+    if len(data) > MAX_TEXT_BYTES:
+        raise ReaderError(path, f"the gzip content exceeds {MAX_TEXT_BYTES} bytes, far beyond a text spectrum")
+    return data
+
+
+def _sniff_text(head: str, complete: bool = True) -> bool:
     if head.startswith("# %ECSV"):
         return False
-    lines = head.splitlines()[:-1] if len(head) >= _SNIFF_BYTES else head.splitlines()  # last may be cut
+    lines = head.splitlines() if complete else head.splitlines()[:-1]  # the last line may be cut
     rows: list[list[float]] = []
     seen_header = False
     for line in lines:
@@ -123,6 +170,8 @@ def _sniff_text(head: str) -> bool:
 
 def _stem(path: Path) -> str:
     name = path.name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
     for suffix in _SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
@@ -136,23 +185,19 @@ class TextSpectrumReader:
 
     def sniff(self, path: str | os.PathLike[str]) -> bool:
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read(_SNIFF_BYTES)
+            raw, complete = _head_bytes(path)
             if b"\x00" in raw:
                 return False
             # The read may end inside a multi-byte character: drop an incomplete tail only.
-            return _sniff_text(raw.decode("utf-8", errors="strict" if len(raw) < _SNIFF_BYTES else "ignore"))
-        except (OSError, UnicodeDecodeError, ValueError):
+            return _sniff_text(raw.decode("utf-8", errors="strict" if complete else "ignore"), complete)
+        except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error):
             return False
 
     def read(self, path: str | os.PathLike[str], options: Mapping[str, Any]) -> FileContents:
         path = Path(path)
         opts = check_options(path, options, _OPTIONS)
         try:
-            size = path.stat().st_size
-            if size > MAX_TEXT_BYTES:
-                raise ReaderError(path, f"{size} bytes is far beyond a text spectrum (limit {MAX_TEXT_BYTES})")
-            text = path.read_text(encoding="utf-8")
+            text = _read_content(path).decode("utf-8")
         except UnicodeDecodeError as err:
             raise ReaderError(path, f"not a UTF-8 text file: {err}") from err
         except OSError as err:

@@ -3,6 +3,7 @@ problem named, and an ingest batch loads nothing of it while the next file loads
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,16 @@ def _text_edit(d: Path, name: str, line: int, replacement: str) -> Path:
     lines[line] = replacement.format(w=lines[line].split()[0])
     p.write_text("\n".join(lines) + "\n")
     return p
+
+
+def text_gzip_truncated(d: Path) -> Path:
+    """A gzipped text spectrum cut in the middle of its compressed stream."""
+    p = text_good(d, "long.txt", n=3000)
+    data = gzip.compress(p.read_bytes())
+    p.unlink()
+    cut = d / "long.txt.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    return cut
 
 
 def text_non_increasing(d: Path) -> Path:
@@ -197,6 +208,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], str, str, str | None]] = {
     "image_nan_flux": (nan_flux, "fits_image_1d", "all zero or NaN", None),
     "image_missing_hdu": (missing_image, "fits_image_1d", "no SCI extension", "fits_image_1d"),
     "image_negative_sigma": (negative_sigma, "fits_image_1d", "sigma band", None),
+    "text_gzip_truncated": (text_gzip_truncated, "text_spectrum", "truncated gzip file", None),
     "text_non_increasing": (text_non_increasing, "text_spectrum", "not strictly increasing: line 121 (4100.0)", None),
     "text_non_numeric": (text_non_numeric, "text_spectrum", "line 121 is not numeric: '5200.0 n/a 0.1'", None),
     "text_columns_change": (text_columns_change, "text_spectrum", "line 121 has 2 columns, expected 3", None),

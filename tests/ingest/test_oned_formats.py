@@ -3,6 +3,7 @@ plain-text spectra, STARLIGHT F_OBS/F_SYN files and JWST NIRSpec x1d products.""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -208,6 +209,33 @@ def test_text_spectrum_without_errors_comma_separated_air_comment(tmp_path):
     # The option overrides the comment.
     assert read_all(path, "text_spectrum", {"medium": "vacuum"})[0].meta["wavelength_medium_in_file"] == "vacuum"
 
+
+@pytest.mark.parametrize("suffix", [".txt.gz", ".dat.gz", ".csv.gz", ".bin"])
+def test_gzipped_text_spectrum_detected_by_content(tmp_path, suffix):
+    n = 3000  # more than the 16 kB sniffed, compressed or not
+    wave = np.linspace(3700, 7000, n)
+    flux = 1.0 + F.gaussian(wave, 5008.24, 2.0, 10.0)
+    plain = F.text_spectrum(tmp_path / "plain.txt", wave, flux, np.full(n, 0.1), comments=("# air",))
+    path = tmp_path / f"spec{suffix}"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    assert len(gzip.decompress(path.read_bytes())) > 16384
+    only_reader(path, "text_spectrum")
+    contents, (row,) = read_all(path, "text_spectrum")
+    assert row.object_id == ("spec" if suffix != ".bin" else "spec.bin")
+    np.testing.assert_allclose(row.wave, air_to_vacuum(wave), rtol=1e-7)
+    np.testing.assert_allclose(row.ivar, 100.0, rtol=1e-5)
+    assert contents.meta["medium_from"] == "comment"
+
+
+def test_gzipped_fits_and_gzipped_tables_are_not_text_spectra(tmp_path):
+    table = tmp_path / "cat.csv.gz"
+    table.write_bytes(gzip.compress(b"id,wave,flux\n" + b"".join(b"g%d,%d,1.0\n" % (i, 4000 + i) for i in range(50))))
+    assert not READERS["text_spectrum"].sniff(table)
+    image = tmp_path / "image.fits"
+    fits.PrimaryHDU(np.arange(5000, dtype=np.float32)).writeto(image)
+    packed = tmp_path / "image.fits.gz"
+    packed.write_bytes(gzip.compress(image.read_bytes()))
+    assert not READERS["text_spectrum"].sniff(packed)
 
 def test_starlight_input_file_four_columns_with_flags(tmp_path):
     wave = np.arange(3700.0, 4000.0, 1.0)
