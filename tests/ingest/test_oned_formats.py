@@ -426,6 +426,27 @@ def test_multispec_two_apertures_with_bands_sigma_and_short_nw(tmp_path):
         assert ERROR_ESTIMATE_KEY not in row.meta
 
 
+def test_multispec_ingests_by_detection_with_vacuum_wavelengths(fresh_database, tmp_path):
+    n = 400
+    specs = ["3 3 0 6000. 1. 400 0. 10.5 20.5",
+             "4 4 2 4500. 1.2 380 0. 30.5 40.5 1. 0. 1 3 1. 400. 6200. 200. 1.5"]  # fmt: skip
+    flux = np.stack([_noise(n, 10), _noise(n, 11)])
+    path = F.multispec_image(tmp_path / "upload.fits", flux, specs, RA="12:00:00", DEC="+10:00:00", REDSHIFT=0.02)
+    (outcome,) = ingest_paths(fresh_database, [path], survey=SurveySpec(name="ms")).outcomes
+    assert outcome.status == "loaded" and outcome.reader == "fits_image_1d", outcome.reason
+    with fresh_database.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT s.object_id, s.flags, s.ra, s.z, g.wave FROM spectrum s "
+                 "JOIN wavelength_grid g ON g.id = s.wave_grid_id ORDER BY s.object_id")
+        ).all()  # fmt: skip
+    assert [r.object_id for r in rows] == ["MSPEC#ap3", "MSPEC#ap4"]
+    p = np.arange(1, 381, dtype=float)
+    cheb = 6200.0 + 200.0 * ((2 * p - 401.0) / 399.0) + 1.5 * (2 * ((2 * p - 401.0) / 399.0) ** 2 - 1)
+    for row, air in zip(rows, (6000.0 + np.arange(n), cheb)):
+        assert row.flags & SPECTRUM_FLAGS["AIR_TO_VACUUM"] and row.flags & SPECTRUM_FLAGS["ERROR_ESTIMATED"]
+        assert (row.ra, row.z) == (pytest.approx(180.0), pytest.approx(0.02))
+        np.testing.assert_allclose(np.asarray(row.wave, float), air_to_vacuum(air), rtol=1e-9)
+
 def test_multispec_logical_pixels_of_a_trimmed_image(tmp_path):
     """imcopy [101:400] keeps the physical WCS: LTV1 = -100, pixel 1 is physical pixel 101."""
     path = F.multispec_image(tmp_path / "ms_cut.fits", _noise(300), ["1 1 0 4000. 2. 500 0. 1. 2."], LTV1=-100.0)
