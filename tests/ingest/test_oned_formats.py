@@ -334,7 +334,8 @@ def test_nirspec_prism_has_no_resolution(tmp_path):
 
 
 def _wat2_pieces(specs: list[str]) -> list[str]:
-    return list(F.wat_cards(2, "wtype=multispec" + "".join(f' spec{i} = "{s}"' for i, s in enumerate(specs, 1))).values())
+    wat2 = "wtype=multispec" + "".join(f' spec{i} = "{s}"' for i, s in enumerate(specs, 1))
+    return list(F.wat_cards(2, wat2).values())
 
 
 def _noise(n: int, seed: int = 5) -> np.ndarray:
