@@ -33,6 +33,7 @@ __all__ = [
     "ReaderError",
     "air_to_vacuum",
     "vacuum_to_air",
+    "check_medium",
     "check_options",
     "check_position",
     "check_unique_ids",
@@ -74,6 +75,14 @@ def check_options(path: object, options: Mapping[str, Any] | None, known: Iterab
     if unknown:
         raise ReaderError(path, f"unknown reader option(s) {unknown}; known options: {sorted(allowed)}")
     return opts
+
+
+def check_medium(path: object, value: object) -> str:
+    """'air' or 'vacuum' (any case) from a ``medium`` option or header; ReaderError otherwise."""
+    medium = str(value).strip().lower()
+    if medium not in ("air", "vacuum"):
+        raise ReaderError(path, f"option medium must be 'air' or 'vacuum', got {value!r}")
+    return medium
 
 
 def file_stem(path: str | os.PathLike[str]) -> str:

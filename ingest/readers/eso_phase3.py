@@ -26,6 +26,7 @@ import numpy as np
 from astropy import units as u
 from skyledger.ingest.readers.base import (
     air_to_vacuum,
+    check_medium,
     check_options,
     check_position,
     check_unique_ids,
@@ -122,9 +123,7 @@ class EsoPhase3Reader:
             if table is None or len(table) == 0:
                 raise ReaderError(path, "spectrum table has no rows", hdu=hname)
             wave_index = names.index(wave_col) + 1
-            medium = str(opts.get("medium") or wavelength_medium(primary, header, wave_index)).lower()
-            if medium not in ("air", "vacuum"):
-                raise ReaderError(path, f"option medium must be 'air' or 'vacuum', got {medium!r}")
+            medium = check_medium(path, opts.get("medium") or wavelength_medium(primary, header, wave_index))
 
             flux_unit_raw = str(header.get(f"TUNIT{names.index(flux_col) + 1}", "") or "")
             err_unit_raw = str(header.get(f"TUNIT{names.index(err_col) + 1}", "") or "")

@@ -91,11 +91,11 @@ from skyledger.ingest.readers.base import (
     check_unique_ids,
     file_stem,
     finalize_spectrum,
+    normalise_flux_unit,
 )
 from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, header_float, open_fits
 from skyledger.ingest.readers.oned_common import (
     estimated_ivar,
-    flux_unit_from_text,
     flux_unit_option,
     header_position,
     medium_option,
@@ -454,7 +454,7 @@ class FitsImage1DReader:
             base_id = str(opts.get("object_id") or header.get("OBJECT") or file_stem(path)).strip() or file_stem(path)
             ra, dec, position_from = header_position(path, header, opts, what=base_id, hdu=hname)
             z = opts.get("z", header_float(header, "REDSHIFT", "Z"))
-            flux_unit = flux_unit_option(path, opts) or flux_unit_from_text(header.get("BUNIT"))
+            flux_unit = flux_unit_option(path, opts) or normalise_flux_unit(header.get("BUNIT"))
             scale, flux_unit = rescale_flux(cube[flux_band], flux_unit)
             if scale != 1.0:
                 cube = cube * scale  # the sigma band too

@@ -103,6 +103,7 @@ from typing import Any
 import numpy as np
 from skyledger.ingest.readers.base import (
     air_to_vacuum,
+    check_medium,
     check_options,
     check_position,
     check_wavelength,
@@ -122,6 +123,7 @@ from skyledger.ingest.readers.cube import (
     spectral_axis,
 )
 from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, header_float, open_fits, require_hdu
+from skyledger.ingest.readers.nirspec_x1d import NOMINAL_R as NIRSPEC_GRATING_R
 from skyledger.ingest.records import FileContents, SourceRow, SpectrumRow
 from skyledger.schema.errors import ReaderError
 
@@ -157,11 +159,9 @@ DRP3PIXMASK_BAD = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 10)
 JWST_DO_NOT_USE = 1
 #: SAMI instrumental FWHM in Angstrom per grating (van de Sande et al. 2017, sect. 2)
 SAMI_FWHM_ANGSTROM = {"580V": 2.65, "1000R": 1.61}
-#: nominal resolving power of the NIRSpec dispersers (JWST User Documentation)
-NIRSPEC_NOMINAL_R = {
-    "PRISM": 100.0, "G140M": 1000.0, "G235M": 1000.0, "G395M": 1000.0,
-    "G140H": 2700.0, "G235H": 2700.0, "G395H": 2700.0,
-}  # fmt: skip
+#: nominal resolving power of the NIRSpec dispersers: the gratings' as for x1d spectra,
+#: and the PRISM's nominal 100 (JWST User Documentation)
+NIRSPEC_NOMINAL_R = {"PRISM": 100.0, **NIRSPEC_GRATING_R}
 
 Header = Mapping[str, Any]
 
@@ -360,10 +360,7 @@ class IfuCubeReader:
                 medium = "vacuum"
             else:
                 raise ReaderError(path, f"CTYPE3 {ctype3!r} does not say air or vacuum: give option medium")
-        medium = str(medium).lower()
-        if medium not in ("air", "vacuum"):
-            raise ReaderError(path, f"option medium must be 'air' or 'vacuum', got {medium!r}")
-        return medium
+        return check_medium(path, medium)
 
     @staticmethod
     def _resolution_choice(path: object, fmt: CubeFormat, hdul: Any, opts: Mapping[str, Any]) -> ResolutionRule:

@@ -1,5 +1,5 @@
 """What the 1-D spectrum readers without a survey layout share: header positions, the
-flux unit of IRAF-style BUNIT strings, the ``medium`` option, estimated errors.
+``medium``, ``resolution`` and ``flux_unit`` options, estimated errors, float32-safe flux units.
 
 Used by :mod:`.fits_image_1d`, :mod:`.text_spectrum`, :mod:`.starlight` and
 :mod:`.nirspec_x1d`.
@@ -13,12 +13,19 @@ from typing import Any
 import numpy as np
 from astropy import units as u
 
-from skyledger.ingest.readers.base import SCATTER_METHOD, check_position, ivar_from_scatter, normalise_flux_unit
+from skyledger.ingest.readers.base import (
+    SCATTER_METHOD,
+    check_medium,
+    check_position,
+    ivar_from_scatter,
+    normalise_flux_unit,
+)
+from skyledger.ingest.readers.lenient_fits import lenient_angle
 from skyledger.ingest.records import ERROR_ESTIMATE_KEY
 from skyledger.schema.errors import ReaderError
 
 __all__ = [
-    "F_LAMBDA", "estimated_ivar", "flux_unit_from_text", "flux_unit_option", "header_position", "medium_option",
+    "F_LAMBDA", "estimated_ivar", "flux_unit_option", "header_position", "medium_option",
     "rescale_flux", "resolution_option",
 ]  # fmt: skip
 
@@ -26,32 +33,6 @@ __all__ = [
 F_LAMBDA = u.erg / u.s / u.cm**2 / u.AA
 #: position card pairs, most specific first (an object position before a pointing)
 _POSITION_CARDS = (("OBJRA", "OBJDEC"), ("RA_OBJ", "DEC_OBJ"), ("RA", "DEC"))
-
-
-def flux_unit_from_text(raw: str | None) -> str | None:
-    """``normalise_flux_unit`` (kept as the 1-D readers' name for it)."""
-    return normalise_flux_unit(raw)
-
-
-def _angle(value: Any, *, hours: bool) -> float | None:
-    """Degrees from a number (degrees) or a sexagesimal string (hours for RA)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    from astropy.coordinates import Angle
-
-    try:
-        return float(Angle(text, unit=u.hourangle if hours else u.deg).degree)
-    except (ValueError, TypeError):
-        return None
 
 
 def header_position(
@@ -66,7 +47,7 @@ def header_position(
     for ra_key, dec_key in _POSITION_CARDS:
         if ra_key in header and dec_key in header:
             ra_raw, dec_raw = header[ra_key], header[dec_key]
-            ra, dec = _angle(ra_raw, hours=True), _angle(dec_raw, hours=False)
+            ra, dec = lenient_angle(ra_raw, u.hourangle), lenient_angle(dec_raw, u.deg)
             if ra is None or dec is None:
                 raise ReaderError(
                     path, f"cannot read the position cards {ra_key} = {ra_raw!r}, {dec_key} = {dec_raw!r}", hdu=hdu
@@ -78,10 +59,7 @@ def header_position(
 
 def medium_option(path: object, opts: Mapping[str, Any], default: str) -> str:
     """The ``medium`` option ('air' or 'vacuum', any case) or ``default``."""
-    medium = str(opts.get("medium") or default).strip().lower()
-    if medium not in ("air", "vacuum"):
-        raise ReaderError(path, f"option medium must be 'air' or 'vacuum', got {opts.get('medium')!r}")
-    return medium
+    return check_medium(path, opts.get("medium") or default)
 
 
 def resolution_option(path: object, opts: Mapping[str, Any], n: int) -> np.ndarray | None:
@@ -132,7 +110,7 @@ def flux_unit_option(path: object, opts: Mapping[str, Any]) -> str | None:
     raw = opts.get("flux_unit")
     if raw is None:
         return None
-    unit = flux_unit_from_text(str(raw))
+    unit = normalise_flux_unit(str(raw))
     if unit is None:
         raise ReaderError(path, f"option flux_unit {raw!r} is not a unit astropy can read")
     return unit

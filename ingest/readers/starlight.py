@@ -41,12 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from skyledger.ingest.readers.base import air_to_vacuum, check_options, file_stem, finalize_spectrum
+from skyledger.ingest.readers.base import air_to_vacuum, check_options, file_stem, finalize_spectrum, normalise_flux_unit
 from skyledger.ingest.readers.fits_access import fits_summary, hdu_data, header_float, open_fits
 from skyledger.ingest.readers.fits_tables import find_column
 from skyledger.ingest.readers.oned_common import (
     estimated_ivar,
-    flux_unit_from_text,
     flux_unit_option,
     header_position,
     medium_option,
@@ -101,7 +100,7 @@ class StarlightReader:
             raise ReaderError(path, "F_OBS is all zero or NaN", hdu=hname)
         norm = header_float(header, *_NORM_CARDS) or header_float(primary, *_NORM_CARDS) or 1.0
         flux = flux * norm
-        flux_unit = flux_unit_option(path, opts) or flux_unit_from_text(header.get("BUNIT") or primary.get("BUNIT"))
+        flux_unit = flux_unit_option(path, opts) or normalise_flux_unit(header.get("BUNIT") or primary.get("BUNIT"))
         scale, flux_unit = rescale_flux(flux, flux_unit)
         flux = flux * scale
         base_id = str(opts.get("object_id") or primary.get("OBJECT") or file_stem(path)).strip()
