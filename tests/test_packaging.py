@@ -43,6 +43,8 @@ def test_wheel_contents(wheel):
         "skyledger/compute/templates/mileshc/MILESHC_00.fits",
         "skyledger/compute/models/nebula_nn.pt",
         "skyledger/compute/abundances/data/atomic_data.json",
+        # the template-mismatch spectra's SSPs (skyledger.testing.mismatch_spectra)
+        "skyledger/testing/data/mastar_ssp_subset.fits",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
     # Every package of the source tree is in the wheel (a new subpackage must be listed in
