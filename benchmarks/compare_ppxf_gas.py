@@ -1,6 +1,7 @@
 """skyledger's line fit against the stored pPXF gas reference on every real spectrum.
 
     python benchmarks/compare_ppxf_gas.py [--config degree=-1,mdegree=10,templates=emiles] [--only NAME ...] [--out FILE]
+    python benchmarks/compare_ppxf_gas.py --reference-table     # the stored pPXF numbers only
 
 Fits the spectra of ``ppxf_gas_inputs.py`` with ``fit_spectra`` (FitConfig defaults,
 changed by ``--config key=value,...``; see ``skyledger.testing.fit_config``) and prints
@@ -103,6 +104,37 @@ def compare(name: str, ref: dict, res) -> tuple[list[str], list[str], dict[str, 
     return ratio_rows, kin_rows, verdicts
 
 
+def reference_table(ref: dict) -> str:
+    """The stored pPXF numbers: one row per spectrum (no fitting)."""
+    rows = ["| spectrum | Hα/Hβ (free) | Hα/Hβ (tied, Case B + C00) | [OIII]5007/Hβ | [NII]6584/Hα | [SII]/Hα "
+            "| V, σ Balmer+He (km/s) | V, σ forbidden | V, σ stars | χ²/dof |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in ref.items():
+        if r.get("status") != "ok":
+            rows.append(f"| {name} | {r.get('status')} | | | | | | | | |")
+            continue
+        pl = r["lines"]
+
+        def cell(num: tuple[str, ...], den: tuple[str, ...]) -> str:
+            if not all(i in pl for i in num + den):
+                return "—"
+            value = _ratio([pl[i]["flux"] for i in num], [pl[i]["flux"] for i in den])
+            snr = min(_snr(pl[i]["flux"], pl[i]["flux_err"]) for i in num + den)
+            return f"{value:.3f}" + ("" if snr > MIN_SNR else f" (S/N {snr:.0f})")
+
+        def kin(g: dict | None) -> str:
+            return "—" if g is None else f"{g['velocity_zin']:.1f}, {g['sigma']:.1f}"
+
+        tied = r.get("balmer_decrement_tied")
+        rows.append(
+            f"| {name} | {cell(('HA6563',), ('HB4861',))} | {'—' if tied is None else f'{tied:.3f}'} "
+            f"| {cell(('OIII5007',), ('HB4861',))} | {cell(('NII6584',), ('HA6563',))} | {cell(('SII6716', 'SII6731'), ('HA6563',))} "
+            f"| {kin(r['groups'].get('recombination'))} | {kin(r['groups'].get('forbidden'))} "
+            f"| {r['stellar']['velocity']:.1f}, {r['stellar']['sigma']:.1f} | {r['chi2_dof']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="", help="FitConfig fields and templates=NAME, e.g. degree=-1,mdegree=10,templates=emiles")
@@ -110,7 +142,11 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, default=REF)
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reference-table", action="store_true", help="print the stored pPXF numbers and stop")
     args = ap.parse_args()
+    if args.reference_table:
+        print(reference_table(json.loads(args.reference.read_text())["spectra"]))
+        return
     torch.set_num_threads(args.threads)
     config, templates, ignored = parse_fit_config(args.config)
     if ignored:

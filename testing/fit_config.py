@@ -52,8 +52,10 @@ def _convert(key: str, text: str, default: object) -> object:
 def parse_fit_config(text: str | None) -> tuple[FitConfig, TemplateLibrary | None, list[str]]:
     """``(config, templates, ignored)`` from ``"key=value,key=value"``.
 
-    ``templates=NAME`` picks ``TemplateLibrary.NAME()`` (e.g. ``mileshc``, ``emiles``);
-    ``None`` as templates means the fit's default library. Tuple fields take values
+    ``templates=NAME`` sets ``FitConfig.templates`` where that field exists (the fit then
+    loads the library itself, and ``templates`` comes back ``None``); on an older
+    FitConfig it returns ``TemplateLibrary.NAME()`` (e.g. ``mileshc``) to pass to
+    ``fit_spectra``. ``None`` means the fit's default library. Tuple fields take values
     separated by ``:`` (``sigma_grid=60:150:300``). ``ignored`` lists the keys this
     installation does not know (``FitConfig`` field or template library missing).
     """
@@ -70,7 +72,8 @@ def parse_fit_config(text: str | None) -> tuple[FitConfig, TemplateLibrary | Non
         key, value = key.strip(), value.strip()
         if not sep:
             raise ValueError(f"config item {item!r}: write key=value (e.g. degree=-1)")
-        if key == "templates":
+        if key == "templates" and key not in fields:
+            # Before FitConfig named its library: pass the library to fit_spectra.
             factory = getattr(TemplateLibrary, value, None)
             if factory is None or not callable(factory):
                 ignored.append(item)
