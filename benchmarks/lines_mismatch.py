@@ -1,6 +1,6 @@
 """Template mismatch: bias and pulls of Halpha/Hbeta, Hbeta flux and sigma_gas on MaStar-SSP spectra.
 
-    python benchmarks/lines_mismatch.py [--config degree=-1,mdegree=10,templates=emiles] [--n 24]
+    python benchmarks/lines_mismatch.py [--config degree=-1,mdegree=10,templates=emiles] [--n 48]
                                         [--snr 10 20 50] [--sigma 30 60 120] [--markdown]
 
 Spectra from ``skyledger.testing.mismatch_spectra`` (MaStar SSPs, a library the fit does
@@ -48,6 +48,7 @@ def measure(res, truth) -> dict[str, dict[str, float]]:
     return {
         "Hα/Hβ": stats(ratio, rerr, truth.balmer_decrement),
         "Hβ flux": stats(res.line_flux[:, ib], res.line_flux_err[:, ib], truth.line_flux["HB4861"]),
+        "Hα flux": stats(res.line_flux[:, ia], res.line_flux_err[:, ia], truth.line_flux["HA6563"]),
         "σ gas (Balmer)": stats(res.line_sigma[:, ia], res.line_sigma_err[:, ia], truth.gas_sigma[:, 0]),
         "σ gas (forbidden)": stats(res.line_sigma[:, io], res.line_sigma_err[:, io], truth.gas_sigma[:, 1]),
     }
@@ -56,7 +57,7 @@ def measure(res, truth) -> dict[str, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="", help="FitConfig fields and templates=NAME")
-    ap.add_argument("--n", type=int, default=24, help="spectra per (S/N, sigma) cell")
+    ap.add_argument("--n", type=int, default=48, help="spectra per (S/N, sigma) cell")
     ap.add_argument("--snr", type=float, nargs="+", default=[10.0, 20.0, 50.0])
     ap.add_argument("--sigma", type=float, nargs="+", default=[30.0, 60.0, 120.0])
     ap.add_argument("--threads", type=int, default=1)

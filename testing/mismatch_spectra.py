@@ -75,7 +75,7 @@ class MismatchTruth:
     gas_velocity: np.ndarray  # (B, 2)
     gas_sigma: np.ndarray  # (B, 2)
     line_flux: dict[str, np.ndarray]
-    balmer_decrement: np.ndarray  # true Halpha/Hbeta
+    balmer_decrement: np.ndarray  # true observed Halpha/Hbeta (flux-calibration error included)
     hb_absorption_ew: np.ndarray  # Lick H-beta index of the stellar continuum, A (positive = absorption)
     hb_emission_ew: np.ndarray  # rest EW of H-beta emission vs the pseudo-continuum, A
     young_light_fraction: np.ndarray  # light at 5000 A from populations younger than 1.5 Gyr
@@ -172,7 +172,6 @@ def make_mismatch(
         em_ew[b] = rng.uniform(*hb_emission_ew)
         f_hb = em_ew[b] * pseudo  # rest EW x rest continuum = observed flux x A (1/(1+z) x (1+z))
         ha_hb = CASE_B["HA6563"] * _attenuation(6564.6, a_v[b]) / _attenuation(4862.7, a_v[b])
-        decrement[b] = ha_hb
         oiii = rng.uniform(0.3, 3.0)
         rel = {
             "HB4861": 1.0, "HA6563": ha_hb,
@@ -200,6 +199,8 @@ def make_mismatch(
             prof = np.exp(-0.5 * ((fln - mu) / s_ln) ** 2) / (np.sqrt(2 * np.pi) * s_ln)
             total = total + fl * prof / (fwave * (1 + z[b]))  # per ln(lambda) -> per observed A
         total = total * calib
+        # The observed decrement (the calibration error changes it, as in real data).
+        decrement[b] = line_flux["HA6563"][b] / line_flux["HB4861"][b]
         edges_f = np.exp(np.append(fln - fdln / 2, fln[-1] + fdln / 2)) * (1 + z[b])
         edges_d = np.exp(np.log(wave[b]) - dln / 2)
         edges_d = np.append(edges_d, wave[b, -1] * np.exp(dln / 2))

@@ -27,11 +27,13 @@ def _nmad(x: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(x - np.median(x))))
 
 
-@pytest.fixture(scope="module")
-def mismatch_fit():
+@pytest.fixture(scope="module", params=[60.0, 120.0], ids=lambda s: f"sigma_gas={s:g}")
+def mismatch_fit(request):
+    # 64 spectra per sigma_gas: the median bias is then known to ~0.6 % (scatter ~3.5 %
+    # at S/N 30), well inside the 3 % goal; broad lines overlap more of the absorption.
     config, templates, ignored = fit_config_from_env()
     assert not ignored, f"${ENV_VAR} names settings this installation lacks: {ignored}"
-    batch, truth = make_mismatch(48, snr=30.0, gas_sigma=60.0, seed=2121)
+    batch, truth = make_mismatch(64, snr=30.0, gas_sigma=request.param, seed=2121)
     res = fit_spectra(batch, templates, config)
     assert not np.any(res.flags & 0b111), f"fits failed: flags {res.flags}"
     ratio, err = fitted_decrement(res)
