@@ -54,7 +54,7 @@ def fit_local_lines(
     far = ~gl.in_range.cpu().numpy()  # (b, nL)
     if not far.any():
         return
-    val = {k: v.detach().cpu().numpy() for k, v in line_values(st).items()}
+    val: dict[str, np.ndarray] = {}  # the main fit's per-line values, once needed
     theta = st.gas.theta.detach().cpu().numpy()
     floor_one = st.floor_one.cpu().numpy()
     lgroup = setup.group[setup.comp]
@@ -68,13 +68,14 @@ def fit_local_lines(
         good = spectra.good[g]
         ln_pix = spectra.ln0[g] + spectra.dln * np.arange(good.size)
         lnz = math.log1p(float(spectra.redshift[g]))
-        cand = [
-            l
-            for l in np.flatnonzero(far[bi])
-            if ln_pix[0] < ln_rest[l] + lnz < ln_pix[-1]
-        ]
+        if not good.any():
+            continue
+        lo, hi = ln_pix[good][0], ln_pix[good][-1]
+        cand = [l for l in np.flatnonzero(far[bi]) if lo < ln_rest[l] + lnz < hi]
         if not cand:
             continue
+        if not val:
+            val = {k: v.detach().cpu().numpy() for k, v in line_values(st).items()}
         v_l = theta[bi, 2 * lgroup[cand]]
         s_l = theta[bi, 2 * lgroup[cand] + 1]
         centre = ln_rest[cand] + v_l / C_KMS + lnz
