@@ -91,6 +91,12 @@ class LineMeasurement(Base):
     ew_err: Mapped[float | None] = column(Double, doc="Error of ew", unit="Angstrom", ucd="stat.error;spect.line.eqWidth")
     snr: Mapped[float | None] = column(Double, doc="Signal-to-noise ratio of the flux", ucd="stat.snr")
     flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Line flag bits (see flag_definition)", ucd="meta.code")
+    # Last, as migration 0019 added it (tasks copy columns in table order).
+    flux_limit: Mapped[float | None] = column(
+        Double,
+        doc="Upper limit of flux where the line is not detected (flag NOT_DETECTED): max(flux, 0) + 3 flux_err; NULL where detected",
+        ucd="phot.flux;spect.line;stat.max",
+    )
 
 
 def _dex(doc: str, ucd: str) -> Any:

@@ -91,6 +91,8 @@ _CONVERTED = {
         "flux": "Integrated line flux, converted from the spectrum's flux unit (NULL where that unit is unknown "
                 "or no flux density per wavelength; see spectra.flux_unit)",
         "flux_err": "Error of flux",
+        "flux_limit": "Upper limit of flux where the line is not detected (flag NOT_DETECTED): max(flux, 0) + 3 flux_err, "
+                      "converted like flux; NULL where detected",
     },
 }
 

@@ -36,6 +36,11 @@ DOUBLETS: tuple[tuple[str, str], ...] = (
     ("SIII9532", "SIII9069"),
 )
 AURORAL: dict[str, str] = {"OIII4363": "te_oiii", "NII5755": "te_nii", "SIII6312": "te_siii", "OII7320": "te_oii", "OII7330": "te_oii"}
+#: Auroral lines of each temperature diagnostic; their summed flux must reach
+#: ``auroral_min_snr`` for the direct method to use them.
+AURORAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "te_oiii": ("OIII4363",), "te_nii": ("NII5755",), "te_siii": ("SIII6312",), "te_oii": ("OII7320", "OII7330"),
+}  # fmt: skip
 
 
 class AbundanceConfig(BaseModel):
@@ -49,7 +54,12 @@ class AbundanceConfig(BaseModel):
     rv: float = 3.1
     balmer_te: float = Field(1.0e4, description="Te (K) of the intrinsic case-B Balmer ratios")
     balmer_ne: float = Field(1.0e2, description="ne (cm^-3) of the intrinsic case-B Balmer ratios")
-    auroral_min_snr: float = 3.0
+    auroral_min_snr: float = Field(
+        3.0,
+        ge=0,
+        description="Fewest S/N (flux/error of the nominal flux) of an auroral line (the 7320+7330 sum for T[O II]) "
+        "that the direct method uses; below it the line is left out and its zone's Te comes from a Te-Te relation",
+    )
     default_ne: float = 100.0
     te_bounds: tuple[float, float] = (4000.0, 30000.0)
     ne_bounds: tuple[float, float] = (1.0, 1.0e6)
@@ -244,15 +254,26 @@ def _derive_chunk(
     methods: dict[str, MethodResult] = {}
     common = obj_flags | dust_flags
     if "direct" in cfg.methods:
+        # An auroral line below the S/N threshold is left out of the direct method (in
+        # every draw): a 1-sigma 5755 gave T[N II] 10.5 kK where the T-T relation gave
+        # 13.4 kK and moved O/H by +0.09 dex; its zone then takes a Te-Te relation.
+        rows_direct = dict(rows)
+        snr_low = torch.zeros((n_obj,), dtype=torch.bool, device=flux.device)
+        for group in AURORAL_GROUPS.values():
+            cols = [col[k] for k in group if k in col]
+            if not cols:
+                continue
+            f_sum = torch.nan_to_num(flux0[:, cols], nan=0.0).sum(1)
+            e_sum = torch.nan_to_num(err[:, cols], nan=0.0).pow(2).sum(1).sqrt()
+            low = present[:, cols].any(1) & (e_sum > 0) & (f_sum < cfg.auroral_min_snr * e_sum)
+            snr_low |= low
+            for k in group:
+                if k in rows_direct:
+                    rows_direct[k] = torch.where(low.expand(shape).reshape(-1), torch.full_like(rows_direct[k], math.nan), rows_direct[k])
         vals, fl = direct_method(
-            rows, te_bounds=cfg.te_bounds, ne_bounds=cfg.ne_bounds, default_ne=cfg.default_ne
+            rows_direct, te_bounds=cfg.te_bounds, ne_bounds=cfg.ne_bounds, default_ne=cfg.default_ne
         )
         flags = fl.reshape(shape)[0] | common
-        snr_low = torch.zeros((n_obj,), dtype=torch.bool, device=flux.device)
-        for aur in AURORAL:
-            if aur in col:
-                snr = flux0[:, col[aur]] / err[:, col[aur]]
-                snr_low |= present[:, col[aur]] & (err[:, col[aur]] > 0) & (snr < cfg.auroral_min_snr)
         flags |= _bits(snr_low, F.AURORAL_LOW_SN)
         values = {}
         for q in DIRECT_QUANTITIES:

@@ -4,9 +4,11 @@ Zones and temperatures
     high ionisation (O++):        T[O III]
     intermediate (S++):           T[S III]
     low ionisation (O+, N+, S+):  T[N II], else T[O II]
-Where a zone's auroral line is missing, its temperature follows from another zone by the
-Garnett (1992, AJ 103, 1330) relations  T[N II] = T[O II] = 0.70 T[O III] + 3000 K  and
-T[S III] = 0.83 T[O III] + 1700 K (inverted where T[O III] itself is missing).
+Where a zone's auroral line is missing (or below the S/N threshold, see
+:mod:`.core`), its temperature follows from another zone by the Garnett (1992, AJ 103,
+1330) relations  T[N II] = T[O II] = 0.70 T[O III] + 3000 K  and
+T[S III] = 0.83 T[O III] + 1700 K (inverted where T[O III] itself is missing). Flag bits
+TE_*_FROM_* say, per zone, which measured temperature or which relation was used.
 
 Density: ne[S II] 6716/6731, else ne[O II] 3729/3726, else the configured default; the
 low-ionisation zone temperature is used for both (they arise in the same zone).  Te and ne
@@ -64,6 +66,23 @@ def garnett_relations(te: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     t_low = _first(t_lowd, 0.70 * t_high + 3000.0)
     t_int = _first(te["te_siii"], 0.83 * t_high + 1700.0)
     return t_high, t_int, t_low
+
+
+def _zone_sources(te: dict[str, Tensor], t_high: Tensor, t_int: Tensor, t_low: Tensor) -> Tensor:
+    """Flag bits saying where each zone's temperature came from (see :func:`garnett_relations`)."""
+
+    def bits(mask: Tensor, bit: F) -> Tensor:
+        return torch.where(mask, int(bit), 0)
+
+    nii, oii = torch.isfinite(te["te_nii"]), torch.isfinite(te["te_oii"])
+    oiii, siii = torch.isfinite(te["te_oiii"]), torch.isfinite(te["te_siii"])
+    return (
+        bits(oiii, F.TE_HIGH_FROM_OIII) | bits(~oiii & torch.isfinite(t_high), F.TE_HIGH_FROM_RELATION)
+        | bits(nii, F.TE_LOW_FROM_NII) | bits(~nii & oii, F.TE_LOW_FROM_OII)
+        | bits(~nii & ~oii & torch.isfinite(t_low), F.TE_LOW_FROM_RELATION)
+        | bits(siii, F.TE_INT_FROM_SIII) | bits(~siii & torch.isfinite(t_int), F.TE_INT_FROM_RELATION)
+        | bits(~torch.isfinite(t_high) & ~torch.isfinite(t_low) & ~torch.isfinite(t_int), F.NO_TE)
+    )  # fmt: skip
 
 
 def _ln_ratio(lines: dict[str, Tensor], num: tuple[str, ...], den: tuple[str, ...]) -> Tensor:
@@ -141,6 +160,7 @@ def direct_method(
     for name, bit in _TE_FLAG.items():
         flags |= torch.where(torch.isfinite(te[name]), 0, int(bit))
     t_high, t_int, t_low = garnett_relations(te)
+    flags |= _zone_sources(te, t_high, t_int, t_low)
     zone_t = {"high": t_high, "int": t_int, "low": t_low}
     zone_direct = {
         "high": torch.isfinite(te["te_oiii"]),

@@ -38,6 +38,16 @@ class AbundanceFlag(enum.IntFlag):
     BRANCH_AMBIGUOUS = 1 << 20
     NOT_CONVERGED = 1 << 21
     ERRORS_ESTIMATED = 1 << 22
+    # Which temperature each zone of the direct method used, and from what (one of the
+    # two bits of each zone is set when the zone has a temperature).
+    TE_HIGH_FROM_OIII = 1 << 23
+    TE_LOW_FROM_NII = 1 << 24
+    TE_LOW_FROM_OII = 1 << 25
+    TE_INT_FROM_SIII = 1 << 26
+    TE_HIGH_FROM_RELATION = 1 << 27
+    TE_LOW_FROM_RELATION = 1 << 28
+    TE_INT_FROM_RELATION = 1 << 29
+    NO_TE = 1 << 30  # the last bit an int4 column holds
 
 
 FLAG_DESCRIPTIONS: dict[AbundanceFlag, str] = {
@@ -46,7 +56,7 @@ FLAG_DESCRIPTIONS: dict[AbundanceFlag, str] = {
     AbundanceFlag.BALMER_FROM_HGAMMA: "E(B-V) from Hgamma/Hbeta because Halpha is missing",
     AbundanceFlag.ALREADY_DUST_CORRECTED: "input marked as dust-corrected: no correction applied",
     AbundanceFlag.RATIO_FROM_THEORY: "a line of a fixed-ratio doublet was missing and set from the theoretical ratio",
-    AbundanceFlag.AURORAL_LOW_SN: "an auroral line used for Te has S/N < the configured minimum (default 3)",
+    AbundanceFlag.AURORAL_LOW_SN: "an auroral line has S/N < auroral_min_snr (default 3): not used, its zone's Te from a relation",
     AbundanceFlag.NO_TE_OIII: "no direct T[O III] (4363 missing, non-positive or out of range)",
     AbundanceFlag.NO_TE_NII: "no direct T[N II] (5755 missing, non-positive or out of range)",
     AbundanceFlag.NO_TE_SIII: "no direct T[S III] (6312 missing, non-positive or out of range)",
@@ -64,4 +74,12 @@ FLAG_DESCRIPTIONS: dict[AbundanceFlag, str] = {
     AbundanceFlag.BRANCH_AMBIGUOUS: "R23 branches cross or the branch indicator is missing (KK04)",
     AbundanceFlag.NOT_CONVERGED: "the joint Te-ne iteration did not converge",
     AbundanceFlag.ERRORS_ESTIMATED: "the spectrum's file gives no errors: line errors derive from the reader's scatter estimate",
+    AbundanceFlag.TE_HIGH_FROM_OIII: "direct: high-ionisation zone (O++) at T[O III] measured from [O III]4363/(4959+5007)",
+    AbundanceFlag.TE_LOW_FROM_NII: "direct: low-ionisation zone (O+, N+, S+) at T[N II] measured from [N II]5755/(6548+6584)",
+    AbundanceFlag.TE_LOW_FROM_OII: "direct: low-ionisation zone at T[O II] measured from [O II](7320+7330)/(3726+3729) (no usable T[N II])",
+    AbundanceFlag.TE_INT_FROM_SIII: "direct: S++ zone at T[S III] measured from [S III]6312/(9069+9532)",
+    AbundanceFlag.TE_HIGH_FROM_RELATION: "direct: no usable T[O III]: high zone from Garnett (1992), T[S III] = 0.83 T[O III] + 1700 K inverted, else T[N II] = 0.70 T[O III] + 3000 K inverted",
+    AbundanceFlag.TE_LOW_FROM_RELATION: "direct: no usable T[N II] or T[O II]: low zone from Garnett (1992) T[N II] = 0.70 T_high + 3000 K",
+    AbundanceFlag.TE_INT_FROM_RELATION: "direct: no usable T[S III]: S++ zone from Garnett (1992) T[S III] = 0.83 T_high + 1700 K",
+    AbundanceFlag.NO_TE: "direct: no usable auroral line at all: no temperature, direct abundances NULL",
 }

@@ -11,7 +11,9 @@ Each chunk of spectra goes through three stages over one :class:`.chunk.ChunkSta
 - :mod:`.gas` keeps the stellar kinematics, refits the template weights together with the
   emission lines (non-negative fluxes, doublets at fixed ratios) and a polynomial, and
   optimises one (V, sigma) per gas group;
-- :mod:`.outputs` turns the fitted state into the result arrays and flags.
+- :mod:`.outputs` turns the fitted state into the result arrays and flags;
+- :mod:`.local_lines` fits the lines beyond the templates' range (e.g. [SIII]9069) over
+  a local polynomial continuum with their group's kinematics.
 
 Both fitting stages work on the templates in use; every left-out template is checked
 against the NNLS optimality (KKT) conditions and joins when it fails them
@@ -29,6 +31,7 @@ import torch
 from .chunk import prepare_chunk
 from .gas import fit_gas
 from .linesetup import LineSetup, line_setup
+from .local_lines import fit_local_lines
 from .outputs import collect_outputs
 from .prepare import LogSpectra, prepare_batch
 from .stellar import fit_stars
@@ -82,7 +85,7 @@ def fit_spectra(
     failed = (res.flags & (SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT)) != 0
     res.line_flags[failed] |= LineFlag.SPECTRUM_FAILED
     if nl:
-        for name in ("line_velocity", "line_velocity_err", "line_sigma", "line_sigma_err", "line_flux", "line_flux_err", "line_ew", "line_snr", "line_z"):
+        for name in ("line_velocity", "line_velocity_err", "line_sigma", "line_sigma_err", "line_flux", "line_flux_err", "line_ew", "line_snr", "line_z", "line_flux_limit", "line_ew_err"):
             getattr(res, name)[failed] = np.nan
     return res
 
@@ -108,7 +111,7 @@ def _empty_result(nb: int, ids: tuple[str, ...], nmod: int) -> FitResult:
         line_ew=nan(nb, nl), line_snr=nan(nb, nl), line_z=nan(nb, nl),
         line_flags=np.zeros((nb, nl), dtype=np.int64),
         model_wave=nan(nb, nmod), model_flux=nan(nb, nmod), model_stars=nan(nb, nmod),
-        model_fitmask=np.zeros((nb, nmod), dtype=bool),
+        model_fitmask=np.zeros((nb, nmod), dtype=bool), line_flux_limit=nan(nb, nl), line_ew_err=nan(nb, nl),
     )  # fmt: skip
 
 
@@ -126,4 +129,6 @@ def _fit_chunk(
         return {"flags": flags}
     fit_stars(state)
     fit_gas(state)
-    return collect_outputs(state)
+    out = collect_outputs(state)
+    fit_local_lines(state, spectra, idx, out)
+    return out

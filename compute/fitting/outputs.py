@@ -14,9 +14,9 @@ from .chunk import DT, ChunkState
 from .linemodel import line_model, line_windows
 from .nnls import masked_inverse
 from .optim import theta_covariance
-from .types import C_KMS, LineFlag, SpectrumFlag
+from .types import C_KMS, FitConfig, LineFlag, SpectrumFlag
 
-__all__ = ["collect_outputs"]
+__all__ = ["collect_outputs", "line_values", "upper_limits"]
 
 
 def collect_outputs(st: ChunkState) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ def collect_outputs(st: ChunkState) -> dict[str, np.ndarray]:
     return out
 
 
-def _line_values(st: ChunkState) -> dict[str, torch.Tensor]:
+def line_values(st: ChunkState) -> dict[str, torch.Tensor]:
     """Per-line (b, nL) kinematics, fluxes, equivalent widths and their errors, and the
     continuum under each line, from the gas stage (lines fitted)."""
     gas, setup = st.gas, st.setup
@@ -103,11 +103,28 @@ def _line_values(st: ChunkState) -> dict[str, torch.Tensor]:
     kl_fit = ((st.ln_rest[None, :] + v_l / C_KMS - st.lt.ln0) / st.dln - st.frac_t[:, None]).round().long().clamp(0, st.nt - 1)
     c_at = torch.gather(gas.cont_model, 1, kl_fit) * scale[:, None]
     z_l = (1.0 + st.tensor(st.z))[:, None] * torch.exp(v_l / C_KMS) - 1.0
+    # EW error by first-order propagation of EW = F / (C (1+z)), with the variances and
+    # the covariance of F and C from the same (marginalised, chi^2-scaled) covariance:
+    # C at the line is the continuum columns' row there times their coefficients.
+    row = torch.gather(gas.cont.cols, 1, kl_fit[..., None].expand(-1, -1, n0))  # (b, nL, n0)
+    var_c = torch.einsum("blm,bmn,bln->bl", row, cov_lin[:, :n0, :n0], row) * scale[:, None] ** 2
+    cov_fc = torch.einsum("blm,bml->bl", row, cov_lin[:, :n0, n0:][:, :, comp]) * gl.ratio[None, :] * scale[:, None] ** 2
+    q = flux_l / c_at
+    var_ew = (ferr_l**2 - 2.0 * q * cov_fc + q * q * var_c).clamp_min(0.0) / (c_at * (1.0 + z_l)) ** 2
     return {
         "velocity": v_l - st.stars.v_star[:, None], "velocity_err": verr_g[:, lgroup], "sigma": s_l,
         "sigma_err": serr_g[:, lgroup], "z": z_l, "flux": flux_l, "flux_err": ferr_l,
-        "ew": flux_l / c_at / (1.0 + z_l), "has_flux": grp_has_flux[:, lgroup], "continuum": c_at,
+        "ew": flux_l / c_at / (1.0 + z_l), "ew_err": var_ew.sqrt(), "has_flux": grp_has_flux[:, lgroup], "continuum": c_at,
     }  # fmt: skip
+
+
+def upper_limits(flux: torch.Tensor, err: torch.Tensor, config: FitConfig) -> torch.Tensor:
+    """Upper flux limits where a line is not detected (flux/err < ``config.detect_snr``,
+    flux 0 at the bound included), NaN where it is: max(flux, 0) + limit_sigma * err, a
+    one-sided bound that also covers a positive but insignificant flux."""
+    limit = flux.clamp_min(0.0) + config.limit_sigma * err
+    undetected = (flux < config.detect_snr * err) & torch.isfinite(err) & (err > 0)
+    return torch.where(undetected, limit, torch.full_like(limit, float("nan")))
 
 
 def _line_outputs(st: ChunkState, fin: np.ndarray, out: dict[str, np.ndarray]) -> None:
@@ -116,7 +133,7 @@ def _line_outputs(st: ChunkState, fin: np.ndarray, out: dict[str, np.ndarray]) -
     gl, config, setup = st.gas.lines, st.config, st.setup
     assert gl is not None
     nl, n, sel_np = gl.nl, st.n_chunk, st.sel_np
-    val = _line_values(st)
+    val = line_values(st)
     flux_l = val["flux"]
     lflags = np.zeros((st.nb, nl), dtype=np.int64)
     on = gl.line_on.cpu().numpy()
@@ -148,7 +165,12 @@ def _line_outputs(st: ChunkState, fin: np.ndarray, out: dict[str, np.ndarray]) -
     put_line("line_flux", flux_l)
     put_line("line_flux_err", val["flux_err"])
     put_line("line_ew", val["ew"], extra_nan=nocont)
+    put_line("line_ew_err", val["ew_err"], extra_nan=nocont)
     put_line("line_snr", flux_l / val["flux_err"])
+    limit = upper_limits(flux_l, val["flux_err"], config)
+    undetected = on & fin[:, None] & torch.isfinite(limit).cpu().numpy()
+    lflags[undetected] |= LineFlag.NOT_DETECTED
+    put_line("line_flux_limit", limit)
     lf = np.zeros((n, nl), dtype=np.int64)
     lf[sel_np] = lflags
     out["line_flags"] = lf

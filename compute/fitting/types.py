@@ -27,11 +27,13 @@ C_KMS = 299792.458
 #: (A_parent*nu_parent), independent of density and temperature. Values: [OIII] 5007/4959
 #: = 2.98 and [NII] 6584/6548 = 3.05 (Storey & Zeippen 2000, MNRAS 312, 813); [OI]
 #: 6300/6364 = 3.1 (from the same kind of A-value ratio, e.g. Froese Fischer & Tachiev
-#: 2004; values in use range 3.0-3.1).
+#: 2004; values in use range 3.0-3.1); [SIII] 9532/9069 = 2.47 (A-values of Froese
+#: Fischer, Tachiev & Irimia 2006, ADNDT 92, 607, PyNeb's default S III data: 2.469).
 DOUBLETS: dict[str, tuple[str, float]] = {
     "OIII4959": ("OIII5007", 1.0 / 2.98),
     "NII6548": ("NII6584", 1.0 / 3.05),
     "OI6364": ("OI6300", 1.0 / 3.1),
+    "SIII9069": ("SIII9532", 1.0 / 2.47),
 }
 
 #: Kinematic groups of the gas: every line of a group shares one (V, sigma).
@@ -112,6 +114,17 @@ class FitConfig:
     n_eigen: int = 6
     #: Fit emission lines (stage 2); ``False`` gives stellar kinematics only.
     fit_gas: bool = True
+    #: A line is detected when flux/flux_err >= this; below it the line is flagged
+    #: NOT_DETECTED and gets an upper limit of max(flux, 0) + limit_sigma * flux_err.
+    detect_snr: float = 3.0
+    limit_sigma: float = 3.0
+    #: Lines outside the templates' range but on good pixels (e.g. [SIII]9069, 9532) are
+    #: fitted over a local polynomial continuum of this degree within +-local_window_kms
+    #: of the line, with their gas group's kinematics (:mod:`.local_lines`); ``False``
+    #: leaves them NOT_IN_RANGE.
+    local_lines: bool = True
+    local_degree: int = 1
+    local_window_kms: float = 4000.0
 
 
 class SpectrumFlag(enum.IntFlag):
@@ -143,6 +156,8 @@ class LineFlag(enum.IntFlag):
     NO_CONTINUUM = 1 << 7  #: continuum <= 0 at the line: EW NaN
     #: set by the `lines` task, not the fit: the input's errors are the reader's estimate
     ERRORS_ESTIMATED = 1 << 8
+    NOT_DETECTED = 1 << 9  #: flux/flux_err < FitConfig.detect_snr: use line_flux_limit
+    LOCAL_CONTINUUM = 1 << 10  #: beyond the templates: fitted over a local polynomial continuum
 
 
 @dataclass(slots=True)
@@ -185,6 +200,11 @@ class FitResult:
     model_flux: np.ndarray | None = None
     model_stars: np.ndarray | None = None
     model_fitmask: np.ndarray | None = None
+    #: Upper limit on the flux where the line is NOT_DETECTED (NaN elsewhere):
+    #: max(flux, 0) + FitConfig.limit_sigma * flux_err.
+    line_flux_limit: np.ndarray | None = None
+    #: Error of line_ew, from the flux and continuum covariance of the fit.
+    line_ew_err: np.ndarray | None = None
 
     def line_index(self, line_id: str) -> int:
         """Column of ``line_id`` in the per-line arrays."""

@@ -155,7 +155,10 @@ def _in_table_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
 @register
 class AbundancesTask:
     name: ClassVar[str] = "abundances"
-    version: ClassVar[int] = 1
+    # 2: auroral lines below auroral_min_snr (default 3) are left out of the direct
+    # method (before: used and flagged AURORAL_LOW_SN); TE_*_FROM_* / NO_TE flag bits say
+    # which temperature each zone used.
+    version: ClassVar[int] = 2
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = AbundancesParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ABUNDANCE_TABLE,)

@@ -60,6 +60,8 @@ LINE_FLAG_DOCS = {
     "SPECTRUM_FAILED": "The spectrum's fit failed; no results",
     "NO_CONTINUUM": "The continuum at the line is not positive: no equivalent width",
     "ERRORS_ESTIMATED": _ESTIMATED_DOC,
+    "NOT_DETECTED": "Not detected: flux/flux_err below 3; flux_limit holds the upper limit max(flux, 0) + 3 flux_err",
+    "LOCAL_CONTINUUM": "Beyond the stellar templates: fitted over a local polynomial continuum with its group's kinematics",
 }
 _FAILED = SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT
 
@@ -97,7 +99,10 @@ class LinesTask:
     # 2: gas searched around the input redshift too (not only the stellar V); resampled
     # spectra: rebin top-hat added to the instrumental width, errors not scaled below the
     # noise; EW continuum at the fitted line centre.
-    version: ClassVar[int] = 2
+    # 3: lines beyond the templates ([SIII]9069, 9532) fitted over a local continuum
+    # (LOCAL_CONTINUUM); [SIII]9069 tied to 9532; NOT_DETECTED below S/N 3 with flux_limit;
+    # ew_err from the flux and continuum covariance.
+    version: ClassVar[int] = 3
     after: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = LinesParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ResultTable.of(StellarKinematics), ResultTable.of(LineMeasurement))
@@ -205,8 +210,7 @@ class LinesTask:
                     sid, line, _num(result.line_z[i, j]), _num(result.line_velocity[i, j]),
                     _num(result.line_velocity_err[i, j]), _num(result.line_sigma[i, j]), _num(result.line_sigma_err[i, j]),
                     _num(result.line_flux[i, j]), _num(result.line_flux_err[i, j]), _num(result.line_ew[i, j]),
-                    None,  # ew_err: the fit does not measure it yet (NULL, as before this column was listed)
-                    _num(result.line_snr[i, j]), lflags,
+                    _num(result.line_ew_err[i, j]), _num(result.line_snr[i, j]), lflags, _num(result.line_flux_limit[i, j]),
                 ))
         n_flagged = int(np.count_nonzero(np.asarray(result.flags) & int(_FAILED)))
         return TaskOutput(rows={"stellar_kinematics": kin, "line_measurement": lines}, n_inputs=len(kin), n_flagged=n_flagged)

@@ -54,11 +54,11 @@ def _lines_run(session, spectra, offset, *, collection=True, version=1):
             "VALUES (:r, :s, :z, :v, 1.5, :sig, :n, :f)"),
             {"r": run_id, "s": sid, "z": 0.01 * i, "v": None if i == 1 else 10.0 * i + offset, "sig": 80.0 + offset,
              "n": None if i == 1 else 3000 + i, "f": 3 if i == 1 else 0})
-        for line, flux in (("HA6563", 100.0 + i + offset), ("OIII5007", None if i == 2 else 1e-17 * (i + 1))):
+        for line, flux, limit in (("HA6563", 100.0 + i + offset, None), ("OIII5007", None if i == 2 else 1e-17 * (i + 1), 2.0)):
             session.execute(text(
-                "INSERT INTO line_measurement (run_id, spectrum_id, line, z, velocity, flux, flux_err, snr, flags) "
-                "VALUES (:r, :s, :l, 0.01, :v, :fl, 0.5, :snr, 0)"),
-                {"r": run_id, "s": sid, "l": line, "v": 1.0 / 3.0 + offset, "fl": flux, "snr": 7.25})
+                "INSERT INTO line_measurement (run_id, spectrum_id, line, z, velocity, flux, flux_err, snr, flags, flux_limit) "
+                "VALUES (:r, :s, :l, 0.01, :v, :fl, 0.5, :snr, 0, :lim)"),
+                {"r": run_id, "s": sid, "l": line, "v": 1.0 / 3.0 + offset, "fl": flux, "snr": 7.25, "lim": limit})
     return run_id
 
 
@@ -136,7 +136,7 @@ def test_release_of_current_matches_the_catalog_views_and_records_its_runs(catal
     summary = _release(catalog_db, tmp_path, notes="first light")
     for table in release_tables():
         # Line fluxes are converted to one unit in the release; the views keep each spectrum's own.
-        names = [c for c in table.column_names if not (table.name == "lines" and c in ("flux", "flux_err"))]
+        names = [c for c in table.column_names if not (table.name == "lines" and c in ("flux", "flux_err", "flux_limit"))]
         cols = ", ".join(f'"{c}"' for c in names)
         key = ", ".join(table.key)
         frozen = _rows(catalog_db, f"SELECT {cols} FROM dr1.{table.name} ORDER BY {key}")
@@ -404,6 +404,10 @@ def test_line_fluxes_have_one_unit_whatever_each_spectrum_s_unit(catalog_db, tmp
     assert got[(spec[0], "ingested", "HB4861")] == (42.0, None)
     assert got[(spec[1], "lines", "HA6563")] == (pytest.approx(1.01), pytest.approx(0.005))
     assert got[(spec[2], "lines", "HA6563")] == (None, None)  # Jy: no flux per wavelength, so no value
+    # Upper limits of undetected lines are converted like the fluxes.
+    limits = {(r[0], r[1]): r[2] for r in _rows(catalog_db, "SELECT spectrum_id, line, flux_limit FROM dr1.lines WHERE source_task = 'lines'")}
+    assert limits[(spec[0], "OIII5007")] == 2.0 and limits[(spec[1], "OIII5007")] == pytest.approx(0.02)
+    assert limits[(spec[0], "HA6563")] is None and limits[(spec[2], "OIII5007")] is None
     # The database keeps every value in its spectrum's unit.
     assert _rows(catalog_db, "SELECT spectrum_id, line, flux, flux_err FROM line_measurement ORDER BY 1, 2") == before
     for fmt in ("fits", "ecsv", "parquet"):

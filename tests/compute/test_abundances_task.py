@@ -105,7 +105,7 @@ def direct_call(ids: list[int], objects: list[dict[str, float]], corrected: list
 class AbundancesV2(AbundancesTask):
     """The task after a hand-bumped version."""
 
-    version = 2
+    version = AbundancesTask.version + 1
 
 
 def test_catalogue_to_catalog_abundances(fresh_database, tmp_path):
@@ -277,7 +277,7 @@ def test_cli_process_abundances(fresh_settings, fresh_database, tmp_path):
         [*CLI, "process", "--task", "abundances"], env=cli_env(fresh_settings), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    assert "abundances v1: run" in done.stdout and "succeeded, 4 inputs" in done.stdout
+    assert f"abundances v{AbundancesTask.version}: run" in done.stdout and "succeeded, 4 inputs" in done.stdout
     # The CLI runs the default parameters (200 draws): errors are there, and positive.
     assert scalar(fresh_database, "SELECT count(DISTINCT spectrum_id) FROM catalog.abundances") == 4
     assert scalar(fresh_database, "SELECT bool_and(oh_err_lo > 0 AND oh_err_hi > 0) FROM catalog.abundances WHERE oh IS NOT NULL")
@@ -285,4 +285,4 @@ def test_cli_process_abundances(fresh_settings, fresh_database, tmp_path):
     again = subprocess.run(
         [*CLI, "process", "--task", "abundances"], env=cli_env(fresh_settings), capture_output=True, text=True, timeout=300
     )
-    assert again.returncode == 0 and "abundances v1: nothing to do" in again.stdout
+    assert again.returncode == 0 and f"abundances v{AbundancesTask.version}: nothing to do" in again.stdout

@@ -136,7 +136,8 @@ def test_direct_method_recovers_a_synthetic_nebula(te: float, ne: float) -> None
     assert out["n_plus"].item() == pytest.approx(12 + math.log10(ABUND["N2"]), abs=2e-3)
     assert out["oh"].item() == pytest.approx(12 + math.log10(ABUND["O3"] + ABUND["O2"]), abs=2e-3)
     assert out["no"].item() == pytest.approx(math.log10(ABUND["N2"] / ABUND["O2"]), abs=3e-3)
-    assert int(flags.item()) == 0
+    # Only the bits saying which measured temperature each zone used.
+    assert int(flags.item()) == AbundanceFlag.TE_HIGH_FROM_OIII | AbundanceFlag.TE_LOW_FROM_NII | AbundanceFlag.TE_INT_FROM_SIII
 
 
 def _catalogue(lines: dict[str, torch.Tensor], n: int = 1, snr: float = 50.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,3 +291,37 @@ def test_monte_carlo_is_seeded_and_brackets_the_median() -> None:
     width = (a.p84 - a.p16).mean().item()
     assert 0.005 < width < 0.3
     assert a.nominal[0].item() == pytest.approx(12 + math.log10(ABUND["O3"] + ABUND["O2"]), abs=3e-3)
+
+
+def test_low_sn_auroral_line_is_not_used_and_the_relation_is_named() -> None:
+    """A MaNGA-like spaxel: [N II]5755 at S/N 1 and 30 % too bright (noise), [O II]7320,30
+    at S/N 1 too; [O III]4363 is good. The direct method must leave 5755 out and take the
+    low zone from the Garnett relation, and say so; with the threshold at 0 it uses the
+    bad line, and the O+ abundance moves."""
+    lines = _synthetic(11000.0, 200.0, ABUND)
+    lines["NII5755"] = lines["NII5755"] * 1.3  # a 1-sigma-high draw: T[N II] comes out too high
+    f, e = _catalogue(lines)
+    for k in ("NII5755", "OII7320", "OII7330"):
+        e[0, LINE_IDS.index(k)] = f[0, LINE_IDS.index(k)]  # S/N = 1 (the 7320+7330 sum: 1.4)
+    d = _run(f, e, n_draws=0).methods["direct"]
+    flags = int(d.flags.item())
+    assert flags & AbundanceFlag.AURORAL_LOW_SN and flags & AbundanceFlag.NO_TE_NII and flags & AbundanceFlag.NO_TE_OII
+    assert flags & AbundanceFlag.TE_LOW_FROM_RELATION and not flags & (AbundanceFlag.TE_LOW_FROM_NII | AbundanceFlag.TE_LOW_FROM_OII)
+    assert flags & AbundanceFlag.TE_HIGH_FROM_OIII and flags & AbundanceFlag.TE_INT_FROM_SIII
+    assert math.isnan(d.values["te_nii"].nominal.item())
+    # The relation is exact for this synthetic nebula: O+ comes back right.
+    assert d.values["o_plus"].nominal.item() == pytest.approx(12 + math.log10(ABUND["O2"]), abs=5e-3)
+    used = _run(f, e, n_draws=0, auroral_min_snr=0.0).methods["direct"]
+    assert int(used.flags.item()) & AbundanceFlag.TE_LOW_FROM_NII
+    assert used.values["te_nii"].nominal.item() > 1.05 * (0.7 * 11000.0 + 3000.0)
+    assert used.values["o_plus"].nominal.item() < d.values["o_plus"].nominal.item() - 0.05
+
+
+def test_no_auroral_line_says_no_te() -> None:
+    lines = _synthetic(11000.0, 200.0, ABUND)
+    for k in ("OIII4363", "NII5755", "SIII6312", "OII7320", "OII7330"):
+        lines[k] = t(math.nan)
+    d = _run(*_catalogue(lines), n_draws=0).methods["direct"]
+    flags = int(d.flags.item())
+    assert flags & AbundanceFlag.NO_TE and flags & AbundanceFlag.MISSING_LINES
+    assert not flags & (AbundanceFlag.TE_HIGH_FROM_RELATION | AbundanceFlag.TE_LOW_FROM_RELATION | AbundanceFlag.TE_INT_FROM_RELATION)

@@ -90,7 +90,7 @@ def test_release_tables_show_the_view_columns_with_the_same_metadata():
         assert release.key == spec.release_key
         for col in release.columns:
             assert col.name in view and col.pg_type == view[col.name].pg_type and col.ucd == view[col.name].ucd
-            if spec.view != "lines" or col.name not in ("flux", "flux_err"):  # converted to one unit
+            if spec.view != "lines" or col.name not in ("flux", "flux_err", "flux_limit"):  # converted to one unit
                 assert (col.description, col.unit) == (view[col.name].description, view[col.name].unit)
         dropped = set(view) - {c.name for c in release.columns}
         assert dropped == ({"flux_unit"} if spec.view == "lines" else set())
