@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,7 +60,11 @@ LINE_FLAG_DOCS = {
     "SPECTRUM_FAILED": "The spectrum's fit failed; no results",
     "NO_CONTINUUM": "The continuum at the line is not positive: no equivalent width",
     "ERRORS_ESTIMATED": _ESTIMATED_DOC,
+    "SECOND_COMPONENT": "The chosen gas model gives the line a second kinematic component (its row component = 1)",
+    "COMPONENT_REJECTED": "A second kinematic component was tried on the line and rejected by the Delta BIC criterion",
 }
+#: stellar_kinematics.gas_model of FitResult.gas_model (bits: 1 broad Balmer, 2 [OIII] outflow)
+GAS_MODELS = {0: "narrow", 1: "narrow+broad", 2: "narrow+outflow", 3: "narrow+broad+outflow"}
 _FAILED = SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT
 
 
@@ -75,6 +79,10 @@ class LinesParams(BaseModel):
     fit_gas: bool = Field(True, description="Fit emission lines (False: stellar kinematics only)")
     clip_sigma: float = Field(3.0, gt=0, description="Outlier clipping threshold of the stellar fit")
     templates: str = Field("mileshc", description="Stellar template library")
+    components: Literal["none", "auto"] = Field(
+        "none", description="Second kinematic components: none, or auto (broad Balmer and [OIII] outflow, kept by Delta BIC)"
+    )
+    components_min_delta_bic: float = Field(10.0, description="Delta BIC above which a second component is kept")
 
 
 @dataclass
@@ -97,7 +105,9 @@ class LinesTask:
     # 2: gas searched around the input redshift too (not only the stellar V); resampled
     # spectra: rebin top-hat added to the instrumental width, errors not scaled below the
     # noise; EW continuum at the fitted line centre.
-    version: ClassVar[int] = 2
+    # 3: line rows carry a kinematic component (0; 1 for second components with
+    # components = auto) and v10/v90/W80; stellar_kinematics the chosen gas model.
+    version: ClassVar[int] = 3
     after: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = LinesParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ResultTable.of(StellarKinematics), ResultTable.of(LineMeasurement))
@@ -181,6 +191,8 @@ class LinesTask:
             default_resolution=params.default_resolution,
             fit_gas=params.fit_gas,
             clip_sigma=params.clip_sigma,
+            components=params.components,
+            components_min_delta_bic=params.components_min_delta_bic,
         )
 
     def compute(self, batch: LinesBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
@@ -193,7 +205,8 @@ class LinesTask:
             kin.append((
                 sid, _num(result.z[i]), _num(result.velocity[i]), _num(result.velocity_err[i]), _num(result.sigma[i]),
                 _num(result.sigma_err[i]), _num(result.chi2_dof[i]), _num(result.stellar_chi2_dof[i]),
-                _num(result.snr[i]), int(result.n_pixels[i]), sflags,
+                _num(result.snr[i]), int(result.n_pixels[i]), sflags, GAS_MODELS.get(int(result.gas_model[i])),
+                _num(result.delta_bic_broad[i]), _num(result.delta_bic_outflow[i]),
             ))
             for j, line in enumerate(result.line_ids):
                 lflags = int(result.line_flags[i, j])
@@ -206,7 +219,19 @@ class LinesTask:
                     _num(result.line_velocity_err[i, j]), _num(result.line_sigma[i, j]), _num(result.line_sigma_err[i, j]),
                     _num(result.line_flux[i, j]), _num(result.line_flux_err[i, j]), _num(result.line_ew[i, j]),
                     None,  # ew_err: the fit does not measure it yet (NULL, as before this column was listed)
-                    _num(result.line_snr[i, j]), lflags,
+                    _num(result.line_snr[i, j]), lflags, 0, _num(result.line_v10[i, j]), _num(result.line_v90[i, j]),
+                    _num(result.line_w80[i, j]),
                 ))
+                f2 = int(result.line2_flags[i, j])
+                if f2 & LineFlag.SECOND_COMPONENT:
+                    if estimated[i]:
+                        f2 |= int(LineFlag.ERRORS_ESTIMATED)
+                    lines.append((
+                        sid, line, _num(result.line2_z[i, j]), _num(result.line2_velocity[i, j]),
+                        _num(result.line2_velocity_err[i, j]), _num(result.line2_sigma[i, j]),
+                        _num(result.line2_sigma_err[i, j]), _num(result.line2_flux[i, j]),
+                        _num(result.line2_flux_err[i, j]), _num(result.line2_ew[i, j]), None,
+                        _num(result.line2_snr[i, j]), f2, 1, None, None, None,  # v10/v90/w80: component 0 row
+                    ))
         n_flagged = int(np.count_nonzero(np.asarray(result.flags) & int(_FAILED)))
         return TaskOutput(rows={"stellar_kinematics": kin, "line_measurement": lines}, n_inputs=len(kin), n_flagged=n_flagged)
