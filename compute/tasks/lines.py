@@ -82,7 +82,7 @@ class LinesParams(BaseModel):
     components: Literal["none", "auto"] = Field(
         "none", description="Second kinematic components: none, or auto (broad Balmer and [OIII] outflow, kept by Delta BIC)"
     )
-    components_min_delta_bic: float = Field(10.0, description="Delta BIC above which a second component is kept")
+    components_min_delta_bic: float = Field(10.0, ge=0, description="Delta BIC above which a second component is kept")
 
 
 @dataclass
