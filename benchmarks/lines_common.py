@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-
 from skyledger.compute.fitting import DOUBLETS, FitConfig, SpectraBatch, TemplateLibrary
 from skyledger.schema.linelist import LINES, air_to_vacuum
 
@@ -206,7 +205,13 @@ def run_ppxf(
         lam_line.append(lam0)
         names.append(ln.id)
         comp_idx.append(1 + kind_group[ln.kind])
-    from skyledger.compute.fitting.components import BROAD_DV, BROAD_SIGMA, OUTFLOW_DV, OUTFLOW_LINES, OUTFLOW_SIGMA
+    from skyledger.compute.fitting.components import (
+        BROAD_DV,
+        BROAD_SIGMA,
+        OUTFLOW_DV,
+        OUTFLOW_LINES,
+        OUTFLOW_SIGMA,
+    )
 
     extra_bounds = {}
     for e, name in enumerate(extras):

@@ -12,8 +12,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import text
-
 from skyledger.compute.fitting import FitConfig, LineFlag, TemplateLibrary, fit_spectra
 from skyledger.compute.fitting.components import BROAD, OUTFLOW, nonparametric_widths
 from skyledger.compute.framework.runner import process
@@ -21,6 +19,7 @@ from skyledger.compute.tasks.lines import LinesParams, LinesTask
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.testing.spectra import make_synthetic
+from sqlalchemy import text
 
 torch.set_num_threads(2)
 
