@@ -61,9 +61,15 @@ def run_demo(db: Database) -> BatchSummary:
 
 def process_demo(db: Database, device: str, workers: int = 1, on_task=None) -> list[RunSummary]:
     """Run every compute task on what is pending (nothing, the second time)."""
+    from skyledger.compute.tasks.lines import LinesParams
+
+    # The lines fit tries second kinematic components (broad Balmer, [OIII] outflow), so
+    # the release shows them on the MaNGA multi-component spectra; the task's default
+    # (one component) is the fast survey setting.
+    params = {"lines": LinesParams(components="auto")}
     summaries = []
     for name in task_names():
-        summary = process(db, get_task(name), device=device, workers=workers, batch_size=16)
+        summary = process(db, get_task(name), params.get(name), device=device, workers=workers, batch_size=16)
         summaries.append(summary)
         if on_task is not None:
             on_task(summary)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-
 from skyledger.compute.fitting import DOUBLETS, FitConfig, SpectraBatch, TemplateLibrary
 from skyledger.schema.linelist import LINES, air_to_vacuum
 
@@ -127,8 +126,16 @@ def _log_grid_spectrum(batch: SpectraBatch, i: int) -> tuple[np.ndarray, ...]:
     return w_log, f_log, ivar_log, good_log, np.interp(w_log, wave, res), float(velscale)
 
 
-def run_ppxf(batch: SpectraBatch, i: int, config: FitConfig, templates: TemplateLibrary) -> PpxfResult | None:
-    """pPXF on spectrum ``i`` with settings matching :func:`fit_spectra`; None if unfittable."""
+def run_ppxf(
+    batch: SpectraBatch, i: int, config: FitConfig, templates: TemplateLibrary, extras: tuple[str, ...] = ()
+) -> PpxfResult | None:
+    """pPXF on spectrum ``i`` with settings matching :func:`fit_spectra`; None if unfittable.
+
+    ``extras`` adds second gas components as ``FitConfig(components="auto")`` defines them
+    (``"broad"``: every Balmer line, one (V, sigma), free fluxes; ``"outflow"``: the
+    [OIII] doublet), each a kinematic component of its own with the same bounds; their
+    lines come back as ``"HA6563:broad"`` etc., their kinematics under the extra's name.
+    """
     from ppxf import ppxf_util
     from ppxf.ppxf import ppxf
 
@@ -139,7 +146,9 @@ def run_ppxf(batch: SpectraBatch, i: int, config: FitConfig, templates: Template
     tw_air = templates.wave_air
     tw = np.asarray(air_to_vacuum(tw_air))
     # Keep galaxy pixels that the templates cover with a margin (as the skyledger fit).
-    margin = np.exp((1.5 * config.v_search + 900 + 3 * velscale) / C_KMS)
+    # (pPXF checks the coverage at its velocity bounds: those of a broad component are
+    # 1500 km/s wider, so its range is cut by that much more at each end.)
+    margin = np.exp((1.5 * config.v_search + 900 + 3 * velscale + (1500.0 if extras else 0.0)) / C_KMS)
     keep = (lam_rest > tw[0] * margin) & (lam_rest < tw[-1] / margin)
     if good[keep].sum() < config.min_pixels:
         return None
@@ -196,6 +205,35 @@ def run_ppxf(batch: SpectraBatch, i: int, config: FitConfig, templates: Template
         lam_line.append(lam0)
         names.append(ln.id)
         comp_idx.append(1 + kind_group[ln.kind])
+    from skyledger.compute.fitting.components import (
+        BROAD_DV,
+        BROAD_SIGMA,
+        OUTFLOW_DV,
+        OUTFLOW_LINES,
+        OUTFLOW_SIGMA,
+    )
+
+    extra_bounds = {}
+    for e, name in enumerate(extras):
+        c_e = 1 + len(groups) + e
+        for ln in LINES.values():
+            if ln.id in DOUBLETS and DOUBLETS[ln.id][0] in LINES:
+                continue
+            lam0 = ln.vacuum_wavelength
+            mine = ln.kind == "balmer" if name == "broad" else ln.id in OUTFLOW_LINES
+            if not mine or not (lam_rest[0] < lam0 < lam_rest[-1]):
+                continue
+            col = gauss(lam0)
+            for child, (parent, ratio) in DOUBLETS.items():
+                if parent == ln.id:
+                    col = col + ratio * gauss(LINES[child].vacuum_wavelength)
+            gas_cols.append(col)
+            lam_line.append(lam0)
+            names.append(f"{ln.id}:{name}")
+            comp_idx.append(c_e)
+        dv, sig = (BROAD_DV, BROAD_SIGMA) if name == "broad" else (OUTFLOW_DV, OUTFLOW_SIGMA)
+        dv = (-dv, dv) if name == "broad" else dv
+        extra_bounds[c_e] = (dv, sig, 1500.0 if name == "broad" else 400.0, 0.0 if name == "broad" else -300.0)
     gas = np.column_stack(gas_cols)
     templ = np.column_stack([stars, gas])
     component = np.array([0] * stars.shape[1] + comp_idx)
@@ -203,10 +241,17 @@ def run_ppxf(batch: SpectraBatch, i: int, config: FitConfig, templates: Template
     # renumber gas components consecutively
     remap = {c: j + 1 for j, c in enumerate(present)}
     component = np.array([0] * stars.shape[1] + [remap[c] for c in comp_idx])
-    start2 = [[pp1.sol[0], pp1.sol[1]]] + [[pp1.sol[0], config.gas_sigma_start] for _ in present]
-    moments = [-2] + [2] * len(present)
     vg = config.gas_v_search + 300.0
-    bounds2 = [bounds1] + [[[pp1.sol[0] - vg, pp1.sol[0] + vg], [config.sigma_min, config.gas_sigma_max]] for _ in present]
+    start2, bounds2 = [[pp1.sol[0], pp1.sol[1]]], [bounds1]
+    for c in present:
+        if c in extra_bounds:  # around the stellar V (pPXF fits all components at once)
+            dv, sig, s0, v0 = extra_bounds[c]
+            start2.append([pp1.sol[0] + v0, s0])
+            bounds2.append([[pp1.sol[0] - vg + dv[0], pp1.sol[0] + vg + dv[1]], list(sig)])
+        else:
+            start2.append([pp1.sol[0], config.gas_sigma_start])
+            bounds2.append([[pp1.sol[0] - vg, pp1.sol[0] + vg], [config.sigma_min, config.gas_sigma_max]])
+    moments = [-2] + [2] * len(present)
     # Stage 2 uses the good pixels minus those pPXF clipped in stage 1 (as skyledger does).
     gp2 = np.setdiff1d(np.flatnonzero(good), np.setdiff1d(gp1, pp1.goodpixels))
     pp2 = ppxf(templ, gal, noise, velscale, start2, goodpixels=gp2, degree=config.gas_degree, moments=moments,
@@ -226,8 +271,9 @@ def run_ppxf(batch: SpectraBatch, i: int, config: FitConfig, templates: Template
     gv, gs = {}, {}
     for c in present:
         sol = pp2.sol[remap[c]]
-        gv[groups[c - 1]] = float(sol[0])
-        gs[groups[c - 1]] = float(sol[1])
+        key = groups[c - 1] if c <= len(groups) else extras[c - 1 - len(groups)]
+        gv[key] = float(sol[0])
+        gs[key] = float(sol[1])
     return PpxfResult(
         velocity=float(pp1.sol[0]), sigma=float(pp1.sol[1]), velocity_err=float(v_err), sigma_err=float(s_err),
         line_flux=fl, line_flux_err=fe, gas_velocity=gv, gas_sigma=gs, seconds=time.perf_counter() - t0,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Double, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import CheckConstraint, Double, ForeignKey, Index, Integer, SmallInteger, Text, text
 from sqlalchemy.orm import Mapped
 
 from . import models as _core  # noqa: F401  (the tables these refer to: run, spectrum, source)
@@ -50,12 +50,26 @@ class StellarKinematics(Base):
     snr: Mapped[float | None] = column(Double, doc="Median signal-to-noise ratio per pixel over the fitted range", ucd="stat.snr")
     n_pixels: Mapped[int | None] = column(Integer, doc="Pixels used in the final fit")
     flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Fit flag bits (see flag_definition)", ucd="meta.code")
+    gas_model: Mapped[str | None] = column(
+        Text,
+        doc="Gas model chosen by Delta BIC: narrow, narrow+broad (broad Balmer), narrow+outflow ([OIII]) or "
+        "narrow+broad+outflow; NULL where second components were not tried (parameter components = none)",
+        ucd="meta.code",
+    )
+    delta_bic_broad: Mapped[float | None] = column(
+        Double, doc="BIC decrease from adding the broad Balmer component (kept above the run's threshold, 10 by default); "
+        "NULL where not tried", ucd="stat.fit.param",
+    )
+    delta_bic_outflow: Mapped[float | None] = column(
+        Double, doc="BIC decrease from adding the [OIII] outflow component; NULL where not tried", ucd="stat.fit.param",
+    )
 
 
 @result_table(
     view="lines",
-    description="Emission lines of every spectrum, fitted (task lines) or read from catalogues (task ingested)",
-    order=("line",),
+    description="Emission lines of every spectrum, fitted (task lines) or read from catalogues (task ingested), "
+    "one row per kinematic component",
+    order=("line", "component"),
     tasks=("lines", "ingested"),
     per_task=True,
     task_column="source_task",
@@ -91,7 +105,24 @@ class LineMeasurement(Base):
     ew_err: Mapped[float | None] = column(Double, doc="Error of ew", unit="Angstrom", ucd="stat.error;spect.line.eqWidth")
     snr: Mapped[float | None] = column(Double, doc="Signal-to-noise ratio of the flux", ucd="stat.snr")
     flags: Mapped[int] = column(Integer, server_default=text("0"), doc="Line flag bits (see flag_definition)", ucd="meta.code")
-    # Last, as migration 0019 added it (tasks copy columns in table order).
+    # Added by migration 0018, hence after flags (the view shows component after line).
+    component: Mapped[int] = column(
+        SmallInteger, primary_key=True, server_default=text("0"),
+        doc="Kinematic component: 0 the narrow (or only) one, 1 the second (broad Balmer or [OIII] outflow); "
+        "a line's total flux is the sum over its components", ucd="meta.id",
+    )
+    v10: Mapped[float | None] = column(
+        Double, doc="Velocity below which 10 % of the line's total flux (all components) lies, intrinsic profile, "
+        "same frame as velocity; on the component 0 row only", unit="km/s", ucd="spect.dopplerVeloc",
+    )
+    v90: Mapped[float | None] = column(
+        Double, doc="Velocity below which 90 % of the line's total flux lies (as v10)", unit="km/s", ucd="spect.dopplerVeloc",
+    )
+    w80: Mapped[float | None] = column(
+        Double, doc="Width containing the central 80 % of the line's total flux, v90 - v10 (2.563 sigma for one "
+        "Gaussian); component 0 row only", unit="km/s", ucd="spect.line.width",
+    )
+    # After component..w80 (migration 0018), as migration 0019 added it (tasks copy columns in table order).
     flux_limit: Mapped[float | None] = column(
         Double,
         doc="Upper limit of flux where the line is not detected (flag NOT_DETECTED): max(flux, 0) + 3 flux_err; NULL where detected",

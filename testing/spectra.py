@@ -9,7 +9,7 @@ not a copy of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,11 @@ class SyntheticTruth:
     gas_velocity: np.ndarray  # (B, 2)
     gas_sigma: np.ndarray  # (B, 2)
     line_flux: dict[str, np.ndarray]
+    #: Second component (``second=``): its V (vs the redshift given to the fit), sigma,
+    #: and line fluxes (``line_flux`` then holds the first component's); empty without.
+    second_velocity: np.ndarray | None = None
+    second_sigma: np.ndarray | None = None
+    second_flux: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _resolution(wave_obs: np.ndarray) -> np.ndarray:
@@ -55,11 +60,18 @@ def make_synthetic(
     hb_ew: float = 10.0,
     sigma_range: tuple[float, float] = (60.0, 250.0),
     with_lines: bool = True,
+    second: str | None = None,
 ) -> tuple[SpectraBatch, SyntheticTruth]:
     """``n`` spectra at continuum S/N ``snr`` per 69 km/s pixel, SDSS-like log grid.
 
     H-beta has rest equivalent width ``hb_ew`` A; other lines scale as ``SYNTH_LINES``.
+    ``second`` adds a second kinematic component: ``"broad"`` on every Balmer line
+    (V within +-300 km/s of the narrow lines, sigma 1000-2500 km/s, 30-70 % of each
+    line's flux) or ``"outflow"`` on [OIII] 4959, 5007 (V 300-600 km/s blueward, sigma
+    300-800 km/s, 20-60 % of the flux); the line's total flux is as without it.
     """
+    if second not in (None, "broad", "outflow"):
+        raise ValueError(f"second={second!r}: use None, 'broad' or 'outflow'")
     rng = np.random.default_rng(seed)
     lib = templates or TemplateLibrary.mileshc()
     dln = 1e-4 * np.log(10.0)
@@ -80,6 +92,21 @@ def make_synthetic(
     sig = rng.uniform(*sigma_range, n)
     gas_v = vel[:, None] + rng.uniform(-80.0, 80.0, (n, 2))
     gas_s = rng.uniform(30.0, 120.0, (n, 2))
+    # Second component: its kinematics and share of the flux of each line it is on.
+    if second == "broad":
+        v2 = gas_v[:, 0] + rng.uniform(-300.0, 300.0, n)
+        s2 = rng.uniform(1000.0, 2500.0, n)
+        frac2 = rng.uniform(0.3, 0.7, n)
+    elif second == "outflow":
+        v2 = gas_v[:, 1] - rng.uniform(300.0, 600.0, n)
+        s2 = rng.uniform(300.0, 800.0, n)
+        frac2 = rng.uniform(0.2, 0.6, n)
+    second_flux: dict[str, np.ndarray] = {}
+
+    def has_second(lid: str) -> bool:
+        if second == "broad":
+            return LINES[lid].kind == "balmer"
+        return second == "outflow" and lid in ("OIII5007", "OIII4959")
     # Data grid: observed, covering the library's rest range shrunk by a safety margin.
     ln_obs0 = lo + np.log1p(z) + 0.02
     npix = int((hi - lo - 0.04) / dln)
@@ -113,19 +140,24 @@ def make_synthetic(
                 ln = LINES[lid]
                 grp = 0 if ln.kind in ("balmer", "helium") else 1
                 fl = rel * f_hb
-                line_flux.setdefault(lid, np.zeros(n))[b] = fl
-                comps = [(ln.vacuum_wavelength, fl)]
+                comps = [(lid, fl)]
                 for child, (parent, ratio) in DOUBLETS.items():
                     if parent == lid:
-                        comps.append((LINES[child].vacuum_wavelength, fl * ratio))
-                        line_flux.setdefault(child, np.zeros(n))[b] = fl * ratio
-                for lam, f in comps:
+                        comps.append((child, fl * ratio))
+                for cid, f_tot in comps:
+                    lam = LINES[cid].vacuum_wavelength
                     si = np.interp(np.log(lam), fln, sig_inst)
-                    s_l = np.sqrt(gas_s[b, grp] ** 2 + si**2) / C_KMS
-                    mu = np.log(lam) + gas_v[b, grp] / C_KMS
-                    prof = np.exp(-0.5 * ((fln - mu) / s_l) ** 2) / (np.sqrt(2 * np.pi) * s_l)
-                    # density per unit ln(lambda) -> per observed A
-                    conv = conv + f * prof / wobs
+                    parts = [(f_tot, gas_v[b, grp], gas_s[b, grp])]
+                    if has_second(cid):
+                        parts = [(f_tot * (1 - frac2[b]), gas_v[b, grp], gas_s[b, grp]), (f_tot * frac2[b], v2[b], s2[b])]
+                        second_flux.setdefault(cid, np.zeros(n))[b] = parts[1][0]
+                    line_flux.setdefault(cid, np.zeros(n))[b] = parts[0][0]
+                    for f, v_c, s_c in parts:
+                        s_l = np.sqrt(s_c**2 + si**2) / C_KMS
+                        mu = np.log(lam) + v_c / C_KMS
+                        prof = np.exp(-0.5 * ((fln - mu) / s_l) ** 2) / (np.sqrt(2 * np.pi) * s_l)
+                        # density per unit ln(lambda) -> per observed A
+                        conv = conv + f * prof / wobs
         # Average into data pixels (observed frame = rest grid shifted by ln(1+z)).
         fe_obs = fedges * (1 + z[b])
         de = np.exp(ln_obs0[b] - dln / 2 + dln * np.arange(npix + 1))
@@ -137,4 +169,6 @@ def make_synthetic(
     res = _resolution(wave)
     batch = SpectraBatch(wave=wave, flux=flux_noisy, ivar=ivar, redshift=z, resolution=res)
     truth = SyntheticTruth(velocity=vel, sigma=sig, gas_velocity=gas_v, gas_sigma=gas_s, line_flux=line_flux)
+    if second is not None:
+        truth.second_velocity, truth.second_sigma, truth.second_flux = v2, s2, second_flux
     return batch, truth

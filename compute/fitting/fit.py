@@ -11,6 +11,9 @@ Each chunk of spectra goes through three stages over one :class:`.chunk.ChunkSta
 - :mod:`.gas` keeps the stellar kinematics, refits the template weights together with the
   emission lines (non-negative fluxes, doublets at fixed ratios) and a polynomial, and
   optimises one (V, sigma) per gas group;
+- :mod:`.components` (``FitConfig.components = "auto"``) tries a broad Balmer and an
+  [OIII] outflow component on top of the gas stage's lines and keeps each where the
+  Bayesian information criterion says so;
 - :mod:`.outputs` turns the fitted state into the result arrays and flags;
 - :mod:`.local_lines` fits the lines beyond the templates' range (e.g. [SIII]9069) over
   a local polynomial continuum with their group's kinematics.
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from .chunk import prepare_chunk
+from .components import fit_components, nonparametric_widths
 from .gas import fit_gas
 from .linesetup import LineSetup, line_setup
 from .local_lines import fit_local_lines
@@ -57,6 +61,8 @@ def fit_spectra(
     results are the same as in one process).
     """
     config = config or FitConfig()
+    if config.components not in ("none", "auto"):
+        raise ValueError(f"FitConfig.components is {config.components!r}; use 'none' or 'auto'")
     templates = templates or TemplateLibrary.mileshc()
     dev = torch.device(device)
     spectra = prepare_batch(batch, config)
@@ -85,8 +91,13 @@ def fit_spectra(
     failed = (res.flags & (SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT)) != 0
     res.line_flags[failed] |= LineFlag.SPECTRUM_FAILED
     if nl:
-        for name in ("line_velocity", "line_velocity_err", "line_sigma", "line_sigma_err", "line_flux", "line_flux_err", "line_ew", "line_snr", "line_z", "line_flux_limit", "line_ew_err"):
-            getattr(res, name)[failed] = np.nan
+        for name in ("velocity", "velocity_err", "sigma", "sigma_err", "flux", "flux_err", "ew", "snr", "z"):
+            getattr(res, f"line_{name}")[failed] = np.nan
+            getattr(res, f"line2_{name}")[failed] = np.nan
+        res.line_flux_limit[failed] = np.nan
+        res.line_ew_err[failed] = np.nan
+        res.line2_flags[failed] = 0
+    nonparametric_widths(res)
     return res
 
 
@@ -112,6 +123,12 @@ def _empty_result(nb: int, ids: tuple[str, ...], nmod: int) -> FitResult:
         line_flags=np.zeros((nb, nl), dtype=np.int64),
         model_wave=nan(nb, nmod), model_flux=nan(nb, nmod), model_stars=nan(nb, nmod),
         model_fitmask=np.zeros((nb, nmod), dtype=bool), line_flux_limit=nan(nb, nl), line_ew_err=nan(nb, nl),
+        line2_velocity=nan(nb, nl), line2_velocity_err=nan(nb, nl), line2_sigma=nan(nb, nl),
+        line2_sigma_err=nan(nb, nl), line2_flux=nan(nb, nl), line2_flux_err=nan(nb, nl),
+        line2_ew=nan(nb, nl), line2_snr=nan(nb, nl), line2_z=nan(nb, nl),
+        line2_flags=np.zeros((nb, nl), dtype=np.int64), line_v10=nan(nb, nl), line_v90=nan(nb, nl),
+        line_w80=nan(nb, nl), gas_model=np.full(nb, -1, dtype=np.int64), delta_bic_broad=nan(nb),
+        delta_bic_outflow=nan(nb),
     )  # fmt: skip
 
 
@@ -129,6 +146,6 @@ def _fit_chunk(
         return {"flags": flags}
     fit_stars(state)
     fit_gas(state)
-    out = collect_outputs(state)
+    out = fit_components(state) if config.components == "auto" else collect_outputs(state)
     fit_local_lines(state, spectra, idx, out)
     return out

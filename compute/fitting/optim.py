@@ -109,7 +109,11 @@ def levenberg_marquardt(
         # them here instead of paying an evaluation to confirm it. In the projected
         # Gauss-Newton model chi^2(theta + s) ~ chi^2 - 2 g.s + s^T H s.
         tiny_step = ((trial - old).abs() < 1e-4).all(-1)
-        s_gn, _ = torch.linalg.solve_ex(h + torch.diag_embed(1e-12 * hd.amax(-1, keepdim=True) + 1e-30), g.unsqueeze(-1))
+        # The floor goes on the diagonal only (a (b, 1) tensor diag-embeds to (b, 1, 1) and
+        # would be added to every entry, making any parameter without constraint, a
+        # group without flux, singular: NaN, a zero promise, and the element stopped).
+        floor = (1e-12 * hd.amax(-1, keepdim=True) + 1e-30).expand_as(hd)
+        s_gn, _ = torch.linalg.solve_ex(h + torch.diag_embed(floor), g.unsqueeze(-1))
         s_gn = torch.minimum(torch.maximum(old + torch.nan_to_num(s_gn.squeeze(-1)), lower[idx]), upper[idx]) - old
         promise = 2.0 * (g * s_gn).sum(-1) - torch.einsum("bp,bpq,bq->b", s_gn, h, s_gn)
         settled = tiny_step | (promise < _PROMISE * tol * sub.chi2)

@@ -125,6 +125,11 @@ class FitConfig:
     local_lines: bool = True
     local_degree: int = 1
     local_window_kms: float = 4000.0
+    #: Second kinematic components (:mod:`.components`): "none", or "auto" to try a broad
+    #: Balmer and an [OIII] outflow component and keep each where Delta BIC exceeds
+    #: ``components_min_delta_bic``.
+    components: str = "none"
+    components_min_delta_bic: float = 10.0
 
 
 class SpectrumFlag(enum.IntFlag):
@@ -158,6 +163,10 @@ class LineFlag(enum.IntFlag):
     ERRORS_ESTIMATED = 1 << 8
     NOT_DETECTED = 1 << 9  #: flux/flux_err < FitConfig.detect_snr: use line_flux_limit
     LOCAL_CONTINUUM = 1 << 10  #: beyond the templates: fitted over a local polynomial continuum
+    #: the chosen model gives the line a second kinematic component (``line2_*``)
+    SECOND_COMPONENT = 1 << 11
+    #: a second component was tried on the line and rejected by the Delta BIC criterion
+    COMPONENT_REJECTED = 1 << 12
 
 
 @dataclass(slots=True)
@@ -205,6 +214,32 @@ class FitResult:
     line_flux_limit: np.ndarray | None = None
     #: Error of line_ew, from the flux and continuum covariance of the fit.
     line_ew_err: np.ndarray | None = None
+    #: Second kinematic component of each line ``(B, L)`` (``FitConfig.components``),
+    #: at the column of its narrow line; NaN (flags 0) where the chosen model has none.
+    #: ``line_*`` then hold the narrow component; the line's total flux is the sum.
+    line2_velocity: np.ndarray | None = None
+    line2_velocity_err: np.ndarray | None = None
+    line2_sigma: np.ndarray | None = None
+    line2_sigma_err: np.ndarray | None = None
+    line2_flux: np.ndarray | None = None
+    line2_flux_err: np.ndarray | None = None
+    line2_ew: np.ndarray | None = None
+    line2_snr: np.ndarray | None = None
+    line2_z: np.ndarray | None = None
+    line2_flags: np.ndarray | None = None
+    #: Non-parametric velocities of the total line profile ``(B, L)``, km/s, intrinsic:
+    #: 10 % and 90 % of the flux lie below v10, v90 (frame of ``line_velocity``); W80 =
+    #: v90 - v10 (2.563 sigma for one Gaussian).
+    line_v10: np.ndarray | None = None
+    line_v90: np.ndarray | None = None
+    line_w80: np.ndarray | None = None
+    #: Chosen gas model ``(B,)``: -1 components not tried, else bits 1 = broad Balmer
+    #: component, 2 = [OIII] outflow component (0: one component).
+    gas_model: np.ndarray | None = None
+    #: Delta BIC of the broad and outflow components ``(B,)`` (kept where above
+    #: ``FitConfig.components_min_delta_bic``); NaN where not tried.
+    delta_bic_broad: np.ndarray | None = None
+    delta_bic_outflow: np.ndarray | None = None
 
     def line_index(self, line_id: str) -> int:
         """Column of ``line_id`` in the per-line arrays."""

@@ -129,7 +129,8 @@ def _num(value: float) -> float | None:
 # catalog.lines shows for (spectrum, that task), i.e. the best run on the `current` path
 # (lowest rank, then newest). Written out rather than selected from the view because
 # PostgreSQL cannot push `spectrum_id = ANY(:ids)` into the view's DISTINCT ON, and each
-# page would then sort every current line of the survey.
+# page would then sort every current line of the survey. Component 0 only: the narrow
+# lines; a second component (broad-line region, outflow) is not the gas these methods model.
 LINES_SQL = f"""
 WITH chosen AS (
     {chosen_sql("line_measurement", "spectrum_id", prefer="sources", where="t.spectrum_id = ANY(:ids)")}
@@ -137,6 +138,7 @@ WITH chosen AS (
 SELECT m.spectrum_id, m.line, m.flux, m.flux_err, m.flags, chosen.task AS source_task, m.run_id
 FROM line_measurement AS m
 JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
+    AND m.component = 0
 """
 
 

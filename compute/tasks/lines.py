@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,7 +62,11 @@ LINE_FLAG_DOCS = {
     "ERRORS_ESTIMATED": _ESTIMATED_DOC,
     "NOT_DETECTED": "Not detected: flux/flux_err below 3; flux_limit holds the upper limit max(flux, 0) + 3 flux_err",
     "LOCAL_CONTINUUM": "Beyond the stellar templates: fitted over a local polynomial continuum with its group's kinematics",
+    "SECOND_COMPONENT": "The chosen gas model gives the line a second kinematic component (its row component = 1)",
+    "COMPONENT_REJECTED": "A second kinematic component was tried on the line and rejected by the Delta BIC criterion",
 }
+#: stellar_kinematics.gas_model of FitResult.gas_model (bits: 1 broad Balmer, 2 [OIII] outflow)
+GAS_MODELS = {0: "narrow", 1: "narrow+broad", 2: "narrow+outflow", 3: "narrow+broad+outflow"}
 _FAILED = SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT
 
 
@@ -77,6 +81,10 @@ class LinesParams(BaseModel):
     fit_gas: bool = Field(True, description="Fit emission lines (False: stellar kinematics only)")
     clip_sigma: float = Field(3.0, gt=0, description="Outlier clipping threshold of the stellar fit")
     templates: str = Field("mileshc", description="Stellar template library")
+    components: Literal["none", "auto"] = Field(
+        "none", description="Second kinematic components: none, or auto (broad Balmer and [OIII] outflow, kept by Delta BIC)"
+    )
+    components_min_delta_bic: float = Field(10.0, ge=0, description="Delta BIC above which a second component is kept")
 
 
 @dataclass
@@ -101,7 +109,8 @@ class LinesTask:
     # noise; EW continuum at the fitted line centre.
     # 3: lines beyond the templates ([SIII]9069, 9532) fitted over a local continuum
     # (LOCAL_CONTINUUM); [SIII]9069 tied to 9532; NOT_DETECTED below S/N 3 with flux_limit;
-    # ew_err from the flux and continuum covariance.
+    # ew_err from the flux and continuum covariance; line rows carry a kinematic component (0; 1 for second components with
+    # components = auto) and v10/v90/W80; stellar_kinematics the chosen gas model.
     version: ClassVar[int] = 3
     after: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = LinesParams
@@ -186,6 +195,8 @@ class LinesTask:
             default_resolution=params.default_resolution,
             fit_gas=params.fit_gas,
             clip_sigma=params.clip_sigma,
+            components=params.components,
+            components_min_delta_bic=params.components_min_delta_bic,
         )
 
     def compute(self, batch: LinesBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
@@ -198,7 +209,8 @@ class LinesTask:
             kin.append((
                 sid, _num(result.z[i]), _num(result.velocity[i]), _num(result.velocity_err[i]), _num(result.sigma[i]),
                 _num(result.sigma_err[i]), _num(result.chi2_dof[i]), _num(result.stellar_chi2_dof[i]),
-                _num(result.snr[i]), int(result.n_pixels[i]), sflags,
+                _num(result.snr[i]), int(result.n_pixels[i]), sflags, GAS_MODELS.get(int(result.gas_model[i])),
+                _num(result.delta_bic_broad[i]), _num(result.delta_bic_outflow[i]),
             ))
             for j, line in enumerate(result.line_ids):
                 lflags = int(result.line_flags[i, j])
@@ -210,7 +222,21 @@ class LinesTask:
                     sid, line, _num(result.line_z[i, j]), _num(result.line_velocity[i, j]),
                     _num(result.line_velocity_err[i, j]), _num(result.line_sigma[i, j]), _num(result.line_sigma_err[i, j]),
                     _num(result.line_flux[i, j]), _num(result.line_flux_err[i, j]), _num(result.line_ew[i, j]),
-                    _num(result.line_ew_err[i, j]), _num(result.line_snr[i, j]), lflags, _num(result.line_flux_limit[i, j]),
+                    _num(result.line_ew_err[i, j]), _num(result.line_snr[i, j]), lflags, 0,
+                    _num(result.line_v10[i, j]), _num(result.line_v90[i, j]), _num(result.line_w80[i, j]),
+                    _num(result.line_flux_limit[i, j]),
                 ))
+                f2 = int(result.line2_flags[i, j])
+                if f2 & LineFlag.SECOND_COMPONENT:
+                    if estimated[i]:
+                        f2 |= int(LineFlag.ERRORS_ESTIMATED)
+                    lines.append((
+                        sid, line, _num(result.line2_z[i, j]), _num(result.line2_velocity[i, j]),
+                        _num(result.line2_velocity_err[i, j]), _num(result.line2_sigma[i, j]),
+                        _num(result.line2_sigma_err[i, j]), _num(result.line2_flux[i, j]),
+                        _num(result.line2_flux_err[i, j]), _num(result.line2_ew[i, j]), None,
+                        _num(result.line2_snr[i, j]), f2, 1, None, None, None,  # v10/v90/w80: component 0 row
+                        None,  # flux_limit: a kept second component is a detection
+                    ))
         n_flagged = int(np.count_nonzero(np.asarray(result.flags) & int(_FAILED)))
         return TaskOutput(rows={"stellar_kinematics": kin, "line_measurement": lines}, n_inputs=len(kin), n_flagged=n_flagged)

@@ -62,7 +62,8 @@ NEBULA_TABLE = ResultTable.of(NebulaClass)
 _FLAGS = FlagDoc.from_enum("nebula_class", "flags", NebulaFlag, FLAG_DESCRIPTIONS)
 
 # As abundances.LINES_SQL (the lines catalog.lines shows for the preferred source task of
-# each spectrum, written out so the spectrum filter reaches the index), plus the EW.
+# each spectrum, written out so the spectrum filter reaches the index), plus the EW;
+# component 0 (the narrow lines) only, as there.
 NEBULA_LINES_SQL = f"""
 WITH chosen AS (
     {chosen_sql("line_measurement", "spectrum_id", prefer="sources", where="t.spectrum_id = ANY(:ids)")}
@@ -70,6 +71,7 @@ WITH chosen AS (
 SELECT m.spectrum_id, m.line, m.flux, m.flux_err, m.ew, m.ew_err, m.flags, chosen.task AS source_task, m.run_id
 FROM line_measurement AS m
 JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
+    AND m.component = 0
 """
 
 

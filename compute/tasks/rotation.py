@@ -95,7 +95,8 @@ kids AS (
     WHERE (src.id = ANY(:ids) AND src.parent_id IS NULL) OR src.parent_id = ANY(:ids)
 )"""
 
-#: lines of the galaxies' spectra from the preferred source task of each spectrum
+#: lines of the galaxies' spectra from the preferred source task of each spectrum (the
+#: narrow component 0: a broad or outflow component does not trace the disk)
 GAS_SQL = f"""
 WITH {_KIDS},
 chosen AS (
@@ -106,6 +107,7 @@ SELECT k.galaxy_id, k.spectrum_id, k.ra, k.dec, k.spec_z, m.line, m.z, m.velocit
 FROM kids AS k
 JOIN chosen ON chosen.spectrum_id = k.spectrum_id
 JOIN line_measurement AS m ON m.spectrum_id = chosen.spectrum_id AND m.run_id = chosen.run_id
+    AND m.component = 0
 ORDER BY k.spectrum_id
 """
 

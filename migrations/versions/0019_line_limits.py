@@ -7,7 +7,7 @@ before ``flags`` (model order), so the view is re-created, as printed by
 ``python -m skyledger.schema.catalog ddl lines``.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
@@ -34,17 +34,19 @@ WITH chosen AS (
     WHERE p.task IN ('lines', 'ingested')
     ORDER BY t.spectrum_id, p.task, p.rank, t.run_id DESC
 )
-SELECT t.spectrum_id, t.line, t.z, t.velocity, t.velocity_err, t.sigma, t.sigma_err, t.flux, t.flux_err, t.ew,
-       t.ew_err, t.snr, t.flux_limit, t.flags, sp.flux_unit, chosen.task AS source_task, t.run_id
+SELECT t.spectrum_id, t.line, t.component, t.z, t.velocity, t.velocity_err, t.sigma, t.sigma_err, t.flux,
+       t.flux_err, t.ew, t.ew_err, t.snr, t.v10, t.v90, t.w80, t.flux_limit, t.flags, sp.flux_unit,
+       chosen.task AS source_task, t.run_id
 FROM line_measurement AS t
 JOIN chosen ON chosen.spectrum_id = t.spectrum_id AND chosen.run_id = t.run_id
 JOIN spectrum AS sp ON sp.id = t.spectrum_id
 """
 
 COMMENTS = [
-    "COMMENT ON VIEW catalog.lines IS 'Emission lines of every spectrum, fitted (task lines) or read from catalogues (task ingested)'",
+    "COMMENT ON VIEW catalog.lines IS 'Emission lines of every spectrum, fitted (task lines) or read from catalogues (task ingested), one row per kinematic component'",
     "COMMENT ON COLUMN catalog.lines.spectrum_id IS 'Spectrum measured'",
     "COMMENT ON COLUMN catalog.lines.line IS 'Line identifier, e.g. HA6563, OIII5007'",
+    "COMMENT ON COLUMN catalog.lines.component IS 'Kinematic component: 0 the narrow (or only) one, 1 the second (broad Balmer or [OIII] outflow); a line''s total flux is the sum over its components'",
     "COMMENT ON COLUMN catalog.lines.z IS 'Redshift of the line'",
     "COMMENT ON COLUMN catalog.lines.velocity IS 'Line-of-sight velocity relative to the stellar (or input) redshift'",
     "COMMENT ON COLUMN catalog.lines.velocity_err IS 'Error of velocity'",
@@ -55,6 +57,9 @@ COMMENTS = [
     "COMMENT ON COLUMN catalog.lines.ew IS 'Equivalent width (positive in emission)'",
     "COMMENT ON COLUMN catalog.lines.ew_err IS 'Error of ew'",
     "COMMENT ON COLUMN catalog.lines.snr IS 'Signal-to-noise ratio of the flux'",
+    "COMMENT ON COLUMN catalog.lines.v10 IS 'Velocity below which 10 % of the line''s total flux (all components) lies, intrinsic profile, same frame as velocity; on the component 0 row only'",
+    "COMMENT ON COLUMN catalog.lines.v90 IS 'Velocity below which 90 % of the line''s total flux lies (as v10)'",
+    "COMMENT ON COLUMN catalog.lines.w80 IS 'Width containing the central 80 % of the line''s total flux, v90 - v10 (2.563 sigma for one Gaussian); component 0 row only'",
     "COMMENT ON COLUMN catalog.lines.flux_limit IS 'Upper limit of flux where the line is not detected (flag NOT_DETECTED): max(flux, 0) + 3 flux_err; NULL where detected'",
     "COMMENT ON COLUMN catalog.lines.flags IS 'Line flag bits (see flag_definition)'",
     "COMMENT ON COLUMN catalog.lines.flux_unit IS 'Unit of flux (astropy string)'",
@@ -80,6 +85,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    old_view = VIEW.replace("t.snr, t.flux_limit, t.flags", "t.snr, t.flags")
+    old_view = VIEW.replace("t.w80, t.flux_limit, t.flags", "t.w80, t.flags")
     _recreate(old_view, [c for c in COMMENTS if "catalog.lines.flux_limit " not in c])
     op.drop_column("line_measurement", "flux_limit")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 from sqlalchemy import create_engine, text
 
 from skyledger.compute.tasks.lines import LinesTask
@@ -97,7 +98,14 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
         gradients = conn.execute(text(
             "SELECT count(*) FROM catalog.metallicity_gradients WHERE object_id = '209807' AND slope_dex_per_kpc IS NOT NULL"
         )).scalar_one()  # fmt: skip
+        # Second kinematic components (the demo runs lines with components = auto).
+        second = conn.execute(text(
+            "SELECT count(*) FROM catalog.lines AS l JOIN spectrum AS s ON s.id = l.spectrum_id "
+            "WHERE l.component = 1 AND s.object_id LIKE 'MaNGA_multicomp%'"
+        )).scalar_one()  # fmt: skip
+        models = conn.execute(text("SELECT count(gas_model) FROM catalog.stellar_kinematics")).scalar_one()
     engine.dispose()
+    assert second > 0 and models == 91
     assert fitted == 91  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
     # The cube's galaxy: a rotation curve of gas and of stars, and metallicity gradients, shown and plotted.
     assert dict(rotation) == {"gas": 2, "stars": 2} and gradients > 0
@@ -106,6 +114,9 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
     assert "release dr1 written:" in first.stdout
     release_dir = fresh_settings.releases_dir / "dr1"
     assert (release_dir / "manifest.json").is_file() and (release_dir / "lines.fits").is_file()
+    with fits.open(release_dir / "lines.fits") as hdul:
+        names = set(hdul[1].columns.names)
+    assert {"component", "v10", "v90", "w80"} <= {n.lower() for n in names}
     assert "verified" in run(["release", "verify", "dr1"], env).stdout
     again = run(["demo"], env)
     assert "loaded 0, unchanged 7" in again.stdout
