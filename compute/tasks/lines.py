@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +24,7 @@ from skyledger.schema.result_models import LineMeasurement, StellarKinematics
 from skyledger.schema.pgcopy import numpy_arrays
 
 from skyledger.compute.fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
+from skyledger.compute.fitting.templates import LIBRARIES
 from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, ResultTable, TaskOutput, pending_inputs
 
@@ -69,12 +70,17 @@ class LinesParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    degree: int = Field(8, ge=-1, le=20, description="Additive Legendre degree of the stellar fit")
-    gas_degree: int = Field(8, ge=-1, le=20, description="Additive Legendre degree under the emission lines")
+    # Continuum model (docs/lines_validation.md, "Continuum model"): by default pPXF's
+    # recommendation for gas, SSP templates with a multiplicative polynomial only.
+    templates: Literal["emiles", "mileshc"] = Field(
+        "emiles", description="Stellar template library: emiles (78 E-MILES SSPs) or mileshc (63 MILES stars)"
+    )
+    degree: int = Field(-1, ge=-1, le=20, description="Additive Legendre degree of the stellar fit (-1: none)")
+    mdegree: int = Field(10, ge=0, le=20, description="Multiplicative Legendre degree of the stellar fit (0: none)")
+    gas_degree: int = Field(-1, ge=-1, le=20, description="Additive Legendre degree under the emission lines (-1: none)")
     default_resolution: float = Field(2000.0, gt=0, description="R used where a spectrum gives none")
     fit_gas: bool = Field(True, description="Fit emission lines (False: stellar kinematics only)")
     clip_sigma: float = Field(3.0, gt=0, description="Outlier clipping threshold of the stellar fit")
-    templates: str = Field("mileshc", description="Stellar template library")
 
 
 @dataclass
@@ -97,7 +103,9 @@ class LinesTask:
     # 2: gas searched around the input redshift too (not only the stellar V); resampled
     # spectra: rebin top-hat added to the instrumental width, errors not scaled below the
     # noise; EW continuum at the fitted line centre.
-    version: ClassVar[int] = 2
+    # 3 (continuum): default continuum model E-MILES SSPs, no additive polynomial,
+    # multiplicative degree 10 (params templates/degree/mdegree/gas_degree).
+    version: ClassVar[int] = 3
     after: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = LinesParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ResultTable.of(StellarKinematics), ResultTable.of(LineMeasurement))
@@ -124,8 +132,9 @@ class LinesTask:
         return []  # reads ingested pixels only
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
-        root = Path(str(importlib.resources.files("skyledger.compute.templates") / "mileshc"))
-        return {f"mileshc/{p.name}": p for p in sorted(root.glob("MILESHC_*.fits"))}
+        assert isinstance(params, LinesParams)
+        root = Path(str(importlib.resources.files("skyledger.compute.templates")))
+        return {str(p.relative_to(root)): p for pattern in LIBRARIES[params.templates] for p in sorted(root.glob(pattern))}
 
     def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> LinesBatch:
         # The pixel arrays come in binary, decoded by numpy: read as text, parsing a
@@ -176,7 +185,9 @@ class LinesTask:
     @staticmethod
     def fit_config(params: LinesParams) -> FitConfig:
         return FitConfig(
+            templates=params.templates,
             degree=params.degree,
+            mdegree=params.mdegree,
             gas_degree=params.gas_degree,
             default_resolution=params.default_resolution,
             fit_gas=params.fit_gas,
@@ -185,7 +196,8 @@ class LinesTask:
 
     def compute(self, batch: LinesBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, LinesParams)
-        result = fit_spectra(batch.spectra, TemplateLibrary.mileshc(), self.fit_config(params), device=device, workers=workers)
+        config = self.fit_config(params)
+        result = fit_spectra(batch.spectra, TemplateLibrary.named(config.templates), config, device=device, workers=workers)
         kin, lines = [], []
         estimated = np.zeros(len(batch.spectrum_ids), bool) if batch.errors_estimated is None else batch.errors_estimated
         for i, sid in enumerate(batch.spectrum_ids):
