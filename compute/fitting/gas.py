@@ -245,7 +245,8 @@ def fit_gas(st: ChunkState) -> None:
     sw2 = w2.sqrt()
     yw2 = st.y * sw2
     # Every template at the stellar kinematics, times the stellar stage's multiplicative
-    # polynomial (kept, not refitted: measured in docs/lines_validation.md), fixed from here on.
+    # polynomial (kept, not refitted: the targets of docs/lines_validation.md section 5
+    # are met without), fixed from here on.
     cols_all = template_columns(st, st.every, stars.v_star, stars.s_star, st.tpl_f) * stars.mfactor[..., None]
     poly2 = legendre(st.x, config.gas_degree)
     npoly2 = poly2.shape[-1]
