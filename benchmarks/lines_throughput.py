@@ -80,11 +80,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="skyledger worker processes (fit_spectra(workers=...))")
     ap.add_argument("--ppxf-settings", choices=("same", "v2"), default="same",
                     help="pPXF with skyledger's settings (same), or with those of lines v2 (MILESHC, additive degree 8)")
+    ap.add_argument("--fit-settings", choices=("default", "v2"), default="default",
+                    help="skyledger with its default continuum model, or with that of lines v2")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    config = FitConfig(chunk_size=args.chunk)
+    v2 = FitConfig(chunk_size=args.chunk, templates="mileshc", degree=8, gas_degree=8, mdegree=0)
+    config = FitConfig(chunk_size=args.chunk) if args.fit_settings == "default" else v2
     lib = TemplateLibrary.named(config.templates)
-    pp_config = config if args.ppxf_settings == "same" else FitConfig(chunk_size=args.chunk, templates="mileshc", degree=8, gas_degree=8, mdegree=0)
+    pp_config = config if args.ppxf_settings == "same" else v2
     pp_lib = TemplateLibrary.named(pp_config.templates)
     nmax = max(max(args.sizes), args.ppxf, args.check_cpu)
     t0 = time.perf_counter()
