@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = FitConfig()
-    lib = TemplateLibrary.mileshc()
+    lib = TemplateLibrary.named(config.templates)
     kin_rows, line_rows = [], []
     worst = {"dv": 0.0, "ds": 0.0, "ratio": 0.0, "flux": 0.0}
     for name, (batch, labels) in real_batches().items():

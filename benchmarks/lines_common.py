@@ -175,7 +175,7 @@ def run_ppxf(
     start = [0.0, 150.0]
     vb = 1.5 * config.v_search  # the same bounds as the skyledger fit
     bounds1 = [[-vb, vb], [config.sigma_min, config.sigma_max]]
-    pp1 = ppxf(stars, gal, noise, velscale, start, goodpixels=gp1, degree=config.degree, moments=2,
+    pp1 = ppxf(stars, gal, noise, velscale, start, goodpixels=gp1, degree=config.degree, mdegree=config.mdegree, moments=2,
                lam=lam_rest, lam_temp=lam_t, clean=True, quiet=True, bounds=bounds1)  # fmt: skip
     v_err, s_err = pp1.error[:2] * np.sqrt(pp1.chi2)
     # Stage 2: stars at fixed kinematics + gas, same groups and doublet ratios.
@@ -254,7 +254,7 @@ def run_ppxf(
     moments = [-2] + [2] * len(present)
     # Stage 2 uses the good pixels minus those pPXF clipped in stage 1 (as skyledger does).
     gp2 = np.setdiff1d(np.flatnonzero(good), np.setdiff1d(gp1, pp1.goodpixels))
-    pp2 = ppxf(templ, gal, noise, velscale, start2, goodpixels=gp2, degree=config.gas_degree, moments=moments,
+    pp2 = ppxf(templ, gal, noise, velscale, start2, goodpixels=gp2, degree=config.gas_degree, mdegree=config.mdegree, moments=moments,
                component=component, gas_component=component > 0, gas_names=names,
                lam=lam_rest, lam_temp=lam_t, quiet=True, bounds=bounds2)  # fmt: skip
     chi = np.sqrt(pp2.chi2)

@@ -56,9 +56,9 @@ def _subset(batch: SpectraBatch, n: int) -> SpectraBatch:
 def _ppxf_one(job: tuple[SpectraBatch, int, FitConfig]):  # noqa: ANN202 (PpxfResult | None)
     """pPXF on one spectrum in a worker process (the template library is loaded once per worker)."""
     global _WORKER_LIB
-    if _WORKER_LIB is None:
-        _WORKER_LIB = TemplateLibrary.mileshc()
     batch, i, config = job
+    if _WORKER_LIB is None:
+        _WORKER_LIB = TemplateLibrary.named(config.templates)
     return run_ppxf(batch, i, config, _WORKER_LIB)
 
 
@@ -78,13 +78,25 @@ def main() -> None:
     ap.add_argument("--ppxf-threads", type=int, default=1, help="OpenBLAS threads of pPXF (set before numpy loads)")
     ap.add_argument("--ppxf-procs", type=int, default=1, help="pPXF worker processes (1: in this process)")
     ap.add_argument("--workers", type=int, default=1, help="skyledger worker processes (fit_spectra(workers=...))")
+    ap.add_argument("--ppxf-settings", choices=("same", "v2"), default="same",
+                    help="pPXF with skyledger's settings (same), or with those of lines v2 (MILESHC, additive degree 8)")
+    ap.add_argument("--fit-settings", choices=("default", "v2"), default="default",
+                    help="skyledger with its default continuum model, or with that of lines v2")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    lib = TemplateLibrary.mileshc()
-    config = FitConfig(chunk_size=args.chunk)
+    v2 = FitConfig(chunk_size=args.chunk, templates="mileshc", degree=8, gas_degree=8, mdegree=0)
+    config = FitConfig(chunk_size=args.chunk) if args.fit_settings == "default" else v2
+    lib = TemplateLibrary.named(config.templates)
+    pp_config = config if args.ppxf_settings == "same" else v2
+    pp_lib = TemplateLibrary.named(pp_config.templates)
     nmax = max(max(args.sizes), args.ppxf, args.check_cpu)
     t0 = time.perf_counter()
+    # The spectra are made from the fitted library (E-MILES SSPs by default; random
+    # mixes of three MILESHC stars, which SSPs cannot all reproduce, would time the
+    # optimiser on misfits: chi^2/dof up to 24 on those spectra).
     batch, truth = make_synthetic(nmax, snr=args.snr, seed=42, templates=lib)
+    print(f"# fit: {config.templates}, degree {config.degree}, mdegree {config.mdegree}, gas_degree {config.gas_degree}; "
+          f"pPXF: {pp_config.templates}, degree {pp_config.degree}, mdegree {pp_config.mdegree}")  # fmt: skip
     print(f"# {nmax} synthetic spectra in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}, "
           f"{args.threads} threads, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"device {args.device}, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -105,7 +117,7 @@ def main() -> None:
     pool = None
     if args.ppxf and args.ppxf_procs > 1:
         pool = worker_pool(args.ppxf_procs)
-        list(pool.map(_ppxf_one, [(_subset(batch, 1), 0, config)] * args.ppxf_procs))  # warm-up
+        list(pool.map(_ppxf_one, [(_subset(batch, 1), 0, pp_config)] * args.ppxf_procs))  # warm-up
     sky: dict[int, list[float]] = {n: [] for n in args.sizes}
     pp_t: list[float] = []
     res = None
@@ -120,9 +132,9 @@ def main() -> None:
             sub = _subset(batch, args.ppxf)
             t0 = time.perf_counter()
             if pool is None:
-                pps = [run_ppxf(sub, i, config, lib) for i in range(args.ppxf)]
+                pps = [run_ppxf(sub, i, pp_config, pp_lib) for i in range(args.ppxf)]
             else:
-                pps = list(pool.map(_ppxf_one, [(sub, i, config) for i in range(args.ppxf)]))
+                pps = list(pool.map(_ppxf_one, [(sub, i, pp_config) for i in range(args.ppxf)]))
             pp_t.append(time.perf_counter() - t0)
         line = "  ".join(f"{n}: {n / sky[n][-1]:.1f}/s" for n in args.sizes)
         extra = f"  pPXF: {args.ppxf / pp_t[-1]:.2f}/s  load {os.getloadavg()[0]:.1f}" if args.ppxf else ""

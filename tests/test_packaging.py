@@ -41,6 +41,8 @@ def test_wheel_contents(wheel):
         "skyledger/ingest/sample_data/README.md",
         # weights, templates and atomic data ship with the package: nothing downloads at run time
         "skyledger/compute/templates/mileshc/MILESHC_00.fits",
+        "skyledger/compute/templates/emiles/emiles_ssp.npz",
+        "skyledger/compute/templates/emiles/README.md",
         "skyledger/compute/models/nebula_nn.pt",
         "skyledger/compute/abundances/data/atomic_data.json",
         # the template-mismatch spectra's SSPs (skyledger.testing.mismatch_spectra)

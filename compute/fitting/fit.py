@@ -40,7 +40,7 @@ from .outputs import collect_outputs
 from .prepare import LogSpectra, prepare_batch
 from .stellar import fit_stars
 from .templates import LogTemplates, TemplateLibrary
-from .types import FitConfig, FitResult, LineFlag, SpectraBatch, SpectrumFlag
+from .types import C_KMS, FitConfig, FitResult, LineFlag, SpectraBatch, SpectrumFlag
 from .workers import shutdown_pool, worker_pool
 
 __all__ = ["fit_spectra"]
@@ -56,17 +56,18 @@ def fit_spectra(
     """Fit stellar kinematics and emission lines of every spectrum in ``batch``.
 
     Spectra that cannot be fitted come back as NaN with :class:`SpectrumFlag` bits set;
-    they never stop the rest of the batch. ``templates`` defaults to the shipped MILESHC.
+    they never stop the rest of the batch. ``templates`` defaults to the shipped library
+    ``config.templates`` names.
     ``workers`` > 1 fits the chunks in that many single-thread processes (CPU only; the
     results are the same as in one process).
     """
     config = config or FitConfig()
     if config.components not in ("none", "auto"):
         raise ValueError(f"FitConfig.components is {config.components!r}; use 'none' or 'auto'")
-    templates = templates or TemplateLibrary.mileshc()
+    templates = templates or TemplateLibrary.named(config.templates)
     dev = torch.device(device)
     spectra = prepare_batch(batch, config)
-    lt = templates.on_log_grid(spectra.dln, config.n_eigen)
+    lt = _covering(templates.on_log_grid(spectra.dln, config.n_eigen), spectra, config)
     setup = line_setup(config)
     nb, nl = len(spectra.redshift), len(setup.ids)
     res = _empty_result(nb, setup.ids, lt.size)
@@ -99,6 +100,26 @@ def fit_spectra(
         res.line2_flags[failed] = 0
     nonparametric_widths(res)
     return res
+
+
+def _covering(lt: LogTemplates, spectra: LogSpectra, config: FitConfig) -> LogTemplates:
+    """The templates' grid cut to the batch's rest-frame pixels plus twice the margin the
+    fit keeps from the template edges (:func:`.chunk.prepare_chunk`).
+
+    The work frame is the templates' grid, so every transform and product runs over it:
+    a library wider than the data (E-MILES' 3540-8950 A against a SAMI red arm's
+    1200 A) would otherwise cost in proportion to the library, not to the data.
+    """
+    fittable = spectra.flags == 0
+    if not fittable.any():
+        return lt
+    good = spectra.good[fittable]
+    cols = np.arange(good.shape[1])
+    first = np.where(good.any(1), np.argmax(good, axis=1), 0)
+    last = np.where(good.any(1), good.shape[1] - 1 - np.argmax(good[:, ::-1], axis=1), cols[-1])
+    rest0 = spectra.ln0[fittable] - np.log1p(spectra.redshift[fittable])
+    margin = 2.0 * (1.5 * config.v_search + 3.0 * max(config.sigma_grid)) / C_KMS + 4 * spectra.dln
+    return lt.window(float((rest0 + first * spectra.dln).min() - margin), float((rest0 + last * spectra.dln).max() + margin))
 
 
 def _fit_job(job: tuple[LogSpectra, LogTemplates, LineSetup, FitConfig]) -> dict[str, np.ndarray]:

@@ -244,7 +244,10 @@ def fit_gas(st: ChunkState) -> None:
     w2 = torch.where(fit2, st.wfull, torch.zeros_like(st.wfull))
     sw2 = w2.sqrt()
     yw2 = st.y * sw2
-    cols_all = template_columns(st, st.every, stars.v_star, stars.s_star, st.tpl_f)  # (b, nt, K), fixed from here on
+    # Every template at the stellar kinematics, times the stellar stage's multiplicative
+    # polynomial (kept, not refitted: the targets of docs/lines_validation.md section 5
+    # are met without), fixed from here on.
+    cols_all = template_columns(st, st.every, stars.v_star, stars.s_star, st.tpl_f) * stars.mfactor[..., None]
     poly2 = legendre(st.x, config.gas_degree)
     npoly2 = poly2.shape[-1]
     norm2 = (cols_all * cols_all * w2[..., None]).sum(1).sqrt()

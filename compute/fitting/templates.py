@@ -15,7 +15,12 @@ from skyledger.schema.linelist import air_to_vacuum
 
 from .types import C_KMS
 
-__all__ = ["TemplateLibrary", "LogTemplates", "flux_conserving_rebin"]
+__all__ = ["LIBRARIES", "TemplateLibrary", "LogTemplates", "flux_conserving_rebin"]
+
+#: Shipped libraries: name -> files under ``skyledger/compute/templates`` (what a run's
+#: model-file hash covers). MILESHC: 63 stellar eigen-spectra; E-MILES: 78 SSPs.
+_EMILES_FILE = "emiles_ssp.npz"
+LIBRARIES: dict[str, tuple[str, ...]] = {"mileshc": ("mileshc/MILESHC_*.fits",), "emiles": (f"emiles/{_EMILES_FILE}",)}
 
 _FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 
@@ -46,6 +51,17 @@ class LogTemplates:
     @property
     def size(self) -> int:
         return self.flux.shape[1]
+
+    def window(self, ln_lo: float, ln_hi: float) -> LogTemplates:
+        """The pixels between rest ln(lambda) ``ln_lo`` and ``ln_hi`` (clipped to the grid)."""
+        k0 = max(int(np.floor((ln_lo - self.ln0) / self.dln)), 0)
+        k1 = min(int(np.ceil((ln_hi - self.ln0) / self.dln)) + 1, self.size)
+        if k0 == 0 and k1 == self.size:
+            return self
+        return LogTemplates(
+            ln0=self.ln0 + k0 * self.dln, dln=self.dln, flux=self.flux[:, k0:k1], eigen=self.eigen[:, k0:k1],
+            sigma_kms=self.sigma_kms[k0:k1],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,30 @@ class TemplateLibrary:
                 "skyledger/compute/templates/mileshc; reinstall skyledger if its files are missing)"
             )
         return cls(wave_air=waves, flux=np.stack(fluxes), fwhm=fwhm, names=tuple(names))
+
+    @classmethod
+    def named(cls, name: str) -> TemplateLibrary:
+        """A shipped library by name: ``mileshc`` or ``emiles`` (see :data:`LIBRARIES`)."""
+        if name not in LIBRARIES:
+            raise ModelFileError(f"unknown template library {name!r}: use one of {sorted(LIBRARIES)}")
+        return getattr(cls, name)()
+
+    @classmethod
+    @functools.cache
+    def emiles(cls) -> TemplateLibrary:
+        """78 E-MILES SSPs shipped with skyledger (3540-8950 A air, FWHM 2.51 A; see
+        ``compute/templates/emiles/README.md``)."""
+        root = importlib.resources.files("skyledger.compute.templates") / "emiles"
+        with importlib.resources.as_file(root / _EMILES_FILE) as path:
+            try:
+                with np.load(path) as npz:
+                    flux = np.asarray(npz["flux"], dtype=np.float64)
+                    wave = float(npz["crval"]) + float(npz["cdelt"]) * np.arange(flux.shape[1])
+                    ages, mets, fwhm = npz["age_gyr"], npz["metallicity"], float(npz["fwhm"])
+            except FileNotFoundError as exc:
+                raise ModelFileError(f"{path} is missing: reinstall skyledger (the E-MILES file ships with it)") from exc
+        names = tuple(f"Z{m:+.2f}_T{a:07.4f}" for m, a in zip(mets, ages))
+        return cls(wave_air=wave, flux=flux, fwhm=fwhm, names=names)
 
     @classmethod
     @functools.cache

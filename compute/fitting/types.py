@@ -76,10 +76,19 @@ class FitConfig:
     velscale: float | None = None
     #: R = lambda/FWHM used where a spectrum gives no resolution.
     default_resolution: float = 2000.0
+    #: Continuum model (docs/lines_validation.md, "Continuum model"): the shipped template
+    #: library used when ``fit_spectra`` gets none (``emiles``: SSPs; ``mileshc``: stars),
+    #: and the polynomials. The default is pPXF's recommendation for gas: SSPs, no
+    #: additive polynomial (it can fill Balmer absorption and so bias the Balmer lines),
+    #: a multiplicative one for the flux calibration.
+    templates: str = "emiles"
     #: Additive Legendre polynomial degree (stellar stage; -1 = none).
-    degree: int = 8
+    degree: int = -1
+    #: Multiplicative Legendre polynomial degree (stellar stage; 0 = none). It multiplies
+    #: the template mix (pPXF's convention) and is kept as fitted in the gas stage.
+    mdegree: int = 10
     #: Additive Legendre polynomial degree of the gas stage (continuum under the lines).
-    gas_degree: int = 8
+    gas_degree: int = -1
     #: Half-width of the coarse velocity search around the guess, and its step.
     v_search: float = 1000.0
     v_step: float | None = None  # None: one pixel

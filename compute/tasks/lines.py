@@ -24,6 +24,7 @@ from skyledger.schema.result_models import LineMeasurement, StellarKinematics
 from skyledger.schema.pgcopy import numpy_arrays
 
 from skyledger.compute.fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
+from skyledger.compute.fitting.templates import LIBRARIES
 from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, ResultTable, TaskOutput, pending_inputs
 
@@ -75,12 +76,17 @@ class LinesParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    degree: int = Field(8, ge=-1, le=20, description="Additive Legendre degree of the stellar fit")
-    gas_degree: int = Field(8, ge=-1, le=20, description="Additive Legendre degree under the emission lines")
+    # Continuum model (docs/lines_validation.md, "Continuum model"): by default pPXF's
+    # recommendation for gas, SSP templates with a multiplicative polynomial only.
+    templates: Literal["emiles", "mileshc"] = Field(
+        "emiles", description="Stellar template library: emiles (78 E-MILES SSPs) or mileshc (63 MILES stars)"
+    )
+    degree: int = Field(-1, ge=-1, le=20, description="Additive Legendre degree of the stellar fit (-1: none)")
+    mdegree: int = Field(10, ge=0, le=20, description="Multiplicative Legendre degree of the stellar fit (0: none)")
+    gas_degree: int = Field(-1, ge=-1, le=20, description="Additive Legendre degree under the emission lines (-1: none)")
     default_resolution: float = Field(2000.0, gt=0, description="R used where a spectrum gives none")
     fit_gas: bool = Field(True, description="Fit emission lines (False: stellar kinematics only)")
     clip_sigma: float = Field(3.0, gt=0, description="Outlier clipping threshold of the stellar fit")
-    templates: str = Field("mileshc", description="Stellar template library")
     components: Literal["none", "auto"] = Field(
         "none", description="Second kinematic components: none, or auto (broad Balmer and [OIII] outflow, kept by Delta BIC)"
     )
@@ -107,10 +113,13 @@ class LinesTask:
     # 2: gas searched around the input redshift too (not only the stellar V); resampled
     # spectra: rebin top-hat added to the instrumental width, errors not scaled below the
     # noise; EW continuum at the fitted line centre.
-    # 3: lines beyond the templates ([SIII]9069, 9532) fitted over a local continuum
-    # (LOCAL_CONTINUUM); [SIII]9069 tied to 9532; NOT_DETECTED below S/N 3 with flux_limit;
-    # ew_err from the flux and continuum covariance; line rows carry a kinematic component (0; 1 for second components with
-    # components = auto) and v10/v90/W80; stellar_kinematics the chosen gas model.
+    # 3: continuum model E-MILES SSPs, no additive polynomial, multiplicative degree 10
+    # (params templates/degree/mdegree/gas_degree); lines beyond the templates
+    # ([SIII]9069, 9532) fitted over a local continuum (LOCAL_CONTINUUM), [SIII]9069 tied
+    # to 9532; NOT_DETECTED below S/N 3 with flux_limit; ew_err from the flux and
+    # continuum covariance; line rows carry a kinematic component (0; 1 for second
+    # components with components = auto) and v10/v90/W80; stellar_kinematics the chosen
+    # gas model.
     version: ClassVar[int] = 3
     after: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[BaseModel]] = LinesParams
@@ -138,8 +147,9 @@ class LinesTask:
         return []  # reads ingested pixels only
 
     def model_files(self, params: BaseModel) -> dict[str, Path]:
-        root = Path(str(importlib.resources.files("skyledger.compute.templates") / "mileshc"))
-        return {f"mileshc/{p.name}": p for p in sorted(root.glob("MILESHC_*.fits"))}
+        assert isinstance(params, LinesParams)
+        root = Path(str(importlib.resources.files("skyledger.compute.templates")))
+        return {str(p.relative_to(root)): p for pattern in LIBRARIES[params.templates] for p in sorted(root.glob(pattern))}
 
     def load(self, session: Session, input_ids: Sequence[int], params: BaseModel) -> LinesBatch:
         # The pixel arrays come in binary, decoded by numpy: read as text, parsing a
@@ -190,7 +200,9 @@ class LinesTask:
     @staticmethod
     def fit_config(params: LinesParams) -> FitConfig:
         return FitConfig(
+            templates=params.templates,
             degree=params.degree,
+            mdegree=params.mdegree,
             gas_degree=params.gas_degree,
             default_resolution=params.default_resolution,
             fit_gas=params.fit_gas,
@@ -201,7 +213,8 @@ class LinesTask:
 
     def compute(self, batch: LinesBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, LinesParams)
-        result = fit_spectra(batch.spectra, TemplateLibrary.mileshc(), self.fit_config(params), device=device, workers=workers)
+        config = self.fit_config(params)
+        result = fit_spectra(batch.spectra, TemplateLibrary.named(config.templates), config, device=device, workers=workers)
         kin, lines = [], []
         estimated = np.zeros(len(batch.spectrum_ids), bool) if batch.errors_estimated is None else batch.errors_estimated
         for i, sid in enumerate(batch.spectrum_ids):

@@ -1,1 +1,2 @@
-"""Stellar template libraries shipped with skyledger (data only; see ``mileshc/README.md``)."""
+"""Stellar template libraries shipped with skyledger (data only; see ``mileshc/README.md`` and
+``emiles/README.md``)."""

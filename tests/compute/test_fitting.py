@@ -271,12 +271,16 @@ def test_spectra_sharing_an_lsf_share_their_matched_templates(lib: TemplateLibra
     assert matched_rows == [2]  # spectrum 0 and its scaled copy share one row
     alone = [fit_spectra(SpectraBatch(*(None if a is None else a[[k]] for a in (batch.wave, batch.flux, batch.ivar, batch.redshift, None, batch.resolution))), lib, FitConfig()) for k in range(3)]
     assert matched_rows == [2, 1, 1, 1]
+    # Equal to the optimiser's tolerance: with the multiplicative polynomial (2 + 10
+    # nonlinear parameters) the stop at a chi^2 gain below tol = 1e-7 can fall one
+    # iteration apart between the batch and a single fit (their padded Gram matrices
+    # round differently), which moves weak-line fluxes by ~2e-6 (measured).
     for k, res in enumerate(alone):
         for name in ("velocity", "sigma", "line_flux"):
-            np.testing.assert_allclose(getattr(together, name)[k], getattr(res, name)[0], rtol=1e-7, err_msg=name)
-    np.testing.assert_allclose(together.velocity[1], together.velocity[0], atol=1e-6)
+            np.testing.assert_allclose(getattr(together, name)[k], getattr(res, name)[0], rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(together.velocity[1], together.velocity[0], atol=1e-4)
     on = np.isfinite(together.line_flux[0])
-    np.testing.assert_allclose(together.line_flux[1][on], 1.5 * together.line_flux[0][on], rtol=1e-6)
+    np.testing.assert_allclose(together.line_flux[1][on], 1.5 * together.line_flux[0][on], rtol=1e-5)
 
 
 def test_lsf_match_has_exact_variance() -> None:
@@ -449,12 +453,16 @@ def test_sdss_ngc3073_agrees_with_ppxf(lib: TemplateLibrary) -> None:
         batch = SpectraBatch(wave=10 ** d["loglam"][None].astype(float), flux=d["flux"][None].astype(float),
                              ivar=d["ivar"][None].astype(float), mask=d["and_mask"][None], resolution=res_r[None],
                              redshift=np.array([float(h["SPECOBJ"].data["Z"][0])]))  # fmt: skip
-    res = fit_spectra(batch, lib, FitConfig())
+    res = fit_spectra(batch, None, FitConfig())  # the default continuum model: E-MILES, mdegree 10
     assert res.flags[0] & ~SpectrumFlag.TEMPLATE_RES_WORSE == 0
-    # pPXF 9.5.2, same templates and settings (benchmarks/compare_ppxf.py): V = 20.5 km/s,
-    # Halpha/Hbeta = 4.674, [OIII]5007/Hbeta = 0.960, [NII]6584/Halpha = 0.3155.
-    assert res.velocity[0] == pytest.approx(20.5, abs=10)
+    # pPXF 9.5.2 in its recommended gas setup (150 E-MILES SSPs, degree=-1, mdegree=10,
+    # Balmer and forbidden lines in two kinematic components; benchmarks/
+    # lines_continuum_check.py): V* = 25.0 km/s, Halpha/Hbeta = 4.177, [OIII]5007/Hbeta
+    # = 0.782, [NII]6584/Halpha = 0.295, Balmer sigma = 44.4 km/s. Lines v2's continuum
+    # (MILESHC, additive degree 8) gave 4.62, 0.95 and 35 km/s (issue 21).
+    assert res.velocity[0] == pytest.approx(25.0, abs=10)
     f = {lid: res.line_flux[0, res.line_index(lid)] for lid in ("HB4861", "HA6563", "OIII5007", "NII6584")}
-    assert f["HA6563"] / f["HB4861"] == pytest.approx(4.674, rel=0.05)
-    assert f["OIII5007"] / f["HB4861"] == pytest.approx(0.960, rel=0.05)
-    assert f["NII6584"] / f["HA6563"] == pytest.approx(1.4746 / 4.6735, rel=0.05)
+    assert f["HA6563"] / f["HB4861"] == pytest.approx(4.177, rel=0.05)
+    assert f["OIII5007"] / f["HB4861"] == pytest.approx(0.782, rel=0.05)
+    assert f["NII6584"] / f["HA6563"] == pytest.approx(0.295, rel=0.05)
+    assert res.line_sigma[0, res.line_index("HB4861")] == pytest.approx(44.4, rel=0.10)

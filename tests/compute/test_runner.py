@@ -56,7 +56,9 @@ def test_process_fills_the_catalog_and_a_rerun_does_no_work(sdss_db):
         n_lines = conn.execute(text("SELECT count(*) FROM catalog.lines WHERE source_task = 'lines'")).scalar_one()
     assert run["status"] == "succeeded" and run["n_inputs"] == 2 and run["task"] == "lines" and run["version"] == LinesTask.version
     assert run["code_version"].startswith("skyledger ") and run["device"] == "cpu" and run["finished_at"] is not None
-    assert len(run["model_sha256"]) >= 60 and all(len(v) == 64 for v in run["model_sha256"].values())
+    # The default library's files (E-MILES: one file since lines v3), each hashed.
+    assert set(run["model_sha256"]) == set(LinesTask().model_files(LinesParams())) == {"emiles/emiles_ssp.npz"}
+    assert all(len(v) == 64 for v in run["model_sha256"].values())
     assert run["params"] == LinesParams().model_dump(mode="json")
     assert len(kin) == 2 and all(v is not None and s is not None for _, v, s, _ in kin)
     assert n_lines >= 2 * 15  # every line in the SDSS range
