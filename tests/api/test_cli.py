@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from skyledger.compute.tasks.abundances import AbundancesTask
 from skyledger.schema.database import hide_password
 from tests.conftest import cli_env
 
@@ -150,4 +151,4 @@ def test_process_logs_progress_lines_when_not_on_a_terminal(fresh_settings, fres
     assert done == sorted(done) and done[-1] == 4
     assert progress[-1].group(2) == "100"
     assert "\r" not in proc.stderr  # no bar redrawn into a log file
-    assert "abundances v1: run " in proc.stdout and "4 inputs" in proc.stdout
+    assert f"abundances v{AbundancesTask.version}: run " in proc.stdout and "4 inputs" in proc.stdout
