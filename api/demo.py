@@ -6,6 +6,7 @@ from pathlib import Path
 
 from skyledger.compute.framework.registry import get_task, task_names
 from skyledger.compute.framework.runner import RunSummary, process
+from skyledger.compute.tasks.lines import LinesParams
 from skyledger.ingest.batch import BatchSummary, ingest_surveys
 from skyledger.ingest.config import IngestConfig, SurveySpec
 from skyledger.ingest.sample_data import sample_data_dir
@@ -61,8 +62,6 @@ def run_demo(db: Database) -> BatchSummary:
 
 def process_demo(db: Database, device: str, workers: int = 1, on_task=None) -> list[RunSummary]:
     """Run every compute task on what is pending (nothing, the second time)."""
-    from skyledger.compute.tasks.lines import LinesParams
-
     # The lines fit tries second kinematic components (broad Balmer, [OIII] outflow), so
     # the release shows them on the MaNGA multi-component spectra; the task's default
     # (one component) is the fast survey setting.
