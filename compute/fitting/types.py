@@ -89,6 +89,9 @@ class FitConfig:
     mdegree: int = 10
     #: Additive Legendre polynomial degree of the gas stage (continuum under the lines).
     gas_degree: int = -1
+    #: Refit the multiplicative polynomial (to first order) together with the lines in
+    #: the gas stage (:mod:`.gas`); ``False`` keeps the stellar stage's.
+    gas_mpoly: bool = True
     #: Half-width of the coarse velocity search around the guess, and its step.
     v_search: float = 1000.0
     v_step: float | None = None  # None: one pixel
