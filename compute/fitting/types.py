@@ -90,8 +90,12 @@ class FitConfig:
     #: Additive Legendre polynomial degree of the gas stage (continuum under the lines).
     gas_degree: int = -1
     #: Refit the multiplicative polynomial (to first order) together with the lines in
-    #: the gas stage (:mod:`.gas`); ``False`` keeps the stellar stage's.
-    gas_mpoly: bool = True
+    #: the gas stage (:mod:`.gas`). Off by default: the real-spectrum ratios meet the
+    #: pPXF targets without it (docs/lines_vs_ppxf_gas.md), and with second components
+    #: it let broad Balmer components fit template mismatch at the Balmer absorption
+    #: lines (3 of 16 one-component spectra, half of MILESHC fitted with the other half).
+    #: On, broad Balmer fluxes are no longer 30-40 % low (docs/lines_validation.md, 8).
+    gas_mpoly: bool = False
     #: Half-width of the coarse velocity search around the guess, and its step.
     v_search: float = 1000.0
     v_step: float | None = None  # None: one pixel
