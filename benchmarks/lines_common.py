@@ -191,17 +191,21 @@ def run_ppxf(
         cdf = 0.5 * (1 + erf((edges - lam0) / (np.sqrt(2) * s)))
         return np.diff(cdf)  # unit flux integrated over template pixels
 
+    def line_column(ln):  # type: ignore[no-untyped-def]
+        """The line's template, with its doublet children at their fixed ratios."""
+        col = gauss(ln.vacuum_wavelength)
+        for child, (parent, ratio) in DOUBLETS.items():
+            if parent == ln.id:
+                col = col + ratio * gauss(LINES[child].vacuum_wavelength)
+        return col
+
     for ln in LINES.values():
         if ln.id in DOUBLETS and DOUBLETS[ln.id][0] in LINES:
             continue
         lam0 = ln.vacuum_wavelength
         if not (lam_rest[0] < lam0 < lam_rest[-1]):
             continue
-        col = gauss(lam0)
-        for child, (parent, ratio) in DOUBLETS.items():
-            if parent == ln.id:
-                col = col + ratio * gauss(LINES[child].vacuum_wavelength)
-        gas_cols.append(col)
+        gas_cols.append(line_column(ln))
         lam_line.append(lam0)
         names.append(ln.id)
         comp_idx.append(1 + kind_group[ln.kind])
@@ -223,11 +227,7 @@ def run_ppxf(
             mine = ln.kind == "balmer" if name == "broad" else ln.id in OUTFLOW_LINES
             if not mine or not (lam_rest[0] < lam0 < lam_rest[-1]):
                 continue
-            col = gauss(lam0)
-            for child, (parent, ratio) in DOUBLETS.items():
-                if parent == ln.id:
-                    col = col + ratio * gauss(LINES[child].vacuum_wavelength)
-            gas_cols.append(col)
+            gas_cols.append(line_column(ln))
             lam_line.append(lam0)
             names.append(f"{ln.id}:{name}")
             comp_idx.append(c_e)
