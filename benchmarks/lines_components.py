@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from astropy.io import fits
 from skyledger.compute.fitting import FitConfig, FitResult, TemplateLibrary, fit_spectra
-from skyledger.compute.fitting.components import BROAD, OUTFLOW
+from skyledger.compute.fitting.components import BROAD, GAS_MODEL_NAMES, OUTFLOW
 from skyledger.testing.spectra import SyntheticTruth, make_synthetic
 
 EMILES = Path("/tmp/ppxfsd/ppxf-8.2.6/ppxf/miles_models")
@@ -127,12 +127,11 @@ def part_manga(args: argparse.Namespace, lib: TemplateLibrary) -> None:
     batch = read_manga(MANGA_MC)
     one = _fit(batch, lib, "none")
     res = _fit(batch, lib, "auto")
-    names = {0: "narrow", BROAD: "narrow+broad", OUTFLOW: "narrow+outflow", BROAD | OUTFLOW: "narrow+broad+outflow"}
     print("MaNGA multi-component test spectra: chosen model and Delta BIC")
     print("| spectrum | chi2/dof one | chi2/dof chosen | model | dBIC broad | dBIC outflow |")
     print("|---|---|---|---|---|---|")
     for i in range(len(batch)):
-        print(f"| {i} | {one.chi2_dof[i]:.3f} | {res.chi2_dof[i]:.3f} | {names.get(int(res.gas_model[i]), '-')} | "
+        print(f"| {i} | {one.chi2_dof[i]:.3f} | {res.chi2_dof[i]:.3f} | {GAS_MODEL_NAMES.get(int(res.gas_model[i]), '-')} | "
               f"{res.delta_bic_broad[i]:.1f} | {res.delta_bic_outflow[i]:.1f} |")
     print("\nPer line (flux in 1e-17 erg/s/cm2; V relative to the stellar z, km/s):")
     print("| spectrum | line | flux one-comp | flux narrow | flux second | total / one-comp | V narrow | sigma narrow | "

@@ -59,6 +59,8 @@ __all__ = [
     "EXTRAS",
     "OUTFLOW",
     "ExtraSetup",
+    "GAS_MODEL_NAMES",
+    "LINE_FIELDS",
     "extra_setup",
     "fit_components",
     "nonparametric_widths",
@@ -79,8 +81,13 @@ OUTFLOW_DV = (-1500.0, 500.0)
 #: Coarse start grid of the extra kinematics, relative to the narrow group's V.
 _BROAD_GRID = ((-500.0, 0.0, 500.0), (700.0, 1500.0, 3000.0))
 _OUTFLOW_GRID = ((-600.0, -300.0, 0.0), (250.0, 500.0, 900.0))
-#: Result fields the stage adds per line, filled from the second-component columns.
-_LINE_FIELDS = ("velocity", "velocity_err", "sigma", "sigma_err", "flux", "flux_err", "ew", "snr", "z")
+#: Per-line result fields that a second component has too (``line_*`` and ``line2_*``).
+LINE_FIELDS = ("velocity", "velocity_err", "sigma", "sigma_err", "flux", "flux_err", "ew", "snr", "z")
+#: Name of each ``FitResult.gas_model`` value (bits of EXTRAS), as stellar_kinematics stores it.
+GAS_MODEL_NAMES = {
+    bits: "+".join(["narrow"] + [name for e, name in enumerate(EXTRAS) if bits & (1 << e)])
+    for bits in range(1 << len(EXTRAS))
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +322,7 @@ def _split_outputs(
     for k, (j, e) in enumerate(zip(xs.parent, xs.extra)):
         kept_l[sel, j] |= keep_np[:, e]
         tried_l[sel, j] |= tried_np[:, e]
-    for name in _LINE_FIELDS:
+    for name in LINE_FIELDS:
         full = out[f"line_{name}"]
         second = np.full((n, nl0), np.nan)
         second[:, xs.parent] = full[:, nl0:]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .chunk import prepare_chunk
-from .components import fit_components, nonparametric_widths
+from .components import LINE_FIELDS, fit_components, nonparametric_widths
 from .gas import fit_gas
 from .linesetup import LineSetup, line_setup
 from .local_lines import fit_local_lines
@@ -92,7 +92,7 @@ def fit_spectra(
     failed = (res.flags & (SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT)) != 0
     res.line_flags[failed] |= LineFlag.SPECTRUM_FAILED
     if nl:
-        for name in ("velocity", "velocity_err", "sigma", "sigma_err", "flux", "flux_err", "ew", "snr", "z"):
+        for name in LINE_FIELDS:
             getattr(res, f"line_{name}")[failed] = np.nan
             getattr(res, f"line2_{name}")[failed] = np.nan
         res.line_flux_limit[failed] = np.nan

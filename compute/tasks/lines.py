@@ -24,6 +24,7 @@ from skyledger.schema.result_models import LineMeasurement, StellarKinematics
 from skyledger.schema.pgcopy import numpy_arrays
 
 from skyledger.compute.fitting import FitConfig, LineFlag, SpectraBatch, SpectrumFlag, TemplateLibrary, fit_spectra
+from skyledger.compute.fitting.components import GAS_MODEL_NAMES
 from skyledger.compute.fitting.templates import LIBRARIES
 from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, ResultTable, TaskOutput, pending_inputs
@@ -66,8 +67,6 @@ LINE_FLAG_DOCS = {
     "SECOND_COMPONENT": "The chosen gas model gives the line a second kinematic component (its row component = 1)",
     "COMPONENT_REJECTED": "A second kinematic component was tried on the line and rejected by the Delta BIC criterion",
 }
-#: stellar_kinematics.gas_model of FitResult.gas_model (bits: 1 broad Balmer, 2 [OIII] outflow)
-GAS_MODELS = {0: "narrow", 1: "narrow+broad", 2: "narrow+outflow", 3: "narrow+broad+outflow"}
 _FAILED = SpectrumFlag.NO_GOOD_PIXELS | SpectrumFlag.TOO_FEW_PIXELS | SpectrumFlag.FIT_FAILED | SpectrumFlag.BAD_REDSHIFT
 
 
@@ -222,7 +221,7 @@ class LinesTask:
             kin.append((
                 sid, _num(result.z[i]), _num(result.velocity[i]), _num(result.velocity_err[i]), _num(result.sigma[i]),
                 _num(result.sigma_err[i]), _num(result.chi2_dof[i]), _num(result.stellar_chi2_dof[i]),
-                _num(result.snr[i]), int(result.n_pixels[i]), sflags, GAS_MODELS.get(int(result.gas_model[i])),
+                _num(result.snr[i]), int(result.n_pixels[i]), sflags, GAS_MODEL_NAMES.get(int(result.gas_model[i])),
                 _num(result.delta_bic_broad[i]), _num(result.delta_bic_outflow[i]),
             ))
             for j, line in enumerate(result.line_ids):
