@@ -15,9 +15,12 @@ for ``prune_after`` iterations, after which only the best start of each galaxy g
 rounds of clipping refit the galaxies whose points changed.  By default the iterations are in float32 and a float64 polish
 follows (``DiskFitConfig.precision``); galaxies leave the batch as they converge.
 Errors are the Gauss-Newton covariance of the surviving points scaled by the reduced
-chi^2 where it is above 1.  Beam smearing, when a PSF is given, is modelled by evaluating the disk on a
-5 x 5 Gauss-Hermite stencil of the Gaussian PSF around each point and averaging the
-velocities weighted by an exponential surface brightness (see :func:`los_velocity`).
+chi^2 where it is above 1.  Beam smearing, when a PSF is given, is modelled on the data's
+pixel grid where the points are the pixels of a map (the disk convolved with the PSF and
+averaged over each pixel, weighted by the observed line flux: :mod:`.beam_grid`), and for
+scattered points by evaluating the disk on a 5 x 5 Gauss-Hermite stencil of the Gaussian
+PSF around each point, weighted by an exponential surface brightness (see
+:func:`los_velocity`).  A batch mixing both is fitted as two batches.
 
 No database access here: tensors in, tensors out.
 """
@@ -31,11 +34,19 @@ from typing import Literal
 
 import torch
 
+from .beam_grid import PixelGrid, detect_grids, grid_moments
 from .disk_problem import _Points
 from .initial_guess import _flux_scale, _initial
 from .robust_lm import TOL32, TOL64, Tolerance, levenberg_marquardt
 from .rotation_curves import FREEMAN_Y_PEAK, Model, rotation_curve
-from .velocity_field import PARAMS, disk_coordinates, jacobian_forward_ad, los_velocity, los_velocity_jacobian
+from .velocity_field import (
+    PARAMS,
+    disk_coordinates,
+    jacobian_forward_ad,
+    los_velocity,
+    los_velocity_jacobian,
+    stencil_moments,
+)
 
 __all__ = [
     "C_KMS",
@@ -68,6 +79,8 @@ class DiskFlag(enum.IntFlag):
     FIT_FAILED = 1 << 5
     NO_REDSHIFT = 1 << 6
     MANY_OUTLIERS = 1 << 7
+    BEAM_DOMINATED = 1 << 10
+    TURNOVER_UNRESOLVED = 1 << 11
 
 
 DISK_FLAG_DOCS = {
@@ -81,6 +94,10 @@ DISK_FLAG_DOCS = {
     "NO_REDSHIFT": "The galaxy has no redshift: velocities are relative to the median redshift of its points, "
     "vsys is relative to that, and no kpc values are given",
     "MANY_OUTLIERS": "More than 20 % of the points were rejected as outliers",
+    "BEAM_DOMINATED": "The PSF FWHM is larger than the outermost deprojected radius of the kept points: the whole "
+    "map is within about a beam, and V_max, inclination and r_turn rest on the PSF model",
+    "TURNOVER_UNRESOLVED": "The PSF FWHM is larger than 2 r_turn: the rise of the curve is inside the beam, so r_turn "
+    "(and V_max where the curve has not flattened inside the data) rest on the PSF model",
 }
 _FAILED = DiskFlag.TOO_FEW_POINTS | DiskFlag.FIT_FAILED
 
@@ -126,6 +143,13 @@ class DiskFitConfig:
     face_on_deg: float = 20.0
     vmax_limit: float = 1500.0  # km/s
     r_turn_min: float = 0.02  # arcsec
+    #: beam smearing (with a PSF): "grid" convolves the model on the pixel grid of galaxies
+    #: whose points are map pixels and uses the stencil for the others; "stencil" always
+    #: uses the Gauss-Hermite stencil (the model before the grid convolution)
+    beam_model: Literal["grid", "stencil"] = "grid"
+    #: surface brightness weighting the grid convolution: the observed line-flux map where
+    #: fluxes exist ("map"), or only the exponential fitted to them ("exponential")
+    beam_flux: Literal["map", "exponential"] = "map"
 
 
 @dataclass
@@ -141,6 +165,13 @@ class DiskFit:
     flags: torch.Tensor  # (B,) int64 DiskFlag bits
     kept: torch.Tensor  # (B, N) bool
     flux_scale: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,) arcsec, inf = uniform
+    #: (B,) highest rotation speed of the beam-smeared model near the major axis (see
+    #: :func:`_observed_curve`), km/s; equals the intrinsic curve's at the data without a PSF
+    vmax_obs: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    #: (B, N) dispersion beam-smeared rotation adds at each point, km/s (0 without a PSF)
+    sigma_beam: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    #: (B,) bool: beam smearing modelled on the pixel grid (else the stencil, or none)
+    beam_grid: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
 
     @property
     def errors(self) -> torch.Tensor:
@@ -168,6 +199,8 @@ class _Batch:
     enough: torch.Tensor  # (B,) enough of them to fit
     psf_sigma: torch.Tensor | None
     flux_scale: torch.Tensor
+    on_grid: torch.Tensor  # (B,) bool: the rows of ``grid``
+    grid: PixelGrid | None  # the pixel grids, when every row is on one
     lower: torch.Tensor  # (B, 7) in the data's precision
     upper: torch.Tensor
     work: torch.dtype
@@ -182,7 +215,7 @@ class _Batch:
 
     def points(self, rows_mask: torch.Tensor, dtype: torch.dtype) -> _Points:
         return _Points.build(self.x, self.y, self.v, self.sigma, rows_mask, self.model, self.psf_sigma,
-                             self.flux_scale, dtype)  # fmt: skip
+                             self.flux_scale, dtype, self.grid)  # fmt: skip
 
 
 def _prepare(data: DiskData, config: DiskFitConfig) -> _Batch:
@@ -205,6 +238,12 @@ def _prepare(data: DiskData, config: DiskFitConfig) -> _Batch:
     if data.psf_fwhm is not None:
         psf_sigma = torch.nan_to_num(data.psf_fwhm.to(dt), nan=0.0).clamp_min(0.0) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     flux_scale = _flux_scale(clean, mask)
+    on_grid = torch.zeros(nb, dtype=torch.bool, device=dev)
+    grid = None
+    if psf_sigma is not None and config.beam_model == "grid":
+        on_grid, grid = detect_grids(x, y, mask, psf_sigma, data.flux, flux_scale, config.beam_flux == "map")
+        if not bool(on_grid.all()):
+            grid = None  # a mixed batch is split by fit_disks
 
     r_sky = torch.sqrt(x**2 + y**2)
     r_extent = torch.where(mask, r_sky, torch.zeros_like(r_sky)).amax(-1).clamp_min(0.1)
@@ -220,8 +259,8 @@ def _prepare(data: DiskData, config: DiskFitConfig) -> _Batch:
     # the covariance are in the data's precision.
     work = torch.float32 if config.precision == "mixed" and dt == torch.float64 else dt
     tol = TOL32 if work == torch.float32 else TOL64
-    return _Batch(x, y, v, sigma, mask, n0, enough, psf_sigma, flux_scale, lower, upper, work, tol, config.model,
-                  _initial(clean, mask, config))  # fmt: skip
+    return _Batch(x, y, v, sigma, mask, n0, enough, psf_sigma, flux_scale, on_grid, grid, lower, upper, work, tol,
+                  config.model, _initial(clean, mask, config))  # fmt: skip
 
 
 def _fit_from_starts(
@@ -246,7 +285,7 @@ def _fit_from_starts(
     if ns > 1:
         rep = lambda t: None if t is None else t.repeat((ns,) + (1,) * (t.dim() - 1))  # noqa: E731
         pts_all = _Points(rep(pts.x), rep(pts.y), rep(pts.v), rep(pts.w), pts.model, rep(pts.psf_sigma),
-                          rep(pts.flux_scale), pts.scratch)  # fmt: skip
+                          rep(pts.flux_scale), None if pts.grid is None else pts.grid.repeat(ns), pts.scratch)  # fmt: skip
         theta_all, cost_all, conv_all, lam_all = levenberg_marquardt(
             pts_all, torch.cat(starts, 0).to(b.work), rep(lower_w), rep(upper_w), config.loss, first_iter, b.tol
         )
@@ -336,10 +375,59 @@ def _canonical(theta: torch.Tensor) -> torch.Tensor:
     return theta
 
 
+def _subset(data: DiskData, rows: torch.Tensor) -> DiskData:
+    pick = lambda t: None if t is None else t[rows]  # noqa: E731
+    return DiskData(data.x[rows], data.y[rows], data.v[rows], data.v_err[rows], data.mask[rows], pick(data.flux),
+                    pick(data.psf_fwhm))  # fmt: skip
+
+
+def _merge(nb: int, parts: list[tuple[torch.Tensor, DiskFit]]) -> DiskFit:
+    """One :class:`DiskFit` of ``nb`` rows from fits of the rows ``idx`` of each part."""
+    first = parts[0][1]
+    out = {}
+    for name in DiskFit.__dataclass_fields__:
+        t0 = getattr(first, name)
+        whole = t0.new_zeros((nb, *t0.shape[1:]))
+        for idx, fit in parts:
+            whole[idx] = getattr(fit, name)
+        out[name] = whole
+    return DiskFit(**out)
+
+
+def _observed_curve(
+    b: _Batch, theta: torch.Tensor, kept: torch.Tensor, grid: PixelGrid | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vmax_obs ``(B,)``, sigma_beam ``(B, N)``) of the fitted disk ``theta`` (canonical).
+
+    vmax_obs: the largest |V_obs - V_sys| / (sin i |cos phi|) over the kept points within
+    20 degrees (in the disk plane) of the major axis, V_obs the beam-smeared model (the
+    grid or the stencil one the fit used): the rotation speed one would read off the map
+    without modelling the PSF; NaN without such points.  sigma_beam: the dispersion that
+    the PSF adds by mixing velocities, from the same convolution."""
+    with torch.no_grad():
+        th = torch.nan_to_num(theta)
+        if grid is not None:
+            vobs, sbeam = grid_moments(th, grid.to(th.dtype), b.model)
+        else:
+            vobs, sbeam = stencil_moments(th, b.x, b.y, b.model, b.psf_sigma, b.flux_scale)
+        radius, a, _ = disk_coordinates(th, b.x, b.y)
+        cos_phi = (a / radius).abs()
+        near = kept & (cos_phi >= math.cos(math.radians(20.0)))
+        speed = (vobs - th[:, 4:5]).abs() / (torch.sin(th[:, 3:4]) * cos_phi).clamp_min(1e-6)
+        speed = torch.where(near, speed, torch.full_like(speed, -1.0))
+        vmax_obs = speed.amax(-1)
+    return torch.where(vmax_obs >= 0, vmax_obs, torch.full_like(vmax_obs, float("nan"))), sbeam
+
+
 def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
     """Fit one disk per galaxy of ``data`` (see the module docstring)."""
     nan = float("nan")
     b = _prepare(data, config)
+    if bool(b.on_grid.any()) and not bool(b.on_grid.all()):
+        # Map galaxies get the grid convolution, scattered points the stencil: two batches.
+        on, off = b.on_grid.nonzero().squeeze(-1), (~b.on_grid).nonzero().squeeze(-1)
+        return _merge(b.x.shape[0], [(on, fit_disks(_subset(data, on), config)),
+                                      (off, fit_disks(_subset(data, off), config))])  # fmt: skip
     dt = b.x.dtype
     pts, theta, converged, lam = _fit_from_starts(b, config)
     kept = _clip_outliers(b, config, pts, theta, converged, lam)
@@ -373,10 +461,17 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
     flags |= torch.where(n_rej > 0.2 * b.n0, int(DiskFlag.MANY_OUTLIERS), 0)
     bad = ~torch.isfinite(theta).all(-1) | ~torch.isfinite(chi2)
     flags |= torch.where(bad & enough, int(DiskFlag.FIT_FAILED), 0)
+    if b.psf_sigma is not None:
+        fwhm = b.psf_sigma * (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        flags |= torch.where((fwhm > 0) & (fwhm > r_max), int(DiskFlag.BEAM_DOMINATED), 0)
+        flags |= torch.where((fwhm > 0) & (fwhm > 2.0 * rt), int(DiskFlag.TURNOVER_UNRESOLVED), 0)
+    vmax_obs, sigma_beam = _observed_curve(b, theta, kept, b.grid)
     failed = (flags & int(_FAILED)) != 0
     theta = torch.where(failed.unsqueeze(-1), torch.full_like(theta, nan), theta)
     cov = torch.where(failed.view(-1, 1, 1) | pinned.unsqueeze(-1) | pinned.unsqueeze(-2), torch.full_like(cov, nan), cov)
     chi2 = torch.where(failed, torch.full_like(chi2, nan), chi2)
     r_max = torch.where(failed, torch.full_like(r_max, nan), r_max)
+    vmax_obs = torch.where(failed, torch.full_like(vmax_obs, nan), vmax_obs)
     return DiskFit(theta, cov, chi2, torch.where(failed, 0, n_kept), torch.where(failed, 0, n_rej), r_max, flags,
-                   kept & ~failed.unsqueeze(-1), flux_scale=b.flux_scale)
+                   kept & ~failed.unsqueeze(-1), flux_scale=b.flux_scale, vmax_obs=vmax_obs, sigma_beam=sigma_beam,
+                   beam_grid=b.on_grid.clone())  # fmt: skip

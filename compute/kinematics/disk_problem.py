@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .beam_grid import PixelGrid, grid_velocity
 from .robust_lm import cost_of, weight_factors
 from .rotation_curves import Model
 from .velocity_field import _GH_NODES, _disk_fast, _model_and_jacobian
@@ -32,29 +33,40 @@ class _Points:
     model: Model
     psf_sigma: torch.Tensor | None
     flux_scale: torch.Tensor | None
+    #: every row on its pixel grid (the PSF-convolved model of :mod:`.beam_grid`), or None
+    grid: PixelGrid | None = None
     # Jacobian buffers reused from call to call, shared by the subsets taken: a fresh
     # megabyte-sized array per evaluation is mapped and page-faulted in anew each time.
     scratch: dict[tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, x, y, v, sigma, mask, model, psf_sigma, flux_scale, dtype) -> _Points:  # type: ignore[no-untyped-def]
+    def build(cls, x, y, v, sigma, mask, model, psf_sigma, flux_scale, dtype, grid=None) -> _Points:  # type: ignore[no-untyped-def]
         cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
         w = torch.where(mask, 1.0 / sigma, torch.zeros_like(sigma))
         if psf_sigma is not None and not bool((psf_sigma > 0).any()):
             psf_sigma = None
-        return cls(cast(x), cast(y), cast(v), cast(w), model, cast(psf_sigma), cast(flux_scale))  # type: ignore[arg-type]
+        return cls(cast(x), cast(y), cast(v), cast(w), model, cast(psf_sigma), cast(flux_scale),  # type: ignore[arg-type]
+                   None if grid is None else grid.to(dtype))  # fmt: skip
 
     def take(self, rows: torch.Tensor) -> _Points:
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
         return _Points(self.x[rows], self.y[rows], self.v[rows], self.w[rows], self.model, pick(self.psf_sigma),
-                       pick(self.flux_scale), self.scratch)  # fmt: skip
+                       pick(self.flux_scale), None if self.grid is None else self.grid.take(rows), self.scratch)  # fmt: skip
 
     def rows(self, lo: int, hi: int) -> _Points:
         if lo == 0 and hi == self.x.shape[0]:
             return self
         part = lambda t: None if t is None else t[lo:hi]  # noqa: E731
         return _Points(self.x[lo:hi], self.y[lo:hi], self.v[lo:hi], self.w[lo:hi], self.model, part(self.psf_sigma),
-                       part(self.flux_scale), self.scratch)  # fmt: skip
+                       part(self.flux_scale), None if self.grid is None else self.grid.take(slice(lo, hi)),
+                       self.scratch)  # fmt: skip
+
+    def model_and_jacobian(self, theta: torch.Tensor, jacobian: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(V_los ``(B, N)``, Jacobian ``(B, 7, N)`` or None): on the pixel grid where there
+        is one, else the point (or stencil) model."""
+        if self.grid is not None:
+            return grid_velocity(theta, self.grid, self.model, jacobian)
+        return _model_and_jacobian(theta, self.x, self.y, self.model, self.psf_sigma, self.flux_scale, jacobian)
 
     def buffer(self, rows: int) -> torch.Tensor:
         key = (self.x.shape[1], self.x.dtype)
@@ -67,7 +79,10 @@ class _Points:
         # Blocks of rows small enough that the point arrays of one evaluation stay in the
         # CPU cache: a 1,500-row batch computed whole runs 2-4x slower per point here.
         nb = self.x.shape[0]
-        per_row = self.x.shape[1] * (1 if self.psf_sigma is None else _GH_NODES.size**2)
+        if self.grid is not None:
+            per_row = self.grid.sub_points * 8  # eight channels convolved per sub-pixel
+        else:
+            per_row = self.x.shape[1] * (1 if self.psf_sigma is None else _GH_NODES.size**2)
         step = max(1, _CHUNK_POINTS // max(1, per_row))
         return [(lo, min(nb, lo + step)) for lo in range(0, nb, step)]
 
@@ -76,7 +91,7 @@ class _Points:
         parts = []
         for lo, hi in self.chunks():
             p = self.rows(lo, hi)
-            model, _ = _model_and_jacobian(theta[lo:hi], p.x, p.y, p.model, p.psf_sigma, p.flux_scale, False)
+            model, _ = p.model_and_jacobian(theta[lo:hi], False)
             parts.append(model.sub_(p.v).mul_(p.w))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -116,11 +131,11 @@ class _Points:
                 z.mul_(f_row)
 
             th = theta[lo:hi]
-            if p.psf_sigma is None:
+            if p.psf_sigma is None and p.grid is None:
                 _, jac = _disk_fast(th, p.x, p.y, p.model, True, weigh, self.buffer(hi - lo))
                 assert jac is not None
             else:
-                model, j7 = _model_and_jacobian(th, p.x, p.y, p.model, p.psf_sigma, p.flux_scale, True)
+                model, j7 = p.model_and_jacobian(th, True)
                 assert j7 is not None
                 factor, last = torch.empty_like(model), torch.empty_like(model)
                 weigh(model, factor, last)

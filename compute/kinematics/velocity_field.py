@@ -284,3 +284,25 @@ def jacobian_forward_ad(fn, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Te
             cols.append(tan)
     assert value is not None
     return value, torch.stack(cols, dim=-1)
+
+
+def stencil_moments(
+    theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, model: Model, psf_sigma: torch.Tensor | None,
+    flux_scale: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V_obs, sigma_beam) ``(B, N)`` on the stencil of :func:`los_velocity`: the first
+    moment and the dispersion beam-smeared rotation adds (the weighted standard deviation
+    of the velocities over the stencil); sigma_beam = 0 without a PSF."""
+    if psf_sigma is None or not bool((psf_sigma > 0).any()):
+        v = _intrinsic(theta, x, y, model)[0]
+        return v, torch.zeros_like(v)
+    xs, ys, w = _stencil(x, y, psf_sigma)
+    v, radius, _, _ = _intrinsic(theta, xs, ys, model)
+    h = (torch.full((theta.shape[0],), float("inf"), dtype=x.dtype, device=x.device) if flux_scale is None
+         else flux_scale).reshape(-1, 1, 1)  # fmt: skip
+    mid = radius.shape[-1] // 2
+    wb = w * torch.exp(-(radius - radius[..., mid : mid + 1]) / h)
+    wb = wb / wb.sum(-1, keepdim=True)
+    vbar = (wb * v).sum(-1)
+    var = (wb * (v - vbar.unsqueeze(-1)) ** 2).sum(-1)
+    return vbar, torch.sqrt(var.clamp_min(0.0))

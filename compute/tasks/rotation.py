@@ -26,7 +26,9 @@ Choices a user of the table should know:
 * kpc: angular-diameter distance of z_gal with astropy's Planck18.
 * sigma0: median intrinsic dispersion (instrumental broadening already removed by the
   line fit) of the kept points beyond r_turn (all kept points when fewer than 3 lie
-  there), with the beam-smearing term psf_sigma |grad V| removed in quadrature.
+  there), with the dispersion beam-smeared rotation adds removed in quadrature:
+  sigma_beam^2 = [(Sigma V^2) * PSF] / [Sigma * PSF] - V_obs^2 from the fit's own
+  convolution (:mod:`skyledger.compute.kinematics.beam_grid`, or the stencil).
 """
 
 from __future__ import annotations
@@ -281,14 +283,21 @@ def _pad(points: list[list[_Point]], ref_ra: np.ndarray, ref_dec: np.ndarray, z_
 def dispersion_floor(
     fit: DiskFit, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor, model: ModelName, psf_fwhm: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma0, error) per galaxy: see the module docstring; NaN without 3 measured dispersions."""
-    psf_sigma = torch.nan_to_num(psf_fwhm, nan=0.0) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    """(sigma0, error) per galaxy: see the module docstring; NaN without 3 measured dispersions.
+
+    The beam-smearing term is ``fit.sigma_beam``, the spread of the disk's velocities
+    within the PSF from the same convolution (grid or stencil) the fit used; a fit
+    without it (an older DiskFit) falls back to psf_sigma |grad V|."""
     theta = torch.nan_to_num(fit.theta)
-    h = 0.05  # arcsec, central differences of the intrinsic field
-    with torch.no_grad():
-        gx = (los_velocity(theta, x + h, y, model) - los_velocity(theta, x - h, y, model)) / (2 * h)
-        gy = (los_velocity(theta, x, y + h, model) - los_velocity(theta, x, y - h, model)) / (2 * h)
-    smear = psf_sigma.unsqueeze(-1) * torch.sqrt(gx * gx + gy * gy)
+    if fit.sigma_beam.shape == sigma.shape:
+        smear = torch.nan_to_num(fit.sigma_beam)
+    else:
+        psf_sigma = torch.nan_to_num(psf_fwhm, nan=0.0) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        h = 0.05  # arcsec, central differences of the intrinsic field
+        with torch.no_grad():
+            gx = (los_velocity(theta, x + h, y, model) - los_velocity(theta, x - h, y, model)) / (2 * h)
+            gy = (los_velocity(theta, x, y + h, model) - los_velocity(theta, x, y - h, model)) / (2 * h)
+        smear = psf_sigma.unsqueeze(-1) * torch.sqrt(gx * gx + gy * gy)
     corrected = torch.sqrt((sigma * sigma - smear * smear).clamp_min(0.0))
     radius, _, _ = disk_coordinates(theta, x, y)
     ok = fit.kept & torch.isfinite(sigma)
