@@ -20,9 +20,16 @@ Choices a user of the table should know:
   points instead (flag NO_REDSHIFT, no kpc values).
 * One row per (galaxy, component, model) for each component that has any velocity;
   a component with too few usable points gets a row flagged TOO_FEW_POINTS, all NULL.
-* Beam smearing is modelled when ``beam_smearing`` is on and the galaxy's survey gives
-  ``psf_fwhm_arcsec`` in its options (see :mod:`skyledger.compute.kinematics.disk`);
+* Beam smearing is modelled when ``beam_smearing`` is on and a PSF FWHM is known, taken
+  in this order: the galaxy source's meta ``psf_fwhm_arcsec`` (per object, from its
+  file's header: the IFU cube readers' PSFFWHM, the velocity-map reader's PSF cards),
+  else the ``psf_fwhm_arcsec`` option of its survey; a value that is not a positive
+  number is skipped.  Map pixels and spaxels get the PSF-convolved model on their pixel
+  grid, scattered points the stencil (see :mod:`skyledger.compute.kinematics.disk`);
   ``psf_fwhm`` records what was used.
+* vmax_obs: the highest rotation speed of the beam-smeared model near the major axis,
+  what the map shows without the PSF model (equal to the intrinsic curve's highest
+  speed within the data when no PSF is used); vmax is the intrinsic one.
 * kpc: angular-diameter distance of z_gal with astropy's Planck18.
 * sigma0: median intrinsic dispersion (instrumental broadening already removed by the
   line fit) of the kept points beyond r_turn (all kept points when fewer than 3 lie
@@ -127,7 +134,8 @@ ORDER BY k.spectrum_id
 """
 
 _GALAXY_SQL = """
-SELECT g.id, g.object_id, g.ra, g.dec, g.z, sv.options ->> 'psf_fwhm_arcsec' AS psf
+SELECT g.id, g.object_id, g.ra, g.dec, g.z, g.meta ->> 'psf_fwhm_arcsec' AS psf_meta,
+       sv.options ->> 'psf_fwhm_arcsec' AS psf
 FROM source AS g JOIN survey AS sv ON sv.id = g.survey_id
 WHERE g.id = ANY(:ids)
 """
@@ -235,6 +243,21 @@ class _Point:
         return math.nan
 
 
+def _psf_fwhm(*values: Any) -> float:
+    """The first positive finite number among ``values`` (source meta, then survey
+    option), else NaN: a malformed value means no beam smearing rather than a failed batch."""
+    for raw in values:
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return math.nan
+
+
 def _choose_gas(rows: list[Any], params: RotationParams) -> Any | None:
     """The line giving a spectrum's gas velocity (see the module docstring)."""
     usable = [
@@ -322,6 +345,7 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
     flags = fit.flags.cpu().numpy() | np.where(no_redshift, int(DiskFlag.NO_REDSHIFT), 0)
     s0, s0e = sigma0.cpu().numpy(), sigma0_err.cpu().numpy()
     chi2, r_max = fit.chi2.cpu().numpy(), fit.r_max.cpu().numpy()
+    vmax_obs = fit.vmax_obs.cpu().numpy() if fit.vmax_obs.numel() else np.full(len(rows_of), np.nan)
     scale = kpc_per_arcsec(batch.z_gal[rows_of])
     out = []
     for j, b in enumerate(rows_of):
@@ -334,7 +358,7 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
             _num(math.degrees(pa)), _num(math.degrees(err[j, 2])), _num(math.degrees(inc)), _num(math.degrees(err[j, 3])),
             _num(vsys), _num(err[j, 4]), _num(vmax), _num(err[j, 5]), _num(rt), _num(err[j, 6]),
             _num(rt * scale[j]), _num(err[j, 6] * scale[j]), _num(s0[j]), _num(s0e[j]), _num(scale[j]), _num(r_max[j]),
-            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]),
+            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), _num(vmax_obs[j]), int(flags[j]),
         ))
     return out
 
@@ -347,7 +371,10 @@ class RotationTask:
     #    galaxies whose points changed refitted after clipping): with the robust losses
     #    values move by at most a few hundredths of their errors, and some nearly face-on
     #    galaxies no longer hit NOT_CONVERGED.
-    version: ClassVar[int] = 3
+    # 4: beam smearing convolved with the PSF on the pixel grid of maps and spaxels, PSF
+    #    from the galaxy's header before the survey option, vmax_obs, sigma0 corrected by
+    #    the convolution's own beam dispersion, BEAM_DOMINATED / TURNOVER_UNRESOLVED.
+    version: ClassVar[int] = 4
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = RotationParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ROTATION_TABLE,)
@@ -446,12 +473,8 @@ class RotationTask:
                 zs = np.array([p.z for p in pts if math.isfinite(p.z)])
                 if zs.size:
                     z_frame[b] = float(np.median(zs))
-            if params.beam_smearing and g.psf is not None:
-                try:
-                    value = float(g.psf)
-                except ValueError:
-                    value = math.nan  # a malformed option: no beam smearing rather than a failed batch
-                psf[b] = value if math.isfinite(value) and value > 0 else math.nan
+            if params.beam_smearing:
+                psf[b] = _psf_fwhm(g.psf_meta, g.psf)
         batch = RotationBatch(ids, object_ids, ref_ra, ref_dec, z_gal, z_frame, psf)
         if "gas" in params.components:
             batch.components["gas"] = _pad(gas, ref_ra, ref_dec, z_frame)
@@ -490,7 +513,7 @@ class RotationTask:
             # an input must never stay pending forever): one empty flagged row.
             flags = int(DiskFlag.TOO_FEW_POINTS) | (int(DiskFlag.NO_REDSHIFT) if no_redshift[b] else 0)
             rows.append((batch.source_ids[b], params.components[0], params.models[0], _num(batch.z_gal[b]),
-                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags))
+                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, None, flags))
         return TaskOutput(rows={"rotation_fit": rows}, n_inputs=nb, n_flagged=int(np.count_nonzero(~ok_any)))
 
     @staticmethod

@@ -49,6 +49,14 @@ Other options: ``extensions`` maps roles to the file's HDU names
 seeing of the survey's maps) is not used here but read by the ``rotation`` task from the
 survey's options; it must be a positive number.
 
+The PSF of one map, when its header gives it (VEL header first, then the primary), goes
+into the galaxy source's meta as ``psf_fwhm_arcsec`` (with ``psf_source``, the card),
+where the ``rotation`` task takes it before the survey option: the first of PSFFWHM,
+PSF_FWHM, FWHM_PSF, SEEING (FWHM in arcsec) and BMAJ (a radio-style beam in degrees:
+with BMIN the geometric mean sqrt(BMAJ BMIN), the FWHM of the circular beam of the same
+area, else BMAJ).  A card that is not a positive number is ignored with a note in
+``header_fixes`` (the velocities stay usable; the survey option, if any, applies).
+
 Messy headers are read leniently and every repair is listed in
 ``FileContents.meta["header_fixes"]`` (and in the galaxy source's meta): a ``BLANK``
 card on a float image or with a non-integer value (``BLANK = nan``, which astropy
@@ -128,6 +136,8 @@ _SYSTEMIC_WORDS = ("SYSTEMIC", "GALAXY", "REST", "SYSTEM")
 _CZ_WORDS = ("CZ", "ABSOLUTE", "OBSERVED", "BARYCENTRIC", "HELIOCENTRIC")
 _Z_CARDS = ("Z", "REDSHIFT", "Z_GAL", "ZGAL", "Z_SYS", "ZSYS", "NSA_Z")
 _CZ_CARDS = ("VSYS", "CZ", "SCINPVEL")
+#: cards giving the PSF FWHM in arcsec, in order of preference; BMAJ/BMIN (degrees) after them
+_PSF_CARDS = ("PSFFWHM", "PSF_FWHM", "FWHM_PSF", "SEEING")
 _POSITION_CARDS = (("OBJRA", "OBJDEC"), ("RA_OBJ", "DEC_OBJ"), ("OBJ_RA", "OBJ_DEC"))
 
 
@@ -281,6 +291,9 @@ class VelocityMapReader:
             "position_source": position_source,
             "header_fixes": fixes,
         }
+        psf = self._psf(headers, fixes)
+        if psf is not None:
+            meta["psf_fwhm_arcsec"], meta["psf_source"] = psf
         galaxy = SourceRow(galaxy_id, ra, dec, z=z, meta={**meta, "kind": "velocity_map_target"})
         return FileContents(reader=self.name, sources=[galaxy, *sources], spectra=iter(spectra), meta=meta)
 
@@ -345,6 +358,29 @@ class VelocityMapReader:
                     path, f"{image.role} has shape {image.data.shape}, VEL has {shape}", hdu=image.hdu_name
                 )
         return images
+
+    @staticmethod
+    def _psf(headers: list[fits.Header], fixes: list[str]) -> tuple[float, str] | None:
+        """(PSF FWHM in arcsec, the card it came from) from the header, or None (see the module docstring)."""
+        found = header_lookup(headers, _PSF_CARDS)
+        if found is not None:
+            value = lenient_float(found[1])
+            if value is not None and value > 0:
+                return value, f"card {found[0]}"
+            fixes.append(f"PSF card {found[0]} = {found[1]!r} is not a positive FWHM in arcsec; ignored")
+            return None
+        found = header_lookup(headers, ("BMAJ",))
+        if found is None:
+            return None
+        bmaj = lenient_float(found[1])
+        if bmaj is None or bmaj <= 0:
+            fixes.append(f"PSF card BMAJ = {found[1]!r} is not a positive beam size in degrees; ignored")
+            return None
+        bmin_card = header_lookup(headers, ("BMIN",))
+        bmin = None if bmin_card is None else lenient_float(bmin_card[1])
+        if bmin is not None and bmin > 0:
+            return math.sqrt(bmaj * bmin) * 3600.0, "cards BMAJ, BMIN (degrees; geometric mean)"
+        return bmaj * 3600.0, "card BMAJ (degrees)"
 
     @staticmethod
     def _redshift(path: Path, opts: Mapping[str, Any], headers: list[fits.Header]) -> tuple[float, str]:
