@@ -51,6 +51,8 @@ _MARGIN_SIGMAS = 3.5
 #: a point is on the grid when its offset from the nearest node is below this fraction
 #: of a pixel (the tangent-plane projection bends a 1' field by far less)
 _GRID_TOLERANCE = 0.08
+#: Richardson-Lucy iterations deconvolving the observed flux map before it weights the model
+_RL_ITERATIONS = 10
 #: maps larger than this many pixels a side are left to the stencil (memory)
 _MAX_SIDE = 400
 
@@ -116,8 +118,10 @@ def _lattice(x: np.ndarray, y: np.ndarray) -> _Lattice | None:
     d = dist[:, 1]
     if not np.all(d > 0):
         return None  # two points at one position: not one map
-    pixel = float(np.median(d))
-    vec = pts[nearest[:, 1]] - pts
+    # The pixel: the shortest spacing that recurs (a sparse map's median neighbour can be a
+    # diagonal or two pixels away); the residual test below rejects a wrong guess.
+    pixel = float(np.quantile(d, 0.1))
+    vec = (pts[nearest[:, 1]] - pts)[d < 1.05 * pixel]
     # The axes' direction modulo 90 degrees: the mean of exp(4 i phi) of the neighbour vectors.
     phi = np.arctan2(vec[:, 1], vec[:, 0])
     angle = float(np.angle(np.mean(np.exp(4j * phi))) / 4.0)
@@ -158,8 +162,8 @@ def detect_grids(
     """(on_grid ``(B,)`` bool, the :class:`PixelGrid` of those rows or None).
 
     A galaxy is on a grid when its PSF sigma is positive and its usable points (``mask``)
-    are, to 8 % of a pixel, nodes of one square lattice (any orientation; pixel = median
-    nearest-neighbour distance) no more than 400 pixels a side.  Masked pixels and holes
+    are, to 8 % of a pixel, nodes of one square lattice (any orientation; pixel = the 10th
+    percentile of the nearest-neighbour distances) no more than 400 pixels a side.  Masked pixels and holes
     are fine: the lattice is not required to be full.  ``use_map`` False: Sigma is the
     exponential alone, the observed fluxes only set its scale.
     """
@@ -206,7 +210,7 @@ def detect_grids(
         kx[r, :nq, :ww] = _axis_kernel(nq, margin, sig[b] / lat.pixel, oversample)
         index[r, ms[b]] = lat.iw * q_max + lat.iu
         bright[r, :hh, :ww] = _brightness(lat, margin, oversample, gx[r, :hh, :ww], gy[r, :hh, :ww],
-                                          None if fl is None else fl[b][ms[b]], xs[b][ms[b]], ys[b][ms[b]], hs[b], use_map)  # fmt: skip
+                                          None if fl is None else fl[b][ms[b]], xs[b][ms[b]], ys[b][ms[b]], hs[b], use_map, sig[b] / lat.pixel)  # fmt: skip
     dt, dev = x.dtype, x.device
     t = lambda a: torch.as_tensor(a, dtype=dt, device=dev)  # noqa: E731
     tb = t(bright)
@@ -219,7 +223,7 @@ def detect_grids(
 
 def _brightness(
     lat: _Lattice, margin: int, oversample: int, gx: np.ndarray, gy: np.ndarray, flux: np.ndarray | None,
-    x: np.ndarray, y: np.ndarray, h: float, use_map: bool,
+    x: np.ndarray, y: np.ndarray, h: float, use_map: bool, sigma_pix: float,
 ) -> np.ndarray:
     """Sigma on one galaxy's sub-pixels: the observed flux on the pixels that have a positive
     one, the exponential exp(-r / h) (r from the reference, h from
@@ -234,15 +238,23 @@ def _brightness(
         model = amp * np.exp(-r / h)
     else:
         model = np.full_like(gx, float(np.median(flux[ok])))
-    out = model
     if not use_map:
-        return out
-    rows = (lat.iw[ok] + margin) * oversample
-    cols = (lat.iu[ok] + margin) * oversample
-    for s in range(oversample):
-        for t in range(oversample):
-            out[rows + s, cols + t] = flux[ok]
-    return out
+        return model
+    # Pixel-level map: the observed fluxes, the exponential (pixel means) elsewhere ...
+    hh, ww = model.shape
+    pix = model.reshape(hh // oversample, oversample, ww // oversample, oversample).mean((1, 3))
+    pix[lat.iw[ok] + margin, lat.iu[ok] + margin] = flux[ok]
+    # ... deconvolved by a few Richardson-Lucy iterations: the observed map is already
+    # smeared, and used as it is, its light would be spread by the PSF twice.
+    if _RL_ITERATIONS and sigma_pix > 0:
+        ky = _axis_kernel(pix.shape[0], 0, sigma_pix, 1)
+        kx = _axis_kernel(pix.shape[1], 0, sigma_pix, 1)
+        est = pix.copy()
+        for _ in range(_RL_ITERATIONS):
+            ratio = pix / np.maximum(ky @ est @ kx.T, 1e-300)
+            est *= ky.T @ ratio @ kx
+        pix = est
+    return np.repeat(np.repeat(pix, oversample, 0), oversample, 1)
 
 
 def _convolve(grid: PixelGrid, maps: torch.Tensor) -> torch.Tensor:
@@ -270,16 +282,21 @@ def grid_velocity(
     if jacobian:
         v, jac = _disk_fast(theta, grid.gx, grid.gy, model, True)
         assert jac is not None
-        # V - V_sys keeps float32 sums accurate; dV/dV_sys is 1 after the division anyway.
-        chans = torch.cat([(v - vsys).unsqueeze(1), jac], 1)
+        # V - V_sys keeps float32 sums accurate; dV_obs/dV_sys is exactly 1 (the weights
+        # sum to one), so that channel is not convolved.
+        jac[:, 4] = v - vsys
+        chans = jac
     else:
         v = _intrinsic(theta, grid.gx, grid.gy, model)[0]
         chans = (v - vsys).unsqueeze(1)
     chans = chans * grid.bright.reshape(nb, 1, -1)
     pix = _convolve(grid, chans) / grid.norm.reshape(nb, 1, -1)
     at = _sample(grid, pix)
-    vobs = at[:, 0] + vsys
-    return vobs, (at[:, 1:] if jacobian else None)
+    if not jacobian:
+        return at[:, 0] + vsys, None
+    vobs = at[:, 4] + vsys
+    at[:, 4] = 1.0
+    return vobs, at
 
 
 def grid_moments(theta: torch.Tensor, grid: PixelGrid, model: Model) -> tuple[torch.Tensor, torch.Tensor]:

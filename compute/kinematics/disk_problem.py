@@ -19,6 +19,8 @@ from .velocity_field import _GH_NODES, _disk_fast, _model_and_jacobian
 #: points (stencil points with a PSF) per block of one evaluation: a few hundred kB of
 #: float32 per array, so that the arrays of one evaluation stay in the CPU cache
 _CHUNK_POINTS = 50_000
+#: the same for the pixel-grid model (sub-pixels x channels per block)
+_CHUNK_POINTS_GRID = 500_000
 
 
 @dataclass
@@ -80,10 +82,14 @@ class _Points:
         # CPU cache: a 1,500-row batch computed whole runs 2-4x slower per point here.
         nb = self.x.shape[0]
         if self.grid is not None:
-            per_row = self.grid.sub_points * 8  # eight channels convolved per sub-pixel
+            # Seven channels per sub-pixel; the matrix products gain from larger blocks and a
+            # row per block would be Python overhead (tens of small calls per row).
+            per_row = self.grid.sub_points * 7
+            budget = _CHUNK_POINTS_GRID
         else:
             per_row = self.x.shape[1] * (1 if self.psf_sigma is None else _GH_NODES.size**2)
-        step = max(1, _CHUNK_POINTS // max(1, per_row))
+            budget = _CHUNK_POINTS
+        step = max(1, budget // max(1, per_row))
         return [(lo, min(nb, lo + step)) for lo in range(0, nb, step)]
 
     def residuals(self, theta: torch.Tensor) -> torch.Tensor:
