@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 import torch
-
 from skyledger.compute.kinematics import DiskData, DiskFitConfig, fit_disks
 from skyledger.compute.tasks.rotation import dispersion_floor
 from skyledger.testing.beam_smeared import SmearedDiskSpec, observe_disk
@@ -36,10 +35,10 @@ from skyledger.testing.beam_smeared import SmearedDiskSpec, observe_disk
 FWHMS = (0.0, 0.25, 0.5, 0.75, 1.0)
 R_EFF = 1.5
 METHODS = {
-    "none": dict(psf=False, config={}),
-    "stencil": dict(psf=True, config={"beam_model": "stencil"}),
-    "grid": dict(psf=True, config={}),
-    "grid_exp": dict(psf=True, config={"beam_flux": "exponential"}),
+    "none": {"psf": False, "config": {}},
+    "stencil": {"psf": True, "config": {"beam_model": "stencil"}},
+    "grid": {"psf": True, "config": {}},
+    "grid_exp": {"psf": True, "config": {"beam_flux": "exponential"}},
 }
 
 
@@ -71,7 +70,7 @@ def main() -> None:
     t0 = time.perf_counter()
     obs = [observe_disk(s) for s in specs]
     print(f"{len(obs)} disks observed in {time.perf_counter() - t0:.1f} s")
-    t = lambda k: torch.as_tensor(np.stack([getattr(o, k) for o in obs]), dtype=torch.float64)  # noqa: E731
+    t = lambda k: torch.as_tensor(np.stack([getattr(o, k) for o in obs]), dtype=torch.float64)
     x, y, v, v_err, sig, flux = (t(k) for k in ("x", "y", "v", "v_err", "sigma", "flux"))
     mask = torch.as_tensor(np.stack([o.mask for o in obs]))
     fwhm = torch.tensor([s.psf_fwhm for s in specs], dtype=torch.float64)

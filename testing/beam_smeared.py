@@ -74,7 +74,7 @@ def _curve(radius: np.ndarray, spec: SmearedDiskSpec) -> np.ndarray:
         return (2.0 / math.pi) * spec.v_max * np.arctan(radius / spec.r_turn)
     if spec.curve == "freeman":
         y_peak = 1.07503  # R = 2.15 R_d
-        g = lambda y: y * y * (i0(y) * k0(y) - i1(y) * k1(y))  # noqa: E731
+        g = lambda y: y * y * (i0(y) * k0(y) - i1(y) * k1(y))
         y = np.clip(y_peak * radius / spec.r_turn, 1e-8, 300)
         return spec.v_max * np.sqrt(np.clip(g(y), 0, None) / g(y_peak))
     raise ValueError(f"unknown curve {spec.curve!r}; use arctan or freeman")
@@ -83,7 +83,7 @@ def _curve(radius: np.ndarray, spec: SmearedDiskSpec) -> np.ndarray:
 def _psf_kernel(spec: SmearedDiskSpec, step: float) -> np.ndarray | None:
     if spec.psf_fwhm <= 0:
         return None
-    half = int(math.ceil(4.0 * spec.psf_fwhm / step))
+    half = math.ceil(4.0 * spec.psf_fwhm / step)
     r = np.hypot(*np.meshgrid(np.arange(-half, half + 1) * step, np.arange(-half, half + 1) * step))
     if spec.psf == "gaussian":
         k = np.exp(-0.5 * (r / (spec.psf_fwhm / FWHM_PER_SIGMA)) ** 2)

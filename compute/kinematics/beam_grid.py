@@ -89,11 +89,11 @@ class PixelGrid:
         return PixelGrid(*(t[rows] for t in (self.gx, self.gy, self.ky, self.kx, self.bright, self.norm, self.index)))
 
     def to(self, dtype: torch.dtype) -> PixelGrid:
-        f = lambda t: t.to(dtype)  # noqa: E731
+        f = lambda t: t.to(dtype)
         return PixelGrid(f(self.gx), f(self.gy), f(self.ky), f(self.kx), f(self.bright), f(self.norm), self.index)
 
     def repeat(self, n: int) -> PixelGrid:
-        rep = lambda t: t.repeat((n,) + (1,) * (t.dim() - 1))  # noqa: E731
+        rep = lambda t: t.repeat((n,) + (1,) * (t.dim() - 1))
         return PixelGrid(*(rep(t) for t in (self.gx, self.gy, self.ky, self.kx, self.bright, self.norm, self.index)))
 
 
@@ -186,7 +186,7 @@ def detect_grids(
     geo = []
     for b in rows:
         lat = lattices[b]
-        margin = int(math.ceil(_MARGIN_SIGMAS * sig[b] / lat.pixel)) + 1
+        margin = math.ceil(_MARGIN_SIGMAS * sig[b] / lat.pixel) + 1
         geo.append((lat, margin, int(lat.iu.max()) + 1, int(lat.iw.max()) + 1))
     p_max = max(g[3] for g in geo)
     q_max = max(g[2] for g in geo)
@@ -212,7 +212,7 @@ def detect_grids(
         bright[r, :hh, :ww] = _brightness(lat, margin, oversample, gx[r, :hh, :ww], gy[r, :hh, :ww],
                                           None if fl is None else fl[b][ms[b]], xs[b][ms[b]], ys[b][ms[b]], hs[b], use_map, sig[b] / lat.pixel)  # fmt: skip
     dt, dev = x.dtype, x.device
-    t = lambda a: torch.as_tensor(a, dtype=dt, device=dev)  # noqa: E731
+    t = lambda a: torch.as_tensor(a, dtype=dt, device=dev)
     tb = t(bright)
     tky, tkx = t(ky), t(kx)
     norm = tky @ tb @ tkx.transpose(1, 2)

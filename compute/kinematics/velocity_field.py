@@ -11,7 +11,8 @@ radius is R = sqrt(a^2 + (b / cos i)^2) and its line-of-sight velocity
 V_rot one of the curves of :mod:`.rotation_curves`.  Beam smearing, when a PSF is given,
 is modelled by evaluating the disk on a 5 x 5 Gauss-Hermite stencil of the Gaussian PSF
 around each point and averaging the velocities weighted by an exponential surface
-brightness (see :func:`los_velocity`).  The Jacobians are analytic, checked against
+brightness (see :func:`los_velocity`); points that are the pixels of a map get the
+PSF-convolved model on their grid instead (:mod:`.beam_grid`).  The Jacobians are analytic, checked against
 forward-mode automatic differentiation (:func:`jacobian_forward_ad`) in the tests.
 
 No database access here: tensors in, tensors out.
@@ -28,7 +29,9 @@ import torch.autograd.forward_ad as fwAD
 
 from .rotation_curves import Model, _curve_shape, rotation_curve
 
-__all__ = ["PARAMS", "disk_coordinates", "jacobian_forward_ad", "los_velocity", "los_velocity_jacobian"]
+__all__ = [
+    "PARAMS", "disk_coordinates", "jacobian_forward_ad", "los_velocity", "los_velocity_jacobian", "stencil_moments",
+]  # fmt: skip
 
 #: the fitted parameters, in this order: centre offsets (arcsec), PA and inclination
 #: (radians), systemic velocity, V_max (km/s), r_turn (arcsec)

@@ -170,7 +170,9 @@ class RotationParams(BaseModel):
     error_floor_kms: float = Field(5.0, ge=0, description="Added in quadrature to every velocity error, km/s")
     loss: Literal["soft_l1", "cauchy", "linear"] = Field("soft_l1", description="Robust loss of the fit")
     clip_sigma: float = Field(4.0, gt=0, description="Outlier rejection threshold in robust standard deviations")
-    beam_smearing: bool = Field(True, description="Model beam smearing where the survey gives psf_fwhm_arcsec")
+    beam_smearing: bool = Field(
+        True, description="Model beam smearing where a PSF FWHM is known (the galaxy's header, else the survey option)"
+    )
     face_on_deg: float = Field(20.0, ge=0, le=90, description="Inclinations below this are flagged NEAR_FACE_ON")
 
     @field_validator("models", "components", "line_sources")

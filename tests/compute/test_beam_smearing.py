@@ -12,11 +12,19 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from sqlalchemy import make_url, text
-
 from skyledger.compute.framework.runner import process
-from skyledger.compute.kinematics import DiskData, DiskFitConfig, DiskFlag, fit_disks, jacobian_forward_ad
-from skyledger.compute.kinematics.beam_grid import OVERSAMPLE, detect_grids, grid_moments, grid_velocity
+from skyledger.compute.kinematics import (
+    DiskData,
+    DiskFitConfig,
+    fit_disks,
+    jacobian_forward_ad,
+)
+from skyledger.compute.kinematics.beam_grid import (
+    OVERSAMPLE,
+    detect_grids,
+    grid_moments,
+    grid_velocity,
+)
 from skyledger.compute.kinematics.velocity_field import _intrinsic
 from skyledger.compute.tasks.rotation import RotationTask
 from skyledger.ingest.batch import ingest_paths
@@ -27,6 +35,7 @@ from skyledger.schema.settings import Settings
 from skyledger.testing.beam_smeared import SmearedDiskSpec, observe_disk
 from skyledger.testing.disk_model import DiskParams
 from skyledger.testing.velocity_maps import write_velocity_map
+from sqlalchemy import make_url, text
 
 F64 = torch.float64
 SIG_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -51,7 +60,7 @@ def test_grid_model_matches_a_brute_force_convolution():
     x, y, mask, flux = _map(n=12)
     pixel, fwhm, h = 0.2, 0.6, 0.8
     theta = torch.tensor([[0.07, -0.05, math.radians(35.0), math.radians(60.0), 12.0, 210.0, 0.25]], dtype=F64)
-    t = lambda a: torch.as_tensor(a[None], dtype=F64)  # noqa: E731
+    t = lambda a: torch.as_tensor(a[None], dtype=F64)
     sig = fwhm * SIG_PER_FWHM
     on, grid = detect_grids(t(x), t(y), torch.as_tensor(mask[None]), torch.tensor([sig], dtype=F64), t(flux),
                             torch.tensor([h], dtype=F64), use_map=False)  # fmt: skip
@@ -87,7 +96,7 @@ def test_grid_model_matches_a_brute_force_convolution():
 @pytest.mark.parametrize("model", ["arctan", "freeman"])
 def test_grid_jacobian_matches_forward_mode_ad(model):
     x, y, mask, flux = _map(n=10, rotation_deg=25.0)
-    t = lambda a: torch.as_tensor(np.stack([a, a]), dtype=F64)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.stack([a, a]), dtype=F64)
     psf = torch.tensor([0.5, 0.3], dtype=F64) * SIG_PER_FWHM
     on, grid = detect_grids(t(x), t(y), torch.as_tensor(np.stack([mask, mask])), psf, t(flux),
                             torch.tensor([0.8, math.inf], dtype=F64))  # fmt: skip
@@ -103,7 +112,7 @@ def test_grid_detection():
     x, y, mask, _ = _map(rotation_deg=33.0, keep=0.3)  # rotated, sparse
     rng = np.random.default_rng(1)
     xr, yr = rng.uniform(-1.4, 1.4, x.size), rng.uniform(-1.4, 1.4, x.size)  # an HII-region catalogue
-    t = lambda a, b: torch.as_tensor(np.stack([a, b]), dtype=F64)  # noqa: E731
+    t = lambda a, b: torch.as_tensor(np.stack([a, b]), dtype=F64)
     on, grid = detect_grids(t(x, xr), t(y, yr), torch.as_tensor(np.stack([mask, np.ones_like(mask)])),
                             torch.tensor([0.2, 0.2], dtype=F64), None, torch.tensor([math.inf, math.inf], dtype=F64))  # fmt: skip
     assert on.tolist() == [True, False]
@@ -123,7 +132,7 @@ def test_grid_detection():
 
 def _cube_fit(spec: SmearedDiskSpec, **config):
     o = observe_disk(spec)
-    t = lambda a: torch.as_tensor(a[None], dtype=F64)  # noqa: E731
+    t = lambda a: torch.as_tensor(a[None], dtype=F64)
     out = {}
     for name, psf, cfg in (("none", 0.0, {}), ("grid", spec.psf_fwhm, config)):
         data = DiskData(t(o.x), t(o.y), t(o.v), t(o.v_err), torch.as_tensor(o.mask[None]), flux=t(o.flux),
@@ -163,8 +172,8 @@ def test_beam_dispersion_matches_the_cube_width():
     o = observe_disk(spec)
     grid = _cube_fit(spec)["grid"]
     th = grid.theta
-    t = lambda a: torch.as_tensor(a[None], dtype=F64)  # noqa: E731
-    on, pgrid = detect_grids(t(o.x), t(o.y), torch.as_tensor(o.mask[None]), torch.tensor([0.6 * SIG_PER_FWHM], dtype=F64),
+    t = lambda a: torch.as_tensor(a[None], dtype=F64)
+    _, pgrid = detect_grids(t(o.x), t(o.y), torch.as_tensor(o.mask[None]), torch.tensor([0.6 * SIG_PER_FWHM], dtype=F64),
                              t(o.flux), grid.flux_scale)  # fmt: skip
     _, sbeam = grid_moments(th, pgrid, "arctan")
     central = o.mask & (np.hypot(o.x, o.y) < 0.5)
