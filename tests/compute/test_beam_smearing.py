@@ -233,3 +233,23 @@ def test_rotation_task_takes_the_psf_from_the_header_before_the_survey(server, t
         db.dispose()
     assert got == {"HDR": 0.9, "OPT": 0.4}
     assert all(v is not None and o is not None and o < v * 1.05 for v, o in vobs)
+
+
+def test_a_batch_mixing_maps_and_scattered_points_is_fitted_as_two():
+    x, y, mask, flux = _map(n=14, keep=0.9)
+    rng = np.random.default_rng(3)
+    xr, yr = rng.uniform(-1.3, 1.3, x.size), rng.uniform(-1.3, 1.3, x.size)
+    theta = torch.tensor([[0.05, -0.05, 0.8, 1.0, 0.0, 200.0, 0.3]], dtype=F64)
+    v = lambda a, b: _intrinsic(theta, torch.as_tensor(a[None]), torch.as_tensor(b[None]), "arctan")[0][0].numpy()  # noqa: E731
+    xs, ys = np.stack([x, xr]), np.stack([y, yr])
+    vs = np.stack([v(x, y), v(xr, yr)]) + rng.normal(0, 5, xs.shape)
+    t = lambda a: torch.as_tensor(a, dtype=F64)  # noqa: E731
+    data = DiskData(t(xs), t(ys), t(vs), t(np.full(xs.shape, 5.0)), torch.as_tensor(np.stack([mask, mask])),
+                    flux=t(np.stack([flux, flux])), psf_fwhm=torch.tensor([0.4, 0.4], dtype=F64))  # fmt: skip
+    both = fit_disks(data, DiskFitConfig())
+    assert both.beam_grid.tolist() == [True, False]
+    for b in range(2):
+        one = DiskData(*(t_[b : b + 1] for t_ in (data.x, data.y, data.v, data.v_err, data.mask, data.flux, data.psf_fwhm)))
+        alone = fit_disks(one, DiskFitConfig())
+        assert torch.allclose(both.theta[b], alone.theta[0], atol=1e-8)
+        assert torch.allclose(both.vmax_obs[b], alone.vmax_obs[0], atol=1e-8)
