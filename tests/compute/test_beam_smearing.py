@@ -240,10 +240,10 @@ def test_a_batch_mixing_maps_and_scattered_points_is_fitted_as_two():
     rng = np.random.default_rng(3)
     xr, yr = rng.uniform(-1.3, 1.3, x.size), rng.uniform(-1.3, 1.3, x.size)
     theta = torch.tensor([[0.05, -0.05, 0.8, 1.0, 0.0, 200.0, 0.3]], dtype=F64)
-    v = lambda a, b: _intrinsic(theta, torch.as_tensor(a[None]), torch.as_tensor(b[None]), "arctan")[0][0].numpy()  # noqa: E731
+    v = lambda a, b: _intrinsic(theta, torch.as_tensor(a[None]), torch.as_tensor(b[None]), "arctan")[0][0].numpy()
     xs, ys = np.stack([x, xr]), np.stack([y, yr])
     vs = np.stack([v(x, y), v(xr, yr)]) + rng.normal(0, 5, xs.shape)
-    t = lambda a: torch.as_tensor(a, dtype=F64)  # noqa: E731
+    t = lambda a: torch.as_tensor(a, dtype=F64)
     data = DiskData(t(xs), t(ys), t(vs), t(np.full(xs.shape, 5.0)), torch.as_tensor(np.stack([mask, mask])),
                     flux=t(np.stack([flux, flux])), psf_fwhm=torch.tensor([0.4, 0.4], dtype=F64))  # fmt: skip
     both = fit_disks(data, DiskFitConfig())
