@@ -370,14 +370,15 @@ class RotationFit(Base):
     chi2: Mapped[float | None] = column(Double, doc="Reduced chi-square of the points kept", ucd="stat.fit.chi2")
     n_points: Mapped[int] = column(Integer, doc="Points used in the fit (after outlier rejection)", ucd="meta.number")
     n_rejected: Mapped[int] = column(Integer, doc="Points rejected as outliers", ucd="meta.number")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
+    )
+    # Added by migration 0021, hence after flags (tasks copy columns in table order).
     vmax_obs: Mapped[float | None] = _kms(
         "Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis "
         "(what the map shows without a PSF model); equals the intrinsic curve's highest speed within the data "
         "when no PSF is modelled",
         "phys.veloc.rotat",
-    )
-    flags: Mapped[int] = column(
-        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
     )
 
 
