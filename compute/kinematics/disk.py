@@ -68,6 +68,9 @@ class DiskFlag(enum.IntFlag):
     FIT_FAILED = 1 << 5
     NO_REDSHIFT = 1 << 6
     MANY_OUTLIERS = 1 << 7
+    # errors (bootstrap, :mod:`.bootstrap`)
+    ERRORS_UNDERESTIMATED = 1 << 12
+    BOOTSTRAP_UNRELIABLE = 1 << 13
 
 
 DISK_FLAG_DOCS = {
@@ -81,6 +84,10 @@ DISK_FLAG_DOCS = {
     "NO_REDSHIFT": "The galaxy has no redshift: velocities are relative to the median redshift of its points, "
     "vsys is relative to that, and no kpc values are given",
     "MANY_OUTLIERS": "More than 20 % of the points were rejected as outliers",
+    "ERRORS_UNDERESTIMATED": "The block-bootstrap error of PA, inclination or V_max is more than twice its curvature "
+    "error: the points are correlated (PSF) or the model misses structure; use the *_err_boot columns",
+    "BOOTSTRAP_UNRELIABLE": "Fewer than 10 independent cells (PSF-sized blocks, or points without a PSF) or fewer than "
+    "half the resamples fitted: the bootstrap errors are themselves uncertain by more than ~30 %",
 }
 _FAILED = DiskFlag.TOO_FEW_POINTS | DiskFlag.FIT_FAILED
 
