@@ -290,6 +290,14 @@ def _curvature_err(of: str, unit: str, ucd: str) -> Any:
     )
 
 
+def _bootstrap_err(of: str, unit: str, ucd: str) -> Any:
+    return column(
+        Double, doc=f"Error of {of} from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, "
+        "single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped",
+        unit=unit, ucd=f"stat.error;{ucd}",
+    )
+
+
 @result_table(
     view="rotation",
     description="Rotating-disk fits of every galaxy with enough velocities, one row per component and "
@@ -370,6 +378,15 @@ class RotationFit(Base):
     chi2: Mapped[float | None] = column(Double, doc="Reduced chi-square of the points kept", ucd="stat.fit.chi2")
     n_points: Mapped[int] = column(Integer, doc="Points used in the fit (after outlier rejection)", ucd="meta.number")
     n_rejected: Mapped[int] = column(Integer, doc="Points rejected as outliers", ucd="meta.number")
+    pa_err_boot: Mapped[float | None] = _bootstrap_err("pa", "deg", "pos.posAng")
+    inc_err_boot: Mapped[float | None] = _bootstrap_err("inc", "deg", "src.orbital.inclination")
+    vsys_err_boot: Mapped[float | None] = _bootstrap_err("vsys", "km/s", "spect.dopplerVeloc")
+    vmax_err_boot: Mapped[float | None] = _bootstrap_err("vmax", "km/s", "phys.veloc.rotat")
+    r_turn_err_boot: Mapped[float | None] = _bootstrap_err("r_turn", "arcsec", "phys.angSize")
+    n_bootstrap: Mapped[int | None] = column(
+        Integer, doc="Bootstrap resamples behind the *_err_boot columns (those that fitted); NULL when not bootstrapped",
+        ucd="meta.number",
+    )
     flags: Mapped[int] = column(
         Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
     )
