@@ -378,6 +378,10 @@ class RotationFit(Base):
     chi2: Mapped[float | None] = column(Double, doc="Reduced chi-square of the points kept", ucd="stat.fit.chi2")
     n_points: Mapped[int] = column(Integer, doc="Points used in the fit (after outlier rejection)", ucd="meta.number")
     n_rejected: Mapped[int] = column(Integer, doc="Points rejected as outliers", ucd="meta.number")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
+    )
+    # errors (bootstrap): added by migration 0022, so after flags in the table (the view shows flags last)
     pa_err_boot: Mapped[float | None] = _bootstrap_err("pa", "deg", "pos.posAng")
     inc_err_boot: Mapped[float | None] = _bootstrap_err("inc", "deg", "src.orbital.inclination")
     vsys_err_boot: Mapped[float | None] = _bootstrap_err("vsys", "km/s", "spect.dopplerVeloc")
@@ -386,9 +390,6 @@ class RotationFit(Base):
     n_bootstrap: Mapped[int | None] = column(
         Integer, doc="Bootstrap resamples behind the *_err_boot columns (those that fitted); NULL when not bootstrapped",
         ucd="meta.number",
-    )
-    flags: Mapped[int] = column(
-        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
     )
 
 
