@@ -76,6 +76,7 @@ def _theta(row: dict[str, Any], batch: RotationBatch) -> np.ndarray:
 
 #: parameter draws behind a model band
 _BAND_DRAWS = 400
+_MODEL_COLOURS = ("tab:green", "tab:purple", "tab:orange")
 
 
 @dataclass
@@ -179,13 +180,13 @@ def draw_rotation_curve(panel: RotationCurvePanel) -> Any:
     """The matplotlib figure of ``panel``."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.0, 4.8))
+    fig, ax = plt.subplots(figsize=(10.0, 4.8))
     for side, colour, marker, label in ((True, "tab:red", "o", "receding side"), (False, "tab:blue", "^", "approaching side")):
         sel = panel.receding == side
         ax.errorbar(panel.radius[sel], panel.speed[sel], yerr=panel.speed_err[sel], fmt=marker, ms=3.5, color=colour,
                     ecolor=colour, elinewidth=0.6, alpha=0.75, label=f"{label} (within 60 deg of the major axis)")  # fmt: skip
     for k, c in enumerate(panel.curves):
-        colour = f"C{k + 2}"
+        colour = _MODEL_COLOURS[k % len(_MODEL_COLOURS)]  # none red or blue: those are the sides
         ax.plot(panel.grid, c.curve, lw=2, color=colour, label=c.label)
         ax.fill_between(panel.grid, c.lower, c.upper, color=colour, alpha=0.25, lw=0,
                         label=f"{c.model} 1-sigma band ({c.errors_from} errors)")  # fmt: skip
@@ -199,7 +200,7 @@ def draw_rotation_curve(panel: RotationCurvePanel) -> Any:
         top = ax.secondary_xaxis("top", functions=(lambda r: r * k, lambda d: d / k))
         top.set_xlabel("deprojected radius (proper kpc, astropy Planck18)")
     ax.set_title(panel.title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: the bands cover the panel
     fig.tight_layout()
     return fig
 

@@ -23,11 +23,15 @@ import time
 
 import numpy as np
 import torch
-
 from skyledger.compute.kinematics import DiskData, DiskFitConfig, fit_disks
 from skyledger.compute.kinematics.bootstrap import bootstrap_disks
 from skyledger.testing.disk_model import DiskParams, disk_velocity
-from skyledger.testing.noisy_maps import FWHM_PER_SIGMA, correlated_noise, pixel_grid, smeared_disk_map
+from skyledger.testing.noisy_maps import (
+    FWHM_PER_SIGMA,
+    correlated_noise,
+    pixel_grid,
+    smeared_disk_map,
+)
 
 NAMES = ("x0", "y0", "pa", "inc", "vsys", "vmax", "r_turn")
 

@@ -44,8 +44,12 @@ from .disk import (
 )
 from .robust_lm import Tolerance, levenberg_marquardt
 
-__all__ = ["BOOTSTRAP_MIN_BLOCKS", "UNDERESTIMATE_FACTOR", "DiskBootstrap", "block_multiplicities", "bootstrap_disks"]
+__all__ = ["BLOCK_FWHM", "BOOTSTRAP_MIN_BLOCKS", "UNDERESTIMATE_FACTOR", "DiskBootstrap", "block_multiplicities", "bootstrap_disks"]
 
+#: side of the cells in PSF FWHM: see docs/rotation_validation.md ("Errors") for the
+#: calibration (1 FWHM leaves half the PSF-correlated variance out, 3 FWHM too few cells
+#: on small maps)
+BLOCK_FWHM = 2.0
 #: fewer independent cells than this and a bootstrap cannot tell the scatter (flag
 #: BOOTSTRAP_UNRELIABLE)
 BOOTSTRAP_MIN_BLOCKS = 10
@@ -122,7 +126,7 @@ def block_multiplicities(
 
 def bootstrap_disks(
     data: DiskData, config: DiskFitConfig, fit: DiskFit, n_resamples: int, seeds: Sequence[int] | None = None,
-    block_fwhm: float = 1.0,
+    block_fwhm: float = BLOCK_FWHM,
 ) -> DiskBootstrap:
     """Block-bootstrap errors of ``fit`` (the result of ``fit_disks(data, config)``)."""
     nb = data.batch

@@ -60,7 +60,7 @@ from skyledger.compute.kinematics.disk import (
     fit_disks,
     los_velocity,
 )
-from skyledger.compute.kinematics.bootstrap import DiskBootstrap, bootstrap_disks
+from skyledger.compute.kinematics.bootstrap import BLOCK_FWHM, DiskBootstrap, bootstrap_disks
 from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
 from skyledger.schema.result_models import RotationFit
 from skyledger.schema.results import chosen_sql
@@ -174,7 +174,7 @@ class RotationParams(BaseModel):
         description="Block-bootstrap resamples checking the curvature errors (*_err_boot columns); 0 or 1 = none",
     )
     bootstrap_block_fwhm: float = Field(
-        2.0, gt=0, description="Side of the bootstrap's cells in PSF FWHM (points are resampled singly without a PSF)"
+        BLOCK_FWHM, gt=0, description="Side of the bootstrap's cells in PSF FWHM (points are resampled singly without a PSF)"
     )
 
     @field_validator("models", "components", "line_sources")

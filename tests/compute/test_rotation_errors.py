@@ -8,15 +8,29 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from skyledger.api.rotation_plots import draw_rotation_curve, rotation_curve_panel
-from skyledger.compute.kinematics import DiskData, DiskFitConfig, DiskFlag, fit_disks, rotation_curve
+from skyledger.compute.kinematics import (
+    DiskData,
+    DiskFitConfig,
+    DiskFlag,
+    fit_disks,
+    rotation_curve,
+)
 from skyledger.compute.kinematics.bootstrap import block_multiplicities, bootstrap_disks
 from skyledger.compute.kinematics.disk_problem import _Points
 from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky
-from skyledger.compute.tasks.rotation import ComponentPoints, RotationBatch, RotationParams
+from skyledger.compute.tasks.rotation import (
+    ComponentPoints,
+    RotationBatch,
+    RotationParams,
+)
 from skyledger.testing.disk_model import DiskParams, disk_velocity
-from skyledger.testing.noisy_maps import FWHM_PER_SIGMA, correlated_noise, pixel_grid, smeared_disk_map
+from skyledger.testing.noisy_maps import (
+    FWHM_PER_SIGMA,
+    correlated_noise,
+    pixel_grid,
+    smeared_disk_map,
+)
 
 F64 = torch.float64
 
