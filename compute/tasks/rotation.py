@@ -326,9 +326,9 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
     err = fit.errors.detach().cpu().numpy()
     flags = fit.flags.cpu().numpy() | np.where(no_redshift, int(DiskFlag.NO_REDSHIFT), 0)
     # errors (bootstrap)
-    nb_ = th.shape[0]
-    b_err = np.full((nb_, 7), np.nan) if boot is None else boot.errors.detach().cpu().numpy()
-    n_boot = np.zeros(nb_, dtype=np.int64) if boot is None else boot.n_resamples.cpu().numpy()
+    n_gal = th.shape[0]
+    b_err = np.full((n_gal, 7), np.nan) if boot is None else boot.errors.detach().cpu().numpy()
+    n_boot = np.zeros(n_gal, dtype=np.int64) if boot is None else boot.n_resamples.cpu().numpy()
     if boot is not None:
         flags = flags | boot.flags.cpu().numpy()
     s0, s0e = sigma0.cpu().numpy(), sigma0_err.cpu().numpy()
