@@ -42,14 +42,16 @@ def demo_config() -> IngestConfig:
 #: the IFU galaxy of the demo, whose rotation curve and gradient the demo shows
 DEMO_CUBE_GALAXY = "209807"
 
-#: what the demo prints about the cube galaxy: its rotation fits and metallicity gradients
+#: what the demo prints about the cube galaxy: its rotation fits (V_max with its curvature
+#: and bootstrap errors) and metallicity gradients
 CUBE_SUMMARY_SQL = f"""
 SELECT 'rotation ' || component || ' ' || model AS fit, round(pa::numeric, 1) AS pa_deg,
        round(inc::numeric, 1) AS inc_deg, round(vmax::numeric, 1) AS vmax_kms,
+       round(vmax_err::numeric, 1) AS vmax_err, round(vmax_err_boot::numeric, 1) AS vmax_err_boot,
        NULL::numeric AS dex_per_kpc, n_points AS points
 FROM catalog.rotation WHERE object_id = '{DEMO_CUBE_GALAXY}' AND pa IS NOT NULL
 UNION ALL
-SELECT 'gradient ' || method, NULL, NULL, NULL, round(slope_dex_per_kpc::numeric, 3), n_points
+SELECT 'gradient ' || method, NULL, NULL, NULL, NULL, NULL, round(slope_dex_per_kpc::numeric, 3), n_points
 FROM catalog.metallicity_gradients WHERE object_id = '{DEMO_CUBE_GALAXY}' AND slope_dex_per_kpc IS NOT NULL
 ORDER BY 1
 """

@@ -290,6 +290,14 @@ def _curvature_err(of: str, unit: str, ucd: str) -> Any:
     )
 
 
+def _bootstrap_err(of: str, unit: str, ucd: str) -> Any:
+    return column(
+        Double, doc=f"Error of {of} from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, "
+        "single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped",
+        unit=unit, ucd=f"stat.error;{ucd}",
+    )
+
+
 @result_table(
     view="rotation",
     description="Rotating-disk fits of every galaxy with enough velocities, one row per component and "
@@ -379,6 +387,16 @@ class RotationFit(Base):
         "(what the map shows without a PSF model); equals the intrinsic curve's highest speed within the data "
         "when no PSF is modelled",
         "phys.veloc.rotat",
+    )
+    # errors (bootstrap): added by migration 0022, so after flags in the table (the view shows flags last)
+    pa_err_boot: Mapped[float | None] = _bootstrap_err("pa", "deg", "pos.posAng")
+    inc_err_boot: Mapped[float | None] = _bootstrap_err("inc", "deg", "src.orbital.inclination")
+    vsys_err_boot: Mapped[float | None] = _bootstrap_err("vsys", "km/s", "spect.dopplerVeloc")
+    vmax_err_boot: Mapped[float | None] = _bootstrap_err("vmax", "km/s", "phys.veloc.rotat")
+    r_turn_err_boot: Mapped[float | None] = _bootstrap_err("r_turn", "arcsec", "phys.angSize")
+    n_bootstrap: Mapped[int | None] = column(
+        Integer, doc="Bootstrap resamples behind the *_err_boot columns (those that fitted); NULL when not bootstrapped",
+        ucd="meta.number",
     )
 
 

@@ -81,6 +81,9 @@ class DiskFlag(enum.IntFlag):
     MANY_OUTLIERS = 1 << 7
     BEAM_DOMINATED = 1 << 10
     TURNOVER_UNRESOLVED = 1 << 11
+    # errors (bootstrap, :mod:`.bootstrap`)
+    ERRORS_UNDERESTIMATED = 1 << 12
+    BOOTSTRAP_UNRELIABLE = 1 << 13
 
 
 DISK_FLAG_DOCS = {
@@ -98,6 +101,10 @@ DISK_FLAG_DOCS = {
     "map is within about a beam, and V_max, inclination and r_turn rest on the PSF model",
     "TURNOVER_UNRESOLVED": "The PSF FWHM is larger than 2 r_turn: the rise of the curve is inside the beam, so r_turn "
     "(and V_max where the curve has not flattened inside the data) rest on the PSF model",
+    "ERRORS_UNDERESTIMATED": "The block-bootstrap error of PA, inclination or V_max is more than twice its curvature "
+    "error: the points are correlated (PSF) or the model misses structure; use the *_err_boot columns",
+    "BOOTSTRAP_UNRELIABLE": "Fewer than 10 independent cells (PSF-sized blocks, or points without a PSF) or fewer than "
+    "half the resamples fitted: the bootstrap errors are themselves uncertain by more than ~30 %",
 }
 _FAILED = DiskFlag.TOO_FEW_POINTS | DiskFlag.FIT_FAILED
 

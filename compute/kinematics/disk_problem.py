@@ -40,6 +40,9 @@ class _Points:
     # Jacobian buffers reused from call to call, shared by the subsets taken: a fresh
     # megabyte-sized array per evaluation is mapped and page-faulted in anew each time.
     scratch: dict[tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict)
+    #: (B, N) how many times each point counts in the cost (a bootstrap resample, see
+    #: :mod:`.bootstrap`); None = once.  The cost is sum mult rho(z^2), not rho(mult z^2).
+    mult: torch.Tensor | None = None
 
     @classmethod
     def build(cls, x, y, v, sigma, mask, model, psf_sigma, flux_scale, dtype, grid=None) -> _Points:  # type: ignore[no-untyped-def]
@@ -53,7 +56,8 @@ class _Points:
     def take(self, rows: torch.Tensor) -> _Points:
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
         return _Points(self.x[rows], self.y[rows], self.v[rows], self.w[rows], self.model, pick(self.psf_sigma),
-                       pick(self.flux_scale), None if self.grid is None else self.grid.take(rows), self.scratch)  # fmt: skip
+                       pick(self.flux_scale), None if self.grid is None else self.grid.take(rows), self.scratch,
+                       pick(self.mult))  # fmt: skip
 
     def rows(self, lo: int, hi: int) -> _Points:
         if lo == 0 and hi == self.x.shape[0]:
@@ -61,7 +65,7 @@ class _Points:
         part = lambda t: None if t is None else t[lo:hi]  # noqa: E731
         return _Points(self.x[lo:hi], self.y[lo:hi], self.v[lo:hi], self.w[lo:hi], self.model, part(self.psf_sigma),
                        part(self.flux_scale), None if self.grid is None else self.grid.take(slice(lo, hi)),
-                       self.scratch)  # fmt: skip
+                       self.scratch, part(self.mult))  # fmt: skip
 
     def model_and_jacobian(self, theta: torch.Tensor, jacobian: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(V_los ``(B, N)``, Jacobian ``(B, 7, N)`` or None): on the pixel grid where there
@@ -131,10 +135,15 @@ class _Points:
                     factor.copy_(p.w)
                     return
                 if costs is not None:
-                    costs.append(cost_of(z, loss))
+                    costs.append(cost_of(z, loss, p.mult))
                 f_jac, f_row = weight_factors(z * z, loss, curvature)
                 torch.mul(f_jac, p.w, out=factor)
                 z.mul_(f_row)
+                if p.mult is not None:
+                    # A point counted m times: m k w^2 in J^T J and m rho' z in J^T z.
+                    root = torch.sqrt(p.mult)
+                    factor.mul_(root)
+                    z.mul_(root)
 
             th = theta[lo:hi]
             if p.psf_sigma is None and p.grid is None:

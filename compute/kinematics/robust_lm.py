@@ -70,14 +70,17 @@ def weight_factors(s: torch.Tensor, loss: str, curvature: bool) -> tuple[torch.T
     return one, one
 
 
-def cost_of(z: torch.Tensor, loss: str) -> torch.Tensor:
-    """0.5 sum rho(z^2) per row; z is 0 on the points that do not count, and rho(0) = 0."""
+def cost_of(z: torch.Tensor, loss: str, mult: torch.Tensor | None = None) -> torch.Tensor:
+    """0.5 sum mult rho(z^2) per row (``mult`` None: 1); z is 0 on the points that do not
+    count, and rho(0) = 0."""
     s = z * z
     if loss == "soft_l1":
-        return s.add_(1.0).sqrt_().sub_(1.0).sum(-1)
-    if loss == "cauchy":
-        return 0.5 * s.log1p_().sum(-1)
-    return 0.5 * s.sum(-1)
+        s = s.add_(1.0).sqrt_().sub_(1.0)
+    elif loss == "cauchy":
+        s = s.log1p_().mul_(0.5)
+    else:
+        s = s.mul_(0.5)
+    return (s if mult is None else s.mul_(mult)).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ Choices a user of the table should know:
   what the map shows without the PSF model (equal to the intrinsic curve's highest
   speed within the data when no PSF is used); vmax is the intrinsic one.
 * kpc: angular-diameter distance of z_gal with astropy's Planck18.
+* Errors: the curvature errors (*_err) are checked by a block bootstrap over the kept
+  points (*_err_boot, ``bootstrap`` resamples of cells of ``bootstrap_block_fwhm`` PSF
+  FWHM, single points without a PSF; seeded by the source id), which keeps the
+  correlation the PSF gives neighbouring pixels; flag ERRORS_UNDERESTIMATED where it
+  exceeds the curvature error more than twice in PA, inclination or V_max.
 * sigma0: median intrinsic dispersion (instrumental broadening already removed by the
   line fit) of the kept points beyond r_turn (all kept points when fewer than 3 lie
   there), with the dispersion beam-smeared rotation adds removed in quadrature:
@@ -64,6 +69,7 @@ from skyledger.compute.kinematics.disk import (
     fit_disks,
     los_velocity,
 )
+from skyledger.compute.kinematics.bootstrap import BLOCK_FWHM, DiskBootstrap, bootstrap_disks
 from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
 from skyledger.schema.result_models import RotationFit
 from skyledger.schema.results import chosen_sql
@@ -174,6 +180,14 @@ class RotationParams(BaseModel):
         True, description="Model beam smearing where a PSF FWHM is known (the galaxy's header, else the survey option)"
     )
     face_on_deg: float = Field(20.0, ge=0, le=90, description="Inclinations below this are flagged NEAR_FACE_ON")
+    # errors (bootstrap): see skyledger.compute.kinematics.bootstrap
+    bootstrap: int = Field(
+        20, ge=0, le=1000,
+        description="Block-bootstrap resamples checking the curvature errors (*_err_boot columns); 0 or 1 = none",
+    )
+    bootstrap_block_fwhm: float = Field(
+        BLOCK_FWHM, gt=0, description="Side of the bootstrap's cells in PSF FWHM (points are resampled singly without a PSF)"
+    )
 
     @field_validator("models", "components", "line_sources")
     @classmethod
@@ -340,11 +354,17 @@ def dispersion_floor(
 
 def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: DiskFit,
                   sigma0: torch.Tensor, sigma0_err: torch.Tensor, rows_of: np.ndarray, psf: np.ndarray,
-                  no_redshift: np.ndarray) -> list[tuple[Any, ...]]:
+                  no_redshift: np.ndarray, boot: DiskBootstrap | None = None) -> list[tuple[Any, ...]]:
     """Rows of ``rotation_fit`` (without run_id) for the galaxies ``rows_of`` of the batch."""
     th = fit.theta.detach().cpu().numpy()
     err = fit.errors.detach().cpu().numpy()
     flags = fit.flags.cpu().numpy() | np.where(no_redshift, int(DiskFlag.NO_REDSHIFT), 0)
+    # errors (bootstrap)
+    n_gal = th.shape[0]
+    b_err = np.full((n_gal, 7), np.nan) if boot is None else boot.errors.detach().cpu().numpy()
+    n_boot = np.zeros(n_gal, dtype=np.int64) if boot is None else boot.n_resamples.cpu().numpy()
+    if boot is not None:
+        flags = flags | boot.flags.cpu().numpy()
     s0, s0e = sigma0.cpu().numpy(), sigma0_err.cpu().numpy()
     chi2, r_max = fit.chi2.cpu().numpy(), fit.r_max.cpu().numpy()
     vmax_obs = fit.vmax_obs.cpu().numpy() if fit.vmax_obs.numel() else np.full(len(rows_of), np.nan)
@@ -360,7 +380,11 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
             _num(math.degrees(pa)), _num(math.degrees(err[j, 2])), _num(math.degrees(inc)), _num(math.degrees(err[j, 3])),
             _num(vsys), _num(err[j, 4]), _num(vmax), _num(err[j, 5]), _num(rt), _num(err[j, 6]),
             _num(rt * scale[j]), _num(err[j, 6] * scale[j]), _num(s0[j]), _num(s0e[j]), _num(scale[j]), _num(r_max[j]),
-            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]), _num(vmax_obs[j]),
+            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]),
+            # the columns added after flags, in the table's order (migrations 0021, 0022)
+            _num(vmax_obs[j]),
+            _num(math.degrees(b_err[j, 2])), _num(math.degrees(b_err[j, 3])), _num(b_err[j, 4]), _num(b_err[j, 5]),
+            _num(b_err[j, 6]), int(n_boot[j]) if n_boot[j] > 0 else None,
         ))
     return out
 
@@ -375,7 +399,9 @@ class RotationTask:
     #    galaxies no longer hit NOT_CONVERGED.
     # 4: beam smearing convolved with the PSF on the pixel grid of maps and spaxels, PSF
     #    from the galaxy's header before the survey option, vmax_obs, sigma0 corrected by
-    #    the convolution's own beam dispersion, BEAM_DOMINATED / TURNOVER_UNRESOLVED.
+    #    the convolution's own beam dispersion, BEAM_DOMINATED / TURNOVER_UNRESOLVED;
+    #    block-bootstrap errors (*_err_boot, n_bootstrap), flags ERRORS_UNDERESTIMATED
+    #    and BOOTSTRAP_UNRELIABLE.
     version: ClassVar[int] = 4
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = RotationParams
@@ -507,7 +533,13 @@ class RotationTask:
             for model in params.models:
                 fit = fit_disks(data, params.fit_config(model))
                 s0, s0e = dispersion_floor(fit, data.x, data.y, sigma, model, data.psf_fwhm)
-                rows += rotation_rows(batch, component, model, fit, s0, s0e, rows_of, batch.psf_fwhm, no_redshift[rows_of])
+                # errors (bootstrap): seeded by source id, so a galaxy's errors do not depend on its batch
+                boot = None
+                if params.bootstrap >= 2:
+                    boot = bootstrap_disks(data, params.fit_config(model), fit, params.bootstrap,
+                                           [batch.source_ids[b] for b in rows_of], params.bootstrap_block_fwhm)
+                rows += rotation_rows(batch, component, model, fit, s0, s0e, rows_of, batch.psf_fwhm, no_redshift[rows_of],
+                                      boot)
                 ok_any[rows_of] |= (fit.flags.cpu().numpy() & _FAILED) == 0
             has_row[rows_of] = True
         for b in np.nonzero(~has_row)[0]:
@@ -515,7 +547,7 @@ class RotationTask:
             # an input must never stay pending forever): one empty flagged row.
             flags = int(DiskFlag.TOO_FEW_POINTS) | (int(DiskFlag.NO_REDSHIFT) if no_redshift[b] else 0)
             rows.append((batch.source_ids[b], params.components[0], params.models[0], _num(batch.z_gal[b]),
-                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags, None))
+                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags, *[None] * 7))
         return TaskOutput(rows={"rotation_fit": rows}, n_inputs=nb, n_flagged=int(np.count_nonzero(~ok_any)))
 
     @staticmethod

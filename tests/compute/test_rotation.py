@@ -404,6 +404,11 @@ def test_ingested_velocity_map_with_psf(pipeline):
     assert abs(gas["vmax"] * math.sin(math.radians(gas["inc"])) / (MAP_GALAXY.v_max * sin_i) - 1) < 0.03
     assert abs(gas["vmax"] - MAP_GALAXY.v_max) < 3 * gas["vmax_err"], (gas["vmax"], gas["vmax_err"], gas["inc"])
     assert gas["n_points"] + gas["n_rejected"] == int(map_truth.valid.sum())
+    # errors (bootstrap): 20 resamples by default; the synthetic map's noise is independent,
+    # so the block bootstrap (0.6" cells) agrees with the curvature errors within its noise.
+    assert gas["n_bootstrap"] == RotationParams().bootstrap
+    for name in ("pa", "inc", "vsys", "vmax", "r_turn"):
+        assert 0.4 < gas[f"{name}_err_boot"] / gas[f"{name}_err"] < 2.5, (name, gas[f"{name}_err_boot"], gas[f"{name}_err"])
 
 
 def test_awkward_galaxies_get_flagged_rows(pipeline):
