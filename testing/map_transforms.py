@@ -109,7 +109,7 @@ def transform_map(
     if drop_fraction:
         rng = np.random.default_rng(seed)
         idx = np.flatnonzero(valid)
-        drop.flat[rng.choice(idx, int(round(drop_fraction * idx.size)), replace=False)] = True
+        drop.flat[rng.choice(idx, round(drop_fraction * idx.size), replace=False)] = True
     if drop_side is not None:
         ys, xs = np.mgrid[0 : valid.shape[0], 0 : valid.shape[1]]
         ra, dec = WCS(vel.header).celestial.pixel_to_world_values(xs.astype(float), ys.astype(float))
