@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import torch
+from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS
 from sqlalchemy import create_engine, text
@@ -228,7 +229,7 @@ def export_map(db: Database, gal: RealGalaxy, cubes: Path, out: Path) -> Path:
     h = primary.header
     h["OBJECT"] = gal.object_id
     h["OBJRA"], h["OBJDEC"] = g.ra, g.dec
-    h.comments["OBJRA"], h.comments["OBJDEC"] = "galaxy position, deg (ICRS)", "galaxy position, deg (ICRS)"
+    h.comments["OBJRA"], h.comments["OBJDEC"] = "galaxy position, deg", "galaxy position, deg"
     h["Z"] = (g.z, "galaxy redshift the velocities are relative to")
     if gal.psf_fwhm is not None:
         h["PSFFWHM"] = (gal.psf_fwhm, "PSF FWHM, arcsec")
@@ -243,7 +244,8 @@ def export_map(db: Database, gal: RealGalaxy, cubes: Path, out: Path) -> Path:
     hdus = [primary]
     for key, data in planes.items():
         hdu = fits.ImageHDU(data.astype(np.float32), header=wcs_header, name=key)
-        unit = units[key] or (f"{flux_unit} Angstrom" if flux_unit else None)
+        # A line flux is the spectrum's flux density unit times Angstrom.
+        unit = units[key] or ((u.Unit(flux_unit) * u.AA).to_string() if flux_unit else None)
         if unit:
             hdu.header["BUNIT"] = unit
         hdus.append(hdu)
