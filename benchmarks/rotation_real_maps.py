@@ -15,11 +15,13 @@ vsys, V_max, r_turn, flags; pafit's kinematic PA (Cappellari's ``fit_kinematic_p
 Krajnovic et al. 2006, App. C) on the same pixels as an independent reference; the
 flux-weighted central velocity; published values where they exist.  Then, unless
 ``--no-sweep``, a robustness sweep: each map rotated by known angles, 30 % of its pixels
-dropped at random, its east or west half dropped, its reference position moved by 1":
-the fitted PA must follow the rotation and stay within 10 deg of pafit's.
+dropped at random, its east or west half dropped, its reference position moved by 1" and
+by 2 pixels (``skyledger.testing.map_transforms``): the fitted PA must follow the rotation
+and stay within 10 deg of pafit's; each map's fit is also timed alone.  ``--sweep-pafit``
+runs pafit on every transformed map too (~20-50 s each on the SAMI map).
 
     python benchmarks/rotation_real_maps.py --export [--cubes DIR] [--workdir DIR]
-    python benchmarks/rotation_real_maps.py [--maps DIR] [--no-sweep]
+    python benchmarks/rotation_real_maps.py [--maps DIR] [--no-sweep | --sweep-pafit]
 
 Needs the ``bench`` extra (pafit).
 """

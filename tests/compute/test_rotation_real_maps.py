@@ -5,7 +5,8 @@ in tests/data/rotation (made from the real cubes by ``benchmarks/rotation_real_m
 References, none of them the fit itself: pafit's kinematic PA of the same map (Cappellari's
 ``fit_kinematic_pa``, stored with pafit's version in reference.json because pafit is a
 benchmark extra, not a test dependency), the flux-weighted velocity of the map's centre,
-the other model, and the same map with its sky rotated by 90 degrees.
+the other model, the same map with its sky rotated by 90 degrees, and the same map without
+its western half (the one-sided coverage on which issue 22's wrong minima appear).
 """
 
 from __future__ import annotations
