@@ -33,7 +33,8 @@ import torch
 
 from .disk_problem import _Points
 from .initial_guess import _flux_scale, _initial
-from .robust_lm import TOL32, TOL64, Tolerance, levenberg_marquardt
+from .kinematic_pa import KinematicGeometry
+from .robust_lm import TOL32, TOL64, Tolerance, cost_of, levenberg_marquardt
 from .rotation_curves import FREEMAN_Y_PEAK, Model, rotation_curve
 from .velocity_field import PARAMS, disk_coordinates, jacobian_forward_ad, los_velocity, los_velocity_jacobian
 
@@ -68,6 +69,8 @@ class DiskFlag(enum.IntFlag):
     FIT_FAILED = 1 << 5
     NO_REDSHIFT = 1 << 6
     MANY_OUTLIERS = 1 << 7
+    MODELS_DISAGREE = 1 << 8
+    PA_KIN_DISAGREES = 1 << 9
 
 
 DISK_FLAG_DOCS = {
@@ -81,6 +84,11 @@ DISK_FLAG_DOCS = {
     "NO_REDSHIFT": "The galaxy has no redshift: velocities are relative to the median redshift of its points, "
     "vsys is relative to that, and no kpc values are given",
     "MANY_OUTLIERS": "More than 20 % of the points were rejected as outliers",
+    "MODELS_DISAGREE": "The rotation-curve models of this galaxy and component found different geometries, each "
+    "refitted from the other's: PAs differ by more than max(10 deg, 3 sigma), inclinations by more than "
+    "max(15 deg, 3 sigma) or V_sys by more than max(20 km/s, 3 sigma) (sigma: the two errors in quadrature)",
+    "PA_KIN_DISAGREES": "The fitted PA is more than max(30 deg, 3 pa_kin_err) from the kinematic PA of the "
+    "velocity field (pa_kin, from its symmetry): the disk model and the field's symmetry disagree",
 }
 _FAILED = DiskFlag.TOO_FEW_POINTS | DiskFlag.FIT_FAILED
 
@@ -122,6 +130,12 @@ class DiskFitConfig:
     #: iterations can still be the one that wins on a messy real velocity field.
     prune_after: int = 0
     inc_starts_deg: tuple[float, ...] = (30.0, 50.0, 70.0)
+    #: PA starts, offsets (deg) from the kinematic PA of the field, each combined with
+    #: every inclination start: on a patchy, beam-smeared map a start at the estimate
+    #: alone can end in a minimum with the PA far off
+    pa_starts_deg: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
+    #: fitted PA this far (deg, or 3 pa_kin_err if more) from the kinematic PA: PA_KIN_DISAGREES
+    pa_kin_limit_deg: float = 30.0
     inc_bounds_deg: tuple[float, float] = (3.0, 87.0)
     face_on_deg: float = 20.0
     vmax_limit: float = 1500.0  # km/s
@@ -141,6 +155,11 @@ class DiskFit:
     flags: torch.Tensor  # (B,) int64 DiskFlag bits
     kept: torch.Tensor  # (B, N) bool
     flux_scale: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,) arcsec, inf = uniform
+    #: (B,) robust cost of every usable point (kept or not) at theta: compares solutions
+    #: of the same data and model, whatever points each one rejected
+    cost: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    pa_kin: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,) radians, kinematic PA of the field
+    pa_kin_err: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,) radians
 
     @property
     def errors(self) -> torch.Tensor:
@@ -174,6 +193,7 @@ class _Batch:
     tol: Tolerance
     model: Model
     base: torch.Tensor  # starting parameters, see :func:`~.initial_guess._initial`
+    geo: KinematicGeometry
 
     @property
     def fitted(self) -> torch.Tensor:
@@ -220,25 +240,45 @@ def _prepare(data: DiskData, config: DiskFitConfig) -> _Batch:
     # the covariance are in the data's precision.
     work = torch.float32 if config.precision == "mixed" and dt == torch.float64 else dt
     tol = TOL32 if work == torch.float32 else TOL64
+    base, geo = _initial(clean, mask, config)
+    base[:, :2] = torch.minimum(torch.maximum(base[:, :2], 0.9 * lower[:, :2]), 0.9 * upper[:, :2])
     return _Batch(x, y, v, sigma, mask, n0, enough, psf_sigma, flux_scale, lower, upper, work, tol, config.model,
-                  _initial(clean, mask, config))  # fmt: skip
+                  base, geo)  # fmt: skip
+
+
+def _starts(b: _Batch, config: DiskFitConfig, start: torch.Tensor | None) -> list[torch.Tensor]:
+    """The starting parameters, one ``(B, 7)`` per start: every PA offset of
+    ``pa_starts_deg`` from the kinematic PA with every inclination of ``inc_starts_deg``;
+    with ``start``, the geometry (x0, y0, PA, inclination, V_sys) given per galaxy."""
+    if start is not None:
+        th = b.base.clone()
+        given = torch.isfinite(start[:, :5]).all(-1)
+        th[:, :5] = torch.where(given.unsqueeze(-1), start[:, :5].to(th.dtype), th[:, :5])
+        th[:, 3] = torch.where(given, th[:, 3], torch.full_like(th[:, 3], math.radians(50.0)))
+        th[:, 3] = torch.minimum(torch.maximum(th[:, 3], b.lower[:, 3]), b.upper[:, 3])
+        th[:, 5] = b.base[:, 5] / torch.sin(th[:, 3])
+        return [th]
+    starts = []
+    for pa_deg in config.pa_starts_deg:
+        for inc_deg in config.inc_starts_deg:
+            th = b.base.clone()
+            th[:, 2] = b.base[:, 2] + math.radians(pa_deg)
+            th[:, 3] = math.radians(inc_deg)
+            th[:, 5] = b.base[:, 5] / math.sin(math.radians(inc_deg))
+            starts.append(th)
+    return starts
 
 
 def _fit_from_starts(
-    b: _Batch, config: DiskFitConfig
+    b: _Batch, config: DiskFitConfig, start: torch.Tensor | None = None
 ) -> tuple[_Points, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(the points of the fitted galaxies in working precision, theta, converged, LM
-    damping) of the best inclination start of each galaxy, iterated to convergence."""
+    damping) of the best start of each galaxy, iterated to convergence."""
     nb = b.x.shape[0]
     lower_w, upper_w = b.lower.to(b.work), b.upper.to(b.work)
-    # Several inclination starts per galaxy, as extra rows of one batch; after
+    # Several starts per galaxy (PA x inclination), as extra rows of one batch; after
     # ``prune_after`` iterations only the best start of each galaxy goes on.
-    starts = []
-    for inc_deg in config.inc_starts_deg:
-        th = b.base.clone()
-        th[:, 3] = math.radians(inc_deg)
-        th[:, 5] = b.base[:, 5] / math.sin(math.radians(inc_deg))
-        starts.append(th)
+    starts = _starts(b, config, start)
     ns = len(starts)
     every = torch.arange(nb, device=b.x.device)
     first_iter = config.max_iter if config.prune_after <= 0 else min(config.prune_after, config.max_iter)
@@ -336,12 +376,17 @@ def _canonical(theta: torch.Tensor) -> torch.Tensor:
     return theta
 
 
-def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
-    """Fit one disk per galaxy of ``data`` (see the module docstring)."""
+def fit_disks(data: DiskData, config: DiskFitConfig, start: torch.Tensor | None = None) -> DiskFit:
+    """Fit one disk per galaxy of ``data`` (see the module docstring).
+
+    ``start`` ``(B, 7)``, optional: fit from this geometry (x0, y0, PA, inclination, V_sys;
+    the rest is ignored) instead of the starts of ``config``, e.g. another model's
+    optimum; rows with a NaN there use the kinematic estimate and 50 deg.
+    """
     nan = float("nan")
     b = _prepare(data, config)
     dt = b.x.dtype
-    pts, theta, converged, lam = _fit_from_starts(b, config)
+    pts, theta, converged, lam = _fit_from_starts(b, config, start)
     kept = _clip_outliers(b, config, pts, theta, converged, lam)
     theta = theta.to(dt)
     if b.work != dt:
@@ -353,6 +398,8 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
                                               _POLISH_STEPS, TOL64, curvature=True)  # fmt: skip
 
     cov, chi2, n_kept = _covariance(b, kept, theta)
+    every = b.points(b.fitted, dt)
+    cost = cost_of(every.residuals(theta), config.loss)
     pinned = _pinned(b, theta)
     theta = _canonical(theta)
 
@@ -371,12 +418,17 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
     flags |= torch.where(~converged, int(DiskFlag.NOT_CONVERGED), 0)
     n_rej = b.fitted.sum(-1) - n_kept
     flags |= torch.where(n_rej > 0.2 * b.n0, int(DiskFlag.MANY_OUTLIERS), 0)
+    pa_kin, pa_kin_err = b.geo.pa, b.geo.pa_err
+    off = torch.remainder(theta[:, 2] - pa_kin + math.pi, 2 * math.pi) - math.pi
+    limit = torch.clamp_min(3.0 * pa_kin_err, math.radians(config.pa_kin_limit_deg))
+    flags |= torch.where(torch.isfinite(off) & (off.abs() > limit), int(DiskFlag.PA_KIN_DISAGREES), 0)
     bad = ~torch.isfinite(theta).all(-1) | ~torch.isfinite(chi2)
     flags |= torch.where(bad & enough, int(DiskFlag.FIT_FAILED), 0)
     failed = (flags & int(_FAILED)) != 0
     theta = torch.where(failed.unsqueeze(-1), torch.full_like(theta, nan), theta)
     cov = torch.where(failed.view(-1, 1, 1) | pinned.unsqueeze(-1) | pinned.unsqueeze(-2), torch.full_like(cov, nan), cov)
     chi2 = torch.where(failed, torch.full_like(chi2, nan), chi2)
+    cost = torch.where(failed | ~torch.isfinite(cost), torch.full_like(cost, float("inf")), cost)
     r_max = torch.where(failed, torch.full_like(r_max, nan), r_max)
     return DiskFit(theta, cov, chi2, torch.where(failed, 0, n_kept), torch.where(failed, 0, n_rej), r_max, flags,
-                   kept & ~failed.unsqueeze(-1), flux_scale=b.flux_scale)
+                   kept & ~failed.unsqueeze(-1), flux_scale=b.flux_scale, cost=cost, pa_kin=pa_kin, pa_kin_err=pa_kin_err)

@@ -23,6 +23,11 @@ Choices a user of the table should know:
 * Beam smearing is modelled when ``beam_smearing`` is on and the galaxy's survey gives
   ``psf_fwhm_arcsec`` in its options (see :mod:`skyledger.compute.kinematics.disk`);
   ``psf_fwhm`` records what was used.
+* Geometry: the fit starts from the kinematic centre, V_sys and PA of the field's symmetry
+  (``pa_kin``, :mod:`skyledger.compute.kinematics.kinematic_pa`), at that PA and 90, 180
+  and 270 deg from it; every model is then refitted from the other models' geometry and
+  keeps the solution of lower cost, and rows where the models still disagree carry
+  MODELS_DISAGREE (:mod:`skyledger.compute.kinematics.model_agreement`).
 * kpc: angular-diameter distance of z_gal with astropy's Planck18.
 * sigma0: median intrinsic dispersion (instrumental broadening already removed by the
   line fit) of the kept points beyond r_turn (all kept points when fewer than 3 lie
@@ -55,6 +60,7 @@ from skyledger.compute.kinematics.disk import (
     fit_disks,
     los_velocity,
 )
+from skyledger.compute.kinematics.model_agreement import agree
 from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
 from skyledger.schema.result_models import RotationFit
 from skyledger.schema.results import chosen_sql
@@ -313,6 +319,7 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
     flags = fit.flags.cpu().numpy() | np.where(no_redshift, int(DiskFlag.NO_REDSHIFT), 0)
     s0, s0e = sigma0.cpu().numpy(), sigma0_err.cpu().numpy()
     chi2, r_max = fit.chi2.cpu().numpy(), fit.r_max.cpu().numpy()
+    pa_kin, pa_kin_err = fit.pa_kin.cpu().numpy(), fit.pa_kin_err.cpu().numpy()
     scale = kpc_per_arcsec(batch.z_gal[rows_of])
     out = []
     for j, b in enumerate(rows_of):
@@ -325,7 +332,8 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
             _num(math.degrees(pa)), _num(math.degrees(err[j, 2])), _num(math.degrees(inc)), _num(math.degrees(err[j, 3])),
             _num(vsys), _num(err[j, 4]), _num(vmax), _num(err[j, 5]), _num(rt), _num(err[j, 6]),
             _num(rt * scale[j]), _num(err[j, 6] * scale[j]), _num(s0[j]), _num(s0e[j]), _num(scale[j]), _num(r_max[j]),
-            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]),
+            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]),
+            _num(math.degrees(pa_kin[j])), _num(math.degrees(pa_kin_err[j])), int(flags[j]),
         ))
     return out
 
@@ -338,7 +346,10 @@ class RotationTask:
     #    galaxies whose points changed refitted after clipping): with the robust losses
     #    values move by at most a few hundredths of their errors, and some nearly face-on
     #    galaxies no longer hit NOT_CONVERGED.
-    version: ClassVar[int] = 3
+    # 4: starting geometry from the field's symmetry (kinematic centre, V_sys and PA),
+    #    PA starts at +0/90/180/270 deg, each model refitted from the other's geometry
+    #    (lower cost kept), flags MODELS_DISAGREE and PA_KIN_DISAGREES, columns pa_kin(_err).
+    version: ClassVar[int] = 4
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = RotationParams
     result_tables: ClassVar[tuple[ResultTable, ...]] = (ROTATION_TABLE,)
@@ -470,8 +481,10 @@ class RotationTask:
             if rows_of.size == 0:
                 continue
             data, sigma = self.tensors(batch, component, rows_of, device)
+            configs = {model: params.fit_config(model) for model in params.models}
+            fits = agree(data, {model: fit_disks(data, configs[model]) for model in params.models}, configs)
             for model in params.models:
-                fit = fit_disks(data, params.fit_config(model))
+                fit = fits[model]
                 s0, s0e = dispersion_floor(fit, data.x, data.y, sigma, model, data.psf_fwhm)
                 rows += rotation_rows(batch, component, model, fit, s0, s0e, rows_of, batch.psf_fwhm, no_redshift[rows_of])
                 ok_any[rows_of] |= (fit.flags.cpu().numpy() & _FAILED) == 0
@@ -481,7 +494,7 @@ class RotationTask:
             # an input must never stay pending forever): one empty flagged row.
             flags = int(DiskFlag.TOO_FEW_POINTS) | (int(DiskFlag.NO_REDSHIFT) if no_redshift[b] else 0)
             rows.append((batch.source_ids[b], params.components[0], params.models[0], _num(batch.z_gal[b]),
-                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags))
+                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, None, None, flags))
         return TaskOutput(rows={"rotation_fit": rows}, n_inputs=nb, n_flagged=int(np.count_nonzero(~ok_any)))
 
     @staticmethod
