@@ -8,8 +8,8 @@ map with more pixels on one side than the other; the estimates here use symmetry
 
 * Centre: first the flux-weighted centroid of the brightest fifth of the points where
   fluxes are known (at least 5 positive), else the reference (0, 0); then the kinematic
-  centre: the trial centre (9 x 9 within 0.3 half-widths of the map around the first)
-  about which the field is most nearly point-antisymmetric, V(p) + V(2c - p) = 2 V_sys,
+  centre: the trial centre (5 x 5 within 0.3 half-widths of the map around the first,
+  then 3 x 3 at half the step around the best) about which the field is most nearly point-antisymmetric, V(p) + V(2c - p) = 2 V_sys,
   since clumps pull the flux centroid off the dynamical centre.
 * Systemic velocity: the weighted median of the pair means (V(p) + V(2c - p)) / 2 about
   that centre, or, with fewer than 6 pairs, the weighted (1 / sigma^2) median velocity of
@@ -24,7 +24,7 @@ map with more pixels on one side than the other; the estimates here use symmetry
   centred on the centre (G ~ sqrt(points), 8 to 32) and smoothed by a normalised
   convolution with a 3 x 3 Gaussian (sigma 0.6 cell), which fills gaps of about a cell;
   the mirror images are bilinear samples of that grid, and cells without data within that
-  radius do not count.  Trial PAs: every 5 deg over 180 deg, then every 1 deg within 5 deg
+  radius do not count.  Trial PAs: every 10 deg over 180 deg, then every 1 deg within 5 deg
   of the best, and a parabola through the three around the minimum.  The minor-axis mirror
   takes the V_sys that best fits its own pairs at each trial PA, so the PA does not depend
   on the V_sys estimate; the major-axis mirror does not involve V_sys at all.
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 __all__ = ["KinematicGeometry", "kinematic_geometry"]
 
-_COARSE_STEP_DEG = 5.0
+_COARSE_STEP_DEG = 10.0
 _FINE_HALF_DEG = 5
 _MIN_CELLS = 6  # occupied cells needed for a PA
 _CELLS_PER_INDEPENDENT = 4.0
@@ -93,7 +93,7 @@ def _centre(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, flux: torch.Te
     rank = torch.argsort(torch.argsort(-f, dim=-1), dim=-1)
     top = ok & (rank < k.unsqueeze(-1))
     w = torch.where(top, f, torch.zeros_like(f))
-    sw = w.sum(-1).clamp_min(1e-300)
+    sw = w.sum(-1).clamp_min(1e-30)
     use = n_ok >= 5
     return (torch.where(use, (w * x).sum(-1) / sw, zeros), torch.where(use, (w * y).sum(-1) / sw, zeros))
 
@@ -142,12 +142,12 @@ def _sample(smooth: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> tuple[t
     sampled = F.grid_sample(smooth, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="zeros", align_corners=False)
     ref_w = sampled[:, 1]
     have = ref_w > 0.05 * smooth[:, 1].amax((-1, -2)).view(nb, 1, 1)
-    return sampled[:, 0] / ref_w.clamp_min(1e-300), have
+    return sampled[:, 0] / ref_w.clamp_min(1e-30), have
 
 
 def _own(smooth: torch.Tensor, occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     nb = smooth.shape[0]
-    value = smooth[:, 0] / smooth[:, 1].clamp_min(1e-300)
+    value = smooth[:, 0] / smooth[:, 1].clamp_min(1e-30)
     return value.reshape(nb, 1, -1), occupied.reshape(nb, 1, -1)
 
 
@@ -224,42 +224,51 @@ def kinematic_geometry(
     # equal weights within a cell's average: the 1 / sigma^2 weights pick the velocity of
     # a cell; each cell then counts once in chi^2 (unit scale set below)
     smooth, half, occupied = _grid(x, y, v, weight, mask, x0, y0, size)
+    # The symmetry search in float32 (the velocities are known to far worse than 1e-7
+    # relative), so that its (B, trials, cells) arrays cost half.
+    work = torch.float32 if dt == torch.float64 else dt
+    smooth = smooth.to(work)
 
     # Kinematic centre: the trial centre about which the field is most nearly point-
-    # antisymmetric, searched on a 9 x 9 grid within 0.3 half-widths of the first centre.
-    steps = torch.linspace(-_CENTRE_SEARCH, _CENTRE_SEARCH, 9, dtype=dt, device=dev)
-    oy, ox = torch.meshgrid(steps, steps, indexing="ij")
-    trial = torch.stack([ox.reshape(-1), oy.reshape(-1)], -1).expand(nb, -1, -1)
-    chi2_k, n_k = _point_symmetry(smooth, occupied, trial)
-    best_k = _mean_chi2(chi2_k, n_k).argmin(-1)
-    centre = trial[torch.arange(nb, device=dev), best_k]  # (B, 2) grid units
+    # antisymmetric, searched within 0.3 half-widths of the first centre on a 5 x 5 grid,
+    # then on a 3 x 3 grid of half the step around the best.
+    centre = torch.zeros(nb, 2, dtype=work, device=dev)
+    for half_range in (_CENTRE_SEARCH, 0.5 * _CENTRE_SEARCH / 2):
+        steps = torch.linspace(-half_range, half_range, 5 if half_range == _CENTRE_SEARCH else 3, dtype=work, device=dev)
+        oy, ox = torch.meshgrid(steps, steps, indexing="ij")
+        trial = centre.unsqueeze(1) + torch.stack([ox.reshape(-1), oy.reshape(-1)], -1)
+        chi2_k, n_k = _point_symmetry(smooth, occupied, trial)
+        best_k = _mean_chi2(chi2_k, n_k).argmin(-1)
+        centre = trial[torch.arange(nb, device=dev), best_k]  # (B, 2) grid units
     paired = n_k.gather(1, best_k.unsqueeze(-1)).squeeze(-1) >= _MIN_CELLS
-    x_k = torch.where(paired, x0 + centre[:, 0] * half, x0)
-    y_k = torch.where(paired, y0 + centre[:, 1] * half, y0)
+    centre_dt = centre.to(dt)
+    x_k = torch.where(paired, x0 + centre_dt[:, 0] * half, x0)
+    y_k = torch.where(paired, y0 + centre_dt[:, 1] * half, y0)
     centre = torch.where(paired.unsqueeze(-1), centre, torch.zeros_like(centre))
     # V_sys: the weighted median of the pair means (V(p) + V(2c - p)) / 2 about that centre,
     # which a lopsided map does not bias; without pairs, the points nearest the centre.
-    cx, cy = _cells(size, dt, dev)
+    cx, cy = _cells(size, work, dev)
     ref, have = _sample(smooth, 2 * centre[:, 0:1, None] - cx, 2 * centre[:, 1:2, None] - cy)
     v_own, own = _own(smooth, occupied)
     pair_w = torch.where(own & have, smooth[:, 1].reshape(nb, 1, -1), torch.zeros_like(ref)).squeeze(1)
-    vsys_pairs = _weighted_median((0.5 * (v_own + ref)).squeeze(1), pair_w)
+    vsys_pairs = _weighted_median((0.5 * (v_own + ref)).squeeze(1), pair_w).to(dt)
     vsys_near = torch.nan_to_num(_central_vsys(x, y, v, weight, mask, x_k, y_k))
     vsys = torch.where(paired & torch.isfinite(vsys_pairs), vsys_pairs, vsys_near)
     x0, y0 = x_k, y_k
 
-    coarse = torch.deg2rad(torch.arange(0.0, 180.0, _COARSE_STEP_DEG, dtype=dt, device=dev)).expand(nb, -1)
+    coarse = torch.deg2rad(torch.arange(0.0, 180.0, _COARSE_STEP_DEG, dtype=work, device=dev)).expand(nb, -1)
     chi2_c, n_c = _mirror_chi2(smooth, occupied, coarse, centre)
     best = _mean_chi2(chi2_c, n_c).argmin(-1)
-    offsets = torch.deg2rad(torch.arange(-_FINE_HALF_DEG, _FINE_HALF_DEG + 1, dtype=dt, device=dev))
+    offsets = torch.deg2rad(torch.arange(-_FINE_HALF_DEG, _FINE_HALF_DEG + 1, dtype=work, device=dev))
     fine = coarse.gather(1, best.unsqueeze(-1)) + offsets
     chi2_f, n_f = _mirror_chi2(smooth, occupied, fine, centre)
-    mean_f = _mean_chi2(chi2_f, n_f)
+    mean_f = _mean_chi2(chi2_f, n_f).to(dt)
+    fine = fine.to(dt)
     k = mean_f.argmin(-1).clamp(1, offsets.numel() - 2)
     y_m, y_0, y_p = (mean_f.gather(1, (k + d).unsqueeze(-1)).squeeze(-1) for d in (-1, 0, 1))
     step = math.radians(1.0)
     curv = (y_p - 2 * y_0 + y_m) / step**2
-    shift = torch.where(curv > 0, 0.5 * (y_m - y_p) / (y_p - 2 * y_0 + y_m).clamp_min(1e-300), torch.zeros_like(curv))
+    shift = torch.where(curv > 0, 0.5 * (y_m - y_p) / (y_p - 2 * y_0 + y_m).clamp_min(1e-30), torch.zeros_like(curv))
     shift = torch.nan_to_num(shift).clamp(-1.0, 1.0) * step
     pa = fine.gather(1, k.unsqueeze(-1)).squeeze(-1) + shift
     # Scaled chi^2: its minimum is one per independent cell, so a rise of 1 is one sigma.
@@ -267,7 +276,7 @@ def kinematic_geometry(
     # share one independent value, so a quarter of the occupied cells are independent.
     n_cells = occupied.sum((-1, -2)).to(dt) / _CELLS_PER_INDEPENDENT
     chi2_min = (y_0 - 0.25 * (y_m - y_p) * shift / step).clamp_min(1e-12)
-    pa_err = torch.where(curv > 0, torch.sqrt(2.0 * chi2_min / (curv * n_cells).clamp_min(1e-300)), torch.full_like(curv, math.pi / 2))
+    pa_err = torch.where(curv > 0, torch.sqrt(2.0 * chi2_min / (curv * n_cells).clamp_min(1e-30)), torch.full_like(curv, math.pi / 2))
     pa_err = torch.nan_to_num(pa_err, nan=math.pi / 2).clamp(max=math.pi / 2)
 
     # The receding side: the half-plane where the field lies above V_sys.
