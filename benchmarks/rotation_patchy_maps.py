@@ -33,13 +33,12 @@ def main() -> None:
     data = to_data(maps)
     configs = {m: DiskFitConfig(model=m) for m in ("arctan", "freeman")}
     fits = {m: fit_disks(data, c) for m, c in configs.items()}
-    try:
+    has_agreement = hasattr(DiskFlag, "MODELS_DISAGREE")  # not in rotation version 3
+    if has_agreement:
         from skyledger.compute.kinematics.model_agreement import agree
-    except ImportError:  # rotation version 3: no model agreement
-        agree = None
-    if agree is not None:
+
         fits = agree(data, fits, configs)
-    out = {"maps": args.maps, "model_agreement": agree is not None}
+    out = {"maps": args.maps, "model_agreement": has_agreement}
     for model, fit in fits.items():
         th = fit.theta.numpy()
         dpa = (np.degrees(th[:, 2]) - 322.0 + 180) % 360 - 180
