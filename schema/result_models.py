@@ -370,6 +370,10 @@ class RotationFit(Base):
     chi2: Mapped[float | None] = column(Double, doc="Reduced chi-square of the points kept", ucd="stat.fit.chi2")
     n_points: Mapped[int] = column(Integer, doc="Points used in the fit (after outlier rejection)", ucd="meta.number")
     n_rejected: Mapped[int] = column(Integer, doc="Points rejected as outliers", ucd="meta.number")
+    flags: Mapped[int] = column(
+        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
+    )
+    # rotation version 4 (migration 0020): after flags, the table's physical column order
     pa_kin: Mapped[float | None] = column(
         Double, doc="Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, "
         "north through east, in [0, 360): what the fit starts from", unit="deg", ucd="pos.posAng",
@@ -377,9 +381,6 @@ class RotationFit(Base):
     pa_kin_err: Mapped[float | None] = column(
         Double, doc="Error of pa_kin, from the curvature of its chi-square against trial PAs", unit="deg",
         ucd="stat.error;pos.posAng",
-    )
-    flags: Mapped[int] = column(
-        Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
     )
 
 

@@ -9,15 +9,23 @@ names of the others.
 
 Every galaxy of a batch is one row of padded ``(B, N)`` arrays with a mask; the fit is a
 Levenberg-Marquardt on a robust (soft-L1 or Cauchy) cost with an analytic Jacobian
-(checked against forward-mode automatic differentiation in the tests).  Several
-inclination starts per galaxy run as extra batch rows (to convergence by default, or
-for ``prune_after`` iterations, after which only the best start of each galaxy goes on);
+(checked against forward-mode automatic differentiation in the tests).  The starts
+come from the velocity field's symmetry (:mod:`.kinematic_pa`: kinematic centre, V_sys
+and PA, Krajnovic et al. 2006): the kinematic PA and 90, 180 and 270 deg from it
+(``pa_starts_deg``), each with every inclination of ``inc_starts_deg``, run as extra
+batch rows (to convergence by default, or for ``prune_after`` iterations, after which
+only the best start of each galaxy goes on); ``fit_disks(..., start=)`` fits from a
+given geometry instead (another model's, :mod:`.model_agreement`);
 rounds of clipping refit the galaxies whose points changed.  By default the iterations are in float32 and a float64 polish
 follows (``DiskFitConfig.precision``); galaxies leave the batch as they converge.
 Errors are the Gauss-Newton covariance of the surviving points scaled by the reduced
 chi^2 where it is above 1.  Beam smearing, when a PSF is given, is modelled by evaluating the disk on a
 5 x 5 Gauss-Hermite stencil of the Gaussian PSF around each point and averaging the
 velocities weighted by an exponential surface brightness (see :func:`los_velocity`).
+
+The fit's PA ending more than max(30 deg, 3 sigma) from the kinematic PA is flagged
+PA_KIN_DISAGREES; :attr:`DiskFit.cost` (robust cost of every usable point) lets
+solutions of the same data be compared whatever points each rejected.
 
 No database access here: tensors in, tensors out.
 """

@@ -332,8 +332,8 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
             _num(math.degrees(pa)), _num(math.degrees(err[j, 2])), _num(math.degrees(inc)), _num(math.degrees(err[j, 3])),
             _num(vsys), _num(err[j, 4]), _num(vmax), _num(err[j, 5]), _num(rt), _num(err[j, 6]),
             _num(rt * scale[j]), _num(err[j, 6] * scale[j]), _num(s0[j]), _num(s0e[j]), _num(scale[j]), _num(r_max[j]),
-            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]),
-            _num(math.degrees(pa_kin[j])), _num(math.degrees(pa_kin_err[j])), int(flags[j]),
+            _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]),
+            _num(math.degrees(pa_kin[j])), _num(math.degrees(pa_kin_err[j])),
         ))
     return out
 
@@ -494,7 +494,7 @@ class RotationTask:
             # an input must never stay pending forever): one empty flagged row.
             flags = int(DiskFlag.TOO_FEW_POINTS) | (int(DiskFlag.NO_REDSHIFT) if no_redshift[b] else 0)
             rows.append((batch.source_ids[b], params.components[0], params.models[0], _num(batch.z_gal[b]),
-                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, None, None, flags))
+                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags, None, None))
         return TaskOutput(rows={"rotation_fit": rows}, n_inputs=nb, n_flagged=int(np.count_nonzero(~ok_any)))
 
     @staticmethod
