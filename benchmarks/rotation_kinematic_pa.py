@@ -44,7 +44,7 @@ def main() -> None:
     maps = [patchy_map(s, pa=float(pa), inc=float(inc)) for s, (pa, inc) in enumerate(zip(pas, incs, strict=True))]
     data = to_data(maps)
     t0 = time.process_time()
-    geo = kinematic_geometry(data.x, data.y, data.v, torch.full_like(data.x, 15.0), data.mask, data.flux)
+    geo = kinematic_geometry(data.x, data.y, data.v, torch.full_like(data.x, 15.0), data.mask, data.flux, data.psf_fwhm)
     ours_s = time.process_time() - t0
     ours = np.degrees(geo.pa.numpy())
     ours_err = np.degrees(geo.pa_err.numpy())

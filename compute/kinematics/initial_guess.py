@@ -51,7 +51,7 @@ def _initial(data: DiskData, mask: torch.Tensor, config: DiskFitConfig) -> tuple
     dt = data.x.dtype
     sigma = torch.where(mask & torch.isfinite(data.v_err), data.v_err, torch.zeros_like(data.v))
     sigma = torch.sqrt(sigma**2 + max(config.error_floor, 1.0) ** 2)
-    geo = kinematic_geometry(data.x, data.y, data.v, sigma, mask, data.flux)
+    geo = kinematic_geometry(data.x, data.y, data.v, sigma, mask, data.flux, data.psf_fwhm)
     vsys = geo.vsys
     # A plane v = c + alpha x + beta y points its gradient at the receding side: PA = atan2(alpha, beta).
     w = mask.to(dt)

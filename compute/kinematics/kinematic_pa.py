@@ -32,7 +32,8 @@ map with more pixels on one side than the other; the estimates here use symmetry
   (the scatter about the symmetric model sets the unit), and the error is where the
   parabola of the scaled chi^2 rises by 1.  Independent cells, not points, are counted,
   since neighbouring points of a beam-smeared map are not independent: a quarter of the
-  occupied cells, as the 3 x 3 smoothing shares each value among about 2 x 2 cells.
+  occupied cells, as the 3 x 3 smoothing shares each value among about 2 x 2 cells, or
+  one per PSF area (1.133 FWHM^2) where the PSF is known and larger.
 
 The implementation is this project's own (no code from ``pafit``); benchmarks/
 rotation_kinematic_pa.py compares it with Cappellari's ``fit_kinematic_pa``.
@@ -202,10 +203,11 @@ def _mean_chi2(chi2: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 
 def kinematic_geometry(
     x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
-    flux: torch.Tensor | None = None,
+    flux: torch.Tensor | None = None, psf_fwhm: torch.Tensor | None = None,
 ) -> KinematicGeometry:
     """Centre, V_sys and kinematic PA of each galaxy of a padded ``(B, N)`` batch (see the
-    module docstring); ``sigma`` are the velocity errors (floor included, > 0)."""
+    module docstring); ``sigma`` are the velocity errors (floor included, > 0), ``psf_fwhm``
+    ``(B,)`` arcsec (0 or NaN: none) sets the independent area behind ``pa_err``."""
     nb = x.shape[0]
     dt, dev = x.dtype, x.device
     mask = mask & torch.isfinite(x) & torch.isfinite(y) & torch.isfinite(v)
@@ -274,7 +276,13 @@ def kinematic_geometry(
     # Scaled chi^2: its minimum is one per independent cell, so a rise of 1 is one sigma.
     # The 3 x 3 smoothing correlates neighbours: (sum k)^2 / sum k^2 = 2.0 cells per axis
     # share one independent value, so a quarter of the occupied cells are independent.
-    n_cells = occupied.sum((-1, -2)).to(dt) / _CELLS_PER_INDEPENDENT
+    per_independent = torch.full_like(half, _CELLS_PER_INDEPENDENT)
+    if psf_fwhm is not None:
+        # A beam-smeared map has one independent value per PSF area, 1.133 FWHM^2.
+        beam = 1.1331 * torch.nan_to_num(psf_fwhm.to(dt), nan=0.0) ** 2
+        per_independent = torch.maximum(per_independent, beam / (2 * half / size) ** 2)
+    n_occupied = occupied.sum((-1, -2)).to(dt)
+    n_cells = n_occupied / per_independent
     chi2_min = (y_0 - 0.25 * (y_m - y_p) * shift / step).clamp_min(1e-12)
     pa_err = torch.where(curv > 0, torch.sqrt(2.0 * chi2_min / (curv * n_cells).clamp_min(1e-30)), torch.full_like(curv, math.pi / 2))
     pa_err = torch.nan_to_num(pa_err, nan=math.pi / 2).clamp(max=math.pi / 2)
@@ -284,5 +292,5 @@ def kinematic_geometry(
     a = (x - x0[:, None]) * s + (y - y0[:, None]) * c
     side = (weight * (torch.where(mask, v, torch.zeros_like(v)) - vsys[:, None]) * a).sum(-1)
     pa = torch.remainder(pa + torch.where(side < 0, math.pi, 0.0), 2 * math.pi)
-    ok = (n_cells * _CELLS_PER_INDEPENDENT >= _MIN_CELLS) & torch.isfinite(pa) & torch.isfinite(y_0)
+    ok = (n_occupied >= _MIN_CELLS) & torch.isfinite(pa) & torch.isfinite(y_0)
     return KinematicGeometry(x0, y0, vsys, torch.where(ok, pa, nan), torch.where(ok, pa_err, nan))
