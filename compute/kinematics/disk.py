@@ -437,6 +437,8 @@ def fit_disks(data: DiskData, config: DiskFitConfig, start: torch.Tensor | None 
     cov = torch.where(failed.view(-1, 1, 1) | pinned.unsqueeze(-1) | pinned.unsqueeze(-2), torch.full_like(cov, nan), cov)
     chi2 = torch.where(failed, torch.full_like(chi2, nan), chi2)
     cost = torch.where(failed | ~torch.isfinite(cost), torch.full_like(cost, float("inf")), cost)
+    pa_kin = torch.where(failed, torch.full_like(pa_kin, nan), pa_kin)  # as every value of a failed fit
+    pa_kin_err = torch.where(failed, torch.full_like(pa_kin_err, nan), pa_kin_err)
     r_max = torch.where(failed, torch.full_like(r_max, nan), r_max)
     return DiskFit(theta, cov, chi2, torch.where(failed, 0, n_kept), torch.where(failed, 0, n_rej), r_max, flags,
                    kept & ~failed.unsqueeze(-1), flux_scale=b.flux_scale, cost=cost, pa_kin=pa_kin, pa_kin_err=pa_kin_err)
