@@ -2,9 +2,10 @@
 ``scipy.optimize.least_squares`` fitting the same model galaxy by galaxy, in one run.
 
 Both sides do the same work per galaxy: the arctan thin disk (7 parameters), soft-L1 loss,
-the same starting guesses (three inclination starts, each run to convergence and the
-best kept; with ``--prune-after K`` all three run K iterations, then only the
-lowest-cost one continues), then up to two rounds of 4-sigma (MAD)
+the same starting guesses (four PA starts, at the kinematic PA of the field and 90, 180,
+270 deg from it, times three inclination starts, each run to convergence and the best
+kept; with ``--prune-after K`` all twelve run K iterations, then only the lowest-cost one
+continues; ``--pa-starts 0`` for the single PA start of rotation version 3), then up to two rounds of 4-sigma (MAD)
 clipping with a refit of the galaxies whose points changed, and the covariance at the
 end.  scipy gets an analytic numpy Jacobian, so neither side differentiates numerically.
 What differs is the arithmetic of one evaluation (fit_disks: float32 iterations, a
@@ -131,13 +132,15 @@ def scipy_fit(x, y, v, sigma, start, lower, upper, config: DiskFitConfig, psf: f
     # function evaluation each, plus the one at the start), then only the best goes on.
     prune = 0 < config.prune_after < config.max_iter
     best = None
-    for inc in config.inc_starts_deg:
-        th0 = start.copy()
-        th0[3] = math.radians(inc)
-        th0[5] = start[5] / math.sin(math.radians(inc))
-        res = solve(th0, keep, config.prune_after + 1) if prune else solve(th0, keep)
-        if best is None or res.cost < best.cost:
-            best = res
+    for pa in config.pa_starts_deg:
+        for inc in config.inc_starts_deg:
+            th0 = start.copy()
+            th0[2] = start[2] + math.radians(pa)
+            th0[3] = math.radians(inc)
+            th0[5] = start[5] / math.sin(math.radians(inc))
+            res = solve(th0, keep, config.prune_after + 1) if prune else solve(th0, keep)
+            if best is None or res.cost < best.cost:
+                best = res
     if prune and best.status == 0:  # stopped by max_nfev, not converged
         best = solve(best.x, keep)
     theta = best.x
@@ -171,9 +174,13 @@ def main() -> None:
                     help="iterations of every inclination start before only the best goes on, for both "
                     "codes (0: every start to convergence)")
     ap.add_argument("--psf", type=float, default=0.0, help="PSF FWHM (arcsec): points on a map grid, grid-convolved model")
+    ap.add_argument("--pa-starts", default=",".join(f"{a:g}" for a in DiskFitConfig.pa_starts_deg),
+                    help="PA starts, offsets in deg from the kinematic PA, for both codes (e.g. 0 for one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    config = DiskFitConfig(model="arctan", error_floor=0.0, precision=args.precision, prune_after=args.prune_after)
+    pa_starts = tuple(float(a) for a in args.pa_starts.split(","))
+    config = DiskFitConfig(model="arctan", error_floor=0.0, precision=args.precision, prune_after=args.prune_after,
+                           pa_starts_deg=pa_starts)
     xs, ys, vs, truth = make_data(args.galaxies, args.points, args.seed, args.psf)
     psf = lambda n: None if args.psf <= 0 else torch.full((n,), args.psf, dtype=torch.float64, device=args.device)  # noqa: E731
     t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=args.device)  # noqa: E731
@@ -189,7 +196,7 @@ def main() -> None:
     ns = min(args.scipy, args.galaxies)
     cpu = lambda a: torch.as_tensor(a[:ns], dtype=torch.float64)  # noqa: E731
     sub = DiskData(cpu(xs), cpu(ys), cpu(vs), cpu(np.full((ns, args.points), 8.0)), torch.ones(ns, args.points, dtype=torch.bool))
-    starts = _initial(sub, sub.mask, config).numpy()
+    starts = _initial(sub, sub.mask, config)[0].numpy()
     sigma = np.full(args.points, 8.0)
 
     # The two codes take turns, one fit_disks batch and then an equal share of the scipy
@@ -232,6 +239,7 @@ def main() -> None:
     result = {
         "galaxies": args.galaxies, "points": args.points, "device": args.device, "torch_threads": args.threads,
         "precision": args.precision, "prune_after": args.prune_after, "psf_fwhm": args.psf,
+        "pa_starts_deg": list(pa_starts),
         "torch_galaxies_per_s": args.galaxies / torch_s, "scipy_galaxies": ns, "scipy_galaxies_per_s": ns / scipy_s,
         "ratio": (args.galaxies / torch_s) / (ns / scipy_s),
         # CPU time: all of torch's threads together, so with one thread the ratio of work done

@@ -381,6 +381,15 @@ class RotationFit(Base):
     flags: Mapped[int] = column(
         Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
     )
+    # rotation version 4 (migration 0020): after flags, the table's physical column order
+    pa_kin: Mapped[float | None] = column(
+        Double, doc="Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, "
+        "north through east, in [0, 360): what the fit starts from", unit="deg", ucd="pos.posAng",
+    )
+    pa_kin_err: Mapped[float | None] = column(
+        Double, doc="Error of pa_kin, from the curvature of its chi-square against trial PAs", unit="deg",
+        ucd="stat.error;pos.posAng",
+    )
     # Added by migration 0021, hence after flags (tasks copy columns in table order).
     vmax_obs: Mapped[float | None] = _kms(
         "Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis "

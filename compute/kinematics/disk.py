@@ -9,9 +9,13 @@ names of the others.
 
 Every galaxy of a batch is one row of padded ``(B, N)`` arrays with a mask; the fit is a
 Levenberg-Marquardt on a robust (soft-L1 or Cauchy) cost with an analytic Jacobian
-(checked against forward-mode automatic differentiation in the tests).  Several
-inclination starts per galaxy run as extra batch rows (to convergence by default, or
-for ``prune_after`` iterations, after which only the best start of each galaxy goes on);
+(checked against forward-mode automatic differentiation in the tests).  The starts
+come from the velocity field's symmetry (:mod:`.kinematic_pa`: kinematic centre, V_sys
+and PA, Krajnovic et al. 2006): the kinematic PA and 90, 180 and 270 deg from it
+(``pa_starts_deg``), each with every inclination of ``inc_starts_deg``, run as extra
+batch rows (to convergence by default, or for ``prune_after`` iterations, after which
+only the best start of each galaxy goes on); ``fit_disks(..., start=)`` fits from a
+given geometry instead (another model's, :mod:`.model_agreement`);
 rounds of clipping refit the galaxies whose points changed.  By default the iterations are in float32 and a float64 polish
 follows (``DiskFitConfig.precision``); galaxies leave the batch as they converge.
 Errors are the Gauss-Newton covariance of the surviving points scaled by the reduced
@@ -21,6 +25,10 @@ averaged over each pixel, weighted by the observed line flux: :mod:`.beam_grid`)
 scattered points by evaluating the disk on a 5 x 5 Gauss-Hermite stencil of the Gaussian
 PSF around each point, weighted by an exponential surface brightness (see
 :func:`los_velocity`).  A batch mixing both is fitted as two batches.
+
+The fit's PA ending more than max(30 deg, 3 sigma) from the kinematic PA is flagged
+PA_KIN_DISAGREES; :attr:`DiskFit.cost` (robust cost of every usable point) lets
+solutions of the same data be compared whatever points each rejected.
 
 No database access here: tensors in, tensors out.
 """
@@ -37,7 +45,8 @@ import torch
 from .beam_grid import PixelGrid, detect_grids, grid_moments
 from .disk_problem import _Points
 from .initial_guess import _flux_scale, _initial
-from .robust_lm import TOL32, TOL64, Tolerance, levenberg_marquardt
+from .kinematic_pa import KinematicGeometry
+from .robust_lm import TOL32, TOL64, Tolerance, cost_of, levenberg_marquardt
 from .rotation_curves import FREEMAN_Y_PEAK, Model, rotation_curve
 from .velocity_field import (
     PARAMS,
@@ -79,6 +88,8 @@ class DiskFlag(enum.IntFlag):
     FIT_FAILED = 1 << 5
     NO_REDSHIFT = 1 << 6
     MANY_OUTLIERS = 1 << 7
+    MODELS_DISAGREE = 1 << 8
+    PA_KIN_DISAGREES = 1 << 9
     BEAM_DOMINATED = 1 << 10
     TURNOVER_UNRESOLVED = 1 << 11
     # errors (bootstrap, :mod:`.bootstrap`)
@@ -97,6 +108,11 @@ DISK_FLAG_DOCS = {
     "NO_REDSHIFT": "The galaxy has no redshift: velocities are relative to the median redshift of its points, "
     "vsys is relative to that, and no kpc values are given",
     "MANY_OUTLIERS": "More than 20 % of the points were rejected as outliers",
+    "MODELS_DISAGREE": "The rotation-curve models of this galaxy and component found different geometries, each "
+    "refitted from the other's: PAs differ by more than max(10 deg, 3 sigma), inclinations by more than "
+    "max(15 deg, 3 sigma) or V_sys by more than max(20 km/s, 3 sigma) (sigma: the two errors in quadrature)",
+    "PA_KIN_DISAGREES": "The fitted PA is more than max(30 deg, 3 pa_kin_err) from the kinematic PA of the "
+    "velocity field (pa_kin, from its symmetry): the disk model and the field's symmetry disagree",
     "BEAM_DOMINATED": "The PSF FWHM is larger than the outermost deprojected radius of the kept points: the whole "
     "map is within about a beam, and V_max, inclination and r_turn rest on the PSF model",
     "TURNOVER_UNRESOLVED": "The PSF FWHM is larger than 2 r_turn: the rise of the curve is inside the beam, so r_turn "
@@ -146,6 +162,12 @@ class DiskFitConfig:
     #: iterations can still be the one that wins on a messy real velocity field.
     prune_after: int = 0
     inc_starts_deg: tuple[float, ...] = (30.0, 50.0, 70.0)
+    #: PA starts, offsets (deg) from the kinematic PA of the field, each combined with
+    #: every inclination start: on a patchy, beam-smeared map a start at the estimate
+    #: alone can end in a minimum with the PA far off
+    pa_starts_deg: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
+    #: fitted PA this far (deg, or 3 pa_kin_err if more) from the kinematic PA: PA_KIN_DISAGREES
+    pa_kin_limit_deg: float = 30.0
     inc_bounds_deg: tuple[float, float] = (3.0, 87.0)
     face_on_deg: float = 20.0
     vmax_limit: float = 1500.0  # km/s
@@ -179,6 +201,11 @@ class DiskFit:
     sigma_beam: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     #: (B,) bool: beam smearing modelled on the pixel grid (else the stencil, or none)
     beam_grid: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    #: (B,) robust cost of every usable point (kept or not) at theta: compares solutions
+    #: of the same data and model, whatever points each one rejected
+    cost: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    pa_kin: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,) radians, kinematic PA of the field
+    pa_kin_err: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,) radians
 
     @property
     def errors(self) -> torch.Tensor:
@@ -214,6 +241,7 @@ class _Batch:
     tol: Tolerance
     model: Model
     base: torch.Tensor  # starting parameters, see :func:`~.initial_guess._initial`
+    geo: KinematicGeometry
 
     @property
     def fitted(self) -> torch.Tensor:
@@ -266,25 +294,45 @@ def _prepare(data: DiskData, config: DiskFitConfig) -> _Batch:
     # the covariance are in the data's precision.
     work = torch.float32 if config.precision == "mixed" and dt == torch.float64 else dt
     tol = TOL32 if work == torch.float32 else TOL64
+    base, geo = _initial(clean, mask, config)
+    base[:, :2] = torch.minimum(torch.maximum(base[:, :2], 0.9 * lower[:, :2]), 0.9 * upper[:, :2])
     return _Batch(x, y, v, sigma, mask, n0, enough, psf_sigma, flux_scale, on_grid, grid, lower, upper, work, tol,
-                  config.model, _initial(clean, mask, config))  # fmt: skip
+                  config.model, base, geo)  # fmt: skip
+
+
+def _starts(b: _Batch, config: DiskFitConfig, start: torch.Tensor | None) -> list[torch.Tensor]:
+    """The starting parameters, one ``(B, 7)`` per start: every PA offset of
+    ``pa_starts_deg`` from the kinematic PA with every inclination of ``inc_starts_deg``;
+    with ``start``, the geometry (x0, y0, PA, inclination, V_sys) given per galaxy."""
+    if start is not None:
+        th = b.base.clone()
+        given = torch.isfinite(start[:, :5]).all(-1)
+        th[:, :5] = torch.where(given.unsqueeze(-1), start[:, :5].to(th.dtype), th[:, :5])
+        th[:, 3] = torch.where(given, th[:, 3], torch.full_like(th[:, 3], math.radians(50.0)))
+        th[:, 3] = torch.minimum(torch.maximum(th[:, 3], b.lower[:, 3]), b.upper[:, 3])
+        th[:, 5] = b.base[:, 5] / torch.sin(th[:, 3])
+        return [th]
+    starts = []
+    for pa_deg in config.pa_starts_deg:
+        for inc_deg in config.inc_starts_deg:
+            th = b.base.clone()
+            th[:, 2] = b.base[:, 2] + math.radians(pa_deg)
+            th[:, 3] = math.radians(inc_deg)
+            th[:, 5] = b.base[:, 5] / math.sin(math.radians(inc_deg))
+            starts.append(th)
+    return starts
 
 
 def _fit_from_starts(
-    b: _Batch, config: DiskFitConfig
+    b: _Batch, config: DiskFitConfig, start: torch.Tensor | None = None
 ) -> tuple[_Points, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(the points of the fitted galaxies in working precision, theta, converged, LM
-    damping) of the best inclination start of each galaxy, iterated to convergence."""
+    damping) of the best start of each galaxy, iterated to convergence."""
     nb = b.x.shape[0]
     lower_w, upper_w = b.lower.to(b.work), b.upper.to(b.work)
-    # Several inclination starts per galaxy, as extra rows of one batch; after
+    # Several starts per galaxy (PA x inclination), as extra rows of one batch; after
     # ``prune_after`` iterations only the best start of each galaxy goes on.
-    starts = []
-    for inc_deg in config.inc_starts_deg:
-        th = b.base.clone()
-        th[:, 3] = math.radians(inc_deg)
-        th[:, 5] = b.base[:, 5] / math.sin(math.radians(inc_deg))
-        starts.append(th)
+    starts = _starts(b, config, start)
     ns = len(starts)
     every = torch.arange(nb, device=b.x.device)
     first_iter = config.max_iter if config.prune_after <= 0 else min(config.prune_after, config.max_iter)
@@ -426,17 +474,23 @@ def _observed_curve(
     return torch.where(vmax_obs >= 0, vmax_obs, torch.full_like(vmax_obs, float("nan"))), sbeam
 
 
-def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
-    """Fit one disk per galaxy of ``data`` (see the module docstring)."""
+def fit_disks(data: DiskData, config: DiskFitConfig, start: torch.Tensor | None = None) -> DiskFit:
+    """Fit one disk per galaxy of ``data`` (see the module docstring).
+
+    ``start`` ``(B, 7)``, optional: fit from this geometry (x0, y0, PA, inclination, V_sys;
+    the rest is ignored) instead of the starts of ``config``, e.g. another model's
+    optimum; rows with a NaN there use the kinematic estimate and 50 deg.
+    """
     nan = float("nan")
     b = _prepare(data, config)
     if bool(b.on_grid.any()) and not bool(b.on_grid.all()):
         # Map galaxies get the grid convolution, scattered points the stencil: two batches.
         on, off = b.on_grid.nonzero().squeeze(-1), (~b.on_grid).nonzero().squeeze(-1)
-        return _merge(b.x.shape[0], [(on, fit_disks(_subset(data, on), config)),
-                                      (off, fit_disks(_subset(data, off), config))])  # fmt: skip
+        part = lambda rows: None if start is None else start[rows]  # noqa: E731
+        return _merge(b.x.shape[0], [(on, fit_disks(_subset(data, on), config, part(on))),
+                                      (off, fit_disks(_subset(data, off), config, part(off)))])  # fmt: skip
     dt = b.x.dtype
-    pts, theta, converged, lam = _fit_from_starts(b, config)
+    pts, theta, converged, lam = _fit_from_starts(b, config, start)
     kept = _clip_outliers(b, config, pts, theta, converged, lam)
     theta = theta.to(dt)
     if b.work != dt:
@@ -448,6 +502,8 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
                                               _POLISH_STEPS, TOL64, curvature=True)  # fmt: skip
 
     cov, chi2, n_kept = _covariance(b, kept, theta)
+    every = b.points(b.fitted, dt)
+    cost = cost_of(every.residuals(theta), config.loss)
     pinned = _pinned(b, theta)
     theta = _canonical(theta)
 
@@ -466,6 +522,10 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
     flags |= torch.where(~converged, int(DiskFlag.NOT_CONVERGED), 0)
     n_rej = b.fitted.sum(-1) - n_kept
     flags |= torch.where(n_rej > 0.2 * b.n0, int(DiskFlag.MANY_OUTLIERS), 0)
+    pa_kin, pa_kin_err = b.geo.pa, b.geo.pa_err
+    off = torch.remainder(theta[:, 2] - pa_kin + math.pi, 2 * math.pi) - math.pi
+    limit = torch.clamp_min(3.0 * pa_kin_err, math.radians(config.pa_kin_limit_deg))
+    flags |= torch.where(torch.isfinite(off) & (off.abs() > limit), int(DiskFlag.PA_KIN_DISAGREES), 0)
     bad = ~torch.isfinite(theta).all(-1) | ~torch.isfinite(chi2)
     flags |= torch.where(bad & enough, int(DiskFlag.FIT_FAILED), 0)
     if b.psf_sigma is not None:
@@ -477,8 +537,11 @@ def fit_disks(data: DiskData, config: DiskFitConfig) -> DiskFit:
     theta = torch.where(failed.unsqueeze(-1), torch.full_like(theta, nan), theta)
     cov = torch.where(failed.view(-1, 1, 1) | pinned.unsqueeze(-1) | pinned.unsqueeze(-2), torch.full_like(cov, nan), cov)
     chi2 = torch.where(failed, torch.full_like(chi2, nan), chi2)
+    cost = torch.where(failed | ~torch.isfinite(cost), torch.full_like(cost, float("inf")), cost)
+    pa_kin = torch.where(failed, torch.full_like(pa_kin, nan), pa_kin)  # as every value of a failed fit
+    pa_kin_err = torch.where(failed, torch.full_like(pa_kin_err, nan), pa_kin_err)
     r_max = torch.where(failed, torch.full_like(r_max, nan), r_max)
     vmax_obs = torch.where(failed, torch.full_like(vmax_obs, nan), vmax_obs)
     return DiskFit(theta, cov, chi2, torch.where(failed, 0, n_kept), torch.where(failed, 0, n_rej), r_max, flags,
                    kept & ~failed.unsqueeze(-1), flux_scale=b.flux_scale, vmax_obs=vmax_obs, sigma_beam=sigma_beam,
-                   beam_grid=b.on_grid.clone())  # fmt: skip
+                   beam_grid=b.on_grid.clone(), cost=cost, pa_kin=pa_kin, pa_kin_err=pa_kin_err)  # fmt: skip

@@ -1,5 +1,6 @@
 """What the disk fit starts from, estimated from the points alone: starting parameters
-and the exponential flux scale length that weights the beam-smearing stencil.
+(centre, PA and V_sys from the field's symmetry, :mod:`.kinematic_pa`) and the
+exponential flux scale length that weights the beam-smearing stencil.
 
 No database access here: tensors in, tensors out.
 """
@@ -10,13 +11,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .kinematic_pa import KinematicGeometry, kinematic_geometry
+
 if TYPE_CHECKING:
     from .disk import DiskData, DiskFitConfig
-
-
-def _weighted_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    filled = torch.where(mask, values, torch.full_like(values, float("nan")))
-    return torch.nanmedian(filled, dim=-1).values
 
 
 def _flux_scale(data: DiskData, mask: torch.Tensor) -> torch.Tensor:
@@ -41,11 +39,20 @@ def _flux_scale(data: DiskData, mask: torch.Tensor) -> torch.Tensor:
     return torch.where((n >= 5) & (slope < 0) & torch.isfinite(h), h, inf)
 
 
-def _initial(data: DiskData, mask: torch.Tensor, config: DiskFitConfig) -> torch.Tensor:
-    """Starting parameters ``(B, 7)``, inclination not yet set (see :func:`fit_disks`)."""
+def _initial(data: DiskData, mask: torch.Tensor, config: DiskFitConfig) -> tuple[torch.Tensor, KinematicGeometry]:
+    """(starting parameters ``(B, 7)``, inclination not yet set (see :func:`fit_disks`),
+    the kinematic geometry of the field they come from).
+
+    Centre, V_sys and PA are those of the velocity field's symmetry
+    (:func:`.kinematic_pa.kinematic_geometry`), not of a plane through every point, which
+    patchy coverage and beam smearing pull off; where the kinematic PA cannot be measured
+    (fewer than 6 occupied cells), the plane's gradient gives the PA.
+    """
     dt = data.x.dtype
-    vsys = _weighted_median(data.v, mask)
-    vsys = torch.nan_to_num(vsys)
+    sigma = torch.where(mask & torch.isfinite(data.v_err), data.v_err, torch.zeros_like(data.v))
+    sigma = torch.sqrt(sigma**2 + max(config.error_floor, 1.0) ** 2)
+    geo = kinematic_geometry(data.x, data.y, data.v, sigma, mask, data.flux, data.psf_fwhm)
+    vsys = geo.vsys
     # A plane v = c + alpha x + beta y points its gradient at the receding side: PA = atan2(alpha, beta).
     w = mask.to(dt)
     design = torch.stack([w, data.x * w, data.y * w], 1)  # (B, 3, N)
@@ -53,13 +60,11 @@ def _initial(data: DiskData, mask: torch.Tensor, config: DiskFitConfig) -> torch
     rhs = design @ torch.where(mask, data.v - vsys[:, None], torch.zeros_like(data.v)).unsqueeze(-1)
     coef, _ = torch.linalg.solve_ex(gram, rhs)
     coef = torch.nan_to_num(coef.squeeze(-1))
-    pa = torch.atan2(coef[:, 1], coef[:, 2])
+    pa = torch.where(torch.isfinite(geo.pa), geo.pa, torch.atan2(coef[:, 1], coef[:, 2]))
     r_sky = torch.sqrt(data.x**2 + data.y**2)
     r_max = torch.where(mask, r_sky, torch.zeros_like(r_sky)).amax(-1).clamp_min(0.1)
     dev = torch.where(mask, (data.v - vsys[:, None]).abs(), torch.full_like(data.v, float("nan")))
     amp = torch.nan_to_num(torch.nanquantile(dev, 0.9, dim=-1), nan=50.0).clamp_min(10.0)
     rt = (0.25 if config.model == "arctan" else 0.5) * r_max
-    zeros = torch.zeros_like(vsys)
     # Column 5 holds V_max sin i here; each inclination start divides by its own sin i.
-    return torch.stack([zeros, zeros, pa, zeros, vsys, amp, rt], -1)
-
+    return torch.stack([geo.x0, geo.y0, pa, torch.zeros_like(vsys), vsys, amp, rt], -1), geo

@@ -27,6 +27,11 @@ Choices a user of the table should know:
   number is skipped.  Map pixels and spaxels get the PSF-convolved model on their pixel
   grid, scattered points the stencil (see :mod:`skyledger.compute.kinematics.disk`);
   ``psf_fwhm`` records what was used.
+* Geometry: the fit starts from the kinematic centre, V_sys and PA of the field's symmetry
+  (``pa_kin``, :mod:`skyledger.compute.kinematics.kinematic_pa`), at that PA and 90, 180
+  and 270 deg from it; every model is then refitted from the other models' geometry and
+  keeps the solution of lower cost, and rows where the models still disagree carry
+  MODELS_DISAGREE (:mod:`skyledger.compute.kinematics.model_agreement`).
 * vmax_obs: the highest rotation speed of the beam-smeared model near the major axis,
   what the map shows without the PSF model (equal to the intrinsic curve's highest
   speed within the data when no PSF is used); vmax is the intrinsic one.
@@ -70,6 +75,7 @@ from skyledger.compute.kinematics.disk import (
     los_velocity,
 )
 from skyledger.compute.kinematics.bootstrap import BLOCK_FWHM, DiskBootstrap, bootstrap_disks
+from skyledger.compute.kinematics.model_agreement import agree
 from skyledger.compute.kinematics.sky import kpc_per_arcsec, offsets_to_sky, sky_offsets
 from skyledger.schema.result_models import RotationFit
 from skyledger.schema.results import chosen_sql
@@ -368,6 +374,7 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
     s0, s0e = sigma0.cpu().numpy(), sigma0_err.cpu().numpy()
     chi2, r_max = fit.chi2.cpu().numpy(), fit.r_max.cpu().numpy()
     vmax_obs = fit.vmax_obs.cpu().numpy() if fit.vmax_obs.numel() else np.full(len(rows_of), np.nan)
+    pa_kin, pa_kin_err = fit.pa_kin.cpu().numpy(), fit.pa_kin_err.cpu().numpy()
     scale = kpc_per_arcsec(batch.z_gal[rows_of])
     out = []
     for j, b in enumerate(rows_of):
@@ -381,7 +388,8 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
             _num(vsys), _num(err[j, 4]), _num(vmax), _num(err[j, 5]), _num(rt), _num(err[j, 6]),
             _num(rt * scale[j]), _num(err[j, 6] * scale[j]), _num(s0[j]), _num(s0e[j]), _num(scale[j]), _num(r_max[j]),
             _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]),
-            # the columns added after flags, in the table's order (migrations 0021, 0022)
+            # the columns added after flags, in the table's order (migrations 0020, 0021, 0022)
+            _num(math.degrees(pa_kin[j])), _num(math.degrees(pa_kin_err[j])),
             _num(vmax_obs[j]),
             _num(math.degrees(b_err[j, 2])), _num(math.degrees(b_err[j, 3])), _num(b_err[j, 4]), _num(b_err[j, 5]),
             _num(b_err[j, 6]), int(n_boot[j]) if n_boot[j] > 0 else None,
@@ -397,7 +405,10 @@ class RotationTask:
     #    galaxies whose points changed refitted after clipping): with the robust losses
     #    values move by at most a few hundredths of their errors, and some nearly face-on
     #    galaxies no longer hit NOT_CONVERGED.
-    # 4: beam smearing convolved with the PSF on the pixel grid of maps and spaxels, PSF
+    # 4: starting geometry from the field's symmetry (kinematic centre, V_sys and PA),
+    #    PA starts at +0/90/180/270 deg, each model refitted from the other's geometry
+    #    (lower cost kept), flags MODELS_DISAGREE and PA_KIN_DISAGREES, columns pa_kin(_err);
+    #    beam smearing convolved with the PSF on the pixel grid of maps and spaxels, PSF
     #    from the galaxy's header before the survey option, vmax_obs, sigma0 corrected by
     #    the convolution's own beam dispersion, BEAM_DOMINATED / TURNOVER_UNRESOLVED;
     #    block-bootstrap errors (*_err_boot, n_bootstrap), flags ERRORS_UNDERESTIMATED
@@ -530,8 +541,10 @@ class RotationTask:
             if rows_of.size == 0:
                 continue
             data, sigma = self.tensors(batch, component, rows_of, device)
+            configs = {model: params.fit_config(model) for model in params.models}
+            fits = agree(data, {model: fit_disks(data, configs[model]) for model in params.models}, configs)
             for model in params.models:
-                fit = fit_disks(data, params.fit_config(model))
+                fit = fits[model]
                 s0, s0e = dispersion_floor(fit, data.x, data.y, sigma, model, data.psf_fwhm)
                 # errors (bootstrap): seeded by source id, so a galaxy's errors do not depend on its batch
                 boot = None
@@ -547,7 +560,7 @@ class RotationTask:
             # an input must never stay pending forever): one empty flagged row.
             flags = int(DiskFlag.TOO_FEW_POINTS) | (int(DiskFlag.NO_REDSHIFT) if no_redshift[b] else 0)
             rows.append((batch.source_ids[b], params.components[0], params.models[0], _num(batch.z_gal[b]),
-                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags, *[None] * 7))
+                         *[None] * 21, _num(batch.psf_fwhm[b]), None, 0, 0, flags, *[None] * 9))
         return TaskOutput(rows={"rotation_fit": rows}, n_inputs=nb, n_flagged=int(np.count_nonzero(~ok_any)))
 
     @staticmethod

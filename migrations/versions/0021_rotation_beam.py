@@ -7,7 +7,7 @@ axis. catalog.rotation shows the column before ``flags`` (model order), so the v
 re-created, as printed by ``python -m skyledger.schema.catalog ddl rotation``.
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
@@ -34,7 +34,7 @@ WITH chosen AS (
 SELECT t.source_id, src.object_id, t.component, t.model, t.z_gal, t.ra_center, t.dec_center, t.ra_center_err,
        t.dec_center_err, t.pa, t.pa_err, t.inc, t.inc_err, t.vsys, t.vsys_err, t.vmax, t.vmax_err, t.r_turn,
        t.r_turn_err, t.r_turn_kpc, t.r_turn_kpc_err, t.sigma0, t.sigma0_err, t.kpc_per_arcsec, t.r_max,
-       t.psf_fwhm, t.chi2, t.n_points, t.n_rejected, t.vmax_obs, t.flags, t.run_id
+       t.psf_fwhm, t.chi2, t.n_points, t.n_rejected, t.pa_kin, t.pa_kin_err, t.vmax_obs, t.flags, t.run_id
 FROM rotation_fit AS t
 JOIN chosen ON chosen.source_id = t.source_id AND chosen.run_id = t.run_id
 JOIN source AS src ON src.id = t.source_id
@@ -71,6 +71,8 @@ COMMENTS = [
     "COMMENT ON COLUMN catalog.rotation.chi2 IS 'Reduced chi-square of the points kept'",
     "COMMENT ON COLUMN catalog.rotation.n_points IS 'Points used in the fit (after outlier rejection)'",
     "COMMENT ON COLUMN catalog.rotation.n_rejected IS 'Points rejected as outliers'",
+    "COMMENT ON COLUMN catalog.rotation.pa_kin IS 'Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, north through east, in [0, 360): what the fit starts from'",
+    "COMMENT ON COLUMN catalog.rotation.pa_kin_err IS 'Error of pa_kin, from the curvature of its chi-square against trial PAs'",
     "COMMENT ON COLUMN catalog.rotation.vmax_obs IS 'Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis (what the map shows without a PSF model); equals the intrinsic curve''s highest speed within the data when no PSF is modelled'",
     "COMMENT ON COLUMN catalog.rotation.flags IS 'Rotation-fit flag bits (see flag_definition)'",
     "COMMENT ON COLUMN catalog.rotation.run_id IS 'Run that produced the fit'",
@@ -91,6 +93,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    old_view = VIEW.replace("t.n_rejected, t.vmax_obs, t.flags", "t.n_rejected, t.flags")
+    old_view = VIEW.replace("t.pa_kin_err, t.vmax_obs, t.flags", "t.pa_kin_err, t.flags")
     _recreate(old_view, [c for c in COMMENTS if "catalog.rotation.vmax_obs " not in c])
     op.drop_column("rotation_fit", "vmax_obs")

@@ -9,7 +9,7 @@ re-created, as printed by ``python -m skyledger.schema.catalog ddl rotation`` (p
 not imported: a migration never changes once released).
 
 Revision ID: 0022
-Revises: 0019
+Revises: 0021
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0019"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
@@ -62,8 +62,8 @@ WITH chosen AS (
 SELECT t.source_id, src.object_id, t.component, t.model, t.z_gal, t.ra_center, t.dec_center, t.ra_center_err,
        t.dec_center_err, t.pa, t.pa_err, t.inc, t.inc_err, t.vsys, t.vsys_err, t.vmax, t.vmax_err, t.r_turn,
        t.r_turn_err, t.r_turn_kpc, t.r_turn_kpc_err, t.sigma0, t.sigma0_err, t.kpc_per_arcsec, t.r_max,
-       t.psf_fwhm, t.chi2, t.n_points, t.n_rejected, t.pa_err_boot, t.inc_err_boot, t.vsys_err_boot,
-       t.vmax_err_boot, t.r_turn_err_boot, t.n_bootstrap, t.flags, t.run_id
+       t.psf_fwhm, t.chi2, t.n_points, t.n_rejected, t.pa_kin, t.pa_kin_err, t.vmax_obs, t.pa_err_boot,
+       t.inc_err_boot, t.vsys_err_boot, t.vmax_err_boot, t.r_turn_err_boot, t.n_bootstrap, t.flags, t.run_id
 FROM rotation_fit AS t
 JOIN chosen ON chosen.source_id = t.source_id AND chosen.run_id = t.run_id
 JOIN source AS src ON src.id = t.source_id
@@ -100,6 +100,9 @@ COMMENTS = [
     "COMMENT ON COLUMN catalog.rotation.chi2 IS 'Reduced chi-square of the points kept'",
     "COMMENT ON COLUMN catalog.rotation.n_points IS 'Points used in the fit (after outlier rejection)'",
     "COMMENT ON COLUMN catalog.rotation.n_rejected IS 'Points rejected as outliers'",
+    "COMMENT ON COLUMN catalog.rotation.pa_kin IS 'Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, north through east, in [0, 360): what the fit starts from'",
+    "COMMENT ON COLUMN catalog.rotation.pa_kin_err IS 'Error of pa_kin, from the curvature of its chi-square against trial PAs'",
+    "COMMENT ON COLUMN catalog.rotation.vmax_obs IS 'Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis (what the map shows without a PSF model); equals the intrinsic curve''s highest speed within the data when no PSF is modelled'",
     "COMMENT ON COLUMN catalog.rotation.pa_err_boot IS 'Error of pa from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
     "COMMENT ON COLUMN catalog.rotation.inc_err_boot IS 'Error of inc from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
     "COMMENT ON COLUMN catalog.rotation.vsys_err_boot IS 'Error of vsys from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
@@ -110,8 +113,8 @@ COMMENTS = [
     "COMMENT ON COLUMN catalog.rotation.run_id IS 'Run that produced the fit'",
 ]
 
-OLD_COLUMNS = """t.n_rejected, t.pa_err_boot, t.inc_err_boot, t.vsys_err_boot,
-       t.vmax_err_boot, t.r_turn_err_boot, t.n_bootstrap, t.flags"""
+OLD_COLUMNS = """t.vmax_obs, t.pa_err_boot,
+       t.inc_err_boot, t.vsys_err_boot, t.vmax_err_boot, t.r_turn_err_boot, t.n_bootstrap, t.flags"""
 
 
 def _recreate(ddl: str, comments: list[str]) -> None:
@@ -129,7 +132,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    old_view = VIEW.replace(OLD_COLUMNS, "t.n_rejected, t.flags")
+    old_view = VIEW.replace(OLD_COLUMNS, "t.vmax_obs, t.flags")
     _recreate(
         old_view,
         [
