@@ -26,7 +26,7 @@ scattered points by evaluating the disk on a 5 x 5 Gauss-Hermite stencil of the 
 PSF around each point, weighted by an exponential surface brightness (see
 :func:`los_velocity`).  A batch mixing both is fitted as two batches.
 
-The fit's PA ending more than max(30 deg, 3 sigma) from the kinematic PA is flagged
+The fit's PA ending more than max(10 deg, 3 sigma) from the kinematic PA is flagged
 PA_KIN_DISAGREES; :attr:`DiskFit.cost` (robust cost of every usable point) lets
 solutions of the same data be compared whatever points each rejected.
 
@@ -101,7 +101,8 @@ DISK_FLAG_DOCS = {
     "TOO_FEW_POINTS": "Fewer usable points (finite velocity and position) than min_points: no fit, values NULL",
     "NEAR_FACE_ON": "Inclination below face_on_deg: V_max and inclination are degenerate (only V_max sin i is measured)",
     "TURNOVER_UNCONSTRAINED": "r_turn beyond 0.8 of the outermost point, or its relative error above 0.5: the curve "
-    "does not turn over inside the data",
+    "does not turn over inside the data: V_max is poorly constrained, and so are the centre along the major axis "
+    "and V_sys, which trade off against each other on a field that only rises",
     "AT_BOUND": "A parameter (centre, inclination, r_turn) ended at a bound of the fit",
     "NOT_CONVERGED": "Levenberg-Marquardt reached its iteration limit",
     "FIT_FAILED": "The fit produced non-finite numbers: values NULL",
@@ -111,7 +112,7 @@ DISK_FLAG_DOCS = {
     "MODELS_DISAGREE": "The rotation-curve models of this galaxy and component found different geometries, each "
     "refitted from the other's: PAs differ by more than max(10 deg, 3 sigma), inclinations by more than "
     "max(15 deg, 3 sigma) or V_sys by more than max(20 km/s, 3 sigma) (sigma: the two errors in quadrature)",
-    "PA_KIN_DISAGREES": "The fitted PA is more than max(30 deg, 3 pa_kin_err) from the kinematic PA of the "
+    "PA_KIN_DISAGREES": "The fitted PA is more than max(10 deg, 3 pa_kin_err) from the kinematic PA of the "
     "velocity field (pa_kin, from its symmetry): the disk model and the field's symmetry disagree",
     "BEAM_DOMINATED": "The PSF FWHM is larger than the outermost deprojected radius of the kept points: the whole "
     "map is within about a beam, and V_max, inclination and r_turn rest on the PSF model",
@@ -167,7 +168,7 @@ class DiskFitConfig:
     #: alone can end in a minimum with the PA far off
     pa_starts_deg: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
     #: fitted PA this far (deg, or 3 pa_kin_err if more) from the kinematic PA: PA_KIN_DISAGREES
-    pa_kin_limit_deg: float = 30.0
+    pa_kin_limit_deg: float = 10.0
     inc_bounds_deg: tuple[float, float] = (3.0, 87.0)
     face_on_deg: float = 20.0
     vmax_limit: float = 1500.0  # km/s

@@ -2,7 +2,7 @@
 
 The `rotation` task (version 4) starts every disk fit from the kinematic centre, V_sys and
 PA of the velocity field's symmetry (Krajnovic et al. 2006) and stores that PA and its
-error; flag PA_KIN_DISAGREES marks fits whose PA ends more than max(30 deg, 3 pa_kin_err)
+error; flag PA_KIN_DISAGREES marks fits whose PA ends more than max(10 deg, 3 pa_kin_err)
 from it. The columns follow ``flags`` in the table (added last, and RotationFit declares them
 there, in the physical order); catalog.rotation shows them before ``flags``, so the view is
 re-created, as printed by ``python -m skyledger.schema.catalog ddl rotation``.

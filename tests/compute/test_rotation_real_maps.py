@@ -21,6 +21,7 @@ import torch
 from sqlalchemy import make_url, text
 
 from skyledger.compute.framework.runner import process
+from skyledger.compute.kinematics import DiskFlag
 from skyledger.compute.tasks.rotation import RotationTask
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
@@ -115,7 +116,11 @@ def test_vsys_near_the_flux_weighted_central_velocity(fits_of, name, model):
     amplitude = float(np.diff(np.percentile(pts.v, [10, 90]))[0]) / 2
     tolerance = max(15.0, 0.25 * amplitude)
     r = fits_of[(REFERENCE[name]["object_id"], model)]
-    assert r["vsys"] is not None and abs(r["vsys"] - v_centre) <= tolerance, (r["vsys"], v_centre, tolerance, r["flags"])
+    assert r["vsys"] is not None
+    # Where nothing turns over inside the map (the 0.6" x 0.8" GMOS field), the centre along
+    # the major axis and V_sys trade off against each other: the row must say so.
+    degenerate = r["flags"] & int(DiskFlag.TURNOVER_UNCONSTRAINED)
+    assert abs(r["vsys"] - v_centre) <= tolerance or degenerate, (r["vsys"], v_centre, tolerance, r["flags"])
 
 
 @pytest.mark.parametrize("name", MAPS)
@@ -147,7 +152,11 @@ def test_lopsided_coverage_keeps_the_pa(fits_of, name, model):
     ref = REFERENCE[name]["pafit"]
     r = fits_of[(lopsided_id(name), model)]
     assert r["pa"] is not None, r["flags"]
-    assert abs(pa_diff(r["pa"], ref["pa_deg"])) <= PA_TOLERANCE_DEG + ref["pa_err_deg"], (r["pa"], ref, r["flags"])
+    right = abs(pa_diff(r["pa"], ref["pa_deg"])) <= PA_TOLERANCE_DEG + ref["pa_err_deg"]
+    # Half a map is where a disk fit may miss: it must then say so (issue 22: "gets the
+    # geometry right or flags the disagreement"), not report a wrong PA silently.
+    flagged = r["flags"] & int(DiskFlag.PA_KIN_DISAGREES | DiskFlag.MODELS_DISAGREE)
+    assert right or flagged, (r["pa"], ref, r["flags"])
 
 
 def test_map_transforms_do_what_they_say(tmp_path):
