@@ -381,7 +381,8 @@ class RotationFit(Base):
     flags: Mapped[int] = column(
         Integer, server_default=text("0"), doc="Rotation-fit flag bits (see flag_definition)", ucd="meta.code"
     )
-    # rotation version 4 (migration 0020): after flags, the table's physical column order
+    # rotation version 4 (migration 0020) added the columns below after flags: the table's physical
+    # order, which tasks copy rows in (catalog.rotation still shows flags last)
     pa_kin: Mapped[float | None] = column(
         Double, doc="Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, "
         "north through east, in [0, 360): what the fit starts from", unit="deg", ucd="pos.posAng",
@@ -390,14 +391,12 @@ class RotationFit(Base):
         Double, doc="Error of pa_kin, from the curvature of its chi-square against trial PAs", unit="deg",
         ucd="stat.error;pos.posAng",
     )
-    # Added by migration 0021, hence after flags (tasks copy columns in table order).
     vmax_obs: Mapped[float | None] = _kms(
         "Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis "
         "(what the map shows without a PSF model); equals the intrinsic curve's highest speed within the data "
         "when no PSF is modelled",
         "phys.veloc.rotat",
     )
-    # errors (bootstrap): added by migration 0022, so after flags in the table (the view shows flags last)
     pa_err_boot: Mapped[float | None] = _bootstrap_err("pa", "deg", "pos.posAng")
     inc_err_boot: Mapped[float | None] = _bootstrap_err("inc", "deg", "src.orbital.inclination")
     vsys_err_boot: Mapped[float | None] = _bootstrap_err("vsys", "km/s", "spect.dopplerVeloc")

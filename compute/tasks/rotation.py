@@ -388,7 +388,7 @@ def rotation_rows(batch: RotationBatch, component: str, model: ModelName, fit: D
             _num(vsys), _num(err[j, 4]), _num(vmax), _num(err[j, 5]), _num(rt), _num(err[j, 6]),
             _num(rt * scale[j]), _num(err[j, 6] * scale[j]), _num(s0[j]), _num(s0e[j]), _num(scale[j]), _num(r_max[j]),
             _num(psf[b]), _num(chi2[j]), int(fit.n_points[j]), int(fit.n_rejected[j]), int(flags[j]),
-            # the columns added after flags, in the table's order (migrations 0020, 0021, 0022)
+            # the columns added after flags, in the table's order (migration 0020)
             _num(math.degrees(pa_kin[j])), _num(math.degrees(pa_kin_err[j])),
             _num(vmax_obs[j]),
             _num(math.degrees(b_err[j, 2])), _num(math.degrees(b_err[j, 3])), _num(b_err[j, 4]), _num(b_err[j, 5]),

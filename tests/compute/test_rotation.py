@@ -48,14 +48,7 @@ CLI = [sys.executable, "-c", "from skyledger.api.cli import main; main()"]
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On the shared 2-core machine torch's intra-op thread pool costs milliseconds per
-    # small op when the other core is busy; these batches are too small to gain from it.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_points(n_gal: int, n_pts: int, seed: int, noise: float = 5.0, n_outliers: int = 0):

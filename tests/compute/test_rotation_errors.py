@@ -35,12 +35,7 @@ from skyledger.testing.noisy_maps import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _maps(n_real: int, psf: float, correlated: bool, seed: int, n: int = 16, pixel: float = 0.25, noise: float = 10.0):

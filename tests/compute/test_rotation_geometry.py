@@ -21,12 +21,7 @@ from skyledger.testing.patchy_velocity_map import CENTRE, patchy_map, to_data
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def wrap_deg(d: np.ndarray) -> np.ndarray:

@@ -51,12 +51,7 @@ def lopsided_id(name: str) -> str:
     return f"{REFERENCE[name]['object_id']} west half"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,14 @@
-"""Kinematic PA of the velocity field: ``rotation_fit.pa_kin`` and ``pa_kin_err``, shown in catalog.rotation.
+"""`rotation` version 4: geometry, beam smearing and bootstrap errors of the disk fits.
 
-The `rotation` task (version 4) starts every disk fit from the kinematic centre, V_sys and
-PA of the velocity field's symmetry (Krajnovic et al. 2006) and stores that PA and its
-error; flag PA_KIN_DISAGREES marks fits whose PA ends more than max(10 deg, 3 pa_kin_err)
-from it. The columns follow ``flags`` in the table (added last, and RotationFit declares them
-there, in the physical order); catalog.rotation shows them before ``flags``, so the view is
-re-created, as printed by ``python -m skyledger.schema.catalog ddl rotation``.
+Nine ``rotation_fit`` columns, all NULL in older rows: ``pa_kin``, ``pa_kin_err`` (the
+kinematic PA of the velocity field's symmetry, Krajnovic et al. 2006, that every fit now
+starts from); ``vmax_obs`` (the highest speed of the beam-smeared model near the major
+axis, what the map shows without a PSF model); ``pa_err_boot`` ... ``r_turn_err_boot``
+and ``n_bootstrap`` (a block bootstrap over the points checking the curvature errors).
+They are added last, after ``flags``, and RotationFit declares them there (the physical
+order); catalog.rotation shows them before ``flags``, so the view is re-created, as
+printed by ``python -m skyledger.schema.catalog ddl rotation`` (pasted, not imported: a
+migration never changes once released).
 
 Revision ID: 0020
 Revises: 0019
@@ -21,9 +24,17 @@ branch_labels = None
 depends_on = None
 
 READER_ROLE = "skyledger_reader"
-DOCS = {
-    "pa_kin": 'Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, north through east, in [0, 360): what the fit starts from',
-    "pa_kin_err": 'Error of pa_kin, from the curvature of its chi-square against trial PAs',
+
+COLUMNS = {
+    "pa_kin": (sa.Double(), 'Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, north through east, in [0, 360): what the fit starts from'),
+    "pa_kin_err": (sa.Double(), 'Error of pa_kin, from the curvature of its chi-square against trial PAs'),
+    "vmax_obs": (sa.Double(), "Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis (what the map shows without a PSF model); equals the intrinsic curve's highest speed within the data when no PSF is modelled"),
+    "pa_err_boot": (sa.Double(), 'Error of pa from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'),
+    "inc_err_boot": (sa.Double(), 'Error of inc from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'),
+    "vsys_err_boot": (sa.Double(), 'Error of vsys from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'),
+    "vmax_err_boot": (sa.Double(), 'Error of vmax from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'),
+    "r_turn_err_boot": (sa.Double(), 'Error of r_turn from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'),
+    "n_bootstrap": (sa.Integer(), 'Bootstrap resamples behind the *_err_boot columns (those that fitted); NULL when not bootstrapped'),
 }
 
 VIEW = """
@@ -38,7 +49,8 @@ WITH chosen AS (
 SELECT t.source_id, src.object_id, t.component, t.model, t.z_gal, t.ra_center, t.dec_center, t.ra_center_err,
        t.dec_center_err, t.pa, t.pa_err, t.inc, t.inc_err, t.vsys, t.vsys_err, t.vmax, t.vmax_err, t.r_turn,
        t.r_turn_err, t.r_turn_kpc, t.r_turn_kpc_err, t.sigma0, t.sigma0_err, t.kpc_per_arcsec, t.r_max,
-       t.psf_fwhm, t.chi2, t.n_points, t.n_rejected, t.pa_kin, t.pa_kin_err, t.flags, t.run_id
+       t.psf_fwhm, t.chi2, t.n_points, t.n_rejected, t.pa_kin, t.pa_kin_err, t.vmax_obs, t.pa_err_boot,
+       t.inc_err_boot, t.vsys_err_boot, t.vmax_err_boot, t.r_turn_err_boot, t.n_bootstrap, t.flags, t.run_id
 FROM rotation_fit AS t
 JOIN chosen ON chosen.source_id = t.source_id AND chosen.run_id = t.run_id
 JOIN source AS src ON src.id = t.source_id
@@ -77,6 +89,13 @@ COMMENTS = [
     "COMMENT ON COLUMN catalog.rotation.n_rejected IS 'Points rejected as outliers'",
     "COMMENT ON COLUMN catalog.rotation.pa_kin IS 'Kinematic PA of the velocity field from its symmetry (Krajnovic et al. 2006), receding side, north through east, in [0, 360): what the fit starts from'",
     "COMMENT ON COLUMN catalog.rotation.pa_kin_err IS 'Error of pa_kin, from the curvature of its chi-square against trial PAs'",
+    "COMMENT ON COLUMN catalog.rotation.vmax_obs IS 'Observed rotation speed: the highest deprojected speed of the beam-smeared model near the major axis (what the map shows without a PSF model); equals the intrinsic curve''s highest speed within the data when no PSF is modelled'",
+    "COMMENT ON COLUMN catalog.rotation.pa_err_boot IS 'Error of pa from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
+    "COMMENT ON COLUMN catalog.rotation.inc_err_boot IS 'Error of inc from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
+    "COMMENT ON COLUMN catalog.rotation.vsys_err_boot IS 'Error of vsys from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
+    "COMMENT ON COLUMN catalog.rotation.vmax_err_boot IS 'Error of vmax from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
+    "COMMENT ON COLUMN catalog.rotation.r_turn_err_boot IS 'Error of r_turn from a block bootstrap over the points (cells of bootstrap_block_fwhm PSF FWHM, single points without a PSF; parameter bootstrap resamples); NULL when not bootstrapped'",
+    "COMMENT ON COLUMN catalog.rotation.n_bootstrap IS 'Bootstrap resamples behind the *_err_boot columns (those that fitted); NULL when not bootstrapped'",
     "COMMENT ON COLUMN catalog.rotation.flags IS 'Rotation-fit flag bits (see flag_definition)'",
     "COMMENT ON COLUMN catalog.rotation.run_id IS 'Run that produced the fit'",
 ]
@@ -91,13 +110,14 @@ def _recreate(ddl: str, comments: list[str]) -> None:
 
 
 def upgrade() -> None:
-    for name, doc in DOCS.items():
-        op.add_column("rotation_fit", sa.Column(name, sa.Double(), nullable=True, comment=doc))
+    for name, (kind, doc) in COLUMNS.items():
+        op.add_column("rotation_fit", sa.Column(name, kind, nullable=True, comment=doc))
     _recreate(VIEW, COMMENTS)
 
 
 def downgrade() -> None:
-    old_view = VIEW.replace("t.n_rejected, t.pa_kin, t.pa_kin_err, t.flags", "t.n_rejected, t.flags")
-    _recreate(old_view, [c for c in COMMENTS if not any(f"catalog.rotation.{n} " in c for n in DOCS)])
-    for name in reversed(DOCS):
+    # The view of revision 0019: the same select list without the new columns.
+    old_view = " ".join(VIEW.split()).replace(", ".join(f"t.{name}" for name in COLUMNS) + ", ", "")
+    _recreate(old_view, [c for c in COMMENTS if not any(f"catalog.rotation.{name} " in c for name in COLUMNS)])
+    for name in reversed(COLUMNS):
         op.drop_column("rotation_fit", name)
