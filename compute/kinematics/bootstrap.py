@@ -41,6 +41,7 @@ from .disk import (
     DiskFlag,
     _canonical,
     _prepare,
+    _subset,
 )
 from .robust_lm import Tolerance, levenberg_marquardt
 
@@ -142,6 +143,16 @@ def bootstrap_disks(
     if n_resamples < 2 or not bool(ok.any()):
         return empty
     b = _prepare(data, config)
+    if bool(b.on_grid.any()) and not bool(b.on_grid.all()):
+        # As fit_disks does: the map galaxies on their pixel grid, the scattered points with
+        # the stencil, so that every resample is fitted with the model its galaxy's fit used.
+        for part in (b.on_grid, ~b.on_grid):
+            idx = part.nonzero().squeeze(-1)
+            sub = bootstrap_disks(_subset(data, idx), config, fit.take(idx), n_resamples, [seeds[int(i)] for i in idx],
+                                  block_fwhm)  # fmt: skip
+            for name in DiskBootstrap.__dataclass_fields__:
+                getattr(empty, name)[idx] = getattr(sub, name)
+        return empty
     rows = ok.nonzero().squeeze(-1)
     r = n_resamples
     psf = b.psf_sigma if b.psf_sigma is not None else torch.zeros(nb, dtype=dt, device=dev)

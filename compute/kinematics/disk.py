@@ -212,6 +212,12 @@ class DiskFit:
     def errors(self) -> torch.Tensor:
         return torch.sqrt(torch.diagonal(self.cov, dim1=-2, dim2=-1))
 
+    def take(self, rows: torch.Tensor) -> DiskFit:
+        """The fits of galaxies ``rows`` (per-galaxy tensors indexed, others kept)."""
+        nb = self.theta.shape[0]
+        pick = lambda t: t[rows] if t.numel() and t.shape[0] == nb else t  # noqa: E731
+        return DiskFit(**{name: pick(getattr(self, name)) for name in self.__dataclass_fields__})
+
 
 # --------------------------------------------------------------------------- fit
 

@@ -549,7 +549,7 @@ class RotationTask:
                 # errors (bootstrap): seeded by source id, so a galaxy's errors do not depend on its batch
                 boot = None
                 if params.bootstrap >= 2:
-                    boot = bootstrap_disks(data, params.fit_config(model), fit, params.bootstrap,
+                    boot = bootstrap_disks(data, configs[model], fit, params.bootstrap,
                                            [batch.source_ids[b] for b in rows_of], params.bootstrap_block_fwhm)
                 rows += rotation_rows(batch, component, model, fit, s0, s0e, rows_of, batch.psf_fwhm, no_redshift[rows_of],
                                       boot)

@@ -220,3 +220,26 @@ def test_rotation_curve_panel_has_error_bars_sides_kpc_axis_and_band():
     fig = draw_rotation_curve(panel)
     assert not [child for child in fig.axes[0].child_axes if "kpc" in child.get_xlabel()]
     plt.close(fig)
+
+
+def test_a_batch_mixing_maps_and_scattered_points_is_bootstrapped_as_two():
+    """A map galaxy (pixel grid) and scattered points with a PSF in one batch: each is
+    resampled with the model its fit used, so the errors are those of each alone."""
+    rng = np.random.default_rng(5)
+    i, j = np.meshgrid(np.arange(14) - 6.5, np.arange(14) - 6.5)
+    x, y = i.ravel() * 0.2, j.ravel() * 0.2
+    xr, yr = rng.uniform(-1.3, 1.3, x.size), rng.uniform(-1.3, 1.3, x.size)
+    p = DiskParams(pa=46.0, inclination=57.0, v_sys=0.0, v_max=200.0, r_turn=0.3)
+    xs, ys = np.stack([x, xr]), np.stack([y, yr])
+    vs = np.stack([disk_velocity(x, y, p)[0], disk_velocity(xr, yr, p)[0]]) + rng.normal(0, 5, xs.shape)
+    t = lambda a: torch.as_tensor(a, dtype=F64)  # noqa: E731
+    data = DiskData(t(xs), t(ys), t(vs), t(np.full(xs.shape, 5.0)), torch.ones(xs.shape, dtype=torch.bool),
+                    flux=t(np.exp(-np.hypot(xs, ys) / 0.8)), psf_fwhm=torch.tensor([0.4, 0.4], dtype=F64))  # fmt: skip
+    config = DiskFitConfig()
+    fit = fit_disks(data, config)
+    assert fit.beam_grid.tolist() == [True, False]
+    both = bootstrap_disks(data, config, fit, 8, seeds=[11, 12])
+    for b in range(2):
+        one = DiskData(*(v_[b : b + 1] for v_ in (data.x, data.y, data.v, data.v_err, data.mask, data.flux, data.psf_fwhm)))
+        alone = bootstrap_disks(one, config, fit_disks(one, config), 8, seeds=[11 + b])
+        assert torch.allclose(both.errors[b], alone.errors[0], atol=1e-6, equal_nan=True), (b, both.errors[b], alone.errors[0])
