@@ -38,6 +38,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+# The demarcations live in criteria.py; their names stay importable from here.
+from skyledger.compute.classification.criteria import (
+    above_hyperbola as _above_hyperbola,
+    kauffmann03_nii,
+    kewley01_nii,
+    kewley01_oi,
+    kewley01_sii,
+    kewley06_oi,
+    kewley06_sii,
+)
+
 __all__ = [
     "CLASSES",
     "DIAGNOSTIC_LINES",
@@ -95,46 +106,6 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "NO_PROBABILITIES": "No Monte Carlo draws were made (n_draws = 0): class from the measured values, probabilities NULL",
     "NOT_MODELLED": "The method does not model this object's lines well (nn: feature outside the training range); treat the class with care",
 }
-
-
-# --------------------------------------------------------------------------- published lines
-# x, y are log10 line ratios; each function returns the y of the demarcation at x.
-
-
-def kauffmann03_nii(x: Tensor) -> Tensor:
-    """Kauffmann et al. 2003, MNRAS 346, 1055, eq. 1: log([OIII]/Hb) = 0.61/(log([NII]/Ha) - 0.05) + 1.3 (x < 0.05)."""
-    return 0.61 / (x - 0.05) + 1.3
-
-
-def kewley01_nii(x: Tensor) -> Tensor:
-    """Kewley et al. 2001, ApJ 556, 121, eq. 5: log([OIII]/Hb) = 0.61/(log([NII]/Ha) - 0.47) + 1.19 (x < 0.47)."""
-    return 0.61 / (x - 0.47) + 1.19
-
-
-def kewley01_sii(x: Tensor) -> Tensor:
-    """Kewley et al. 2001, eq. 6: log([OIII]/Hb) = 0.72/(log([SII]/Ha) - 0.32) + 1.30 (x < 0.32)."""
-    return 0.72 / (x - 0.32) + 1.30
-
-
-def kewley01_oi(x: Tensor) -> Tensor:
-    """Kewley et al. 2001, eq. 7: log([OIII]/Hb) = 0.73/(log([OI]/Ha) + 0.59) + 1.33 (x < -0.59)."""
-    return 0.73 / (x + 0.59) + 1.33
-
-
-def kewley06_sii(x: Tensor) -> Tensor:
-    """Kewley et al. 2006, MNRAS 372, 961, eq. 6: Seyfert above log([OIII]/Hb) = 1.89 log([SII]/Ha) + 0.76."""
-    return 1.89 * x + 0.76
-
-
-def kewley06_oi(x: Tensor) -> Tensor:
-    """Kewley et al. 2006, eq. 7: Seyfert above log([OIII]/Hb) = 1.18 log([OI]/Ha) + 1.30."""
-    return 1.18 * x + 1.30
-
-
-def _above_hyperbola(x: Tensor, y: Tensor, curve, asymptote: float) -> Tensor:  # type: ignore[no-untyped-def]
-    # Right of the asymptote the hyperbola's other branch would mislead: every point there
-    # is beyond the starburst limit.
-    return (x >= asymptote) | (y > curve(torch.clamp(x, max=asymptote - 1e-9)))
 
 
 # --------------------------------------------------------------------------- configuration
