@@ -16,6 +16,7 @@ from sqlalchemy import text
 from skyledger.compute.tasks.nebula import NebulaBatch, NebulaDiagnosticParams, NebulaDiagnosticTask, NebulaNNTask
 from skyledger.compute.classification.diagnostic import (
     CLASSES,
+    CONTEXTS,
     DIAGNOSTIC_LINES,
     DiagnosticConfig,
     NebulaFlag,
@@ -204,9 +205,10 @@ def test_no_draws_gives_classes_without_probabilities():
 # the paper's equation, and checks the rules put them on the right sides.
 
 
-def _classify(**kw: float) -> tuple[str, int]:
+def _classify(context: str = "galaxy", **kw: float) -> tuple[str, int]:
     args = {k: torch.tensor([kw.get(k, NAN)], dtype=torch.float64) for k in ("n2", "s2", "o1", "o3hb", "o3ha", "ew")}
-    code, info = classify_ratios(**args, ha_ok=torch.tensor([True]), config=CFG)
+    ctx = torch.tensor([CONTEXTS.index(context)])
+    code, info = classify_ratios(**args, ha_ok=torch.tensor([True]), config=CFG, context=ctx)
     return CLASSES[int(code[0])], int(info[0])
 
 
@@ -234,11 +236,11 @@ def test_kauffmann2003_composite(x):
 def test_kewley2001_sii_maximum_starburst(x):
     # Kewley et al. 2001, eq. 6: log([OIII]/Hb) = 0.72 / (log([SII]/Ha) - 0.32) + 1.30
     y = 0.72 / (x - 0.32) + 1.30
-    # [S II] is the primary diagram without [N II]; at x = 0, [S II]/Ha = 1 is also an SNR
-    # by Mathewson & Clarke, which AGN outranks, so below the line it is SNR, not HII.
-    below = "HII" if x < math.log10(0.4) else "SNR"
     assert _classify(s2=x, o3hb=y + EPS)[0] == "AGN"
-    assert _classify(s2=x, o3hb=y - EPS)[0] == below
+    assert _classify(s2=x, o3hb=y - EPS)[0] == "HII"
+    # In a nebula, [S II]/Ha >= 0.4 without [O I] is an SNR on [S II] alone, before AGN.
+    nebula = "HII" if x < math.log10(0.4) else "SNR"
+    assert _classify("nebula", s2=x, o3hb=y - EPS)[0] == nebula
 
 
 @pytest.mark.parametrize("x", [-2.0, -1.2, -0.8])
@@ -268,20 +270,28 @@ def test_kewley2006_oi_seyfert_liner(x):
 
 
 def test_sii_halpha_shock_criterion():
-    # Mathewson & Clarke 1973: [SII]/Ha > 0.4 marks shock-excited (SNR) nebulae.
+    # Mathewson & Clarke 1973: [SII]/Ha >= 0.4 marks shock-excited (SNR) nebulae.
     cut = math.log10(0.4)
-    assert _classify(s2=cut + EPS, n2=-0.7, o3hb=-0.2)[0] == "SNR"
-    assert _classify(s2=cut - EPS, n2=-0.7, o3hb=-0.2)[0] == "HII"
-    assert _classify(s2=cut + EPS)[0] == "SNR"  # needs no BPT diagram
+    cls, info = _classify("nebula", s2=cut + EPS, n2=-0.7, o3hb=-0.2)
+    assert cls == "SNR" and info & F.SNR_SII_ONLY  # no [O I] to confirm
+    assert _classify("nebula", s2=cut - EPS, n2=-0.7, o3hb=-0.2)[0] == "HII"
+    assert _classify("nebula", s2=cut + EPS)[0] == "SNR"  # needs no BPT diagram
+    # In a galaxy there is no SNR class: the same ratios are HII with SHOCK_LIKE.
+    cls, info = _classify(s2=cut + EPS, n2=-0.7, o3hb=-0.2)
+    assert cls == "HII" and info & F.SHOCK_LIKE
 
 
 def test_oiii_halpha_pn_criterion():
     cut = CFG.pn_log_oiii_ha
-    assert _classify(o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)[0] == "PN"
-    # Just below the cut: a metal-poor, high-excitation HII region (still below Kewley 2001 at low [NII]).
-    assert _classify(o3ha=cut - EPS, s2=-1.0, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
-    # Strong [S II] (a Seyfert or a shock) vetoes PN.
-    assert _classify(o3ha=cut + 0.5, s2=-0.2, n2=0.0, o3hb=1.1)[0] == "AGN"
+    cls, info = _classify("nebula", o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)
+    assert cls == "PN" and info & F.PN_NO_DISTANCE and info & F.PN_NO_SIZE
+    # Just below the cut: a metal-poor, high-excitation HII region (below Kewley 2001 at
+    # low [NII] and [SII]: every diagram must agree, as any one above Kewley 2001 is AGN-like).
+    assert _classify("nebula", o3ha=cut - EPS, s2=-1.8, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
+    # Strong [S II] (a Seyfert or a shock) vetoes PN; without [O I] it is then an SNR on [S II] alone.
+    assert _classify("nebula", o3ha=cut + 0.5, s2=-0.2, o1=-1.5, n2=0.0, o3hb=1.1)[0] == "AGN"
+    # No PN class in a galaxy.
+    assert _classify(o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)[0] == "HII"
 
 
 def test_dig_equivalent_width_cut():
