@@ -288,10 +288,10 @@ def test_oiii_halpha_pn_criterion():
     # Just below the cut: a metal-poor, high-excitation HII region (below Kewley 2001 at
     # low [NII] and [SII]: every diagram must agree, as any one above Kewley 2001 is AGN-like).
     assert _classify("nebula", o3ha=cut - EPS, s2=-1.8, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
-    # Strong [S II] (a Seyfert or a shock) vetoes PN; without [O I] it is then an SNR on [S II] alone.
+    # Strong [S II] (a Seyfert or a shock) vetoes PN; with weak [O I] it is no SNR either.
     assert _classify("nebula", o3ha=cut + 0.5, s2=-0.2, o1=-1.5, n2=0.0, o3hb=1.1)[0] == "AGN"
     # No PN class in a galaxy.
-    assert _classify(o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)[0] == "HII"
+    assert _classify(o3ha=cut + EPS, s2=-1.8, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
 
 
 def test_dig_equivalent_width_cut():
