@@ -278,11 +278,12 @@ class NebulaClass(Base):
     flags: Mapped[int] = column(
         Integer, server_default=text("0"), doc="Classification flag bits (see flag_definition)", ucd="meta.code"
     )
-    # Added by migration 0021 after flags (the physical order). Rows before it were
-    # backfilled 'galaxy' (the only rule order there was); no default since, so that every
-    # writer must say which context it classified in.
+    # Added by migration 0021 after flags (the physical order). The default backfilled the
+    # rows before it with 'galaxy' (the only rule order there was) and stays, so that a row
+    # written without a context (older tools) means what such rows always meant; both tasks
+    # write the context explicitly.
     context: Mapped[str] = column(
-        Text,
+        Text, server_default=text("'galaxy'"),
         doc="Rule context: galaxy (an integrated spectrum: no PN/SNR class, shocks only flagged) or nebula "
         "(a region inside a galaxy, away from its nucleus); from the survey option context, else inferred "
         "(flag CONTEXT_INFERRED)",

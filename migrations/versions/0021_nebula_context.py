@@ -3,8 +3,9 @@
 One ``nebula_class`` column, ``context`` (text NOT NULL, CHECK galaxy|nebula): whether the
 rules ran in the order of an integrated galaxy spectrum or of a nebula inside a galaxy
 (docs/nebula_classification.md). Rows written before it were classified in the only order
-there was, the galaxy one, so they are backfilled 'galaxy' by a server default that is
-dropped again at once: every writer since must say its context. It is added last, after
+there was, the galaxy one, so they are backfilled 'galaxy' by a server default, which
+stays: a row inserted without a context (an older tool) means what such rows always
+meant; both tasks write the context explicitly. It is added last, after
 ``flags``, where NebulaClass declares it (the physical order); catalog.nebula_class shows it
 before ``flags``, so the view is re-created, as printed by
 ``python -m skyledger.schema.catalog ddl nebula_class`` (pasted, not imported: a migration
@@ -68,12 +69,11 @@ def _recreate(ddl: str, comments: list[str]) -> None:
 
 
 def upgrade() -> None:
-    # The default only backfills the rows already there (all classified in galaxy order).
+    # The default backfills the rows already there (all classified in galaxy order).
     op.add_column(
         "nebula_class",
         sa.Column("context", sa.Text(), nullable=False, server_default=sa.text("'galaxy'"), comment=COLUMN_DOC),
     )
-    op.alter_column("nebula_class", "context", server_default=None)
     op.create_check_constraint(op.f("ck_nebula_class_context_name"), "nebula_class", "context IN ('galaxy', 'nebula')")
     _recreate(VIEW, COMMENTS)
 
