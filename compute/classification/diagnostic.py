@@ -263,7 +263,9 @@ def classify_ratios(
         has_m5007, ciardullo02_pn(o3han2, m5007), ~torch.isnan(o3ha) & (o3ha > config.pn_log_oiii_ha)
     )
     # Strong [S II] (a Seyfert, a shock) vetoes PN; a nebula known to be extended is not one.
-    pn = nebula & (high_excitation | above) & ~sii_shock & (extended != 1)
+    # Above Kewley 2001 counts only with [S II] measured (and weak): without it a Seyfert-like
+    # cloud could not be told from a PN.
+    pn = nebula & (high_excitation | (above & has_s2)) & ~sii_shock & (extended != 1)
     snr = nebula & shock
 
     code = torch.full(shape, UNKNOWN, dtype=torch.int64, device=device)
