@@ -140,6 +140,11 @@ def test_pn_needs_a_compact_nebula_and_uses_ciardullo_given_m5007():
     assert CLASSES[int(code)] == "PN" and not info & (F.PN_NO_SIZE | F.PN_NO_DISTANCE)  # 0.6 > 0.505
     code, _ = classify_ratios(**{**common, "o3hb": t(0.5)}, extended=t(0.0), o3han2=t(0.4), m5007=t(-4.5))
     assert CLASSES[int(code)] == "HII"  # below the Ciardullo line and below Kewley 2001
+    # Above Kewley 2001 but below the [O III]/Ha cut: PN only when [S II] is measured and weak.
+    code, _ = classify_ratios(**{**common, "o3ha": t(0.3)})
+    assert CLASSES[int(code)] == "PN"
+    code, _ = classify_ratios(**{**common, "o3ha": t(0.3), "s2": t(NAN)})
+    assert CLASSES[int(code)] == "AGN"
 
 
 # --------------------------------------------------------------------------- missing lines
