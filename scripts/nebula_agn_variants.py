@@ -44,6 +44,7 @@ def main() -> None:
         "majority (>= 2 of 3)": votes >= 2,
         "all three": votes == 3,
         "[N II], or both [S II] and [O I]": a_n2 | (a_s2 & a_o1),
+        "[N II] or [O I] ([S II] only without both)": a_n2 | a_o1 | (a_s2 & n2.isnan() & o1.isnan()),
     }
     hii, nlr = label == "HII", label == "NLR"
     print(f"MAPPINGS 5.1 NebulaBayes grids: {hii.sum()} HII, {nlr.sum()} NLR models")
@@ -58,7 +59,8 @@ def main() -> None:
     d_n2, d_s2, d_o1 = above_kewley01(*drawn)
     d_votes = d_n2.int() + d_s2.int() + d_o1.int()
     scattered = {"[N II] diagram only (primary)": d_n2, "any of the three": d_votes >= 1, "majority (>= 2 of 3)": d_votes >= 2,
-                 "all three": d_votes == 3}  # fmt: skip
+                 "all three": d_votes == 3,
+                 "[N II] or [O I]": d_n2 | d_o1}  # fmt: skip
     h, a_ = torch.from_numpy(hii), torch.from_numpy(nlr)
     print("| variant, 0.1 dex scatter | HII kept below | NLR (AGN) above |\n|---|---|---|")
     for name, above in scattered.items():
