@@ -1,9 +1,13 @@
 """The `nn` nebula classifier: a small MLP over dust-insensitive log line ratios and their S/N.
 
-Trained by ``scripts/train_nebula_nn.py`` on noisy synthetic spectra drawn from the
-MAPPINGS 5 HII-region and AGN narrow-line-region grids shipped with NebulaBayes 0.9.9
-(Thomas et al. 2018).  Only HII and AGN have offline models, so ``p_pn``, ``p_snr`` and
-``p_dig`` are NULL for this method (docs/nebula_nn_model_card.md says why).
+Trained by ``scripts/train_nebula_nn.py`` on noisy, reddened synthetic spectra drawn from
+three families of models: HII regions and AGN narrow-line regions (MAPPINGS 5.1, the grids
+shipped with NebulaBayes 0.9.9, Thomas et al. 2018) and fast radiative shocks (MAPPINGS III,
+Allen et al. 2008, the abundance series at n = 1 cm^-3).  The network outputs HII, AGN and
+SNR.  ``context`` decides what is a class: in a *galaxy* (integrated) spectrum a shock is
+not a class of its own, so its probability is folded into AGN (non-stellar ionisation) and
+``p_snr`` is NULL; in a *nebula* (a region inside a galaxy) all three are kept.  ``p_pn`` and
+``p_dig`` are always NULL: no installable grid of either exists (docs/nebula_nn_model_card.md).
 
 Features are built by :func:`features` for both training and inference, so the two can
 never drift apart: for each ratio ([N II]/Ha, [S II]/Ha, [O I]/Ha, [O III]/Hb) its log10
@@ -29,15 +33,20 @@ __all__ = [
     "NN_CLASSES",
     "NebulaMLP",
     "NNResult",
+    "GALAXY",
+    "NEBULA",
     "classify_nn",
     "features",
+    "in_context",
     "load_model",
     "weights_path",
 ]
 
 _HB, _O3, _O1, _HA, _N2, _S2A, _S2B = range(len(DIAGNOSTIC_LINES))
 #: the classes the network outputs, as indices into CLASSES
-NN_CLASSES: tuple[str, ...] = ("HII", "AGN")
+NN_CLASSES: tuple[str, ...] = ("HII", "AGN", "SNR")
+#: values of the per-spectrum ``context`` of :func:`classify_nn`
+GALAXY, NEBULA = 0, 1
 RATIOS: tuple[str, ...] = ("n2", "s2", "o1", "o3hb")
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"log_{r}" for r in RATIOS), *(f"log_snr_{r}" for r in RATIOS), "log_snr_ha", "log_snr_hb",
@@ -118,6 +127,11 @@ def features(fluxes: Tensor, errors: Tensor) -> tuple[Tensor, Tensor]:
 @lru_cache(maxsize=4)
 def _cached(path: str, mtime: float) -> tuple[NebulaMLP, Tensor, Tensor]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
+    if tuple(blob.get("classes", ())) != NN_CLASSES or tuple(blob.get("features", ())) != FEATURE_NAMES:
+        raise ValueError(
+            f"{path} was trained for classes {blob.get('classes')} and features {blob.get('features')}, this code needs"
+            f" {list(NN_CLASSES)} and {list(FEATURE_NAMES)}: retrain with `python scripts/train_nebula_nn.py`"
+        )
     model = NebulaMLP(hidden=int(blob["hidden"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
@@ -130,6 +144,16 @@ def load_model(path: Path | None = None) -> tuple[NebulaMLP, Tensor, Tensor]:
     return _cached(str(p), p.stat().st_mtime)
 
 
+def in_context(p: Tensor, nebula: Tensor) -> Tensor:
+    """[n, 3] network probabilities (NN_CLASSES order) as the context reads them: where
+    ``nebula`` is False, P(SNR) is added to P(AGN) (both non-stellar ionisation; a shock is no
+    class of an integrated spectrum) and the SNR column is 0."""
+    i_hii, i_agn, i_snr = (NN_CLASSES.index(c) for c in ("HII", "AGN", "SNR"))
+    return torch.stack(
+        [p[:, i_hii], p[:, i_agn] + torch.where(nebula, 0.0, p[:, i_snr]), torch.where(nebula, p[:, i_snr], 0.0)], 1
+    )
+
+
 @dataclass
 class NNResult:
     classes: Tensor  # int64 [n], indices into CLASSES
@@ -137,13 +161,30 @@ class NNResult:
     flags: Tensor  # int64 [n]
 
 
-def classify_nn(fluxes: Tensor, errors: Tensor, ew: Tensor, min_snr: float, device: str, path: Path | None = None) -> NNResult:
-    """Classes, probabilities and flags of ``n`` spectra by the network."""
+def classify_nn(
+    fluxes: Tensor, errors: Tensor, ew: Tensor, min_snr: float, device: str, path: Path | None = None,
+    context: Tensor | None = None,
+) -> NNResult:
+    """Classes, probabilities and flags of ``n`` spectra by the network.
+
+    ``context`` is an [n] tensor, 0 (:data:`GALAXY`) or 1 (:data:`NEBULA`) per spectrum;
+    None means every spectrum is a galaxy (an integrated spectrum, the default context of
+    ``nebula_class``).  In galaxy context P(SNR) is added to P(AGN), both being non-stellar
+    ionisation, and ``p_snr`` is NaN; in nebula context the three classes stand.
+    """
     model, rmin, rmax = load_model(path)
     x, avail = features(fluxes, errors)
     with torch.no_grad():
         p = torch.softmax(model.to(device)(x.to(device)), dim=1).cpu().to(torch.float64)
     n = x.shape[0]
+    if context is None:
+        nebula = torch.zeros(n, dtype=torch.bool)
+    else:
+        ctx = torch.as_tensor(context).reshape(-1).to("cpu", torch.int64)
+        if ctx.shape[0] != n or not bool(((ctx == GALAXY) | (ctx == NEBULA)).all()):
+            raise ValueError(f"context must be an [{n}] tensor of 0 (galaxy) or 1 (nebula), one per spectrum")
+        nebula = ctx == NEBULA
+    p = in_context(p, nebula)
     f = fluxes.to(torch.float64)
     e = errors.to(torch.float64)
     ok = torch.isfinite(f)
@@ -153,6 +194,7 @@ def classify_nn(fluxes: Tensor, errors: Tensor, ew: Tensor, min_snr: float, devi
     probs = torch.full((n, len(CLASSES)), math.nan, dtype=torch.float64)
     for j, name in enumerate(NN_CLASSES):
         probs[:, CLASSES.index(name)] = torch.where(decidable, p[:, j], torch.zeros_like(p[:, j]))
+    probs[:, CLASSES.index("SNR")] = torch.where(nebula, probs[:, CLASSES.index("SNR")], math.nan)
     best = torch.tensor([CLASSES.index(c) for c in NN_CLASSES])[p.argmax(1)]
     code = torch.where(decidable, best, torch.full_like(best, CLASSES.index("UNKNOWN")))
 
