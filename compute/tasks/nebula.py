@@ -319,10 +319,12 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
 
 @register
 class NebulaNNTask(_NebulaTaskBase):
-    """A small MLP trained on MAPPINGS HII and AGN grids (see docs/nebula_nn_model_card.md)."""
+    """A small MLP trained on MAPPINGS 5 HII and AGN and Allen+08 shock grids (see docs/nebula_nn_model_card.md)."""
 
     name: ClassVar[str] = "nebula_nn"
-    version: ClassVar[int] = 1
+    # 2 (issue 26): three families (HII, AGN, SNR) with dust and noise augmentation, context
+    # folds SNR into AGN in a galaxy, the context column.
+    version: ClassVar[int] = 2
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = NebulaNNParams
     method: ClassVar[str] = "nn"
@@ -337,10 +339,13 @@ class NebulaNNTask(_NebulaTaskBase):
         assert isinstance(params, NebulaNNParams)
         from skyledger.compute.classification.nn import classify_nn
 
-        res = classify_nn(torch.from_numpy(batch.fluxes), torch.from_numpy(batch.errors), torch.from_numpy(batch.ew), params.min_snr, device)
-        classes = res.classes.cpu().numpy()
-        # The same context as the diagnostic method, recorded; the lead wires it into classify_nn at merge.
+        # The same context as the diagnostic method: in a galaxy the network's SNR is folded into AGN.
         context, inferred = batch.contexts()
+        res = classify_nn(
+            torch.from_numpy(batch.fluxes), torch.from_numpy(batch.errors), torch.from_numpy(batch.ew), params.min_snr, device,
+            context=torch.from_numpy(context),
+        )  # fmt: skip
+        classes = res.classes.cpu().numpy()
         flags = res.flags.cpu().numpy() | np.where(inferred, int(NebulaFlag.CONTEXT_INFERRED), 0)
         rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), flags, context)
         n_flagged = int(np.count_nonzero(classes == CLASSES.index("UNKNOWN")))
