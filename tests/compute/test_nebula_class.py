@@ -180,19 +180,23 @@ def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
     assert {m for (_, m) in rows} == {"diagnostic", "nn"} and len(rows) == 2 * len(OBJECTS)
     assert {r["context"] for (_, m), r in rows.items() if m == "nn"} == {"nebula"}
     assert {r["context"] for (_, m), r in view_rows(db, "galaxies").items() if m == "nn"} == {"galaxy"}
+    gal = view_rows(db, "galaxies")
     for obj in OBJECTS:
-        r = rows[obj, "nn"]
-        # No PN or DIG grid exists; the task gives no context, so the rows are galaxies, where
-        # the network's shock probability is folded into AGN and p_snr is NULL.
-        assert r["p_pn"] is None and r["p_snr"] is None and r["p_dig"] is None
+        # No PN or DIG grid exists: those are NULL in both contexts.  In a nebula the network
+        # gives HII, AGN and SNR; in a galaxy the shock probability is folded into AGN.
+        r, g = rows[obj, "nn"], gal[obj, "nn"]
+        assert r["p_pn"] is None and r["p_dig"] is None and g["p_pn"] is None and g["p_dig"] is None
+        assert g["p_snr"] is None
         if r["class"] != "UNKNOWN":
-            assert r["p_hii"] + r["p_agn"] == pytest.approx(1.0) and r["probability"] >= 0.5
+            assert r["p_hii"] + r["p_agn"] + r["p_snr"] == pytest.approx(1.0) and r["probability"] >= 1 / 3
+            assert g["p_hii"] + g["p_agn"] == pytest.approx(1.0) and g["probability"] >= 0.5
+            assert g["p_agn"] == pytest.approx(r["p_agn"] + r["p_snr"]) and g["p_hii"] == pytest.approx(r["p_hii"])
     # p_hii is 0.79 with the three-family network (> 0.9 with the two-class one): a few slow,
     # low-metallicity shock models lie near this HII region, and folding shocks into AGN makes
     # the HII : non-stellar prior of a galaxy 1 : 2 (docs/nebula_nn_model_card.md).
-    assert rows["hii", "nn"]["class"] == "HII" and rows["hii", "nn"]["p_hii"] > 0.7
-    assert rows["seyfert", "nn"]["class"] == "AGN" and rows["seyfert", "nn"]["p_agn"] > 0.9
-    assert rows["liner", "nn"]["class"] == "AGN"
+    assert gal["hii", "nn"]["class"] == "HII" and gal["hii", "nn"]["p_hii"] > 0.7
+    assert gal["seyfert", "nn"]["class"] == "AGN" and gal["seyfert", "nn"]["p_agn"] > 0.9
+    assert gal["liner", "nn"]["class"] == "AGN"
     assert rows["zeroha", "nn"]["class"] == "UNKNOWN" and rows["zeroha", "nn"]["flags"] & F.MISSING_LINES
     assert rows["nanerr", "nn"]["flags"] & F.NO_ERROR and rows["nanerr", "nn"]["class"] == "HII"
     with db.engine.connect() as conn:
