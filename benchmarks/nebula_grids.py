@@ -14,7 +14,7 @@ without touching the test grids.  On a checkout whose DiagnosticConfig has no su
 scan is skipped with a message.
 
 The context goes to ``classify_diagnostic`` as its per-spectrum ``context`` argument when that
-argument exists.  Without it (the rules before issue 26) both contexts run the same rules,
+argument exists (``skyledger.testing.nebula_grids.classify_grid``).  Without it (the rules before issue 26) both contexts run the same rules,
 and the tables say so.
 
     python benchmarks/nebula_grids.py --label baseline           # tables + docs/nebula_calibration.png
@@ -27,7 +27,6 @@ by ``--label`` (other sections of the file are kept), with the command above eac
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import re
 import sys
@@ -42,9 +41,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from skyledger.compute.classification import diagnostic  # noqa: E402
-from skyledger.compute.classification.diagnostic import CLASSES, DiagnosticConfig, classify_diagnostic  # noqa: E402
-from skyledger.testing.nebula_grids import TEST_GRIDS, load_grid, load_train_grids, noisy_fluxes  # noqa: E402
+from skyledger.compute.classification.diagnostic import CLASSES, DiagnosticConfig  # noqa: E402
+from skyledger.testing.nebula_grids import (  # noqa: E402
+    TEST_GRIDS,
+    classify_grid,
+    context_argument,
+    load_grid,
+    load_train_grids,
+    noisy_fluxes,
+)
 
 CONTEXTS = ("galaxy", "nebula")
 #: Classes that exist in each context (docs: galaxy has no PN/SNR class).  A model whose true
@@ -65,7 +70,6 @@ LOG_LOSS_FLOOR = 1e-3  # Monte Carlo probabilities can be exactly 0
 SEED = 20261207
 #: The accuracy of these grids is also shown per value of this parameter.
 SPLIT_BY = {"allen08_shock": "comp"}
-CHUNK = 2000
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -78,42 +82,6 @@ class Evaluated:
     groups: np.ndarray | None = None  # str [n]: a grid parameter the accuracy is also split by
 
 
-def context_argument() -> str | None:
-    """How classify_diagnostic takes the context: 'names' (a sequence of str), 'codes' (an
-    int tensor indexing diagnostic.CONTEXTS), or None when it has no such argument."""
-    param = inspect.signature(classify_diagnostic).parameters.get("context")
-    if param is None:
-        return None
-    ann = str(param.annotation)
-    if "Tensor" in ann and "str" not in ann:
-        if not hasattr(diagnostic, "CONTEXTS"):
-            raise SystemExit(f"classify_diagnostic(context: {ann}) but diagnostic.CONTEXTS is missing: cannot build context codes")
-        return "codes"
-    return "names"
-
-
-def classify(fluxes: np.ndarray, errors: np.ndarray, context: str, config: DiagnosticConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(class names [n], probabilities [n, len(CLASSES)]) in chunks (the draws are [d, n, 7])."""
-    how = context_argument()
-    gen = torch.Generator().manual_seed(seed)
-    names: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
-    for lo in range(0, len(fluxes), CHUNK):
-        f = torch.from_numpy(fluxes[lo : lo + CHUNK])
-        e = torch.from_numpy(errors[lo : lo + CHUNK])
-        nan = torch.full((len(f),), math.nan, dtype=torch.float64)
-        kw = {}
-        if how == "names":
-            kw["context"] = [context] * len(f)
-        elif how == "codes":
-            kw["context"] = torch.full((len(f),), diagnostic.CONTEXTS.index(context), dtype=torch.int64)
-        res = classify_diagnostic(f, e, nan, nan.clone(), config, gen, **kw)
-        code = res.classes.numpy()
-        names.append(np.array(CLASSES)[code])
-        probs.append(res.probabilities.numpy())
-    return np.concatenate(names), np.concatenate(probs)
-
-
 def evaluate(
     fluxes: np.ndarray, labels: np.ndarray, setting: tuple, context: str, config: DiagnosticConfig, groups: np.ndarray | None = None
 ) -> Evaluated:
@@ -122,7 +90,7 @@ def evaluate(
         obs, err = fluxes, np.full_like(fluxes, math.nan)
     else:
         obs, err = noisy_fluxes(fluxes, snr=snr, seed=SEED, reference=ref)
-    pred, probs = classify(obs, err, context, config, SEED + 1)
+    pred, probs = classify_grid(obs, err, context, config, seed=SEED + 1, require_context=False)
     assigned = probs[np.arange(len(pred)), [CLASSES.index(c) for c in pred]]
     return Evaluated(labels, pred, assigned, probs, groups)
 

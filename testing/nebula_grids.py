@@ -6,6 +6,7 @@
   on (compute/models/mappings5_nebulabayes_grids.csv.gz); only these may tune a threshold.
 * :func:`noisy_fluxes` / :func:`write_line_catalogue`: Gaussian noise at a stated S/N, and a
   CSV in the layout the ``line_catalog`` reader reads, to push a grid through the real ingest.
+* :func:`classify_grid`: ``classify_diagnostic`` on many spectra in one context, in chunks.
 
 numpy and csv only (no pandas).  The test grids live in the source tree, not in the wheel:
 these functions work from a checkout.
@@ -16,19 +17,24 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.resources
+import inspect
 import math
 import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from skyledger.compute.classification.diagnostic import DIAGNOSTIC_LINES
+from skyledger.compute.classification import diagnostic
+from skyledger.compute.classification.diagnostic import CLASSES, DIAGNOSTIC_LINES, DiagnosticConfig, classify_diagnostic
 
 __all__ = [
     "GRID_DIR",
     "GridFileError",
     "TEST_GRIDS",
     "TRAIN_GRID_FILE",
+    "classify_grid",
+    "context_argument",
     "load_grid",
     "load_train_grids",
     "noisy_fluxes",
@@ -163,3 +169,57 @@ def write_line_catalogue(
             pairs = [cell(x) for j in range(f.shape[1]) for x in (obs[i, j], err[i, j])]
             w.writerow([f"{prefix}{i}", repr(ra0 + i * 10 / 3600), repr(dec0), *pairs])
     return obs, err
+
+
+def context_argument() -> str | None:
+    """How ``classify_diagnostic`` takes the per-spectrum context: ``"names"`` (a sequence of
+    "galaxy"/"nebula"), ``"codes"`` (an int tensor indexing ``diagnostic.CONTEXTS``), or None
+    when it has no ``context`` argument (the rules before issue 26)."""
+    param = inspect.signature(classify_diagnostic).parameters.get("context")
+    if param is None:
+        return None
+    ann = str(param.annotation)
+    if "Tensor" in ann and "str" not in ann:
+        if not hasattr(diagnostic, "CONTEXTS"):
+            raise TypeError(f"classify_diagnostic(context: {ann}) but diagnostic.CONTEXTS is missing: cannot build context codes")
+        return "codes"
+    return "names"
+
+
+_CHUNK = 2000  # the draws are [n_draws, chunk, 7] float64
+
+
+def classify_grid(
+    fluxes: np.ndarray,
+    errors: np.ndarray,
+    context: str,
+    config: DiagnosticConfig,
+    *,
+    seed: int,
+    require_context: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class names [n], probabilities [n, len(CLASSES)]) of ``classify_diagnostic`` for
+    spectra without an EW, all in ``context``.  With ``require_context`` a
+    ``classify_diagnostic`` that takes no context is an error; without it the context is
+    dropped (to measure the rules from before contexts existed)."""
+    how = context_argument()
+    if how is None and require_context:
+        raise TypeError("classify_diagnostic takes no `context` argument: the context-dependent rules (issue 26) are missing")
+    gen = torch.Generator().manual_seed(seed)
+    names: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    for lo in range(0, len(fluxes), _CHUNK):
+        f = torch.from_numpy(np.ascontiguousarray(fluxes[lo : lo + _CHUNK], dtype=float))
+        e = torch.from_numpy(np.ascontiguousarray(errors[lo : lo + _CHUNK], dtype=float))
+        nan = torch.full((len(f),), math.nan, dtype=torch.float64)
+        kw: dict[str, object] = {}
+        if how == "names":
+            kw["context"] = [context] * len(f)
+        elif how == "codes":
+            kw["context"] = torch.full((len(f),), diagnostic.CONTEXTS.index(context), dtype=torch.int64)
+        res = classify_diagnostic(f, e, nan, nan.clone(), config, gen, **kw)
+        names.append(np.array(CLASSES)[res.classes.numpy()])
+        probs.append(res.probabilities.numpy())
+    if not names:
+        return np.array([], dtype=str), np.zeros((0, len(CLASSES)))
+    return np.concatenate(names), np.concatenate(probs)
