@@ -190,6 +190,35 @@ def reliability_table(calib: dict[str, tuple]) -> str:
     return md_table(header, rows) + "\n\n" + "\n".join(eces)
 
 
+#: Goals of issue 26 these grids can test: (context, label, grids, minimum accuracy).
+GOALS = (
+    ("galaxy", "HII", ("kewley01_hii", "dopita13_hii", "bagpipes_cloudy25_hii"), 0.95),
+    ("nebula", "HII", ("kewley01_hii", "dopita13_hii", "bagpipes_cloudy25_hii"), 0.95),
+    ("nebula", "SNR", ("allen08_shock",), 0.6),
+)
+ECE_GOAL = 0.1
+UNTESTABLE = "galaxy AGN >= 0.85 and nebula PN >= 0.8: no grid of another code exists (tests/data/nebula_grids/README.md)"
+
+
+def goals_table(all_results: dict[str, dict], calib: dict) -> str:
+    rows = []
+    for context, label, grids, goal in GOALS:
+        for grid in grids:
+            cells = []
+            for s in SETTINGS:
+                ev = all_results[context][grid, s[0]]
+                acc = float(np.mean(ev.predicted[ev.labels == label] == label))
+                cells.append(f"{acc:.3f} {'ok' if acc >= goal else '**MISSED**'}")
+            rows.append([context, f"{label} accuracy >= {goal}", grid, *cells])
+    for context in CONTEXTS:
+        cells = ["n/a (no errors, no spread)"]
+        for s in SETTINGS[1:]:
+            ece = calib[s[0]][context][0][1]
+            cells.append(f"{ece:.3f} {'ok' if ece <= ECE_GOAL else '**MISSED**'}")
+        rows.append([context, f"ECE <= {ECE_GOAL}", "pooled", *cells])
+    return md_table(["context", "goal", "grid", *(s[0] for s in SETTINGS)], rows) + f"\n\nNot testable here: {UNTESTABLE}."
+
+
 def run_test_grids(config: DiagnosticConfig, command: str) -> tuple[str, dict]:
     grids = {}
     for name in TEST_GRIDS:
@@ -198,8 +227,9 @@ def run_test_grids(config: DiagnosticConfig, command: str) -> tuple[str, dict]:
         grids[name] = (f, labels, groups)
     sections: list[str] = []
     calib: dict[str, dict[str, tuple]] = {}
+    all_results: dict[str, dict] = {}
     for context in CONTEXTS:
-        results = {
+        results = all_results[context] = {
             (grid, setting[0]): evaluate(f, labels, setting, context, config, groups)
             for setting in SETTINGS
             for grid, (f, labels, groups) in grids.items()
@@ -215,6 +245,7 @@ def run_test_grids(config: DiagnosticConfig, command: str) -> tuple[str, dict]:
             f"### Reliability, {context} context: assigned-class probability vs fraction correct, pooled over the test grids "
             f"(models labelled {labels})\n\n`{command}`\n\n{reliability_table(per_setting)}\n"
         )
+    sections.insert(0, f"### Goals of issue 26 on the test grids\n\n`{command}`\n\n{goals_table(all_results, calib)}\n")
     return "\n".join(sections), calib
 
 
