@@ -130,13 +130,19 @@ def write_catalogue(rows: list, out: Path) -> Table:
     for col, attr in (("HA6563_EW", "ew"), ("HA6563_EW_ERR", "ew_err")):
         t[col] = [np.nan if (m := bins[k]["lines"].get("HA6563")) is None or getattr(m, attr) is None
                   else getattr(m, attr) for k in order] * u.AA  # fmt: skip
+    # The galaxy itself as the first row (its catalogue position and Z_SPEC, no lines), so
+    # that every bin's parent is a source with a position: the nucleus is then known to the
+    # database, for a context rule that asks whether a bin sees it.
+    galaxy = {c: (np.nan if t[c].dtype.kind == "f" else -1) for c in t.colnames}
+    galaxy.update(id=first.galaxy, ra=first.g_ra, dec=first.g_dec, z=first.g_z, parent="", bin=0, n_spaxels=0, r_arcsec=0.0)
+    t.insert_row(0, [galaxy[c] for c in t.colnames])
     t.meta["comments"] = [
         "SAMI DR3 CATID 209807 (z = 0.05386), binned 'sectors' cubes 209807_A_sectors_blue/red.fits.gz:",
         "narrow-component (0) line fluxes of each bin measured by skyledger `lines` "
         f"version {LinesTask.version} (default parameters), blue and red arm of a bin in one row.",
         "A bin's flux is the mean per spaxel of its spaxels (ingest/readers/ifu_cube.py); n_spaxels of 0.5\" x 0.5\".",
         f"r_arcsec: distance of the bin centroid from the cube's catalogue position (CATARA/CATADEC); PSF FWHM {PSF_FWHM_ARCSEC}\".",
-        f"Made by: {COMMAND}. Provenance and licence: tests/data/nebula/README.md.",
+        f"Row 1 is the galaxy (no lines). Made by: {COMMAND}. Provenance and licence: tests/data/nebula/README.md.",
     ]
     t.write(out, format="ascii.ecsv", overwrite=True)
     return t
@@ -152,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(args.cubes, args.workdir or Path(tmp))
     t = write_catalogue(rows, args.out)
-    print(f"wrote {args.out} ({len(t)} bins, `lines` version {LinesTask.version})")
+    print(f"wrote {args.out} ({len(t) - 1} bins and the galaxy, `lines` version {LinesTask.version})")
 
 
 if __name__ == "__main__":
