@@ -114,6 +114,9 @@ def write_catalogue(rows: list, out: Path) -> Table:
         round(3600.0 * math.hypot((bins[k]["row"].ra - first.g_ra) * cosd, bins[k]["row"].dec - first.g_dec), 3)
         for k in order
     ] * u.arcsec
+    # The cube's PSF, which decides which bins see the nucleus; the line_catalog reader does
+    # not read it today (neither column nor option): here for when it does.
+    t["psf_fwhm_arcsec"] = [PSF_FWHM_ARCSEC] * len(order) * u.arcsec
     for line in DIAGNOSTIC_LINES:
         flux, err, flags = [], [], []
         for k in order:
@@ -134,7 +137,8 @@ def write_catalogue(rows: list, out: Path) -> Table:
     # that every bin's parent is a source with a position: the nucleus is then known to the
     # database, for a context rule that asks whether a bin sees it.
     galaxy = {c: (np.nan if t[c].dtype.kind == "f" else -1) for c in t.colnames}
-    galaxy.update(id=first.galaxy, ra=first.g_ra, dec=first.g_dec, z=first.g_z, parent="", bin=0, n_spaxels=0, r_arcsec=0.0)
+    galaxy.update(id=first.galaxy, ra=first.g_ra, dec=first.g_dec, z=first.g_z, parent="", bin=0, n_spaxels=0, r_arcsec=0.0,
+                  psf_fwhm_arcsec=PSF_FWHM_ARCSEC)
     t.insert_row(0, [galaxy[c] for c in t.colnames])
     t.meta["comments"] = [
         "SAMI DR3 CATID 209807 (z = 0.05386), binned 'sectors' cubes 209807_A_sectors_blue/red.fits.gz:",
