@@ -1,0 +1,137 @@
+"""Print the tables of docs/nebula_real_checks.md: the line ratios of every real input,
+computed by hand from the fluxes (not by the classifier), and what `nebula_diagnostic`
+gives on them, through the same chain and selections as tests/compute/test_nebula_real.py
+(a private embedded PostgreSQL; ~15 s of `lines` on the GMOS files).
+
+    .venv/bin/python tests/data/nebula/real_checks.py
+
+Before the context option exists (branch without helper `rules`' work), the surveys are
+ingested without it and the context column shows "-".
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import torch
+from astropy.table import Table
+from sqlalchemy import create_engine
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "tests" / "compute"))
+
+import test_nebula_real as T  # noqa: E402  the test's inputs and selections, one definition
+
+from skyledger.compute.classification.diagnostic import DIAGNOSTIC_LINES, NebulaFlag  # noqa: E402
+from skyledger.compute.fitting import LineFlag  # noqa: E402
+from skyledger.compute.tasks.nebula import NebulaDiagnosticTask  # noqa: E402
+from skyledger.ingest.readers import base  # noqa: E402
+from skyledger.schema import embedded  # noqa: E402
+from skyledger.schema.database import connect, upgrade  # noqa: E402
+from skyledger.schema.settings import Settings  # noqa: E402
+
+#: lines `lines` could not fit, dropped by the nebula tasks (as make_sami_catalogue.py)
+UNUSABLE = int(LineFlag.NO_GOOD_PIXELS | LineFlag.ZERO_FLUX | LineFlag.SPECTRUM_FAILED | LineFlag.NOT_IN_RANGE)
+HAS_CONTEXT = "context" in getattr(base, "SHARED_OPTIONS", ())
+
+
+def private_database(work: Path):
+    running = embedded.start(work / "pgdata")
+    name = f"nebula_real_{int(time.time() * 1000)}"
+    with psycopg.connect(running.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@/{name}?host={running.socket_dir}"
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return connect(Settings(home=work, database_url=url))
+
+
+def ratios(f: dict[str, float]) -> dict[str, float]:
+    """log10 of the diagnostic ratios (NaN where a line is missing or not positive)."""
+
+    def lg(a: float, b: float) -> float:
+        return math.log10(a / b) if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
+
+    ha = f.get("HA6563", math.nan)
+    return {
+        "N2": lg(f.get("NII6584", math.nan), ha),
+        "S2": lg(f.get("SII6716", math.nan) + f.get("SII6731", math.nan), ha),
+        "O1": lg(f.get("OI6300", math.nan), ha),
+        "O3": lg(f.get("OIII5007", math.nan), f.get("HB4861", math.nan)),
+    }
+
+
+def fmt(v: float) -> str:
+    return "-" if not math.isfinite(v) else f"{10**v:.2f}"
+
+
+def verdict(r: dict | None) -> str:
+    if r is None:
+        return "no row"
+    names = [f.name for f in NebulaFlag if r["flags"] & f and f.name not in ("NO_EW",)]
+    ctx = r.get("context", "-") if HAS_CONTEXT else "-"
+    return f"{r['class']} ({r['probability']:.2f}) | {ctx} | {'+'.join(names) or '-'}"
+
+
+HEAD = "| input | [NII]/Ha | [SII]/Ha | [OI]/Ha | [OIII]/Hb | class (p) | context | flags (NO_EW omitted) |\n|---|---:|---:|---:|---:|---|---|---|"
+
+
+def row(name: str, f: dict[str, float], r: dict | None) -> str:
+    q = ratios(f)
+    return f"| {name} | {fmt(q['N2'])} | {fmt(q['S2'])} | {fmt(q['O1'])} | {fmt(q['O3'])} | {verdict(r)} |"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    if not HAS_CONTEXT:
+        ingest = T.ingest
+        T.ingest = lambda db, path, survey, **o: ingest(db, path, survey, **{k: v for k, v in o.items() if k != "context"})
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        db = private_database(work)
+
+        class Factory:
+            def mktemp(self, name: str) -> Path:
+                (work / name).mkdir(exist_ok=True)
+                return work / name
+
+        try:
+            rows, gmos = T.classified.__wrapped__(db, Factory())
+        finally:
+            db.dispose()
+    print(f"nebula_diagnostic version {NebulaDiagnosticTask.version}; context option {'used' if HAS_CONTEXT else 'not available'}\n")
+
+    print("### GMOS (the chain on tests/data/gmos)\n")
+    print(HEAD)
+    peak, around = T.ngc3081_nucleus(gmos)
+    for s in sorted(gmos):
+        f = {line: d["flux"] for line, d in gmos[s].items() if d["flux"] is not None and not d["flags"] & UNUSABLE}
+        survey = "gmos-nuclei" if s == "NGC 6300" else "gmos-ifu"
+        tag = " **(nucleus: brightest Halpha)**" if s == peak else (" (3x3 around the nucleus)" if s in around else "")
+        print(row(s + tag, f, rows.get((survey, s))))
+
+    t = Table.read(T.SAMI, format="ascii.ecsv")
+    central, outer = T.sami_bins()
+    for survey in ("sami-galaxy", "sami-inferred"):
+        print(f"\n### SAMI 209807 bins, survey {survey}\n")
+        print(HEAD.replace("| input |", "| bin (r\") |"))
+        for b in t[t["parent"] == "209807"]:
+            f = {line: float(b[f"{line}_FLUX"]) for line in DIAGNOSTIC_LINES}
+            tag = " central" if b["id"] in central else (" outer" if b["id"] in outer else "")
+            print(row(f"{b['id']} ({b['r_arcsec']:.2f}){tag}", f, rows.get((survey, str(b["id"])))))
+
+    print("\n### Archetypes (tests/data/nebula/archetypes.csv)\n")
+    print(HEAD.replace("| input |", "| row (expected) |"))
+    for a in T.archetype_rows():
+        f = {line: float(a[f"{line}_FLUX"]) for line in DIAGNOSTIC_LINES}
+        print(row(f"{a['id']} ({a['expected_class']}, {a['context']})", f, rows.get((f"archetypes-{a['context']}", a["id"]))))
+
+
+if __name__ == "__main__":
+    main()
