@@ -3,7 +3,10 @@ computed by hand from the fluxes (not by the classifier), and what `nebula_diagn
 gives on them, through the same chain and selections as tests/compute/test_nebula_real.py
 (a private embedded PostgreSQL; ~15 s of `lines` on the GMOS files).
 
-    .venv/bin/python tests/data/nebula/real_checks.py
+    .venv/bin/python tests/data/nebula/real_checks.py [--all]
+
+``--all`` lists every GMOS spaxel and SAMI bin; by default the tested ones are listed and
+the others counted.
 
 Before the context option exists (branch without helper `rules`' work), the surveys are
 ingested without it and the context column shows "-".
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +75,11 @@ def fmt(v: float) -> str:
     return "-" if not math.isfinite(v) else f"{10**v:.2f}"
 
 
+def summary(r: dict | None) -> str:
+    """Class and context of a row, for the counts of the rows not listed."""
+    return "no row" if r is None else f"{r['class']}/{r.get('context', '-') if HAS_CONTEXT else '-'}"
+
+
 def verdict(r: dict | None) -> str:
     if r is None:
         return "no row"
@@ -88,6 +97,7 @@ def row(name: str, f: dict[str, float], r: dict | None) -> str:
 
 
 def main() -> None:
+    show_all = "--all" in sys.argv[1:]
     torch.set_num_threads(1)
     if not HAS_CONTEXT:
         ingest = T.ingest
@@ -110,21 +120,34 @@ def main() -> None:
     print("### GMOS (the chain on tests/data/gmos)\n")
     print(HEAD)
     peak, around = T.ngc3081_nucleus(gmos)
+    others: Counter[str] = Counter()
     for s in sorted(gmos):
         f = {line: d["flux"] for line, d in gmos[s].items() if d["flux"] is not None and not d["flags"] & UNUSABLE}
         survey = "gmos-nuclei" if s == "NGC 6300" else "gmos-ifu"
         tag = " **(nucleus: brightest Halpha)**" if s == peak else (" (3x3 around the nucleus)" if s in around else "")
-        print(row(s + tag, f, rows.get((survey, s))))
+        if tag or s == "NGC 6300" or show_all:
+            print(row(s + tag, f, rows.get((survey, s))))
+        else:
+            others[summary(rows.get((survey, s)))] += 1
+    if others:
+        print(f"\nThe other {sum(others.values())} NGC 3081 spaxels: {dict(others.most_common())}")
 
     t = Table.read(T.SAMI, format="ascii.ecsv")
     central, outer = T.sami_bins()
     for survey in ("sami-galaxy", "sami-inferred"):
         print(f"\n### SAMI 209807 bins, survey {survey}\n")
         print(HEAD.replace("| input |", "| bin (r\") |"))
+        others = Counter()
         for b in t[t["parent"] == "209807"]:
             f = {line: float(b[f"{line}_FLUX"]) for line in DIAGNOSTIC_LINES}
             tag = " central" if b["id"] in central else (" outer" if b["id"] in outer else "")
-            print(row(f"{b['id']} ({b['r_arcsec']:.2f}){tag}", f, rows.get((survey, str(b["id"])))))
+            if tag or show_all:
+                print(row(f"{b['id']} ({b['r_arcsec']:.2f}){tag}", f, rows.get((survey, str(b["id"])))))
+            else:
+                others[summary(rows.get((survey, str(b["id"]))))] += 1
+        if others:
+            print(f"\nThe other {sum(others.values())} bins (between the two radii, or an outer bin with a line below S/N 3): "
+                  f"{dict(others.most_common())}")
 
     print("\n### Archetypes (tests/data/nebula/archetypes.csv)\n")
     print(HEAD.replace("| input |", "| row (expected) |"))
