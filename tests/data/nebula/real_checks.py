@@ -31,7 +31,13 @@ sys.path.insert(0, str(ROOT / "tests" / "compute"))
 
 import test_nebula_real as T  # noqa: E402  the test's inputs and selections, one definition
 
-from skyledger.compute.classification.diagnostic import DIAGNOSTIC_LINES, NebulaFlag  # noqa: E402
+from skyledger.compute.classification.diagnostic import (  # noqa: E402
+    DIAGNOSTIC_LINES,
+    NebulaFlag,
+    kewley01_nii,
+    kewley01_oi,
+    kewley01_sii,
+)
 from skyledger.compute.fitting import LineFlag  # noqa: E402
 from skyledger.compute.tasks.nebula import NebulaDiagnosticTask  # noqa: E402
 from skyledger.ingest.readers import base  # noqa: E402
@@ -69,6 +75,13 @@ def ratios(f: dict[str, float]) -> dict[str, float]:
         "O1": lg(f.get("OI6300", math.nan), ha),
         "O3": lg(f.get("OIII5007", math.nan), f.get("HB4861", math.nan)),
     }
+
+
+def above_kewley(x: float, y: float, curve, asymptote: float) -> float:
+    """y minus the Kewley et al. (2001) curve at x (dex); +inf right of the curve's asymptote."""
+    if x >= asymptote:
+        return math.inf
+    return y - float(curve(torch.tensor([x], dtype=torch.float64))[0])
 
 
 def fmt(v: float) -> str:
@@ -148,6 +161,17 @@ def main() -> None:
         if others:
             print(f"\nThe other {sum(others.values())} bins (between the two radii, or an outer bin with a line below S/N 3): "
                   f"{dict(others.most_common())}")
+
+    print("\n### SAMI 209807 tested bins: y - y(Kewley et al. 2001) in dex at the measured ratios (positive = above)\n")
+    print("| bin | [N II] | [S II] | [O I] | above in |\n|---|---:|---:|---:|---|")
+    for b in t[t["parent"] == "209807"]:
+        if b["id"] not in central + outer:
+            continue
+        q = ratios({line: float(b[f"{line}_FLUX"]) for line in DIAGNOSTIC_LINES})
+        d = [above_kewley(q[x], q["O3"], curve, asymptote)
+             for x, curve, asymptote in (("N2", kewley01_nii, 0.47), ("S2", kewley01_sii, 0.32), ("O1", kewley01_oi, -0.59))]  # fmt: skip
+        print(f"| {b['id']} ({'central' if b['id'] in central else 'outer'}) | " + " | ".join(f"{v:+.2f}" for v in d)
+              + f" | {sum(v > 0 for v in d)} of 3 |")
 
     print("\n### Archetypes (tests/data/nebula/archetypes.csv)\n")
     print(HEAD.replace("| input |", "| row (expected) |"))
