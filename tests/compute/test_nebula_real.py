@@ -88,16 +88,17 @@ def classified(fresh_database_module, tmp_path_factory):
     spectrum object_id and line."""
     db = fresh_database_module
     work = tmp_path_factory.mktemp("nebula-real")
+    # The catalogues first (cheap): SAMI 209807 bins with the context by option (the
+    # inferred case: sami_inferred below), the archetypes each in its context.
+    ingest(db, SAMI, "sami-galaxy", context="galaxy")
+    for context in ("galaxy", "nebula"):
+        ingest(db, archetype_catalogue(context, work / f"archetypes_{context}.ecsv"), f"archetypes-{context}", context=context)
     # GMOS: the real chain, context inferred (no option).
     ingest(db, Path(shutil.copy(GMOS / "ngc6300_nuc.fits", work)), "gmos-nuclei")
     # No usable celestial WCS and no position in the cube: NGC 3081 from NED (as the
     # rotation maps and tests/ingest/test_real_formats_end_to_end.py do).
     ingest(db, Path(shutil.copy(GMOS / "ngc3081_cube.fits", work)), "gmos-ifu", ra=149.873083, dec=-22.826278)
     assert process(db, LinesTask()).status == "succeeded"
-    # SAMI 209807 bins with the context by option (the inferred case: sami_inferred below).
-    ingest(db, SAMI, "sami-galaxy", context="galaxy")
-    for context in ("galaxy", "nebula"):
-        ingest(db, archetype_catalogue(context, work / f"archetypes_{context}.ecsv"), f"archetypes-{context}", context=context)
     run = process(db, NebulaDiagnosticTask(), PARAMS)
     assert run.status == "succeeded", run
     with db.engine.connect() as conn:
