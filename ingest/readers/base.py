@@ -11,6 +11,8 @@ problem. Opening FITS files (absurd array sizes included) is
 
 from __future__ import annotations
 
+import math
+
 import os
 import re
 import warnings
@@ -74,7 +76,10 @@ class Reader(Protocol):
 #: galaxy (docs/nebula_classification.md); the reader itself does not use it (the task reads
 #: it from survey.options).  The values are those of
 #: skyledger.compute.classification.diagnostic.CONTEXTS (ingest does not import compute).
-SHARED_OPTIONS: tuple[str, ...] = ("context",)
+#: ``psf_fwhm_arcsec`` is the survey's seeing FWHM: the ``rotation`` task models beam
+#: smearing with it and the nebula classification decides from it whether a child spectrum
+#: sees its galaxy's nucleus; it must be a positive number.
+SHARED_OPTIONS: tuple[str, ...] = ("context", "psf_fwhm_arcsec")
 CONTEXT_VALUES: tuple[str, ...] = ("galaxy", "nebula")
 
 
@@ -91,6 +96,13 @@ def check_options(path: object, options: Mapping[str, Any] | None, known: Iterab
             path, f"option context must be 'galaxy' (integrated spectra) or 'nebula' (regions inside a galaxy), "
             f"got {opts['context']!r}",
         )  # fmt: skip
+    if "psf_fwhm_arcsec" in opts:
+        try:
+            psf = float(opts["psf_fwhm_arcsec"])
+        except (TypeError, ValueError):
+            psf = math.nan
+        if not (math.isfinite(psf) and psf > 0):
+            raise ReaderError(path, f"option psf_fwhm_arcsec must be a positive number, got {opts['psf_fwhm_arcsec']!r}")
     return opts
 
 

@@ -17,6 +17,9 @@ Options:
 * ``dust_corrected`` (bool): the fluxes are already corrected for extinction.
 * ``flux_unit``: unit of the line fluxes, when the file's columns carry none.
 * ``format``: ``fits``, ``csv`` or ``ecsv`` when the content is ambiguous.
+* ``context`` and ``psf_fwhm_arcsec``, which every reader accepts
+  (:data:`skyledger.ingest.readers.base.SHARED_OPTIONS`): read by the compute tasks from
+  the survey's options, not by the reader.
 
 Each row becomes a source and a pixel-less :class:`SpectrumRow` with ``lines`` filled.
 A line is left out of a row when its flux, velocity and sigma are all NaN (or empty):

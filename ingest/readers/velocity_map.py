@@ -177,10 +177,6 @@ class VelocityMapReader:
     def read(self, path: str | os.PathLike[str], options: Mapping[str, Any]) -> FileContents:
         path = Path(path)
         opts = check_options(path, options, _OPTIONS)
-        if "psf_fwhm_arcsec" in opts and not (lenient_float(opts["psf_fwhm_arcsec"]) or 0) > 0:
-            raise ReaderError(
-                path, f"option psf_fwhm_arcsec must be a positive number, got {opts['psf_fwhm_arcsec']!r}"
-            )
         line = self._line(path, opts)
         specs = self._extension_specs(path, opts.get("extensions") or {})
         raw, fixes = fix_blank_cards(read_fits_bytes(path))
