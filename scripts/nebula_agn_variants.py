@@ -60,7 +60,8 @@ def main() -> None:
     d_votes = d_n2.int() + d_s2.int() + d_o1.int()
     scattered = {"[N II] diagram only (primary)": d_n2, "any of the three": d_votes >= 1, "majority (>= 2 of 3)": d_votes >= 2,
                  "all three": d_votes == 3,
-                 "[N II] or [O I]": d_n2 | d_o1}  # fmt: skip
+                 "[N II] or [O I]": d_n2 | d_o1,
+                 "[N II], or both [S II] and [O I]": d_n2 | (d_s2 & d_o1)}  # fmt: skip
     h, a_ = torch.from_numpy(hii), torch.from_numpy(nlr)
     print("| variant, 0.1 dex scatter | HII kept below | NLR (AGN) above |\n|---|---|---|")
     for name, above in scattered.items():

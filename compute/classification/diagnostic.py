@@ -20,10 +20,10 @@ Rules (the first that applies wins):
    ``pn_log_oiii_ha`` (or, given M5007, the Ciardullo et al. 2002 line) or above Kewley
    et al. (2001); not known to be extended.  Flags PN_NO_DISTANCE, PN_NO_SIZE say what
    was missing.
-4. ``AGN``: above the Kewley et al. (2001) maximum-starburst line in a measured BPT
-   diagram among [N II] and [O I] ([S II] only when neither is measured: the vote
-   measured on the training grids, see the docs); without Hbeta or [O III], a majority of the red-only criteria of Ho,
-   Filippenko & Sargent (1997) (flag RED_ONLY).  Kewley et al. (2006) set the LINER bit.
+4. ``AGN``: above the Kewley et al. (2001) maximum-starburst line in the [N II]
+   diagram, or in both the [S II] and [O I] diagrams (a lone one when it is the only
+   diagram measured; the vote is explained in the docs); without Hbeta or [O III], a
+   majority of the red-only criteria of Ho, Filippenko & Sargent (1997) (flag RED_ONLY).  Kewley et al. (2006) set the LINER bit.
 5. ``HII``: below; between Kauffmann et al. (2003) and Kewley et al. (2001) in the
    [N II] diagram sets the COMPOSITE bit.
 6. ``UNKNOWN``: nothing could be decided (no Halpha, or no ratio to it).
@@ -235,13 +235,17 @@ def classify_ratios(
     n2_d, s2_d, o1_d = has_n2 & has_bpt_y, has_s2 & has_bpt_y, has_o1 & has_bpt_y
     any_d = n2_d | s2_d | o1_d
 
-    # Kewley et al. (2001) in the [N II] or the [O I] diagram; [S II] votes only when
-    # neither is measured.  On the training grids any-of-three and [N II]-or-[O I] keep
-    # every HII model below and put the same NLR models above (0.7617 vs 0.7616): the
-    # [S II] vote adds no AGN there, only a chance of misfiling HII regions whose [S II]
-    # a code predicts strong (scripts/nebula_agn_variants.py, numbers in the docs).
+    # Kewley et al. (2001) in the [N II] diagram, or in both the [S II] and the [O I]
+    # diagrams (Kewley et al. 2006 call a galaxy whose diagrams disagree ambiguous; the
+    # two low-ionisation diagrams must agree to outvote [N II]); a lone [S II] or [O I]
+    # decides only when it is the one diagram measured.  On the training grids every
+    # variant keeps all HII models below (scripts/nebula_agn_variants.py); [O I] alone
+    # would put 11 % more NLR models above, but [O I] is the line diffuse gas and weak
+    # fits inflate, and it put the star-forming outer bins of SAMI 209807 above the
+    # line (docs/nebula_classification.md, "Which Kewley 2001 vote").
     a_n2, a_s2, a_o1 = above_kewley01(n2, s2, o1, o3hb)
-    above_bpt = (n2_d & a_n2) | (o1_d & a_o1) | (s2_d & a_s2 & ~n2_d & ~o1_d)
+    only_s2, only_o1 = s2_d & ~n2_d & ~o1_d, o1_d & ~n2_d & ~s2_d
+    above_bpt = (n2_d & a_n2) | (s2_d & a_s2 & o1_d & a_o1) | (only_s2 & a_s2) | (only_o1 & a_o1)
     below_some = (n2_d & ~a_n2) | (s2_d & ~a_s2) | (o1_d & ~a_o1)
     # No Hbeta or [O III]: the red-only criteria of Ho et al. (1997), a majority of those
     # measured (the variant that keeps >= 97 % of the training HII models, same script).

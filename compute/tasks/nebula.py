@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from skyledger.compute.tasks.abundances import LineSource, batch_seed
 from skyledger.compute.fitting import LineFlag
 from skyledger.compute.classification.context import angular_offset_arcsec, infer_context
+from skyledger.compute.kinematics.sky import kpc_per_arcsec
 from skyledger.compute.classification.diagnostic import (
     CLASSES,
     CONTEXTS,
@@ -84,14 +85,16 @@ JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
 
 
 # What the context needs, per spectrum: the survey option, whether its source has a parent,
-# its own position (a spaxel's or bin's, else its source's) and the parent's, and the PSF
-# FWHM (the parent's meta, as a cube reader records it, else the survey option). The
-# database holds no physical aperture of a spectrum, so infer_context's >= 1 kpc rule has
-# no input here.
+# its own position (a spaxel's or bin's, else its source's) and the parent's, the PSF FWHM
+# (the parent's meta, as a cube reader records it, else the survey option) and a redshift
+# (the parent's, else the source's, else the spectrum's). The database holds no aperture
+# of a spectrum, but the PSF is the smallest scale a spectrum can resolve: at the redshift
+# it gives the physical size of infer_context's >= 1 kpc rule.
 NEBULA_CONTEXT_SQL = """
 SELECT s.id AS spectrum_id, sv.options ->> 'context' AS option, src.parent_id IS NOT NULL AS has_parent,
        coalesce(s.ra, src.ra) AS ra, coalesce(s.dec, src.dec) AS dec, p.ra AS parent_ra, p.dec AS parent_dec,
-       p.meta ->> 'psf_fwhm_arcsec' AS psf_meta, sv.options ->> 'psf_fwhm_arcsec' AS psf_option
+       p.meta ->> 'psf_fwhm_arcsec' AS psf_meta, sv.options ->> 'psf_fwhm_arcsec' AS psf_option,
+       coalesce(p.z, src.z, s.z) AS z
 FROM spectrum AS s
 JOIN source AS src ON src.id = s.source_id
 JOIN survey AS sv ON sv.id = s.survey_id
@@ -113,13 +116,15 @@ def read_contexts(session: Session, ids: Sequence[int]) -> tuple[np.ndarray, np.
     rows = {r.spectrum_id: r for r in session.execute(text(NEBULA_CONTEXT_SQL), {"ids": list(ids)})}
     code = np.zeros(len(ids), dtype=np.int64)
     inferred = np.zeros(len(ids), dtype=bool)
+    scale = kpc_per_arcsec(np.array([_float(rows[sid].z) for sid in ids]))  # NaN without a redshift
     for i, sid in enumerate(ids):
         r = rows[sid]
         offset = angular_offset_arcsec(*(np.array([_float(v)]) for v in (r.ra, r.dec, r.parent_ra, r.parent_dec)))[0]
         psf = _float(r.psf_meta)
+        psf = psf if psf > 0 else _float(r.psf_option)
         ctx, inferred[i] = infer_context(
-            option=r.option, has_parent=r.has_parent, offset_arcsec=float(offset),
-            psf_fwhm_arcsec=psf if psf > 0 else _float(r.psf_option),
+            option=r.option, has_parent=r.has_parent, offset_arcsec=float(offset), psf_fwhm_arcsec=psf,
+            aperture_kpc=float(psf * scale[i]),
         )  # fmt: skip
         code[i] = CONTEXTS.index(ctx)
     return code, inferred
