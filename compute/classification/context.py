@@ -20,8 +20,9 @@ __all__ = ["MIN_NUCLEUS_RADIUS_ARCSEC", "GALAXY_APERTURE_KPC", "angular_offset_a
 #: A child sees the nucleus within max(PSF FWHM, this) of its parent's position: a
 #: seeing-limited spaxel 1" from the centre still holds nuclear light.
 MIN_NUCLEUS_RADIUS_ARCSEC = 1.0
-#: A child whose physical aperture is at least this wide integrates a good part of a galaxy
-#: (bulge, many HII regions): a design choice, not a published number.
+#: A child whose physical aperture or resolution (the task passes the PSF FWHM at the
+#: redshift) is at least this wide blends a good part of a galaxy (bulge, many HII regions
+#: and their diffuse gas): a design choice, not a published number.
 GALAXY_APERTURE_KPC = 1.0
 
 
@@ -50,8 +51,8 @@ def infer_context(
     * A spectrum whose source has no parent (a fibre, a 1-D spectrum, a catalogue row) is
       an integrated ``galaxy`` spectrum.
     * A child (spaxel, bin, region) is ``galaxy`` when it sees the nucleus (its offset from
-      the parent's position within max(PSF FWHM, 1")) or its physical aperture is
-      >= 1 kpc where known; else ``nebula``.  A child whose offset is unknown is a nebula:
+      the parent's position within max(PSF FWHM, 1")) or its physical aperture (or
+      resolution) is >= 1 kpc where known; else ``nebula``.  A child whose offset is unknown is a nebula:
       it was extracted as a region of its parent.
     """
     if option is not None:
