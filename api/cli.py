@@ -110,7 +110,7 @@ def demo(ctx: typer.Context) -> None:
     from skyledger.compute.framework.task import resolve_device
 
     from . import admin
-    from .demo import process_demo, release_demo, run_demo
+    from .demo import NEBULA_SUMMARY_SQL, process_demo, release_demo, run_demo
 
     settings = _settings(ctx)
     db = admin.init_database(settings)
@@ -130,6 +130,10 @@ def demo(ctx: typer.Context) -> None:
                 "FROM catalog.spectra s LEFT JOIN catalog.stellar_kinematics k ON k.spectrum_id = s.spectrum_id "
                 "GROUP BY 1 ORDER BY 1",
             )
+        typer.echo(format_result(result, "table"))
+        with db.session() as session:
+            result = run_query(session, NEBULA_SUMMARY_SQL)
+        typer.echo("nebula classes (catalog.nebula_class) per survey, method and context")
         typer.echo(format_result(result, "table"))
         _print_cube_galaxy(db, settings.home / "plots")
         _print_status(db)

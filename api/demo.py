@@ -14,7 +14,7 @@ from skyledger.schema.database import Database
 
 from .releases import ReleaseSummary, demo_release
 
-__all__ = ["CUBE_SUMMARY_SQL", "DEMO_CUBE_GALAXY", "demo_config", "process_demo", "release_demo", "run_demo"]
+__all__ = ["CUBE_SUMMARY_SQL", "DEMO_CUBE_GALAXY", "NEBULA_SUMMARY_SQL", "demo_config", "process_demo", "release_demo", "run_demo"]
 
 
 def demo_config() -> IngestConfig:
@@ -54,6 +54,15 @@ UNION ALL
 SELECT 'gradient ' || method, NULL, NULL, NULL, NULL, NULL, round(slope_dex_per_kpc::numeric, 3), n_points
 FROM catalog.metallicity_gradients WHERE object_id = '{DEMO_CUBE_GALAXY}' AND slope_dex_per_kpc IS NOT NULL
 ORDER BY 1
+"""
+
+
+#: what the demo prints about the nebula classes: per survey, method, context and class
+#: (the SAMI bins are `galaxy`: its 2.51" seeing is 2.7 kpc at z = 0.054)
+NEBULA_SUMMARY_SQL = """
+SELECT s.survey, n.method, n.context, n.class, count(*) AS spectra, round(avg(n.probability)::numeric, 2) AS mean_p
+FROM catalog.nebula_class AS n JOIN catalog.spectra AS s ON s.spectrum_id = n.spectrum_id
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 """
 
 

@@ -104,7 +104,15 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
             "WHERE l.component = 1 AND s.object_id LIKE 'MaNGA_multicomp%'"
         )).scalar_one()  # fmt: skip
         models = conn.execute(text("SELECT count(gas_model) FROM catalog.stellar_kinematics")).scalar_one()
+        # Every SAMI bin is classified as part of an integrated galaxy (its seeing is 2.7 kpc),
+        # inferred; the 1-D spectra (no parent) are galaxies too.
+        contexts = conn.execute(text(
+            "SELECT s.survey, n.context, count(*) FROM catalog.nebula_class AS n "
+            "JOIN catalog.spectra AS s ON s.spectrum_id = n.spectrum_id GROUP BY 1, 2"
+        )).all()  # fmt: skip
     engine.dispose()
+    assert {(sv, c) for sv, c, _ in contexts if sv == "sami-dr3"} == {("sami-dr3", "galaxy")}
+    assert "nebula classes (catalog.nebula_class) per survey, method and context" in first.stdout
     assert second > 0 and models == 91
     assert fitted == 91  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
     # The cube's galaxy: a rotation curve of gas and of stars, and metallicity gradients, shown and plotted.
