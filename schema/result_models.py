@@ -265,7 +265,9 @@ class NebulaClass(Base):
     )
     # `class` is a Python keyword: the attribute is class_, the column keeps the catalogue name.
     class_: Mapped[str] = column(
-        "class", Text, doc="Most probable class: HII, PN, SNR, DIG, AGN or UNKNOWN", ucd="src.class"
+        "class", Text, ucd="src.class",
+        doc="Class: HII, PN, SNR, DIG, AGN or UNKNOWN (diagnostic: what the published rules give on the measured ratios; "
+        "nn: the most probable)",
     )
     probability: Mapped[float | None] = column(
         Double, doc="Probability of the class given in class; NULL when the method gave no probabilities", ucd="stat.probability"

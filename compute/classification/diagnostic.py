@@ -33,7 +33,7 @@ its measured error, and every log ratio gets a Gaussian ``model_scatter_dex`` on
 draw per ratio, shared by every diagram using it): published demarcations and
 photoionisation codes differ by ~0.1 dex, so a point near a line is not certain even
 when its lines are.  The probability of a class is the fraction of draws the rules put
-in it.  Draws the rules cannot classify (a non-positive Halpha draw, say) count as
+in it; the class itself is what the rules give on the measured ratios.  Draws the rules cannot classify (a non-positive Halpha draw, say) count as
 UNKNOWN, so the five class probabilities sum to at most 1; classes that do not exist in
 a context get probability 0.  A non-positive draw of a numerator line (an undetected
 [O I], say) is kept as a ratio far below every demarcation, which is what a
@@ -388,16 +388,19 @@ def classify_diagnostic(
         codes, _ = classify_ratios(**drawn, ha_ok=ha_ok & (fd[..., _HA] > 0), ew=ewd, config=config, **where)
         counts = torch.stack([(codes == c).sum(0) for c in range(len(CLASSES))], dim=1)
         probs = counts.to(torch.float64) / d
-        # Ties go to the higher-priority class: the order of CLASSES is not the priority, so
-        # pick by count, then by the nominal class when it is among the maxima.
-        best = counts.max(1, keepdim=True).values
-        is_best = counts == best
-        nominal_best = is_best.gather(1, code0.unsqueeze(1)).squeeze(1)
-        code = torch.where(nominal_best, code0, is_best.to(torch.int64).argmax(1))
+        # The class is what the published rules give on the measured ratios; the draws
+        # say how sure that is.  A measurement on a demarcation keeps its class with a
+        # probability near 0.5 (or below, when the draws split three ways) instead of
+        # flipping to whichever side the model scatter happens to favour.
+        code = code0
     else:
+        # The class is what the published rules give on the measured ratios; the draws
+        # say how sure that is.  A measurement on a demarcation keeps its class with a
+        # probability near 0.5 (or below, when the draws split three ways) instead of
+        # flipping to whichever side the model scatter happens to favour.
         code = code0
         flags |= int(NebulaFlag.NO_PROBABILITIES)
-    # The bits that say how the class was decided follow the final (most probable) class.
+    # The bits that say how the class was decided follow the class.
     has_m5007 = ~torch.isnan(where["m5007"]) & ~torch.isnan(nominal["o3han2"])
     flags = (flags & ~_CLASS_BITS) | _class_flags(
         code, ~torch.isnan(nominal["o1"]), no_bpt, has_m5007, ~torch.isnan(where["extended"])

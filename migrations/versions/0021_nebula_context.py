@@ -43,11 +43,16 @@ FROM nebula_class AS t
 JOIN chosen ON chosen.spectrum_id = t.spectrum_id AND chosen.run_id = t.run_id;
 """
 
+#: ``class`` of the diagnostic method is now what the rules give on the measured ratios
+#: (version 1: the most probable over the Monte Carlo draws); the nn's is still the most probable.
+CLASS_DOC = "Class: HII, PN, SNR, DIG, AGN or UNKNOWN (diagnostic: what the published rules give on the measured ratios; nn: the most probable)"
+CLASS_DOC_0020 = "Most probable class: HII, PN, SNR, DIG, AGN or UNKNOWN"
+
 COMMENTS = [
     "COMMENT ON VIEW catalog.nebula_class IS 'Ionised-nebula class of every spectrum with emission lines, one row per method (tasks nebula_diagnostic and nebula_nn)'",
     "COMMENT ON COLUMN catalog.nebula_class.spectrum_id IS 'Spectrum whose emission lines were classified'",
     "COMMENT ON COLUMN catalog.nebula_class.method IS 'Classification method: diagnostic (published line-ratio rules) or nn (neural network)'",
-    "COMMENT ON COLUMN catalog.nebula_class.class IS 'Most probable class: HII, PN, SNR, DIG, AGN or UNKNOWN'",
+    "COMMENT ON COLUMN catalog.nebula_class.class IS 'Class: HII, PN, SNR, DIG, AGN or UNKNOWN (diagnostic: what the published rules give on the measured ratios; nn: the most probable)'",
     "COMMENT ON COLUMN catalog.nebula_class.probability IS 'Probability of the class given in class; NULL when the method gave no probabilities'",
     "COMMENT ON COLUMN catalog.nebula_class.p_hii IS 'Probability that the object is HII; NULL where the method does not model the class'",
     "COMMENT ON COLUMN catalog.nebula_class.p_pn IS 'Probability that the object is PN; NULL where the method does not model the class'",
@@ -75,12 +80,15 @@ def upgrade() -> None:
         sa.Column("context", sa.Text(), nullable=False, server_default=sa.text("'galaxy'"), comment=COLUMN_DOC),
     )
     op.create_check_constraint(op.f("ck_nebula_class_context_name"), "nebula_class", "context IN ('galaxy', 'nebula')")
+    op.execute(sa.text(f"COMMENT ON COLUMN nebula_class.class IS '{CLASS_DOC}'"))
     _recreate(VIEW, COMMENTS)
 
 
 def downgrade() -> None:
     # The view of revision 0020: the same select list without context.
     old_view = " ".join(VIEW.split()).replace("t.context, ", "")
-    _recreate(old_view, [c for c in COMMENTS if "catalog.nebula_class.context " not in c])
+    old_comments = [c.replace(CLASS_DOC, CLASS_DOC_0020) for c in COMMENTS if "catalog.nebula_class.context " not in c]
+    _recreate(old_view, old_comments)
+    op.execute(sa.text(f"COMMENT ON COLUMN nebula_class.class IS '{CLASS_DOC_0020}'"))
     op.drop_constraint(op.f("ck_nebula_class_context_name"), "nebula_class", type_="check")
     op.drop_column("nebula_class", "context")
