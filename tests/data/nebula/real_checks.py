@@ -133,7 +133,8 @@ def main() -> None:
                 T.ingest(db, T.SAMI, "sami-inferred", psf_fwhm_arcsec=T.SAMI_PSF_FWHM)
                 psf_note = f"survey option psf_fwhm_arcsec = {T.SAMI_PSF_FWHM}"
             except AssertionError as err:
-                psf_note = f"no PSF: the reader refused the option ({err})"
+                reason = err.args[0][1] if err.args and isinstance(err.args[0], tuple) else err
+                psf_note = f"no PSF: the reader refused the option psf_fwhm_arcsec: {reason}"
                 # (a copy: the refused attempt is recorded against the file's path)
                 T.ingest(db, Path(shutil.copy(T.SAMI, work)), "sami-inferred")
             assert T.process(db, T.NebulaDiagnosticTask(), T.PARAMS).status == "succeeded"
