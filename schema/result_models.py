@@ -252,6 +252,7 @@ class NebulaClass(Base):
     __table_args__ = (
         Index("ix_nebula_class_spectrum_id", "spectrum_id"),
         CheckConstraint("class IN ('HII', 'PN', 'SNR', 'DIG', 'AGN', 'UNKNOWN')", name="class_name"),
+        CheckConstraint("context IN ('galaxy', 'nebula')", name="context_name"),
     )
 
     run_id: Mapped[int] = column(ForeignKey("run.id"), primary_key=True, doc="Run that produced the classification", ucd="meta.id")
@@ -277,6 +278,17 @@ class NebulaClass(Base):
     flags: Mapped[int] = column(
         Integer, server_default=text("0"), doc="Classification flag bits (see flag_definition)", ucd="meta.code"
     )
+    # Added by migration 0021 after flags (the physical order). The default backfilled the
+    # rows before it with 'galaxy' (the only rule order there was) and stays, so that a row
+    # written without a context (older tools) means what such rows always meant; both tasks
+    # write the context explicitly.
+    context: Mapped[str] = column(
+        Text, server_default=text("'galaxy'"),
+        doc="Rule context: galaxy (an integrated spectrum: no PN/SNR class, shocks only flagged) or nebula "
+        "(a region inside a galaxy, away from its nucleus); from the survey option context, else inferred "
+        "(flag CONTEXT_INFERRED)",
+        ucd="meta.code",
+    )  # fmt: skip
 
 
 def _kms(doc: str, ucd: str) -> Any:

@@ -12,6 +12,10 @@ lines, not zero fluxes.  Inputs are only the spectra that could get a class (Hal
 a second diagnostic line, or Halpha's EW for the diagnostic method's DIG rule); every
 input gets exactly one row per run, UNKNOWN with flags when nothing could be decided, so
 that failures are data and no input stays pending.
+
+Each row records its rule ``context`` (galaxy or nebula): the survey option ``context``
+when set, else inferred by :func:`skyledger.compute.classification.context.infer_context`
+from the spectrum's source (parent, positions, the parent's PSF), flag CONTEXT_INFERRED.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from sqlalchemy.orm import Session
 
 from skyledger.compute.tasks.abundances import LineSource, batch_seed
 from skyledger.compute.fitting import LineFlag
+from skyledger.compute.classification.context import angular_offset_arcsec, infer_context
 from skyledger.compute.classification.diagnostic import (
     CLASSES,
+    CONTEXTS,
     DIAGNOSTIC_LINES,
     FLAG_DESCRIPTIONS,
     DiagnosticConfig,
@@ -44,6 +50,7 @@ from skyledger.compute.framework.registry import register
 from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, TaskOutput, pending_inputs
 
 __all__ = [
+    "NEBULA_CONTEXT_SQL",
     "NEBULA_LINES_SQL",
     "NEBULA_TABLE",
     "NebulaBatch",
@@ -52,6 +59,7 @@ __all__ = [
     "NebulaNNParams",
     "NebulaNNTask",
     "nebula_rows",
+    "read_contexts",
 ]
 
 _UNUSABLE_FIT = int(LineFlag.NO_GOOD_PIXELS | LineFlag.ZERO_FLUX | LineFlag.SPECTRUM_FAILED | LineFlag.NOT_IN_RANGE)
@@ -73,6 +81,48 @@ FROM line_measurement AS m
 JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
     AND m.component = 0
 """
+
+
+# What the context needs, per spectrum: the survey option, whether its source has a parent,
+# its own position (a spaxel's or bin's, else its source's) and the parent's, and the PSF
+# FWHM (the parent's meta, as a cube reader records it, else the survey option). The
+# database holds no physical aperture of a spectrum, so infer_context's >= 1 kpc rule has
+# no input here.
+NEBULA_CONTEXT_SQL = """
+SELECT s.id AS spectrum_id, sv.options ->> 'context' AS option, src.parent_id IS NOT NULL AS has_parent,
+       coalesce(s.ra, src.ra) AS ra, coalesce(s.dec, src.dec) AS dec, p.ra AS parent_ra, p.dec AS parent_dec,
+       p.meta ->> 'psf_fwhm_arcsec' AS psf_meta, sv.options ->> 'psf_fwhm_arcsec' AS psf_option
+FROM spectrum AS s
+JOIN source AS src ON src.id = s.source_id
+JOIN survey AS sv ON sv.id = s.survey_id
+LEFT JOIN source AS p ON p.id = src.parent_id
+WHERE s.id = ANY(:ids)
+"""
+
+
+def _float(v: Any) -> float:
+    """A JSON text value as a float; NaN when absent or not a number (infer_context then ignores it)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_contexts(session: Session, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(context code [n], inferred [n])`` of the spectra ``ids`` (codes index CONTEXTS)."""
+    rows = {r.spectrum_id: r for r in session.execute(text(NEBULA_CONTEXT_SQL), {"ids": list(ids)})}
+    code = np.zeros(len(ids), dtype=np.int64)
+    inferred = np.zeros(len(ids), dtype=bool)
+    for i, sid in enumerate(ids):
+        r = rows[sid]
+        offset = angular_offset_arcsec(*(np.array([_float(v)]) for v in (r.ra, r.dec, r.parent_ra, r.parent_dec)))[0]
+        psf = _float(r.psf_meta)
+        ctx, inferred[i] = infer_context(
+            option=r.option, has_parent=r.has_parent, offset_arcsec=float(offset),
+            psf_fwhm_arcsec=psf if psf > 0 else _float(r.psf_option),
+        )  # fmt: skip
+        code[i] = CONTEXTS.index(ctx)
+    return code, inferred
 
 
 def _sources_ok(v: tuple[str, ...]) -> tuple[str, ...]:
@@ -119,6 +169,14 @@ class NebulaBatch:
     ew: np.ndarray  # EW(Halpha) [n], NaN = unknown
     ew_err: np.ndarray
     upstream_run_ids: list[int]
+    context: np.ndarray | None = None  # [n] codes of CONTEXTS; None = every spectrum galaxy
+    context_inferred: np.ndarray | None = None  # [n] bool: inferred, not the survey option
+
+    def contexts(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.spectrum_ids)
+        code = np.zeros(n, dtype=np.int64) if self.context is None else self.context
+        inferred = np.zeros(n, dtype=bool) if self.context_inferred is None else self.context_inferred
+        return code, inferred
 
 
 def _num(v: float) -> float | None:
@@ -126,12 +184,14 @@ def _num(v: float) -> float | None:
 
 
 def nebula_rows(
-    spectrum_ids: Sequence[int], method: str, classes: np.ndarray, probabilities: np.ndarray, flags: np.ndarray
+    spectrum_ids: Sequence[int], method: str, classes: np.ndarray, probabilities: np.ndarray, flags: np.ndarray,
+    contexts: np.ndarray | None = None,
 ) -> list[tuple[Any, ...]]:
     """Rows of ``nebula_class`` (without run_id): one per spectrum.
 
     ``probabilities`` is [n, len(CLASSES)], NaN where the method does not give one.  The
     probability of UNKNOWN is what the class probabilities leave (1 - their sum).
+    ``contexts`` [n] are codes of CONTEXTS (None: all galaxy).
     """
     out: list[tuple[Any, ...]] = []
     for i, sid in enumerate(spectrum_ids):
@@ -142,8 +202,11 @@ def nebula_rows(
             known = p[: len(PROBABILITY_COLUMNS)]
             p_class = np.nan if np.isnan(known).all() else 1.0 - float(np.nansum(known))
         out.append(
-            (sid, method, CLASSES[c], _num(float(p_class)), *(_num(float(p[j])) for j in range(len(PROBABILITY_COLUMNS))), int(flags[i]))
-        )
+            (
+                sid, method, CLASSES[c], _num(float(p_class)), *(_num(float(p[j])) for j in range(len(PROBABILITY_COLUMNS))),
+                int(flags[i]), CONTEXTS[0 if contexts is None else int(contexts[i])],
+            )
+        )  # fmt: skip
     return out
 
 
@@ -216,7 +279,8 @@ class _NebulaTaskBase:
                 ew_err[i] = np.nan if r.ew_err is None else r.ew_err
         self._sources = sources
         self._last_read.record(ids, used)
-        return NebulaBatch(ids, fluxes, errors, ew, ew_err, sorted(used))
+        context, inferred = read_contexts(session, ids)
+        return NebulaBatch(ids, fluxes, errors, ew, ew_err, sorted(used), context, inferred)
 
 
 @register
@@ -224,7 +288,9 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
     """Published BPT / [S II] / [O III] / EW rules with Monte Carlo class probabilities."""
 
     name: ClassVar[str] = "nebula_diagnostic"
-    version: ClassVar[int] = 1
+    # 2 (issue 26): context-dependent rule order, the context column, [O I] SNR criterion,
+    # red-only fallback, any-diagram Kewley 2001 vote, model scatter in the draws.
+    version: ClassVar[int] = 2
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = NebulaDiagnosticParams
     method: ClassVar[str] = "diagnostic"
@@ -236,12 +302,17 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
     def compute(self, batch: NebulaBatch, params: BaseModel, device: str, workers: int = 1) -> TaskOutput:
         assert isinstance(params, NebulaDiagnosticParams)
         generator = torch.Generator(device=device).manual_seed(batch_seed(params.seed, batch.spectrum_ids))
+        context, inferred = batch.contexts()
+        # No absolute [O III] flux with a distance modulus nor a nebula size reaches the task
+        # yet: the PN rule uses its fallback (flags PN_NO_DISTANCE, PN_NO_SIZE).
         res = classify_diagnostic(
             torch.from_numpy(batch.fluxes).to(device), torch.from_numpy(batch.errors).to(device),
             torch.from_numpy(batch.ew).to(device), torch.from_numpy(batch.ew_err).to(device), params, generator,
+            context=torch.from_numpy(context).to(device),
         )  # fmt: skip
         classes = res.classes.cpu().numpy()
-        rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), res.flags.cpu().numpy())
+        flags = res.flags.cpu().numpy() | np.where(inferred, int(NebulaFlag.CONTEXT_INFERRED), 0)
+        rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), flags, context)
         n_flagged = int(np.count_nonzero(classes == CLASSES.index("UNKNOWN")))
         return TaskOutput(rows={"nebula_class": rows}, n_inputs=len(batch.spectrum_ids), n_flagged=n_flagged)
 
@@ -268,7 +339,10 @@ class NebulaNNTask(_NebulaTaskBase):
 
         res = classify_nn(torch.from_numpy(batch.fluxes), torch.from_numpy(batch.errors), torch.from_numpy(batch.ew), params.min_snr, device)
         classes = res.classes.cpu().numpy()
-        rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), res.flags.cpu().numpy())
+        # The same context as the diagnostic method, recorded; the lead wires it into classify_nn at merge.
+        context, inferred = batch.contexts()
+        flags = res.flags.cpu().numpy() | np.where(inferred, int(NebulaFlag.CONTEXT_INFERRED), 0)
+        rows = nebula_rows(batch.spectrum_ids, self.method, classes, res.probabilities.cpu().numpy(), flags, context)
         n_flagged = int(np.count_nonzero(classes == CLASSES.index("UNKNOWN")))
         return TaskOutput(rows={"nebula_class": rows}, n_inputs=len(batch.spectrum_ids), n_flagged=n_flagged)
 

@@ -34,6 +34,8 @@ __all__ = [
     "air_to_vacuum",
     "vacuum_to_air",
     "check_medium",
+    "CONTEXT_VALUES",
+    "SHARED_OPTIONS",
     "check_options",
     "check_position",
     "check_unique_ids",
@@ -67,13 +69,28 @@ class Reader(Protocol):
 # --------------------------------------------------------------------------- options
 
 
+#: Options every reader accepts, validated here.  ``context`` tells the nebula
+#: classification whether the survey's spectra are integrated galaxies or nebulae inside a
+#: galaxy (docs/nebula_classification.md); the reader itself does not use it (the task reads
+#: it from survey.options).  The values are those of
+#: skyledger.compute.classification.diagnostic.CONTEXTS (ingest does not import compute).
+SHARED_OPTIONS: tuple[str, ...] = ("context",)
+CONTEXT_VALUES: tuple[str, ...] = ("galaxy", "nebula")
+
+
 def check_options(path: object, options: Mapping[str, Any] | None, known: Iterable[str]) -> dict[str, Any]:
-    """Copy of ``options`` after rejecting unknown keys (a typo must not pass silently)."""
+    """Copy of ``options`` after rejecting unknown keys (a typo must not pass silently) and
+    checking the shared options of :data:`SHARED_OPTIONS`."""
     opts = dict(options or {})
-    allowed = set(known)
+    allowed = set(known) | set(SHARED_OPTIONS)
     unknown = sorted(set(opts) - allowed)
     if unknown:
         raise ReaderError(path, f"unknown reader option(s) {unknown}; known options: {sorted(allowed)}")
+    if "context" in opts and opts["context"] not in CONTEXT_VALUES:
+        raise ReaderError(
+            path, f"option context must be 'galaxy' (integrated spectra) or 'nebula' (regions inside a galaxy), "
+            f"got {opts['context']!r}",
+        )  # fmt: skip
     return opts
 
 

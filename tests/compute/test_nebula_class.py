@@ -16,6 +16,7 @@ from sqlalchemy import text
 from skyledger.compute.tasks.nebula import NebulaBatch, NebulaDiagnosticParams, NebulaDiagnosticTask, NebulaNNTask
 from skyledger.compute.classification.diagnostic import (
     CLASSES,
+    CONTEXTS,
     DIAGNOSTIC_LINES,
     DiagnosticConfig,
     NebulaFlag,
@@ -39,8 +40,8 @@ OBJECTS: dict[str, dict[str, float]] = {
     "seyfert": {"HB4861": 100, "OIII5007": 1000, "OI6300": 60, "HA6563": 310, "NII6584": 310, "SII6716": 120, "SII6731": 100},
     # log [OIII]/Hb = 0.18 with strong low-ionisation lines: below the Kewley 2006 Seyfert/LINER lines.
     "liner": {"HB4861": 100, "OIII5007": 150, "OI6300": 100, "HA6563": 320, "NII6584": 480, "SII6716": 150, "SII6731": 120},
-    # [SII]/Ha = 0.6, below Kewley 2001 in the [NII] diagram.
-    "snr": {"HB4861": 100, "OIII5007": 200, "OI6300": 30, "HA6563": 300, "NII6584": 150, "SII6716": 100, "SII6731": 80},
+    # [SII]/Ha = 0.6, [OI]/Ha = 0.2: a shock; below Kewley 2001 in the [NII] diagram only.
+    "snr": {"HB4861": 100, "OIII5007": 200, "OI6300": 60, "HA6563": 300, "NII6584": 150, "SII6716": 100, "SII6731": 80},
     # [OIII]/Ha = 4.1 with [SII]/Ha = 0.06.
     "pn": {"HB4861": 100, "OIII5007": 1200, "OI6300": 5, "HA6563": 290, "NII6584": 60, "SII6716": 8, "SII6731": 10},
     # Only Halpha and [NII]: no BPT diagram and no [SII].
@@ -59,10 +60,10 @@ def flux_err(flux: float) -> float:
     return 0.05 * abs(flux) + 1.0  # 5 % calibration plus a noise floor (S/N ~ 3 at flux 4)
 
 
-def write_catalog(path: Path) -> Path:
+def write_catalog(path: Path, ra0: float = 150.0) -> Path:
     table = Table()
     table["id"] = list(OBJECTS)
-    table["ra"] = [150.0 + 0.001 * i for i in range(len(OBJECTS))]
+    table["ra"] = [ra0 + 0.001 * i for i in range(len(OBJECTS))]
     table["dec"] = [2.0] * len(OBJECTS)
     for line in DIAGNOSTIC_LINES:
         table[f"{line}_FLUX"] = [obj.get(line, NAN) for obj in OBJECTS.values()]
@@ -73,35 +74,61 @@ def write_catalog(path: Path) -> Path:
     return path
 
 
-def view_rows(db) -> dict[tuple[str, str], dict[str, Any]]:
+def view_rows(db, survey: str = "nebulae") -> dict[tuple[str, str], dict[str, Any]]:
     with db.engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT s.object_id, n.* FROM catalog.nebula_class n JOIN spectrum s ON s.id = n.spectrum_id")
+            text(
+                "SELECT s.object_id, n.* FROM catalog.nebula_class n JOIN spectrum s ON s.id = n.spectrum_id "
+                "JOIN survey sv ON sv.id = s.survey_id WHERE sv.name = :survey"
+            ),
+            {"survey": survey},
         ).mappings()
         return {(r["object_id"], r["method"]): dict(r) for r in rows}
 
 
-class DiagnosticV2(NebulaDiagnosticTask):
-    version = 2
+class DiagnosticV3(NebulaDiagnosticTask):
+    version = 3
 
 
 def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
     db = fresh_database
-    spec = SurveySpec(name="nebulae", reader="line_catalog")
+    # The same objects twice: as a survey of nebulae inside galaxies (option context) and as
+    # catalogue rows without a parent (integrated galaxies, inferred).
+    spec = SurveySpec(name="nebulae", reader="line_catalog", options={"context": "nebula"})
     outcome = ingest_paths(db, [write_catalog(tmp_path / "nebulae.ecsv")], survey=spec).outcomes[0]
+    assert outcome.status == "loaded", outcome.reason
+    galaxies = SurveySpec(name="galaxies", reader="line_catalog")
+    outcome = ingest_paths(db, [write_catalog(tmp_path / "galaxies.ecsv", ra0=200.0)], survey=galaxies).outcomes[0]
     assert outcome.status == "loaded", outcome.reason
 
     summary = process(db, NebulaDiagnosticTask(), PARAMS)
-    assert summary.status == "succeeded" and summary.n_inputs == len(OBJECTS) and summary.n_results == len(OBJECTS)
-    assert summary.n_flagged == 2  # missing and zeroha: UNKNOWN
+    n = 2 * len(OBJECTS)
+    assert summary.status == "succeeded" and summary.n_inputs == n and summary.n_results == n
+    assert summary.n_flagged == 2  # zeroha: UNKNOWN, in each survey
     rows = view_rows(db)
     got = {obj: r["class"] for (obj, _), r in rows.items()}
+    # Nebula context: SNR before AGN. The Seyfert's strong [S II] and [O I] pass the shock
+    # criteria, so among nebulae it is an SNR (and flagged AGN_LIKE); the LINER-like one too.
     assert got == {
-        "hii": "HII", "seyfert": "AGN", "liner": "AGN", "snr": "SNR", "pn": "PN",
-        "missing": "UNKNOWN", "nonpos": "HII", "zeroha": "UNKNOWN", "nanerr": "HII",
+        "hii": "HII", "seyfert": "SNR", "liner": "SNR", "snr": "SNR", "pn": "PN",
+        "missing": "HII", "nonpos": "HII", "zeroha": "UNKNOWN", "nanerr": "HII",
     }  # fmt: skip
+    gal = view_rows(db, "galaxies")
+    # Galaxy context: no SNR or PN class; Kewley 2001 in any diagram is AGN.
+    assert {obj: r["class"] for (obj, _), r in gal.items()} == {
+        "hii": "HII", "seyfert": "AGN", "liner": "AGN", "snr": "AGN", "pn": "AGN",
+        "missing": "HII", "nonpos": "HII", "zeroha": "UNKNOWN", "nanerr": "HII",
+    }  # fmt: skip
+    assert {r["context"] for r in rows.values()} == {"nebula"} and {r["context"] for r in gal.values()} == {"galaxy"}
+    assert all(r["flags"] & F.CONTEXT_INFERRED for r in gal.values() if r["class"] != "UNKNOWN")
+    assert not any(r["flags"] & F.CONTEXT_INFERRED for r in rows.values())
+    assert gal["snr", "diagnostic"]["flags"] & F.SHOCK_LIKE and not gal["hii", "diagnostic"]["flags"] & F.SHOCK_LIKE
+    assert gal["missing", "diagnostic"]["flags"] & F.RED_ONLY
+    for r in gal.values():
+        # Classes a galaxy cannot have get probability 0, not NULL.
+        assert r["p_pn"] == 0.0 and r["p_snr"] == 0.0
 
-    for (obj, method), r in rows.items():
+    for (obj, method), r in {**rows, **{(k[0] + "@gal", k[1]): v for k, v in gal.items()}}.items():
         assert method == "diagnostic"
         # A catalogue has no equivalent widths: no DIG decision, said so.
         assert r["p_dig"] is None and r["flags"] & F.NO_EW
@@ -112,14 +139,17 @@ def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
 
     # Its [O I] (3 +- 1.15) is below S/N 3: flagged, but the class does not hinge on it.
     assert rows["hii", "diagnostic"]["probability"] > 0.99 and rows["hii", "diagnostic"]["flags"] == F.NO_EW | F.LOW_SNR
-    assert rows["seyfert", "diagnostic"]["p_agn"] > 0.99 and not rows["seyfert", "diagnostic"]["flags"] & F.LINER
-    assert rows["liner", "diagnostic"]["flags"] & F.LINER
+    assert gal["seyfert", "diagnostic"]["p_agn"] > 0.99 and not gal["seyfert", "diagnostic"]["flags"] & F.LINER
+    assert gal["liner", "diagnostic"]["flags"] & F.LINER
+    assert rows["seyfert", "diagnostic"]["flags"] & F.AGN_LIKE
     snr = rows["snr", "diagnostic"]
+    assert snr["p_snr"] > 0.9 and not snr["flags"] & F.SNR_SII_ONLY
     # The [S II] and [O I] diagrams put it above Kewley et al. (2001), the [N II] one below.
-    assert snr["p_snr"] > 0.9 and snr["flags"] & F.AMBIGUOUS
-    assert rows["pn", "diagnostic"]["p_pn"] > 0.9
+    assert gal["snr", "diagnostic"]["flags"] & F.AMBIGUOUS
+    assert rows["pn", "diagnostic"]["p_pn"] > 0.9 and rows["pn", "diagnostic"]["flags"] & F.PN_NO_SIZE
     miss = rows["missing", "diagnostic"]
-    assert miss["flags"] & F.MISSING_LINES and miss["flags"] & F.NO_BPT and miss["probability"] == pytest.approx(1.0)
+    # Halpha and [N II] alone: the red-only [N II]/Ha criterion (0.1 < 0.6), said so.
+    assert miss["flags"] & F.RED_ONLY and miss["flags"] & F.NO_BPT and miss["probability"] > 0.99
     assert rows["nonpos", "diagnostic"]["flags"] & F.NON_POSITIVE_FLUX and rows["nonpos", "diagnostic"]["flags"] & F.LOW_SNR
     zero = rows["zeroha", "diagnostic"]
     assert zero["flags"] & F.MISSING_LINES and zero["flags"] & F.NON_POSITIVE_FLUX
@@ -131,23 +161,25 @@ def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
         documented = conn.execute(text("SELECT count(*) FROM flag_definition WHERE table_name = 'nebula_class'")).scalar_one()
         ingested = conn.execute(text("SELECT max(id) FROM run WHERE task = 'ingested'")).scalar_one()
         upstream = conn.execute(text("SELECT upstream_run_ids FROM run WHERE id = :i"), {"i": summary.run_id}).scalar_one()
-    assert documented == len(NebulaFlag) and upstream == [ingested]
+    assert documented == len(NebulaFlag) and upstream == sorted(upstream) and len(upstream) == 2 and ingested in upstream
 
     # Same version, same params: nothing pending.  A version bump makes a new run that the
     # view shows instead, while the old rows stay in the table.
     assert process(db, NebulaDiagnosticTask(), PARAMS).status == "nothing to do"
-    v2 = process(db, DiagnosticV2(), PARAMS)
-    assert v2.n_inputs == len(OBJECTS)
+    v3 = process(db, DiagnosticV3(), PARAMS)
+    assert v3.n_inputs == n
     with db.engine.connect() as conn:
         per_run = dict(conn.execute(text("SELECT run_id, count(*) FROM nebula_class GROUP BY run_id")).all())
         shown = set(conn.execute(text("SELECT DISTINCT run_id FROM catalog.nebula_class")).scalars())
-    assert per_run == {summary.run_id: len(OBJECTS), v2.run_id: len(OBJECTS)} and shown == {v2.run_id}
+    assert per_run == {summary.run_id: n, v3.run_id: n} and shown == {v3.run_id}
 
     # The nn method: its own task and run, next to the diagnostic rows, which it leaves alone.
     nn_run = process(db, NebulaNNTask())
-    assert nn_run.n_inputs == len(OBJECTS)
+    assert nn_run.n_inputs == n
     rows = view_rows(db)
     assert {m for (_, m) in rows} == {"diagnostic", "nn"} and len(rows) == 2 * len(OBJECTS)
+    assert {r["context"] for (_, m), r in rows.items() if m == "nn"} == {"nebula"}
+    assert {r["context"] for (_, m), r in view_rows(db, "galaxies").items() if m == "nn"} == {"galaxy"}
     for obj in OBJECTS:
         r = rows[obj, "nn"]
         # Only HII and AGN have offline photoionisation models: the rest is NULL.
@@ -183,7 +215,7 @@ def test_dig_from_the_halpha_equivalent_width():
     assert cls[:3] == ["DIG", "DIG", "HII"]
     p_dig = [r[7] for r in rows]
     assert p_dig[0] > 0.99 and p_dig[2] < 0.01 and 0.3 < p_dig[3] < 0.7  # EW = 3 +- 0.5: half the draws
-    assert not any(r[-1] & F.NO_EW for r in rows)
+    assert not any(r[-2] & F.NO_EW for r in rows)
 
 
 def test_same_seed_same_batch_same_probabilities():
@@ -196,7 +228,7 @@ def test_same_seed_same_batch_same_probabilities():
 def test_no_draws_gives_classes_without_probabilities():
     batch = _batch([OBJECTS["seyfert"]], ew=[NAN], ew_err=[NAN])
     (row,) = NebulaDiagnosticTask().compute(batch, NebulaDiagnosticParams(n_draws=0), "cpu").rows["nebula_class"]
-    assert row[2] == "AGN" and row[3] is None and all(v is None for v in row[4:9]) and row[-1] & F.NO_PROBABILITIES
+    assert row[2] == "AGN" and row[3] is None and all(v is None for v in row[4:9]) and row[-2] & F.NO_PROBABILITIES and row[-1] == "galaxy"
 
 
 # --------------------------------------------------------------------------- published lines
@@ -204,9 +236,10 @@ def test_no_draws_gives_classes_without_probabilities():
 # the paper's equation, and checks the rules put them on the right sides.
 
 
-def _classify(**kw: float) -> tuple[str, int]:
+def _classify(context: str = "galaxy", **kw: float) -> tuple[str, int]:
     args = {k: torch.tensor([kw.get(k, NAN)], dtype=torch.float64) for k in ("n2", "s2", "o1", "o3hb", "o3ha", "ew")}
-    code, info = classify_ratios(**args, ha_ok=torch.tensor([True]), config=CFG)
+    ctx = torch.tensor([CONTEXTS.index(context)])
+    code, info = classify_ratios(**args, ha_ok=torch.tensor([True]), config=CFG, context=ctx)
     return CLASSES[int(code[0])], int(info[0])
 
 
@@ -234,11 +267,11 @@ def test_kauffmann2003_composite(x):
 def test_kewley2001_sii_maximum_starburst(x):
     # Kewley et al. 2001, eq. 6: log([OIII]/Hb) = 0.72 / (log([SII]/Ha) - 0.32) + 1.30
     y = 0.72 / (x - 0.32) + 1.30
-    # [S II] is the primary diagram without [N II]; at x = 0, [S II]/Ha = 1 is also an SNR
-    # by Mathewson & Clarke, which AGN outranks, so below the line it is SNR, not HII.
-    below = "HII" if x < math.log10(0.4) else "SNR"
     assert _classify(s2=x, o3hb=y + EPS)[0] == "AGN"
-    assert _classify(s2=x, o3hb=y - EPS)[0] == below
+    assert _classify(s2=x, o3hb=y - EPS)[0] == "HII"
+    # In a nebula, [S II]/Ha >= 0.4 without [O I] is an SNR on [S II] alone, before AGN.
+    nebula = "HII" if x < math.log10(0.4) else "SNR"
+    assert _classify("nebula", s2=x, o3hb=y - EPS)[0] == nebula
 
 
 @pytest.mark.parametrize("x", [-2.0, -1.2, -0.8])
@@ -268,20 +301,28 @@ def test_kewley2006_oi_seyfert_liner(x):
 
 
 def test_sii_halpha_shock_criterion():
-    # Mathewson & Clarke 1973: [SII]/Ha > 0.4 marks shock-excited (SNR) nebulae.
+    # Mathewson & Clarke 1973: [SII]/Ha >= 0.4 marks shock-excited (SNR) nebulae.
     cut = math.log10(0.4)
-    assert _classify(s2=cut + EPS, n2=-0.7, o3hb=-0.2)[0] == "SNR"
-    assert _classify(s2=cut - EPS, n2=-0.7, o3hb=-0.2)[0] == "HII"
-    assert _classify(s2=cut + EPS)[0] == "SNR"  # needs no BPT diagram
+    cls, info = _classify("nebula", s2=cut + EPS, n2=-0.7, o3hb=-0.2)
+    assert cls == "SNR" and info & F.SNR_SII_ONLY  # no [O I] to confirm
+    assert _classify("nebula", s2=cut - EPS, n2=-0.7, o3hb=-0.2)[0] == "HII"
+    assert _classify("nebula", s2=cut + EPS)[0] == "SNR"  # needs no BPT diagram
+    # In a galaxy there is no SNR class: the same ratios are HII with SHOCK_LIKE.
+    cls, info = _classify(s2=cut + EPS, n2=-0.7, o3hb=-0.2)
+    assert cls == "HII" and info & F.SHOCK_LIKE
 
 
 def test_oiii_halpha_pn_criterion():
     cut = CFG.pn_log_oiii_ha
-    assert _classify(o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)[0] == "PN"
-    # Just below the cut: a metal-poor, high-excitation HII region (still below Kewley 2001 at low [NII]).
-    assert _classify(o3ha=cut - EPS, s2=-1.0, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
-    # Strong [S II] (a Seyfert or a shock) vetoes PN.
-    assert _classify(o3ha=cut + 0.5, s2=-0.2, n2=0.0, o3hb=1.1)[0] == "AGN"
+    cls, info = _classify("nebula", o3ha=cut + EPS, s2=-1.0, n2=-0.7, o3hb=cut + EPS + 0.46)
+    assert cls == "PN" and info & F.PN_NO_DISTANCE and info & F.PN_NO_SIZE
+    # Just below the cut: a metal-poor, high-excitation HII region (below Kewley 2001 at
+    # low [NII] and [SII]: every diagram must agree, as any one above Kewley 2001 is AGN-like).
+    assert _classify("nebula", o3ha=cut - EPS, s2=-1.8, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
+    # Strong [S II] (a Seyfert or a shock) vetoes PN; with weak [O I] it is no SNR either.
+    assert _classify("nebula", o3ha=cut + 0.5, s2=-0.2, o1=-1.5, n2=0.0, o3hb=1.1)[0] == "AGN"
+    # No PN class in a galaxy.
+    assert _classify(o3ha=cut + EPS, s2=-1.8, n2=-2.2, o3hb=cut - EPS + 0.46)[0] == "HII"
 
 
 def test_dig_equivalent_width_cut():
