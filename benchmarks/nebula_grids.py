@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -320,7 +321,7 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=DOCS / "nebula_calibration.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    command = "python benchmarks/nebula_grids.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/nebula_grids.py " + shlex.join(sys.argv[1:])
     config = DiagnosticConfig() if args.n_draws is None else DiagnosticConfig(n_draws=args.n_draws)
     t0 = time.perf_counter()
     body, calib = run_test_grids(config, command)
