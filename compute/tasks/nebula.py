@@ -52,6 +52,7 @@ from skyledger.compute.framework.task import FlagDoc, LoadNote, ResultTable, Tas
 
 __all__ = [
     "NEBULA_CONTEXT_SQL",
+    "ARM_SIBLINGS_SQL",
     "NEBULA_LINES_SQL",
     "NEBULA_TABLE",
     "NebulaBatch",
@@ -81,6 +82,20 @@ SELECT m.spectrum_id, m.line, m.flux, m.flux_err, m.ew, m.ew_err, m.flags, chose
 FROM line_measurement AS m
 JOIN chosen ON chosen.spectrum_id = m.spectrum_id AND chosen.run_id = m.run_id
     AND m.component = 0
+"""
+
+
+# The other arms of an input spectrum: spectra of the same source that, like it, carry an
+# ``arm`` in their meta (a SAMI blue/red pair of one bin).  A two-arm cube measures Hbeta and
+# [O III] in one arm and Halpha, [N II], [S II], [O I] in the other; every BPT ratio stays
+# within one arm, so joining them costs no flux-scale assumption, and without it a bin would
+# be classified on its red arm alone (red-only criteria, NO_BPT).
+ARM_SIBLINGS_SQL = """
+SELECT s.id AS spectrum_id, o.id AS sibling_id
+FROM spectrum AS s
+JOIN spectrum AS o ON o.source_id = s.source_id AND o.id <> s.id AND o.meta ? 'arm'
+    AND o.meta ->> 'arm' <> s.meta ->> 'arm'
+WHERE s.id = ANY(:ids) AND s.meta ? 'arm'
 """
 
 
@@ -254,9 +269,10 @@ class _NebulaTaskBase:
 
     def upstream_runs(self, session: Session, input_ids: Sequence[int]) -> list[int]:
         def read_again() -> list[int]:
+            siblings = [r.sibling_id for r in session.execute(text(ARM_SIBLINGS_SQL), {"ids": sorted(input_ids)})]
             rows = session.execute(
                 text(f"SELECT DISTINCT c.run_id FROM ({NEBULA_LINES_SQL}) AS c ORDER BY 1"),
-                {"ids": sorted(input_ids), "sources": list(self._sources)},
+                {"ids": sorted({*input_ids, *siblings}), "sources": list(self._sources)},
             )
             return list(rows.scalars())
 
@@ -272,11 +288,23 @@ class _NebulaTaskBase:
         ew = np.full(len(ids), np.nan)
         ew_err = np.full(len(ids), np.nan)
         used: set[int] = set()
-        for r in session.execute(text(NEBULA_LINES_SQL), {"ids": ids, "sources": list(sources)}):
-            i, j = row_of[r.spectrum_id], col_of.get(r.line)
+        # The other arms of a two-arm cube's spaxel or bin fill the lines an input's arm lacks.
+        sibling_of = {r.sibling_id: r.spectrum_id for r in session.execute(text(ARM_SIBLINGS_SQL), {"ids": ids})}
+        sibling_of = {k: v for k, v in sibling_of.items() if k not in row_of}
+        own: set[tuple[int, int]] = set()  # (row, column) filled by the input's own spectrum
+        read = sorted([*ids, *sibling_of])
+        rows = session.execute(text(NEBULA_LINES_SQL), {"ids": read, "sources": list(sources)}).all()
+        # Own rows first, so that a sibling never replaces a line the input measured itself.
+        for r in sorted(rows, key=lambda r: r.spectrum_id in sibling_of):
+            from_sibling = r.spectrum_id in sibling_of
+            i, j = row_of[sibling_of.get(r.spectrum_id, r.spectrum_id)], col_of.get(r.line)
             used.add(r.run_id)
             if j is None or (r.source_task == "lines" and r.flags & _UNUSABLE_FIT) or r.flux is None:
                 continue
+            if from_sibling and (i, j) in own:
+                continue
+            if not from_sibling:
+                own.add((i, j))
             fluxes[i, j] = r.flux
             errors[i, j] = np.nan if r.flux_err is None else r.flux_err
             if r.line == "HA6563" and r.ew is not None:
@@ -294,7 +322,8 @@ class NebulaDiagnosticTask(_NebulaTaskBase):
 
     name: ClassVar[str] = "nebula_diagnostic"
     # 2 (issue 26): context-dependent rule order, the context column, [O I] SNR criterion,
-    # red-only fallback, any-diagram Kewley 2001 vote, model scatter in the draws.
+    # red-only fallback, Kewley 2001 from [N II] or [S II] with [O I], model scatter in the
+    # draws, class from the measured ratios, a two-arm cube's arms joined.
     version: ClassVar[int] = 2
     after: ClassVar[tuple[str, ...]] = ("lines",)
     Params: ClassVar[type[BaseModel]] = NebulaDiagnosticParams

@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 from sqlalchemy import create_engine, text
 
+from skyledger.compute.classification.diagnostic import NebulaFlag
 from skyledger.compute.tasks.lines import LinesTask
 from skyledger.ingest.config import load_config
 from skyledger.ingest.sample_data import sample_data_dir
@@ -110,8 +111,16 @@ def test_demo_ingests_and_processes_the_bundled_data_once(fresh_settings):
             "SELECT s.survey, n.context, count(*) FROM catalog.nebula_class AS n "
             "JOIN catalog.spectra AS s ON s.spectrum_id = n.spectrum_id GROUP BY 1, 2"
         )).all()  # fmt: skip
+        sami_bpt = conn.execute(text(
+            "SELECT s.object_id, n.class, n.probability, n.flags & :no_bpt FROM catalog.nebula_class AS n JOIN catalog.spectra AS s "
+            "ON s.spectrum_id = n.spectrum_id WHERE s.survey = 'sami-dr3' AND n.method = 'diagnostic' AND n.class <> 'UNKNOWN'"
+        ), {"no_bpt": int(NebulaFlag.NO_BPT)}).all()  # fmt: skip
     engine.dispose()
     assert {(sv, c) for sv, c, _ in contexts if sv == "sami-dr3"} == {("sami-dr3", "galaxy")}
+    # A SAMI bin is one input (its red arm, with Halpha) classified on both arms' lines: the
+    # BPT diagrams are used, not the red-only fallback; only the faint bins whose blue-arm
+    # Hbeta/[O III] fits fail (2 of 39 in tests/data/nebula/sami_209807_bins.ecsv) lack them.
+    assert len(sami_bpt) == 39 and sum(r[3] != 0 for r in sami_bpt) <= 2, [r for r in sami_bpt if r[3]]
     assert "nebula classes (catalog.nebula_class) per survey, method and context" in first.stdout
     assert second > 0 and models == 91
     assert fitted == 91  # MaNGA index 5 is unfittable by design: a flagged row, no numbers
