@@ -138,12 +138,14 @@ def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
             assert r["probability"] == r[f"p_{r['class'].lower()}"]
 
     # Its [O I] (3 +- 1.15) is below S/N 3: flagged, but the class does not hinge on it.
-    assert rows["hii", "diagnostic"]["probability"] > 0.99 and rows["hii", "diagnostic"]["flags"] == F.NO_EW | F.LOW_SNR
+    # (0.25 dex model scatter: a clear HII region is not certain, p ~ 0.98.)
+    assert rows["hii", "diagnostic"]["probability"] > 0.95 and rows["hii", "diagnostic"]["flags"] == F.NO_EW | F.LOW_SNR
     assert gal["seyfert", "diagnostic"]["p_agn"] > 0.99 and not gal["seyfert", "diagnostic"]["flags"] & F.LINER
     assert gal["liner", "diagnostic"]["flags"] & F.LINER
     assert rows["seyfert", "diagnostic"]["flags"] & F.AGN_LIKE
     snr = rows["snr", "diagnostic"]
-    assert snr["p_snr"] > 0.9 and not snr["flags"] & F.SNR_SII_ONLY
+    # ([S II]/Halpha 0.6 is 0.18 dex above the 0.4 limit: under 0.25 dex of model scatter p ~ 0.67.)
+    assert snr["class"] == "SNR" and snr["p_snr"] > 0.5 and not snr["flags"] & F.SNR_SII_ONLY
     # The [S II] and [O I] diagrams put it above Kewley et al. (2001), the [N II] one below.
     assert gal["snr", "diagnostic"]["flags"] & F.AMBIGUOUS
     assert rows["pn", "diagnostic"]["p_pn"] > 0.9 and rows["pn", "diagnostic"]["flags"] & F.PN_NO_SIZE
@@ -154,8 +156,9 @@ def test_catalogue_to_catalog_nebula_class(fresh_database, tmp_path):
     zero = rows["zeroha", "diagnostic"]
     assert zero["flags"] & F.MISSING_LINES and zero["flags"] & F.NON_POSITIVE_FLUX
     nanerr = rows["nanerr", "diagnostic"]
-    # No errors: every draw is the measured value, so the probability is 1 and the flag says why.
-    assert nanerr["flags"] & F.NO_ERROR and nanerr["p_hii"] == 1.0
+    # No errors: only the model scatter moves the draws, so the probability stays below 1 (a
+    # point without errors is not certain near a demarcation) and the flag says why.
+    assert nanerr["flags"] & F.NO_ERROR and 0.9 < nanerr["p_hii"] < 1.0
 
     with db.engine.connect() as conn:
         documented = conn.execute(text("SELECT count(*) FROM flag_definition WHERE table_name = 'nebula_class'")).scalar_one()
