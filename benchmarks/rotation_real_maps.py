@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import torch
 from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from skyledger.compute.framework.runner import process
 from skyledger.compute.kinematics.disk import DiskFlag
@@ -54,9 +53,9 @@ from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
 from skyledger.ingest.readers.ifu_cube import _grid_wcs
 from skyledger.schema import embedded
-from skyledger.schema.database import Database, connect, upgrade
-from skyledger.schema.settings import Settings
+from skyledger.schema.database import Database
 from skyledger.testing.map_transforms import MapPoints, map_points, transform_map
+from skyledger.testing.private_database import private_database
 
 C_KMS = 299_792.458
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,17 +110,6 @@ GALAXIES = (
 # --------------------------------------------------------------------------- databases
 
 
-def private_database(work: Path, name: str) -> Database:
-    """A migrated database on the embedded server under ``work`` (started if needed)."""
-    running = embedded.start(work / "pgdata")
-    db_name = f"{name}_{int(time.time() * 1000)}"
-    with psycopg.connect(running.conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    url = f"postgresql+psycopg://postgres@/{db_name}?host={running.socket_dir}"
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return connect(Settings(home=work, database_url=url))
 
 
 def timed_process(db: Database, task, params=None) -> float:

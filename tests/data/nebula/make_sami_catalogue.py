@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import torch
 from astropy import units as u
 from astropy.table import Table
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from skyledger.compute.classification.diagnostic import DIAGNOSTIC_LINES
 from skyledger.compute.fitting import LineFlag
@@ -36,9 +34,7 @@ from skyledger.compute.framework.runner import process
 from skyledger.compute.tasks.lines import LinesTask
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.config import SurveySpec
-from skyledger.schema import embedded
-from skyledger.schema.database import Database, connect, upgrade
-from skyledger.schema.settings import Settings
+from skyledger.testing.private_database import private_database
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "sami_209807_bins.ecsv"
@@ -61,21 +57,10 @@ WHERE m.component = 0 AND m.line = ANY(:lines)
 """
 
 
-def private_database(work: Path) -> Database:
-    """A migrated database on an embedded server under ``work``."""
-    running = embedded.start(work / "pgdata")
-    name = f"nebula_sami_{int(time.time() * 1000)}"
-    with psycopg.connect(running.conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@/{name}?host={running.socket_dir}"
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return connect(Settings(home=work, database_url=url))
 
 
 def measure(cubes: Path, work: Path) -> list:
-    db = private_database(work)
+    db = private_database(work, "nebula_sami")
     try:
         spec = SurveySpec(name="sami", location=cubes, glob=GLOB, options={"psf_fwhm_arcsec": PSF_FWHM_ARCSEC})
         summary = ingest_paths(db, spec.files(), survey=spec)

@@ -19,13 +19,10 @@ import shutil
 import sys
 from collections import Counter
 import tempfile
-import time
 from pathlib import Path
 
-import psycopg
 import torch
 from astropy.table import Table
-from sqlalchemy import create_engine
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "compute"))
@@ -42,25 +39,13 @@ from skyledger.compute.classification.diagnostic import (  # noqa: E402
 from skyledger.compute.fitting import LineFlag  # noqa: E402
 from skyledger.compute.tasks.nebula import NebulaDiagnosticTask  # noqa: E402
 from skyledger.ingest.readers import base  # noqa: E402
-from skyledger.schema import embedded  # noqa: E402
-from skyledger.schema.database import connect, upgrade  # noqa: E402
-from skyledger.schema.settings import Settings  # noqa: E402
+from skyledger.testing.private_database import private_database  # noqa: E402
 
 #: lines `lines` could not fit, dropped by the nebula tasks (as make_sami_catalogue.py)
 UNUSABLE = int(LineFlag.NO_GOOD_PIXELS | LineFlag.ZERO_FLUX | LineFlag.SPECTRUM_FAILED | LineFlag.NOT_IN_RANGE)
 HAS_CONTEXT = "context" in getattr(base, "SHARED_OPTIONS", ())
 
 
-def private_database(work: Path):
-    running = embedded.start(work / "pgdata")
-    name = f"nebula_real_{int(time.time() * 1000)}"
-    with psycopg.connect(running.conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@/{name}?host={running.socket_dir}"
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return connect(Settings(home=work, database_url=url))
 
 
 def ratios(f: dict[str, float]) -> dict[str, float]:
@@ -118,7 +103,7 @@ def main() -> None:
         T.ingest = lambda db, path, survey, **o: ingest(db, path, survey, **{k: v for k, v in o.items() if k != "context"})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db = private_database(work)
+        db = private_database(work, "nebula_real")
 
         class Factory:
             def mktemp(self, name: str) -> Path:
