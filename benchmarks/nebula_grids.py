@@ -72,6 +72,8 @@ SEED = 20261207
 #: The accuracy of these grids is also shown per value of this parameter.
 SPLIT_BY = {"allen08_shock": "comp"}
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+#: the grids of this checkout (the package may be installed from a wheel, without tests/)
+GRIDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "nebula_grids"
 
 
 @dataclass
@@ -223,7 +225,7 @@ def goals_table(all_results: dict[str, dict], calib: dict) -> str:
 def run_test_grids(config: DiagnosticConfig, command: str) -> tuple[str, dict]:
     grids = {}
     for name in TEST_GRIDS:
-        f, labels, params = load_grid(name)
+        f, labels, params = load_grid(name, directory=GRIDS)
         groups = np.array([p[SPLIT_BY[name]] for p in params]) if name in SPLIT_BY else None
         grids[name] = (f, labels, groups)
     sections: list[str] = []

@@ -41,6 +41,8 @@ __all__ = [
     "write_line_catalogue",
 ]
 
+#: tests/data/nebula_grids of an editable checkout; an installed wheel has no tests/, so
+#: the tests and the benchmark pass their checkout's folder as ``directory``.
 GRID_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "nebula_grids"
 TEST_GRIDS = ("kewley01_hii", "dopita13_hii", "bagpipes_cloudy25_hii", "allen08_shock")
 TRAIN_GRID_FILE = Path(str(importlib.resources.files("skyledger.compute.models") / "mappings5_nebulabayes_grids.csv.gz"))

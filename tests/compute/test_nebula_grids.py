@@ -37,9 +37,13 @@ HII_GOAL = 0.95
 SNR_GOAL = 0.6
 
 
+#: the grids of this checkout (the package may be installed from a wheel, without tests/)
+GRIDS = Path(__file__).resolve().parents[1] / "data" / "nebula_grids"
+
+
 @functools.lru_cache(maxsize=None)
 def _grid(name: str) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
-    return load_grid(name)
+    return load_grid(name, directory=GRIDS)
 
 
 @functools.lru_cache(maxsize=None)
