@@ -31,9 +31,11 @@ Rules (the first that applies wins):
 Probabilities: each line flux (and the EW) is drawn ``n_draws`` times from a Gaussian of
 its measured error, and every log ratio gets a Gaussian ``model_scatter_dex`` on top (one
 draw per ratio, shared by every diagram using it): published demarcations and
-photoionisation codes differ by ~0.1 dex, so a point near a line is not certain even
-when its lines are.  The probability of a class is the fraction of draws the rules put
-in it; the class itself is what the rules give on the measured ratios.  Draws the rules cannot classify (a non-positive Halpha draw, say) count as
+photoionisation codes disagree by 0.1-0.3 dex (default 0.25, chosen on the training
+grids), so a point near a line is not certain even when its lines are.  The probability
+of a class is the fraction of draws the rules put in it; the class itself is what the
+rules give on the measured ratios.  Draws the rules cannot classify (a non-positive
+Halpha draw, say) count as
 UNKNOWN, so the five class probabilities sum to at most 1; classes that do not exist in
 a context get probability 0.  A non-positive draw of a numerator line (an undetected
 [O I], say) is kept as a ratio far below every demarcation, which is what a
