@@ -24,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
 import torch
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from skyledger.compute.tasks.abundances import AbundancesParams, AbundancesTask
 from skyledger.compute.tasks.gradients import GradientsTask
@@ -38,8 +37,7 @@ from skyledger.ingest.config import SurveySpec
 from skyledger.testing.disk_model import C_KMS, DiskParams
 from skyledger.testing.ifu_cubes import CubeTruth, write_muse_cube
 from skyledger.schema import embedded
-from skyledger.schema.database import connect, upgrade
-from skyledger.schema.settings import Settings
+from skyledger.testing.private_database import private_database
 
 #: (inclination, PA, V_max, r_turn, gradient dex/arcsec, v_sys): 30-70 deg, as the goal asks
 GALAXIES = (
@@ -73,16 +71,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rotation-validation-"))
     work.mkdir(parents=True, exist_ok=True)
-    running = embedded.start(work / "pgdata")
     try:
-        name = f"validation_{int(time.time())}"
-        with psycopg.connect(running.conninfo("postgres"), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = f"postgresql+psycopg://postgres@/{name}?host={running.socket_dir}"
-        engine = create_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        db = connect(Settings(home=work, database_url=url))
+        db = private_database(work, "validation")
         truths = {}
         for k in range(len(GALAXIES)):
             p, path, _ = validation_cube(k, work, args.snr, args.size, args.scale)
