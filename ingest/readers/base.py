@@ -11,6 +11,7 @@ problem. Opening FITS files (absurd array sizes included) is
 
 from __future__ import annotations
 
+import math
 
 import os
 import re
@@ -28,7 +29,6 @@ from astropy import units as u
 from skyledger.schema.linelist import air_to_vacuum, vacuum_to_air
 from skyledger.ingest.records import ERROR_ESTIMATE_KEY, FileContents, SpectrumRow
 from skyledger.schema.errors import ReaderError
-from skyledger.ingest.readers.lenient_fits import lenient_float
 
 __all__ = [
     "Reader",
@@ -96,8 +96,15 @@ def check_options(path: object, options: Mapping[str, Any] | None, known: Iterab
             path, f"option context must be 'galaxy' (integrated spectra) or 'nebula' (regions inside a galaxy), "
             f"got {opts['context']!r}",
         )  # fmt: skip
-    if "psf_fwhm_arcsec" in opts and not (lenient_float(opts["psf_fwhm_arcsec"]) or 0) > 0:
-        raise ReaderError(path, f"option psf_fwhm_arcsec must be a positive number, got {opts['psf_fwhm_arcsec']!r}")
+    # Parsed here rather than by lenient_fits.lenient_float: importing that module pulls in
+    # astropy.wcs, and base must stay light (readers are imported only when asked for).
+    if "psf_fwhm_arcsec" in opts:
+        try:
+            psf = float(opts["psf_fwhm_arcsec"])
+        except (TypeError, ValueError):
+            psf = math.nan
+        if not (math.isfinite(psf) and psf > 0):
+            raise ReaderError(path, f"option psf_fwhm_arcsec must be a positive number, got {opts['psf_fwhm_arcsec']!r}")
     return opts
 
 
