@@ -11,10 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from skyledger.schema.errors import QueryError
 
-try:
-    from .formats import error_document
-except ImportError:  # INTERIM until i23-formats is merged
-    from ._interim import error_document
+from .formats import error_document
 
 __all__ = ["request_params", "votable_error", "stream_body", "base_url", "VOTABLE"]
 

@@ -25,10 +25,7 @@ try:
     from .adql import translate
 except ImportError:  # INTERIM until i23-adql is merged
     from ._interim import translate
-try:
-    from .formats import Field, Format, resolve_format, stream_result
-except ImportError:  # INTERIM until i23-formats is merged
-    from ._interim import Field, Format, resolve_format, stream_result
+from .formats import Field, Format, resolve_format, stream_result
 
 __all__ = ["TapRequest", "parse_tap_params", "Result", "open_result"]
 
@@ -76,16 +73,6 @@ def parse_tap_params(params: Mapping[str, str], *, default_maxrec: int, max_rows
     maxrec = min(maxrec, max_rows)
     fmt = resolve_format(p.get("responseformat") or p.get("format"))
     return TapRequest(query, lang, maxrec, fmt, {k: v for k, v in p.items()})
-
-
-class _Overflow:
-    """True once the stream stopped with rows left over; read by the writer after the rows."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def __bool__(self) -> bool:
-        return bool(self.stream.truncated)
 
 
 def _column_metadata(conn: psycopg.Connection, tables: set[str]) -> dict[tuple[str, str], tuple]:
@@ -178,7 +165,7 @@ def open_statement(
                 yield first
                 yield from stream.chunks
 
-        body = stream_result(fmt, fields, chunks(), overflow=_Overflow(stream), infos=infos or {})
+        body = stream_result(fmt, fields, chunks(), overflow=lambda: stream.truncated, infos=infos or {})
         return Result(fmt, body, stack, stream)
     except BaseException:
         stack.close()

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 from skyledger.schema.errors import QueryError
 from skyledger.schema.settings import Settings
 
+# TABLEDATA: SCS 1.03 clients predate BINARY2.
 from .query import Result, lower_keys, open_statement, resolve_format
 
 __all__ = ["cone_query", "scs_error", "MAX_SR_DEG"]
@@ -68,7 +69,7 @@ def cone_query(settings: Settings, params: Mapping[str, str]) -> Result:
     )
     sources = [("catalog.spectra", c) for c in columns] + [None]
     return open_statement(
-        settings, sql, fmt=resolve_format("votable"), limit=settings.tap_sync_max_rows,
+        settings, sql, fmt=resolve_format("votable/td"), limit=settings.tap_sync_max_rows,
         timeout_s=settings.tap_sync_timeout_s, sources=sources, overrides=_REQUIRED,
         infos={"RA": repr(ra), "DEC": repr(dec), "SR": repr(sr)},
     )

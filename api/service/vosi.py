@@ -27,6 +27,7 @@ _OUTPUTS = [
     ("application/x-votable+xml;serialization=BINARY2", "ivo://ivoa.net/std/TAPRegExt#output-votable-binary2", "votable"),
     ("application/x-votable+xml;serialization=TABLEDATA", "ivo://ivoa.net/std/TAPRegExt#output-votable-td", "votable/td"),
     ("text/csv", "ivo://ivoa.net/std/TAPRegExt#output-csv", "csv"),
+    ("text/tab-separated-values", "ivo://ivoa.net/std/TAPRegExt#output-tsv", "tsv"),
     ("application/json", None, "json"),
     ("application/fits", "ivo://ivoa.net/std/TAPRegExt#output-fits", "fits"),
 ]
