@@ -84,10 +84,22 @@ def _units(spec: dict) -> list[str | None]:
         if unit == "flux":
             units.append(flux)
         elif unit == "ivar":
-            units.append(f"({flux})-2" if flux else None)
+            units.append(_inverse_square(flux))
         else:
             units.append(unit or None)
     return units
+
+
+def _inverse_square(unit: str | None) -> str | None:
+    """The unit of an inverse variance: ``unit`` to the power -2, as astropy writes it."""
+    if not unit:
+        return None
+    import astropy.units as u
+
+    try:
+        return (u.Unit(unit) ** -2).to_string()
+    except ValueError:
+        return None
 
 
 def _table(spec: dict):
