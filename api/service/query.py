@@ -117,9 +117,12 @@ def open_result(settings: Settings, req: TapRequest, *, timeout_s: float, cancel
     that every error the statement raises up front comes out of here (and is answered
     with its status) rather than half-way through a response."""
     tr = translate(req.query)
-    limit = req.maxrec if tr.top is None else min(tr.top, req.maxrec)
+    # TOP within MAXREC is the query's own answer: cut there, and no OVERFLOW.
+    by_top = tr.top is not None and tr.top <= req.maxrec
+    limit = tr.top if by_top else req.maxrec
     return open_statement(
-        settings, tr.sql, fmt=req.format, limit=limit, timeout_s=timeout_s, sources=tr.sources, xtypes=tr.xtypes,
+        settings, tr.sql, fmt=req.format, limit=limit, overflow=not by_top, timeout_s=timeout_s,
+        sources=tr.sources, xtypes=tr.xtypes,
         infos={"QUERY": req.query, "MAXREC": str(req.maxrec)}, cancel_hook=cancel_hook,
     )
 
@@ -130,6 +133,7 @@ def open_statement(
     *,
     fmt: Format,
     limit: int,
+    overflow: bool = True,
     timeout_s: float,
     sources=None,
     xtypes=None,
@@ -137,9 +141,10 @@ def open_statement(
     overrides: dict[str, dict[str, Any]] | None = None,
     cancel_hook=None,
 ) -> Result:
-    """Run ``sql`` (a SELECT without LIMIT) on the read path with ``LIMIT limit + 1``;
+    """Run ``sql`` (a SELECT without LIMIT) on the read path with ``LIMIT limit + 1`` (the
+    extra row marks an overflow; ``overflow=False``: ``LIMIT limit``, never an overflow);
     ``overrides``: field attributes by column name (the cone search's required UCDs)."""
-    statement = f"{sql}\nLIMIT {limit + 1}"
+    statement = f"{sql}\nLIMIT {limit + 1 if overflow else limit}"
     limits = Limits(statement_timeout_s=timeout_s, max_rows=limit)
     stack = ExitStack()
     try:

@@ -105,14 +105,18 @@ def test_contains_equals_the_cone_search_in_sql(tap, tap_server):
     assert table_rows(result.to_table(), ["spectrum_id"]) == expected
 
 
+@pytest.mark.filterwarnings("ignore::pyvo.dal.exceptions.DALOverflowWarning")
 def test_maxrec_overflow(tap):
     result = tap.search(ORDERED, maxrec=2)
     assert len(result) == 2
     assert result.query_status == "OVERFLOW"
     exact = tap.search(ORDERED, maxrec=4)
     assert len(exact) == 4 and exact.query_status == "OK"
+    # TOP below MAXREC is the query's own cut, not an overflow; MAXREC below TOP is.
     top = tap.search(ORDERED.replace("SELECT", "SELECT TOP 3", 1), maxrec=10)
-    assert len(top) == 3
+    assert len(top) == 3 and top.query_status == "OK"
+    top = tap.search(ORDERED.replace("SELECT", "SELECT TOP 3", 1), maxrec=1)
+    assert len(top) == 1 and top.query_status == "OVERFLOW"
 
 
 def test_maxrec_zero_returns_the_metadata_alone(tap_server):
@@ -247,4 +251,5 @@ def test_capabilities_and_availability(tap, tap_server):
     assert {v.content for lang in tap_cap.languages for v in lang.versions} >= {"2.0", "2.1"}
     assert tap.hardlimit == tap_server.settings.tap_async_max_rows
     assert tap.maxrec == tap_server.settings.tap_default_maxrec
-    assert tap.available
+    r = requests.get(tap_server.url + "/tap/availability", timeout=30)
+    assert b"<vosi:available>true</vosi:available>" in r.content
