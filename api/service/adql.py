@@ -40,7 +40,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 
 from skyledger.schema.errors import QueryError
 
-__all__ = ["AdqlError", "Translation", "translate", "Adql"]
+__all__ = ["Adql", "AdqlError", "Translation", "translate"]
 
 
 class AdqlError(QueryError):
@@ -72,7 +72,7 @@ class Adql(Dialect):
     NULL_ORDERING = "nulls_are_large"
 
     class Tokenizer(Tokenizer):
-        KEYWORDS = {**Tokenizer.KEYWORDS, "TOP": TokenType.TOP}
+        KEYWORDS = {**Tokenizer.KEYWORDS, "TOP": TokenType.TOP}  # noqa: RUF012 (sqlglot's API)
 
 
 #: Schemas whose names (and their tables' names) are case-insensitive even when quoted.

@@ -316,14 +316,14 @@ def test_contains_point_circle_equals_brute_force(sky, ra0, dec0, r):
     expected = set(ids[d <= r].tolist())
     edge = _margin(d, r, ids)
     for adql in (
-        f"SELECT t.spectrum_id FROM catalog.spectra AS t "
-        f"WHERE CONTAINS(POINT('ICRS', t.ra, t.dec), CIRCLE('ICRS', {ra0}, {dec0}, {r})) = 1",
+        (f"SELECT t.spectrum_id FROM catalog.spectra AS t "
+         f"WHERE CONTAINS(POINT('ICRS', t.ra, t.dec), CIRCLE('ICRS', {ra0}, {dec0}, {r})) = 1"),
         f"SELECT spectrum_id FROM catalog.spectra WHERE 1 = CONTAINS(POINT('', ra, dec), CIRCLE({ra0}, {dec0}, {r}))",
         f"SELECT spectrum_id FROM catalog.spectra WHERE DISTANCE(POINT('ICRS', ra, dec), POINT('ICRS', {ra0}, {dec0})) <= {r}",
         f"SELECT spectrum_id FROM catalog.spectra WHERE {r} >= DISTANCE({ra0}, {dec0}, ra, dec)",
         # A subquery is no table with an index: the declination band instead.
-        f"SELECT q.i FROM (SELECT spectrum_id AS i, ra AS a, dec AS b FROM catalog.spectra) AS q "
-        f"WHERE CONTAINS(POINT('ICRS', q.a, q.b), CIRCLE('ICRS', {ra0}, {dec0}, {r})) = 1",
+        (f"SELECT q.i FROM (SELECT spectrum_id AS i, ra AS a, dec AS b FROM catalog.spectra) AS q "
+         f"WHERE CONTAINS(POINT('ICRS', q.a, q.b), CIRCLE('ICRS', {ra0}, {dec0}, {r})) = 1"),
     ):
         got = _ids(settings, adql)
         assert got ^ expected <= edge, adql
