@@ -455,10 +455,15 @@ def _shape(node: exp.Expression) -> Shape | None:
     if name == "POINT":
         if len(flat) != 2:
             raise AdqlError(f"{text}: POINT needs ra and dec (POINT('ICRS', ra, dec))")
+        _check_dec(text, flat[1])
         return Shape("point", flat)
     if name == "CIRCLE":
         if len(flat) != 3:
             raise AdqlError(f"{text}: CIRCLE needs a centre and a radius (CIRCLE('ICRS', ra, dec, radius_deg))")
+        _check_dec(text, flat[1])
+        radius = _const(flat[2])
+        if radius is not None and not 0 <= radius <= 180:
+            raise AdqlError(f"{text}: the radius is {radius:g} deg; give one between 0 and 180 degrees")
         return Shape("circle", flat)
     if name == "BOX":
         if len(flat) != 4:
@@ -473,7 +478,15 @@ def _shape(node: exp.Expression) -> Shape | None:
         return Shape("polygon", parts)
     if len(flat) < 6 or len(flat) % 2:
         raise AdqlError(f"{text}: POLYGON needs at least three vertices, each an ra and a dec")
+    for dec in flat[1::2]:
+        _check_dec(text, dec)
     return Shape("polygon", flat)
+
+
+def _check_dec(text: str, dec: exp.Expression) -> None:
+    value = _const(dec)
+    if value is not None and not -90 <= value <= 90:
+        raise AdqlError(f"{text}: declination {value:g} deg is outside [-90, 90]")
 
 
 def _const(node: exp.Expression) -> float | None:

@@ -211,6 +211,8 @@ def test_invalid_adql_is_refused_with_a_message(name, adql):
         ("SELECT 1 FROM catalog.spectra WHERE CONTAINS(POINT(ra, dec), ra) = 1", "must be written as POINT"),
         ("SELECT COORD1(CIRCLE(1, 2, 3)) FROM catalog.spectra", "COORD1 takes a POINT"),
         ("", "empty"),
+        ("SELECT 1 FROM catalog.spectra WHERE CONTAINS(POINT(ra, dec), CIRCLE(10, 95, 1)) = 1", "outside [-90, 90]"),
+        ("SELECT 1 FROM catalog.spectra WHERE CONTAINS(POINT(ra, dec), CIRCLE(10, 5, -1)) = 1", "between 0 and 180"),
     ],
 )
 def test_unsupported_constructs_say_what_to_write(adql, fix):
