@@ -150,9 +150,11 @@ def render_svg(fig: Figure) -> str:
     clip = f"clip-{fig.ident}"
     classes = " ".join(("qa-plot", *fig.extra_classes))
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="{escape(classes)}" id="{escape(fig.ident)}" '
-        f'width="{fig.width}" height="{fig.height}" viewBox="0 0 {fig.width} {fig.height}" role="img" '
-        f'aria-label="{escape(fig.title)}" style="{_FONT};font-size:12px">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="{escape(classes)}" id="{escape(fig.ident)}" '
+            f'width="{fig.width}" height="{fig.height}" viewBox="0 0 {fig.width} {fig.height}" role="img" '
+            f'aria-label="{escape(fig.title)}" style="{_FONT};font-size:12px">'
+        ),
         f"<title>{escape(fig.title)}</title>",
         f'<defs><clipPath id="{clip}"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath></defs>',
         f'<rect x="0" y="0" width="{fig.width}" height="{fig.height}" fill="#fff"/>',
@@ -246,6 +248,8 @@ def _marks(s: Series, sx, sy) -> list[str]:
         return []
     width = 1.5 if s.reference else 2
     return [
-        f'<path class="{kind}" d="{" ".join(parts)}" fill="none" stroke="{s.color}" stroke-width="{width}"'
-        f'{_dash(s)}><title>{label}</title></path>'
+        (
+            f'<path class="{kind}" d="{" ".join(parts)}" fill="none" stroke="{s.color}" stroke-width="{width}"'
+            f"{_dash(s)}><title>{label}</title></path>"
+        )
     ]

@@ -26,7 +26,6 @@ from urllib.parse import quote, urlencode
 import fastapi
 import psycopg
 from fastapi.responses import HTMLResponse, Response
-
 from skyledger.schema.errors import QueryError, SkyledgerError
 from skyledger.schema.readpath import Limits, QueryResult, connect_reader, run_statement
 from skyledger.schema.settings import Settings
@@ -446,7 +445,6 @@ def _galaxies(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[dict[str
 def _curve_speeds(model: str, radii: list[float], vmax: float, r_turn: float) -> list[float]:
     # The task's own curve definitions; imported here so that the service starts without torch.
     import torch
-
     from skyledger.compute.kinematics.rotation_curves import rotation_curve
 
     r = torch.tensor(radii, dtype=torch.float64)
@@ -566,9 +564,9 @@ section>h2{border-bottom:2px solid #1d2a3a;padding-bottom:4px;margin-top:28px}
 .block h3{margin:0 0 4px} .caption{margin:0 0 10px;color:#444;font-size:14px}
 .figures{display:flex;flex-wrap:wrap;gap:12px} .figures svg{border:1px solid #eee;max-width:100%;height:auto}
 .scroll{overflow-x:auto} table{border-collapse:collapse;font-size:13px}
-th,td{padding:3px 8px;border-bottom:1px solid #e5e7ea;text-align:left;vertical-align:top}
+th,td{padding:3px 8px;border-bottom:1px solid #e5e7ea;text-align:left;vertical-align:top;white-space:nowrap}
 th{background:#eef1f4} td.num{text-align:right;font-variant-numeric:tabular-nums} td.time{white-space:nowrap}
-td.message{max-width:32em;color:#8a1f11;font-size:12px} tr.total td{font-weight:600;border-top:2px solid #999}
+td.message{white-space:normal;min-width:16em;max-width:32em;color:#8a1f11;font-size:12px} tr.total td{font-weight:600;border-top:2px solid #999}
 .status{padding:1px 6px;border-radius:8px;font-size:12px;background:#e5e7ea}
 .status-succeeded,.status-loaded{background:#d5f0dc;color:#155724}
 .status-failed,.status-rejected{background:#f8d7da;color:#721c24}
