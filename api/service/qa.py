@@ -88,11 +88,15 @@ QUERIES: tuple[QaQuery, ...] = (
         key="runs",
         title="Last runs of every task",
         kind="runs",
+        # A self-join counts the runs of the same task at least as new (ADQL has no window
+        # functions, and ADQL 2.0 no scalar subquery in a comparison).
         adql="""SELECT r.task, r.run_id, r.version, r.status, r.n_inputs, r.n_results, r.n_flagged, r.error,
        r.device, r.started_at, r.finished_at, r.is_current
 FROM catalog.runs AS r
-WHERE (SELECT COUNT(*) FROM catalog.runs AS newer
-       WHERE newer.task = r.task AND newer.run_id > r.run_id) < 3
+JOIN catalog.runs AS newer ON newer.task = r.task AND newer.run_id >= r.run_id
+GROUP BY r.task, r.run_id, r.version, r.status, r.n_inputs, r.n_results, r.n_flagged, r.error,
+       r.device, r.started_at, r.finished_at, r.is_current
+HAVING COUNT(*) <= 3
 ORDER BY r.task, r.run_id DESC""",
         caption="The three newest runs of each task, newest first; 'current' marks the runs the catalogue views read.",
         no_data="No task has run yet.",
