@@ -39,6 +39,8 @@ class Series:
     width: float = 0.0
     #: a reference curve, not data (drawn thinner, class ``reference``)
     reference: bool = False
+    #: per point, what hovering over it says (e.g. the spectrum id); else its coordinates
+    tips: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,10 +222,12 @@ def _marks(s: Series, sx, sy) -> list[str]:
     kind = "reference" if s.reference else "mark"
     label = escape(s.label)
     if s.style == "points":
+        tips = s.tips or [""] * len(s.x)
         return [
             f'<circle class="{kind}" cx="{_fmt(sx(x))}" cy="{_fmt(sy(y))}" r="3.2" fill="{s.color}" '
-            f'fill-opacity="0.8" stroke="#fff" stroke-width="0.5"><title>{label}: {x:.3g}, {y:.3g}</title></circle>'
-            for x, y in zip(s.x, s.y)
+            f'fill-opacity="0.8" stroke="#fff" stroke-width="0.5"><title>{escape(tip) if tip else label}: '
+            f"{x:.3g}, {y:.3g}</title></circle>"
+            for x, y, tip in zip(s.x, s.y, tips)
             if _finite(x) and _finite(y)
         ]
     if s.style == "bars":

@@ -390,7 +390,8 @@ def _figures_bpt(q: QaQuery, rows: list[dict[str, Any]]) -> list[Figure]:
     ylim = _limits([r["log_oiii_hb"] for r in rows], -1.3, 1.5, -3.0, 2.5)
     series = [
         Series(f"{c} ({len(by_class[c])})", [r["log_nii_ha"] for r in by_class[c]],
-               [r["log_oiii_hb"] for r in by_class[c]], color=CLASS_COLORS.get(c))
+               [r["log_oiii_hb"] for r in by_class[c]], color=CLASS_COLORS.get(c),
+               tips=[f"spectrum {r['spectrum_id']} ({c}, {r['context']})" for r in by_class[c]])
         for c in order
     ]
     return [
