@@ -1,1 +1,1 @@
-"""The query service: IVOA TAP/ADQL, cone search, spectrum download and the QA page."""
+"""The query service (`skyledger serve`): IVOA TAP, cone search, spectrum download and the QA page."""
