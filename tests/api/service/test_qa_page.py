@@ -10,6 +10,8 @@ catalogue must say "no data" in every block instead of drawing empty frames.
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 import threading
 import time
@@ -79,11 +81,12 @@ def catalogue(server, template_url, tmp_path_factory) -> Settings:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """The QA router alone in an app, served by uvicorn in a thread on a free port."""
-    app = fastapi.FastAPI()
-    app.state.settings = settings
-    app.include_router(router)
+def serve(settings: Settings, app: fastapi.FastAPI | None = None) -> Iterator[str]:
+    """The QA router alone in an app (or ``app``), served by uvicorn in a thread on a free port."""
+    if app is None:
+        app = fastapi.FastAPI()
+        app.state.settings = settings
+        app.include_router(router)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -214,6 +217,21 @@ def test_one_plot_is_served_as_svg(catalogue):
         assert status == 404 and "1 figure" in body
         status, _, body = _get(url + "/qa/runs.svg")
         assert status == 404 and "bpt" in body
+
+
+def test_adql_links_run_on_the_query_service(catalogue):
+    """In the whole service (create_app), the page is at / and every link gives the rows of
+    its block."""
+    from skyledger.api.service.app import create_app
+
+    with serve(catalogue, create_app(catalogue)) as url:
+        status, ctype, page = _get(url + "/")
+        assert status == 200 and ctype.startswith("text/html") and 'class="query-error"' not in page
+        for q in QUERIES:
+            status, ctype, body = _get(url + tap_url(q.adql))
+            assert status == 200 and ctype.startswith("text/csv"), (q.key, body[:500])
+            records = list(csv.reader(io.StringIO(body)))
+            assert len(records) - 1 == len(run_reader_query(catalogue, q.adql).rows), q.key  # one header line
 
 
 def test_page_refuses_to_read_as_the_owner(fresh_settings):
