@@ -284,6 +284,23 @@ def _short(text: str | None, limit: int = 240) -> str:
     return f'<td class="message" title="{escape(text)}">{escape(shown)}</td>'
 
 
+def _runs_summary(rows: list[dict[str, Any]]) -> str:
+    """One line: which tasks' newest run did not succeed (rows are newest first per task)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        newest.setdefault(r["task"], r)
+    bad = [f"{task} ({r['status']})" for task, r in sorted(newest.items()) if r["status"] != "succeeded"]
+    if bad:
+        return f'<p class="summary bad">Newest run not succeeded: {escape(", ".join(bad))}.</p>'
+    return f'<p class="summary good">The newest run of each of the {len(newest)} tasks succeeded.</p>'
+
+
+def _files_summary(rows: list[dict[str, Any]]) -> str:
+    rejected = sum(1 for r in rows if r["status"] == "rejected")
+    cls = "bad" if rejected else "good"
+    return f'<p class="summary {cls}">{rejected} of the {len(rows)} files shown were rejected.</p>'
+
+
 def _render_runs(q: QaQuery, result: QueryResult) -> str:
     body = []
     for r in _rows(result):
@@ -303,7 +320,7 @@ def _render_runs(q: QaQuery, result: QueryResult) -> str:
         )
     headers = ("task", "run", "version", "status", "inputs", "results", "flagged", "error", "device",
                "started (UTC)", "finished (UTC)", "current")
-    return _table(headers, body)
+    return _runs_summary(_rows(result)) + _table(headers, body)
 
 
 def _render_files(q: QaQuery, result: QueryResult) -> str:
@@ -327,7 +344,7 @@ def _render_files(q: QaQuery, result: QueryResult) -> str:
         )
     headers = ("id", "survey", "file", "version", "status", "reason", "reader", "sources", "spectra", "lines",
                "started (UTC)", "seconds")
-    return _table(headers, body)
+    return _files_summary(_rows(result)) + _table(headers, body)
 
 
 _COUNT_COLUMNS = ("spectra", "sources", "lines", "stellar_kinematics", "abundances", "nebula_class", "rotation",
@@ -581,6 +598,7 @@ td.message{white-space:normal;min-width:16em;max-width:32em;color:#8a1f11;font-s
 .adql-link{margin:10px 0 2px;font-size:13px}
 pre.adql-text{background:#f3f4f6;border:1px solid #e1e3e6;padding:8px;font-size:12px;overflow-x:auto;margin:0}
 .banner{background:#f8d7da;color:#721c24;padding:12px 24px}
+.summary{font-size:14px;font-weight:600;margin:0 0 8px} .summary.good{color:#155724} .summary.bad{color:#721c24}
 """
 
 

@@ -37,11 +37,12 @@ from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import connect
 from skyledger.schema.readpath import QUERY_ROLE, run_reader_query
 from skyledger.schema.settings import Settings
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/qa_page.png")
 TASKS = ("lines", "abundances", "nebula_diagnostic", "rotation", "gradients")
+FAILED_RUN_ERROR = "ComputeInputError: <model> file missing & more"
 PLOTS = [q for q in QUERIES if q.is_plot]
 #: which SVG element one result row of each plot becomes
 MARK_PER_ROW = {"bpt": "circle.mark", "histogram": "rect.mark", "rotation_curves": "path.mark",
@@ -74,6 +75,11 @@ def catalogue(server, template_url, tmp_path_factory) -> Settings:
         assert rejected.status == "rejected", rejected
         for name in TASKS:
             assert process(db, get_task(name), device="cpu", batch_size=16).status == "succeeded", name
+        # A failed run as the runner records one (a task that raised), to be reported.
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO run (task, version, params_hash, code_version, status, error, finished_at) "
+                "VALUES ('nebula_nn', 1, 'x', 'test', 'failed', :e, now())"), {"e": FAILED_RUN_ERROR})
     finally:
         db.dispose()
         torch.set_num_threads(threads)
@@ -168,8 +174,14 @@ def test_nightly_status_and_counts_show_runs_files_and_rejections(catalogue, bro
             assert [m for m in messages if m[0] == "error"] == [] and errors == []
             runs = page.locator("article#runs tbody tr")
             tasks = [runs.nth(i).locator("td").first.inner_text() for i in range(runs.count())]
-            assert sorted(tasks) == sorted(TASKS)
+            assert sorted(tasks) == sorted([*TASKS, "nebula_nn"])
             assert page.locator("article#runs .status-succeeded").count() == len(TASKS)
+            failed = page.locator("article#runs tr", has=page.locator(".status-failed"))
+            assert failed.count() == 1 and failed.locator("td.message").inner_text() == FAILED_RUN_ERROR
+            assert page.locator("article#runs .summary.bad").inner_text() == (
+                "Newest run not succeeded: nebula_nn (failed).")
+            assert page.locator("article#ingest_files .summary.bad").inner_text() == (
+                "1 of the 5 files shown were rejected.")
             files = page.locator("article#ingest_files tbody tr")
             assert files.count() == 5  # two SDSS spectra, two SAMI arms, the broken file
             newest = files.first.inner_text()  # newest first: the broken file came last
