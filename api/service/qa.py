@@ -298,7 +298,7 @@ def _runs_summary(rows: list[dict[str, Any]]) -> str:
 def _files_summary(rows: list[dict[str, Any]]) -> str:
     rejected = sum(1 for r in rows if r["status"] == "rejected")
     cls = "bad" if rejected else "good"
-    return f'<p class="summary {cls}">{rejected} of the {len(rows)} files shown were rejected.</p>'
+    return f'<p class="summary {cls}">Rejected: {rejected} of the {len(rows)} files shown.</p>'
 
 
 def _render_runs(q: QaQuery, result: QueryResult) -> str:

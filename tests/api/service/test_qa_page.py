@@ -181,7 +181,7 @@ def test_nightly_status_and_counts_show_runs_files_and_rejections(catalogue, bro
             assert page.locator("article#runs .summary.bad").inner_text() == (
                 "Newest run not succeeded: nebula_nn (failed).")
             assert page.locator("article#ingest_files .summary.bad").inner_text() == (
-                "1 of the 5 files shown were rejected.")
+                "Rejected: 1 of the 5 files shown.")
             files = page.locator("article#ingest_files tbody tr")
             assert files.count() == 5  # two SDSS spectra, two SAMI arms, the broken file
             newest = files.first.inner_text()  # newest first: the broken file came last
