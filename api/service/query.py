@@ -48,9 +48,8 @@ def lower_keys(params: Mapping[str, str]) -> dict[str, str]:
 def parse_tap_params(params: Mapping[str, str], *, default_maxrec: int, max_rows: int, sync: bool) -> TapRequest:
     """The query a TAP request asks for; :class:`QueryError` saying what to fix otherwise."""
     p = lower_keys(params)
-    request = p.get("request", "doQuery" if not sync else None)
-    if request is None:
-        raise QueryError("REQUEST is missing: send REQUEST=doQuery with LANG=ADQL and QUERY")
+    # TAP 1.1 no longer requires REQUEST; when sent, it must be doQuery.
+    request = p.get("request", "doQuery")
     if request.lower() != "doquery":
         raise QueryError(f"REQUEST={request!r} is not supported; use REQUEST=doQuery")
     lang = p.get("lang", "ADQL")
