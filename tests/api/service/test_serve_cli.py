@@ -10,9 +10,8 @@ import sys
 import time
 
 import requests
-from sqlalchemy import make_url
-
 from skyledger.schema.readpath import QUERY_ROLE
+from sqlalchemy import make_url
 
 
 def _env(settings) -> dict[str, str]:
@@ -58,6 +57,6 @@ def test_serve_refuses_the_owner_as_its_reader(fresh_settings):
     # SKYLEDGER_QUERY_URL naming the owner: the read path's refusal, before listening.
     owner = fresh_settings.model_copy(update={"query_url": fresh_settings.database_url})
     proc = subprocess.run([sys.executable, "-c", "from skyledger.api.cli import main; main()", "serve", "--port", str(_port())],
-                          env=_env(owner), capture_output=True, text=True, timeout=300)
+                          check=False, env=_env(owner), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "catalogue reader" in proc.stderr
     assert make_url(owner.query_url).username != QUERY_ROLE, "the check would not test the owner"
