@@ -36,20 +36,20 @@ from .errors import DatabaseError, QueryError, ReadOnlyViolation, SchemaVersionE
 from .settings import Settings
 
 __all__ = [
-    "READER_ROLE",
     "QUERY_ROLE",
+    "READER_ROLE",
     "Limits",
-    "QueryResult",
     "Login",
-    "query_login",
-    "connect_reader",
-    "run_statement",
+    "QueryResult",
     "Stream",
-    "stream_statement",
-    "run_reader_query",
+    "code_head_revision",
+    "connect_reader",
     "ensure_query_role",
     "excess_privileges",
-    "code_head_revision",
+    "query_login",
+    "run_reader_query",
+    "run_statement",
+    "stream_statement",
 ]
 
 #: The group role of catalogue readers (migration 0007).
