@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
 from skyledger.schema.errors import SkyledgerError
 
 from .plot_cli import plot_app
@@ -55,7 +56,7 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: Annotated[
-        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = None,
 ) -> None:
     # Settings are built once, here at the entry point, and handed to the commands
@@ -183,11 +184,11 @@ def _print_batch(summary) -> None:
 @app.command()
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[Path] | None, typer.Argument(
+    paths: Annotated[Optional[list[Path]], typer.Argument(
         exists=True, help="Files or directories; none: every configured survey.")] = None,
-    reader: Annotated[str | None, typer.Option(help="Force this reader instead of detecting each file's format.")] = None,
-    survey: Annotated[str | None, typer.Option(help="Survey name (default: the reader's name).")] = None,
-    config: Annotated[Path | None, typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+    reader: Annotated[Optional[str], typer.Option(help="Force this reader instead of detecting each file's format.")] = None,
+    survey: Annotated[Optional[str], typer.Option(help="Survey name (default: the reader's name).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
     allow_duplicate_content: Annotated[bool, typer.Option(
         help="Load content already stored under another survey again (default: record a duplicate).")] = False,
 ) -> None:
@@ -197,9 +198,10 @@ def ingest(
     batch (configuration, database); 2 usage (e.g. a path that does not exist);
     3 some files were rejected (the others are in).
     """
+    from tqdm import tqdm
+
     from skyledger.ingest.batch import InputLimits, ingest_paths, ingest_surveys
     from skyledger.ingest.config import SurveySpec, load_config
-    from tqdm import tqdm
 
     settings = _settings(ctx)
     config_path = config or settings.config
@@ -246,7 +248,7 @@ def _prefect_environment() -> None:
 @app.command()
 def nightly(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
 ) -> None:
     """Run the nightly flow once, now: ingest every configured survey, then process
     (every compute task on what is pending), then publish the summary."""
@@ -272,7 +274,7 @@ def nightly(
 def schedule(
     ctx: typer.Context,
     cron: Annotated[str, typer.Option(help="Cron schedule (UTC).")] = "0 3 * * *",
-    config: Annotated[Path | None, typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Survey configuration file (default: SKYLEDGER_CONFIG).")] = None,
 ) -> None:
     """Serve the nightly deployment from this process: its runs execute here, no worker needed.
 
@@ -299,6 +301,7 @@ def schedule(
 
 def _serve_nightly(cron: str, config_path: Path) -> None:
     from prefect.schedules import Cron
+
     from skyledger.api.nightly import nightly as nightly_flow
 
     # Explicitly UTC, as the option says (a bare cron is stored without a timezone).
@@ -318,8 +321,8 @@ def _print_run(summary) -> None:
 @app.command()
 def process(
     ctx: typer.Context,
-    task: Annotated[list[str] | None, typer.Option("--task", help="Task to run (repeatable; default: all, in order).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Process at most this many inputs per task.")] = None,
+    task: Annotated[Optional[list[str]], typer.Option("--task", help="Task to run (repeatable; default: all, in order).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Process at most this many inputs per task.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 64,
 ) -> None:
     """Run compute tasks on every pending input (each task: one new run).
@@ -408,7 +411,7 @@ def sql_command(
     query: Annotated[str, typer.Argument(help="One SQL statement (a text holding more is refused).")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
     max_rows: Annotated[
-        int | None, typer.Option("--max-rows", min=1, help="Return at most this many rows (default: SKYLEDGER_QUERY_MAX_ROWS).")
+        Optional[int], typer.Option("--max-rows", min=1, help="Return at most this many rows (default: SKYLEDGER_QUERY_MAX_ROWS).")
     ] = None,
 ) -> None:
     """Run one read-only SQL statement as a catalogue reader (the catalog schema and releases).
@@ -444,6 +447,7 @@ def serve(
     SKYLEDGER_TAP_* settings.
     """
     import uvicorn
+
     from skyledger.api.service.app import create_app
     from skyledger.schema.readpath import connect_reader
 

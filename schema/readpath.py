@@ -36,20 +36,20 @@ from .errors import DatabaseError, QueryError, ReadOnlyViolation, SchemaVersionE
 from .settings import Settings
 
 __all__ = [
-    "QUERY_ROLE",
     "READER_ROLE",
+    "QUERY_ROLE",
     "Limits",
-    "Login",
     "QueryResult",
-    "Stream",
-    "code_head_revision",
+    "Login",
+    "query_login",
     "connect_reader",
+    "run_statement",
+    "Stream",
+    "stream_statement",
+    "run_reader_query",
     "ensure_query_role",
     "excess_privileges",
-    "query_login",
-    "run_reader_query",
-    "run_statement",
-    "stream_statement",
+    "code_head_revision",
 ]
 
 #: The group role of catalogue readers (migration 0007).
