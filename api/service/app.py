@@ -53,7 +53,9 @@ def _add_data_routes(app: FastAPI) -> None:
     async def cone(request: Request) -> Response:
         s = request.app.state.settings
         try:
-            result = await anyio.to_thread.run_sync(scs.cone_query, s, dict(request.query_params))
+            result = await anyio.to_thread.run_sync(
+                scs.cone_query, s, dict(request.query_params), f"{base_url(request)}/datalink"
+            )
         except (QueryError, DatabaseError) as err:
             return Response(scs.scs_error(str(err)), media_type=VOTABLE)
         return stream_body(result.body, result.close, result.media_type)

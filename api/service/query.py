@@ -126,7 +126,9 @@ def _columns_of(conn: psycopg.Connection):
     return columns_of
 
 
-def open_result(settings: Settings, req: TapRequest, *, timeout_s: float, cancel_hook=None) -> Result:
+def open_result(
+    settings: Settings, req: TapRequest, *, timeout_s: float, cancel_hook=None, datalink_url: str | None = None
+) -> Result:
     """Translate, connect as the reader, start the statement and read its first chunk, so
     that every error the statement raises up front comes out of here (and is answered
     with its status) rather than half-way through a response."""
@@ -138,7 +140,8 @@ def open_result(settings: Settings, req: TapRequest, *, timeout_s: float, cancel
         return _Plan(tr.sql, tr.top if by_top else req.maxrec, not by_top, tr.sources, tr.xtypes)
 
     return _open(settings, plan, fmt=req.format, timeout_s=timeout_s,
-                 infos={"QUERY": req.query, "MAXREC": str(req.maxrec)}, cancel_hook=cancel_hook)
+                 infos={"QUERY": req.query, "MAXREC": str(req.maxrec)}, cancel_hook=cancel_hook,
+                 datalink_url=datalink_url)
 
 
 @dataclass
@@ -160,14 +163,16 @@ def open_statement(
     sources=None,
     infos: dict[str, str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    datalink_url: str | None = None,
 ) -> Result:
     """Run ``sql`` (a SELECT without LIMIT, written by the service) on the read path like
     a TAP query; ``overrides``: field attributes by column name (the cone search's UCDs)."""
     return _open(settings, lambda conn: _Plan(sql, limit, True, sources), fmt=fmt, timeout_s=timeout_s,
-                 infos=infos, overrides=overrides)
+                 infos=infos, overrides=overrides, datalink_url=datalink_url)
 
 
-def _open(settings, plan, *, fmt: Format, timeout_s: float, infos=None, overrides=None, cancel_hook=None) -> Result:
+def _open(settings, plan, *, fmt: Format, timeout_s: float, infos=None, overrides=None, cancel_hook=None,
+          datalink_url: str | None = None) -> Result:
     """Connect as the reader, ``plan(conn)`` the statement, and start it with
     ``LIMIT limit + 1`` (the extra row marks an overflow; without overflow ``LIMIT limit``)."""
     stack = ExitStack()
@@ -198,7 +203,39 @@ def _open(settings, plan, *, fmt: Format, timeout_s: float, infos=None, override
                 yield from stream.chunks
 
         body = stream_result(fmt, fields, chunks(), overflow=lambda: stream.truncated, infos=infos or {})
+        if datalink_url and getattr(fmt, "serialization", None) and "spectrum_id" in stream.columns:
+            body = with_datalink(body, "spectrum_id", datalink_url)
         return Result(fmt, body, stack, stream)
     except BaseException:
         stack.close()
         raise
+
+
+def _xml_attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def with_datalink(body: Iterator[bytes], column: str, url: str) -> Iterator[bytes]:
+    """A VOTable result with a DataLink service descriptor (DataLink 1.1, section 4) on
+    ``column``: TOPCAT's activation action and pyvo's ``iter_datalinks`` then reach each
+    row's spectrum through ``url`` (the /datalink endpoint) without configuration."""
+    marker = f'<FIELD name="{_xml_attr(column)}"'.encode()
+    descriptor = (
+        '<RESOURCE type="meta" utype="adhoc:service" name="spectrum_datalink">\n'
+        '<PARAM name="standardID" datatype="char" arraysize="*" value="ivo://ivoa.net/std/DataLink#links-1.1"/>\n'
+        f'<PARAM name="accessURL" datatype="char" arraysize="*" value="{_xml_attr(url)}"/>\n'
+        f'<GROUP name="inputParams"><PARAM name="ID" datatype="char" arraysize="*" value="" ref="{_xml_attr(column)}"/></GROUP>\n'
+        "</RESOURCE>\n"
+    ).encode()
+    first, last = True, None
+    for chunk in body:
+        if first:
+            # The FIELD gets an ID equal to its name (astropy names a column by its ID).
+            chunk = chunk.replace(marker, f'<FIELD ID="{_xml_attr(column)}" '.encode() + marker[len(b"<FIELD "):], 1)
+            first = False
+        if last is not None:
+            yield last
+        last = chunk
+    if last is not None:
+        end = last.rfind(b"</VOTABLE>")
+        yield last[:end] + descriptor + last[end:] if end >= 0 else last

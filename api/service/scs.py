@@ -51,7 +51,7 @@ def _number(p: dict[str, str], name: str, low: float, high: float) -> float:
     return value
 
 
-def cone_query(settings: Settings, params: Mapping[str, str]) -> Result:
+def cone_query(settings: Settings, params: Mapping[str, str], datalink_url: str | None = None) -> Result:
     p = lower_keys(params)
     ra = _number(p, "RA", 0.0, 360.0)
     dec = _number(p, "DEC", -90.0, 90.0)
@@ -71,7 +71,7 @@ def cone_query(settings: Settings, params: Mapping[str, str]) -> Result:
     return open_statement(
         settings, sql, fmt=resolve_format("votable/td"), limit=settings.tap_sync_max_rows,
         timeout_s=settings.tap_sync_timeout_s, sources=sources, overrides=_REQUIRED,
-        infos={"RA": repr(ra), "DEC": repr(dec), "SR": repr(sr)},
+        infos={"RA": repr(ra), "DEC": repr(dec), "SR": repr(sr)}, datalink_url=datalink_url,
     )
 
 

@@ -45,7 +45,10 @@ async def sync(request: Request) -> Response:
             503, {"Retry-After": "10"},
         )
     try:
-        result = await anyio.to_thread.run_sync(lambda: open_result(s, req, timeout_s=s.tap_sync_timeout_s))
+        datalink = f"{base_url(request)}/datalink"
+        result = await anyio.to_thread.run_sync(
+            lambda: open_result(s, req, timeout_s=s.tap_sync_timeout_s, datalink_url=datalink)
+        )
     except QueryError as err:
         slots.release()
         return votable_error(str(err))
@@ -112,7 +115,7 @@ async def job_create(request: Request) -> Response:
     try:
         params = await request_params(request)
         owner = request.client.host if request.client else "unknown"
-        job = await anyio.to_thread.run_sync(jobs.create, params, owner)
+        job = await anyio.to_thread.run_sync(jobs.create, params, owner, f"{base_url(request)}/datalink")
     except JobRefused as err:
         return votable_error(str(err), err.status, {"Retry-After": "30"} if err.status in (429, 503) else None)
     except QueryError as err:

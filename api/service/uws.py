@@ -146,7 +146,8 @@ class JobManager:
             if job.destruction <= now:
                 self.delete(job.id)
 
-    def create(self, params: dict[str, str], owner: str) -> Job:
+    def create(self, params: dict[str, str], owner: str, datalink_url: str | None = None) -> Job:
+        """A PENDING job; ``datalink_url``: the DataLink endpoint its VOTable result points to."""
         s = self.settings
         self.sweep()
         with self._lock:
@@ -175,6 +176,7 @@ class JobManager:
                 destruction=now + s.tap_job_lifetime_s, duration_s=s.tap_async_duration_s,
             )
             job.run_id = job.params.pop("runid", None)
+            job.extra["datalink_url"] = datalink_url
             job.params.pop("phase", None)
             self._dir(job.id).mkdir(parents=True)
             self._save(job)
@@ -304,7 +306,8 @@ class JobManager:
         path = self._dir(job.id) / name
         written = 0
         try:
-            with open_result(s, req, timeout_s=job.duration_s, cancel_hook=remember) as result, open(path, "wb") as out:
+            with open_result(s, req, timeout_s=job.duration_s, cancel_hook=remember,
+                             datalink_url=job.extra.get("datalink_url")) as result, open(path, "wb") as out:
                 for chunk in result.body:
                     if event.is_set():
                         return

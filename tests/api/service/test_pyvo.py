@@ -203,6 +203,9 @@ def test_scs_via_pyvo(tap_server):
     record = result[0]
     expected = sql_rows(tap_server, "SELECT spectrum_id, ra, dec FROM catalog.cone_search_spectra(150.0, 1.8, 3600.0)")
     assert (int(record.id), record.pos.ra.deg, record.pos.dec.deg) == pytest.approx(expected[0])
+    (this,) = [r for r in record.getdatalink().bysemantics("#this", include_narrower=False)
+               if r.content_type == "application/fits"]
+    assert this.access_url.endswith(f"/spectra/{expected[0][0]}?format=fits")
 
 
 def test_scs_error_document(tap_server):
@@ -242,6 +245,17 @@ def test_datalink_via_pyvo_leads_to_the_spectrum(tap_server):
         assert len(hdul[1].data) == n_pix and hdul[1].header["SPEC_ID"] == spectrum_id
     missing = pyvo.dal.adhoc.DatalinkService(tap_server.url + "/datalink").run_sync("987654321")
     assert "NotFoundFault" in missing[0].error_message
+
+
+def test_results_with_spectrum_id_link_to_their_spectra(tap, tap_server):
+    # The service descriptor in the VOTable: pyvo (and TOPCAT) follow it without configuration.
+    result = tap.search("SELECT spectrum_id, n_pix FROM catalog.spectra WHERE survey = 'sdss' ORDER BY spectrum_id")
+    assert len(result) == 2
+    for row in result:
+        links = row.getdatalink()
+        (fits_link,) = [r for r in links.bysemantics("#this", include_narrower=False) if r.content_type == "application/fits"]
+        with fits.open(io.BytesIO(requests.get(fits_link.access_url, timeout=60).content)) as hdul:
+            assert hdul[1].header["SPEC_ID"] == row["spectrum_id"] and len(hdul[1].data) == row["n_pix"]
 
 
 def test_capabilities_and_availability(tap, tap_server):
