@@ -164,12 +164,16 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def _timestamps(values: Sequence[Any]) -> list[str]:
-    """Datetimes (all aware or all naive, no None) as DALI timestamps, by numpy: whole
-    seconds unless some value has a fraction."""
+    """Datetimes (all aware or all naive, no None) as DALI timestamps, by numpy; like
+    ``isoformat``, whole seconds are written without a fraction."""
     epoch = _EPOCH if values[0].tzinfo is not None else _NAIVE_EPOCH
     micro = np.array([(v - epoch) // _MICROSECOND for v in values], dtype=np.int64)
-    unit = "us" if (micro % 1_000_000).any() else "s"
-    return np.datetime_as_string(micro.astype("datetime64[us]"), unit=unit).tolist()
+    stamps = micro.astype("datetime64[us]")
+    out = np.datetime_as_string(stamps, unit="us")
+    whole = micro % 1_000_000 == 0
+    if whole.any():
+        out[whole] = np.datetime_as_string(stamps[whole], unit="s")
+    return out.tolist()
 
 
 def _text(value: Any) -> str:
