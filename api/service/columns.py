@@ -32,6 +32,7 @@ __all__ = [
     "iso_timestamp",
     "null_mask",
     "numbers",
+    "pg_type_name",
     "text_bytes",
     "texts",
 ]
@@ -93,10 +94,35 @@ _GEOMETRY = {"point": 2, "circle": 3, "polygon": None}
 INT_ARRAY_NULL = {"short": -(2**15), "int": -(2**31), "long": -(2**63)}
 
 
+#: SQL-standard and ADQL spellings of the types above, as PostgreSQL's short names.
+_ALIASES = {
+    "smallint": "int2", "integer": "int4", "int": "int4", "bigint": "int8", "real": "float4",
+    "double precision": "float8", "double": "float8", "float": "float8", "decimal": "numeric",
+    "boolean": "bool", "character varying": "varchar", "character": "bpchar",
+    "timestamp with time zone": "timestamptz", "timestamp without time zone": "timestamp",
+}  # fmt: skip
+
+
+def pg_type_name(pg_type: str) -> str:
+    """``pg_type`` as PostgreSQL's short name, arrays with a leading underscore:
+    ``"double precision[]"`` -> ``"_float8"``, ``"BIGINT"`` -> ``"int8"``."""
+    name = " ".join(pg_type.lower().split())
+    array = name.endswith("[]")
+    name = name.removesuffix("[]").strip()
+    if name.startswith("_"):
+        array, name = True, name[1:]
+    name = _ALIASES.get(name, name)
+    return "_" + name if array else name
+
+
 def encoding(field: Field) -> Encoding:
     """How ``field`` is written; types without a numeric or array meaning are text."""
-    pg_type = field.pg_type.lower()
+    pg_type = pg_type_name(field.pg_type)
     xtype = (field.xtype or "").lower() or None
+    if (
+        xtype is None and pg_type in _GEOMETRY
+    ):  # PostgreSQL's own point, circle, polygon
+        xtype = pg_type
     if xtype in _GEOMETRY:
         length = _GEOMETRY[xtype]
         arraysize = "*" if length is None else str(length)

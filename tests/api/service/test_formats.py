@@ -356,6 +356,53 @@ def test_error_document_is_read_by_pyvo_as_a_query_error():
     assert err.value.reason == message
 
 
+@pytest.mark.parametrize(
+    ("pg_type", "datatype", "arraysize", "xtype"),
+    [
+        ("double precision[]", "double", "*", None),
+        ("float8[]", "double", "*", None),
+        ("BIGINT", "long", None, None),
+        ("SMALLINT", "short", None, None),
+        ("REAL", "float", None, None),
+        ("numeric", "double", None, None),
+        ("timestamp with time zone", "char", "*", "timestamp"),
+        ("date", "char", "*", "timestamp"),
+        ("VARCHAR", "unicodeChar", "*", None),
+        ("boolean", "boolean", None, None),
+        ("point", "double", "2", "point"),
+        ("circle", "double", "3", "circle"),
+        ("polygon", "double", "*", "polygon"),
+        ("interval", "unicodeChar", "*", None),
+    ],
+)
+def test_type_spellings(pg_type, datatype, arraysize, xtype):
+    from skyledger.api.service.columns import encoding
+
+    enc = encoding(Field("x", pg_type))
+    assert (enc.datatype, enc.arraysize, enc.xtype) == (datatype, arraysize, xtype)
+
+
+def test_postgresql_geometry_text_and_other_values():
+    """PostgreSQL's own geometric types arrive as text; numeric as Decimal; a date alone."""
+    from datetime import date
+    from decimal import Decimal
+
+    fields = [Field("p", "point"), Field("c", "circle"), Field("g", "polygon"), Field("n", "numeric"),
+              Field("d", "date"), Field("i", "interval")]  # fmt: skip
+    rows = [("(1.5,-2)", "<(10,20),0.5>", "((0,0),(1,0),(1,1))", Decimal("1.25"), date(2024, 2, 29),
+             timedelta(hours=1))]  # fmt: skip
+    for fmt in ("votable", "votable/td"):
+        data = b"".join(
+            stream_result(resolve_format(fmt), fields, [rows], overflow=False, infos={})
+        )
+        t = read_votable(data).get_first_table().to_table()
+        assert tuple(t["p"][0]) == (1.5, -2.0) and tuple(t["c"][0]) == (10.0, 20.0, 0.5)
+        assert float_list(t["g"][0]) == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+        assert (
+            t["n"][0] == 1.25 and t["d"][0] == "2024-02-29" and t["i"][0] == "1:00:00"
+        )
+
+
 # -- CSV, TSV ----------------------------------------------------------------------------------------
 
 
@@ -533,3 +580,22 @@ def test_memory_does_not_grow_with_the_row_count(fmt, small, large):
     large_peak, large_size = peak_bytes(fmt, large)
     assert large_size > 5 * small_size  # the output did grow six-fold...
     assert large_peak < 1.3 * small_peak + 1_000_000  # ...the memory did not
+
+
+# -- schema ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td", "error"])
+def test_votable_is_valid_against_the_votable_1_4_schema(fmt):
+    etree = pytest.importorskip("lxml.etree")
+    from importlib.resources import files
+
+    xsd = files("astropy.io.votable") / "data" / "VOTable.v1.4.xsd"
+    schema = etree.XMLSchema(etree.parse(str(xsd)))
+    data = (
+        service_error_document("no such table")
+        if fmt == "error"
+        else write(fmt, overflow=True)
+    )
+    document = etree.parse(io.BytesIO(data))
+    assert schema.validate(document), schema.error_log
