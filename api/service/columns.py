@@ -13,7 +13,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import repeat
@@ -27,12 +27,14 @@ __all__ = [
     "Field",
     "arrays",
     "booleans",
+    "columns_of",
     "encoding",
     "fixed_arrays",
     "iso_timestamp",
     "null_mask",
     "numbers",
     "pg_type_name",
+    "row_chunks",
     "text_bytes",
     "texts",
 ]
@@ -142,6 +144,29 @@ def encoding(field: Field) -> Encoding:
     # Text may hold any Unicode: unicodeChar (UTF-16) is what astropy/pyvo read back
     # from BINARY2 (their char is ASCII only).
     return Encoding("text", "unicodeChar", "*", None, field.xtype)
+
+
+def row_chunks(
+    chunks: Iterable[Iterable[Sequence[Any]]],
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """The non-empty chunks, each as a list or tuple of rows."""
+    for chunk in chunks:
+        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
+        if rows:
+            yield rows
+
+
+def columns_of(rows: Sequence[Sequence[Any]], n_fields: int) -> list[tuple]:
+    """The chunk's values column by column; a row without one value per field is an error
+    (rather than a silently shifted table)."""
+    try:
+        columns = list(zip(*rows, strict=True))
+    except ValueError:
+        columns = None
+    if columns is None or len(columns) != n_fields:
+        lengths = sorted({len(row) for row in rows})
+        raise ValueError(f"rows have {lengths} values for {n_fields} fields")
+    return columns
 
 
 def null_mask(values: Sequence[Any]) -> np.ndarray:

@@ -28,9 +28,11 @@ from .columns import (
     Field,
     arrays,
     booleans,
+    columns_of,
     encoding,
     fixed_arrays,
     numbers,
+    row_chunks,
     texts,
 )
 
@@ -49,13 +51,11 @@ def _spool(
     """Pickle the chunks to ``spool``; return the row count, each column's width (text:
     longest UTF-8 value; array: most elements) and the heap size in bytes."""
     n_rows, widths, heap = 0, [1] * len(encs), 0
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
+    for rows in row_chunks(chunks):
+        columns = columns_of(rows, len(encs))
         pickle.dump(rows, spool, protocol=pickle.HIGHEST_PROTOCOL)
         n_rows += len(rows)
-        for j, (enc, values) in enumerate(zip(encs, zip(*rows))):
+        for j, (enc, values) in enumerate(zip(encs, columns)):
             if enc.kind in ("text", "timestamp"):
                 encoded = [
                     len(s.encode("utf-8")) for s in texts(values, enc) if s is not None
@@ -153,7 +153,7 @@ def _encode(rows: list[tuple], encs, widths, heap_offset: int) -> tuple[bytes, i
     """The chunk's table rows, and the heap offset after its arrays."""
     n = len(rows)
     blocks = []
-    for enc, width, values in zip(encs, widths, zip(*rows)):
+    for enc, width, values in zip(encs, widths, columns_of(rows, len(encs))):
         if enc.kind == "number":
             arr, mask = numbers(values, enc.dtype)
             if enc.is_int and mask.any():
@@ -191,7 +191,7 @@ def _encode(rows: list[tuple], encs, widths, heap_offset: int) -> tuple[bytes, i
 def _heap(rows: list[tuple], encs) -> bytes:
     """The chunk's array elements, row by row, column by column (the order of ``_encode``'s offsets)."""
     parts = []
-    for enc, values in zip(encs, zip(*rows)):
+    for enc, values in zip(encs, columns_of(rows, len(encs))):
         if enc.kind == "array":
             parts += [
                 a.astype(enc.dtype).tobytes()

@@ -25,7 +25,7 @@ from typing import Any
 
 from skyledger.schema.errors import QueryError
 
-from .columns import Encoding, Field, arrays, encoding, texts
+from .columns import Encoding, Field, arrays, columns_of, encoding, row_chunks, texts
 from .votable import error_document, votable_stream
 
 __all__ = [
@@ -166,14 +166,12 @@ def _delimited(
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow([f.name for f in fields])
     yield buffer.getvalue().encode("utf-8")
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
+    for rows in row_chunks(chunks):
         buffer.seek(0)
         buffer.truncate()
         columns = [
-            _delimited_column(values, enc) for values, enc in zip(zip(*rows), encs)
+            _delimited_column(values, enc)
+            for values, enc in zip(columns_of(rows, len(encs)), encs)
         ]
         writer.writerows(zip(*columns))
         yield buffer.getvalue().encode("utf-8")
@@ -220,11 +218,11 @@ def _json(fields, chunks, overflow, infos) -> Iterator[bytes]:
     )
     yield f'{{"metadata": {metadata},\n"data": ['.encode()
     separator = "\n"
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
-        columns = [_json_column(values, enc) for values, enc in zip(zip(*rows), encs)]
+    for rows in row_chunks(chunks):
+        columns = [
+            _json_column(values, enc)
+            for values, enc in zip(columns_of(rows, len(encs)), encs)
+        ]
         text = ",\n".join(
             json.dumps(list(row), ensure_ascii=False, allow_nan=False)
             for row in zip(*columns)

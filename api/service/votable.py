@@ -28,9 +28,11 @@ from .columns import (
     Field,
     arrays,
     booleans,
+    columns_of,
     encoding,
     fixed_arrays,
     numbers,
+    row_chunks,
     text_bytes,
     texts,
 )
@@ -121,20 +123,15 @@ def votable_stream(
     yield "".join(head).encode("utf-8")
     if binary:
         carry = b""
-        for chunk in chunks:
-            rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-            if not rows:
-                continue
+        for rows in row_chunks(chunks):
             raw = carry + binary2_rows(rows, encs)
             cut = len(raw) - len(raw) % 3
             carry = raw[cut:]
             yield base64.b64encode(memoryview(raw)[:cut]) + b"\n"
         yield base64.b64encode(carry) + b"</STREAM></BINARY2></DATA>\n"
     else:
-        for chunk in chunks:
-            rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-            if rows:
-                yield tabledata_rows(rows, encs).encode("utf-8")
+        for rows in row_chunks(chunks):
+            yield tabledata_rows(rows, encs).encode("utf-8")
         yield b"</TABLEDATA></DATA>\n"
     tail = "</TABLE>\n"
     if overflow() if callable(overflow) else overflow:
@@ -163,7 +160,7 @@ def binary2_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> bytes:
     significant bit), then each value big-endian, variable-length ones after a 4-byte
     element count."""
     n = len(rows)
-    columns = list(zip(*rows)) if encs else []
+    columns = columns_of(rows, len(encs))
     masks = np.zeros((n, len(encs)), bool)
     segments: list[tuple[np.ndarray, np.ndarray | None]] = []
     for j, (enc, values) in enumerate(zip(encs, columns)):
@@ -270,5 +267,7 @@ def tabledata_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> str:
     """``rows`` as TABLEDATA ``<TR>`` elements; NULL is an empty cell."""
     if not encs:
         return "<TR></TR>" * len(rows)
-    columns = [_cells(values, enc) for values, enc in zip(zip(*rows), encs)]
+    columns = [
+        _cells(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)
+    ]
     return "".join("<TR>" + "".join(cells) + "</TR>\n" for cells in zip(*columns))

@@ -403,6 +403,17 @@ def test_postgresql_geometry_text_and_other_values():
         )
 
 
+@pytest.mark.parametrize("fmt", [f.name for f in FORMATS])
+def test_a_row_without_one_value_per_field_is_an_error(fmt):
+    short = [ROWS[0], ROWS[0][:-1]]
+    with pytest.raises(ValueError, match="values for 13 fields"):
+        b"".join(
+            stream_result(
+                resolve_format(fmt), FIELDS, [short], overflow=False, infos={}
+            )
+        )
+
+
 # -- CSV, TSV ----------------------------------------------------------------------------------------
 
 
