@@ -73,6 +73,12 @@ def _chunks(spool) -> Iterator[list[tuple]]:
             return
 
 
+def _ascii(text: str) -> str:
+    """``text`` as a header card may hold it: printable ASCII, other characters as
+    Python escapes (``\\xe9``), control characters as spaces."""
+    return re.sub(r"[^ -~]", " ", text.encode("ascii", "backslashreplace").decode("ascii"))
+
+
 def _tform(enc: Encoding, width: int) -> str:
     if enc.kind == "number":
         return _TFORM[enc.datatype]
@@ -97,24 +103,23 @@ def _headers(fields, encs, widths, n_rows, heap, overflow: bool, infos) -> bytes
     )
     for name, value in (infos or {}).items():
         # Header cards hold printable ASCII only: other characters as escapes.
-        text = f"{name}: {value}".encode("ascii", "backslashreplace").decode("ascii")
-        primary.add_comment(re.sub(r"[^ -~]", " ", text))
+        primary.add_comment(_ascii(f"{name}: {value}"))
     table = fits.Header()
     row_width = 0
     cards: list[tuple[str, object, str]] = []
     for i, (field, enc, width) in enumerate(zip(fields, encs, widths), start=1):
         tform = _tform(enc, width)
         row_width += _row_bytes(enc, width)
-        cards.append((f"TTYPE{i}", field.name, "column name"))
+        cards.append((f"TTYPE{i}", _ascii(field.name), "column name"))
         cards.append((f"TFORM{i}", tform, "data format"))
         if field.unit:
-            cards.append((f"TUNIT{i}", field.unit, "unit"))
+            cards.append((f"TUNIT{i}", _ascii(field.unit), "unit"))
         if enc.kind == "number" and enc.is_int:  # (astropy cannot read TNULL on array columns)
             cards.append((f"TNULL{i}", _TNULL[enc.datatype], "NULL value"))
         if field.ucd:
-            cards.append((f"TUCD{i}", field.ucd, "UCD"))
+            cards.append((f"TUCD{i}", _ascii(field.ucd), "UCD"))
         if field.description:
-            cards.append((f"TCOMM{i}", field.description, None))
+            cards.append((f"TCOMM{i}", _ascii(field.description), None))
         if enc.xtype:
             cards.append((f"TXTYP{i}", enc.xtype, "DALI xtype"))
     table["XTENSION"] = "BINTABLE"
