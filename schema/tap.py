@@ -166,10 +166,11 @@ def _links(tables: Sequence[TapTable]) -> list[tuple[TapTable, str, TapTable, st
     out = []
     for table in tables:
         names = {c.name for c in table.columns}
-        wanted = [(c, table.schema + "." + t, tc) for c, t, tc in table.foreign_keys]
-        wanted += [(c.name, f"{table.schema}.{LINKS[c.name][0]}", LINKS[c.name][1])
-                   for c in table.columns if c.name in LINKS]
-        for column, target_name, target_column in wanted:
+        wanted = {c: (table.schema + "." + t, tc) for c, t, tc in table.foreign_keys}
+        for c in table.columns:
+            if c.name in LINKS and c.name not in wanted:  # a declared link wins over the naming rule
+                wanted[c.name] = (f"{table.schema}.{LINKS[c.name][0]}", LINKS[c.name][1])
+        for column, (target_name, target_column) in wanted.items():
             target = by_name.get(target_name)
             if (column in names and target is not None and target is not table
                     and target_column in {c.name for c in target.columns}):
