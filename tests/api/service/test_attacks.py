@@ -23,18 +23,24 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Self
 from urllib.parse import urljoin
 
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from skyledger.schema.readpath import QUERY_ROLE
 from sqlalchemy import make_url
 
-from skyledger.schema.readpath import QUERY_ROLE
 from tests.api.read_path_attacks import ATTACKS, Attack
-from tests.api.test_read_path_attacks import FILES_AN_ATTACK_MIGHT_WRITE, database_digest, owner_conninfo
+from tests.api.test_read_path_attacks import (
+    FILES_AN_ATTACK_MIGHT_WRITE,
+    database_digest,
+    owner_conninfo,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -237,7 +243,7 @@ class SessionWatch:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> SessionWatch:
+    def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -354,8 +360,8 @@ WRAPPED = [(a.name, q, a.refused is not None) for a in ATTACKS if (q := wrapped(
 #: Hand-written ADQL: (name, query, must be refused). Those not refused must only show
 #: catalogue data (the leak markers are checked on every answer).
 ADQL_ATTACKS: list[tuple[str, str, bool]] = [
-    ("subquery_read_file", "SELECT spectrum_id FROM catalog.spectra WHERE survey IN "
-     "(SELECT pg_read_file('/etc/passwd') FROM catalog.spectra)", True),
+    ("subquery_read_file", ("SELECT spectrum_id FROM catalog.spectra WHERE survey IN "
+                            "(SELECT pg_read_file('/etc/passwd') FROM catalog.spectra)"), True),
     ("order_by_read_file", "SELECT spectrum_id FROM catalog.spectra ORDER BY pg_read_file('/etc/passwd')", True),
     ("where_sleep", "SELECT spectrum_id FROM catalog.spectra WHERE pg_sleep(600) IS NULL", True),
     ("quoted_function_name", "SELECT \"pg_read_file\"('/etc/passwd') FROM catalog.spectra", True),
@@ -383,8 +389,8 @@ ADQL_ATTACKS: list[tuple[str, str, bool]] = [
     ("stacked_after_select", "SELECT spectrum_id FROM catalog.spectra; DROP TABLE survey", True),
     ("stacked_after_comment", "SELECT spectrum_id FROM catalog.spectra -- x\n; DROP TABLE survey", True),
     ("stacked_in_quoted_identifier", 'SELECT "spectrum_id; DROP TABLE survey; --" FROM catalog.spectra', True),
-    ("stacked_in_geometry", "SELECT * FROM catalog.spectra WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), "
-     "CIRCLE('ICRS', 10, 10, 1); DROP TABLE survey --))", True),
+    ("stacked_in_geometry", ("SELECT * FROM catalog.spectra WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), "
+                             "CIRCLE('ICRS', 10, 10, 1); DROP TABLE survey --))"), True),
     ("negative_top", "SELECT TOP -1 * FROM catalog.spectra", True),
     ("nul_in_adql", "SELECT spectrum_id FROM catalog.spectra\x00; DROP TABLE survey", True),
     ("fullwidth_semicolon", "SELECT spectrum_id FROM catalog.spectra\uff1b DROP TABLE survey", True),
@@ -620,8 +626,8 @@ def test_bodies_that_are_not_forms_are_refused(tap_server, client, unchanged):
         ("1 MB of form noise", b"QUERY=" + b"%FF" * 350_000, "application/x-www-form-urlencoded"),
         ("latin-1 bytes", b"LANG=ADQL&QUERY=SELECT \xff\xfe FROM catalog.spectra", "application/x-www-form-urlencoded"),
         ("json", b'{"QUERY": "SELECT pg_read_file(\'/etc/passwd\')"}', "application/json"),
-        ("xml bomb", b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
-         b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><q>&c;</q>', "application/xml"),
+        ("xml bomb", (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+                      b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><q>&c;</q>'), "application/xml"),
         ("broken multipart", b"--x\r\nContent-Disposition: form-data; name=\"QUERY\"\r\n\r\nSELECT 1", "multipart/form-data; boundary=x"),
         ("no boundary", b"garbage", "multipart/form-data"),
         ("nul bytes", b"\x00" * 1000, "application/x-www-form-urlencoded"),
@@ -640,3 +646,151 @@ def test_bodies_that_are_not_forms_are_refused(tap_server, client, unchanged):
 
 # ---------------------------------------------------------------------------------------
 # Limits: the reader login, timeouts, quota, result size
+
+#: Never ends by itself (300^5 rows of TAP_SCHEMA.columns): only a timeout or a cancel stops it.
+SLOW_ADQL = (
+    "SELECT COUNT(*) AS n FROM TAP_SCHEMA.columns AS a, TAP_SCHEMA.columns AS b, TAP_SCHEMA.columns AS c, "
+    "TAP_SCHEMA.columns AS d, TAP_SCHEMA.columns AS e"
+)
+TIMED_OUT = r"statement_timeout|longer than|timed? ?out|execution ?duration"
+#: The limits of the service under test in this section: small, so that they are reached.
+LIMITED = {
+    "tap_sync_timeout_s": 2.0,
+    "tap_async_duration_s": 2.0,
+    "tap_sync_max_rows": 5,
+    "tap_async_max_bytes": 4000,
+    "tap_jobs_per_client": 3,
+}
+
+
+@contextmanager
+def serve(settings) -> Iterator[str]:
+    """The service of ``settings`` in a uvicorn thread on a free port (for limits other
+    than the shared server's); yields its base URL."""
+    import socket
+
+    import uvicorn
+    from skyledger.api.service.app import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the service did not start within 120 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def limited(tap_server, tmp_path_factory):
+    """The same database served with small limits (and a home of its own for the jobs)."""
+    home = tmp_path_factory.mktemp("limited") / "home"
+    home.mkdir()
+    settings = tap_server.settings.model_copy(update=LIMITED | {"home": home})
+    with serve(settings) as url:
+        yield type("Limited", (), {"url": url, "settings": settings})()
+
+
+@pytest.fixture
+def limited_client(limited) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=limited.url, timeout=REQUEST_TIMEOUT_S, follow_redirects=False) as c:
+        yield c
+
+
+def test_a_slow_query_runs_as_the_reader_and_is_cancelled_by_the_sync_timeout(limited, limited_client):
+    answer: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: answer.setdefault("r", sync_post(limited_client, SLOW_ADQL)))
+    seen: list[tuple] = []
+    with admin_connect(limited.settings) as admin:
+        thread.start()
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        while thread.is_alive() and time.monotonic() < deadline:
+            active = [s for s in sessions(admin) if s[3] == "active"]
+            seen += active
+            if any("columns" in s[4].lower() for s in active):
+                break
+            time.sleep(0.01)
+    thread.join(timeout=REQUEST_TIMEOUT_S)
+    assert not thread.is_alive(), "the slow query was not cancelled"
+    assert any("columns" in s[4].lower() for s in seen), f"the statement was never seen running: {seen}"
+    assert {s[1] for s in seen} == {query_login(limited.settings)}, seen
+    outcome = classify("sync slow", answer["r"])
+    assert problems(outcome, must_refuse=True) == []
+    assert re.search(TIMED_OUT, outcome.message, re.IGNORECASE), outcome.describe()
+
+
+def test_a_slow_job_ends_in_error_after_its_execution_duration(limited, limited_client):
+    outcome = run_async(limited_client, {"QUERY": SLOW_ADQL})
+    assert outcome.refused and outcome.route == "async (ERROR)", outcome.describe()
+    assert re.search(TIMED_OUT, outcome.message, re.IGNORECASE), outcome.describe()
+    assert problems(outcome, must_refuse=True) == []
+
+
+def test_a_job_cannot_extend_its_execution_duration(limited, limited_client):
+    url = job_url(limited_client, limited_client.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL}))
+    assert url is not None
+    try:
+        for value in ("0", "99999999", str(10**30)):
+            limited_client.post(url + "/executionduration", data={"EXECUTIONDURATION": value})
+            shown = limited_client.get(url + "/executionduration").text.strip()
+            # 0 would mean "unlimited" in UWS: never granted.
+            assert 0 < float(shown) <= LIMITED["tap_async_duration_s"], (value, shown)
+        limited_client.post(url + "/phase", data={"PHASE": "RUN"})
+        assert wait_for_final_phase(limited_client, url) == "ERROR"
+    finally:
+        delete_job(limited_client, url)
+
+
+def test_more_active_jobs_than_the_quota_are_refused_cleanly(limited, limited_client):
+    quota = LIMITED["tap_jobs_per_client"]
+    created = []
+    try:
+        for _ in range(quota):
+            url = job_url(limited_client, limited_client.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL}))
+            assert url is not None
+            created.append(url)
+        over = limited_client.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL, "PHASE": "RUN"})
+        extra = job_url(limited_client, over)
+        if extra is not None:
+            created.append(extra)
+        outcome = classify("async over quota", over)
+        assert extra is None and (outcome.refused or over.status_code == 503), outcome.describe()
+        assert over.status_code in (403, 429, 503), outcome.describe()
+        assert re.search(r"quota|at most|jobs", outcome.message, re.IGNORECASE) and "Traceback" not in outcome.message, outcome.describe()
+        # A finished (deleted) job frees its place.
+        delete_job(limited_client, created.pop())
+        url = job_url(limited_client, limited_client.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL}))
+        assert url is not None
+        created.append(url)
+    finally:
+        for url in created:
+            delete_job(limited_client, url)
+
+
+def test_a_job_over_the_result_size_limit_ends_in_error(limited, limited_client):
+    query = "SELECT table_name, column_name, description, unit, ucd FROM TAP_SCHEMA.columns"
+    outcome = run_async(limited_client, {"QUERY": query, "RESPONSEFORMAT": "votable"})
+    assert outcome.route == "async (ERROR)", outcome.describe()
+    assert re.search(r"bytes|size", outcome.message, re.IGNORECASE), outcome.describe()
+    # A small result of the same job kind completes.
+    small = run_async(limited_client, {"QUERY": "SELECT TOP 1 table_name FROM TAP_SCHEMA.tables", "RESPONSEFORMAT": "csv"})
+    assert small.status == 200 and not small.refused, small.describe()
+
+
+def test_sync_rows_are_capped_with_the_overflow_info(limited, limited_client):
+    resp = sync_post(limited_client, "SELECT table_name, column_name FROM TAP_SCHEMA.columns", MAXREC="1000")
+    assert resp.status_code == 200, resp.text[:500]
+    root = ET.fromstring(resp.content)
+    rows = [el for el in root.iter() if _local(el.tag) == "TR"]
+    infos = {(el.get("name"), el.get("value")) for el in root.iter() if _local(el.tag) == "INFO"}
+    assert ("QUERY_STATUS", "OVERFLOW") in infos, infos
+    assert len(rows) == LIMITED["tap_sync_max_rows"] or b"BINARY" in resp.content, len(rows)
