@@ -266,37 +266,84 @@ class SessionWatch:
 # Fixtures
 
 
-@pytest.fixture
-def settings_of(tap_server):
-    return tap_server.settings
+@contextmanager
+def serve(settings) -> Iterator[str]:
+    """The service of ``settings`` in a uvicorn thread on a free port (for limits other
+    than the shared server's); yields its base URL."""
+    import socket
+
+    import uvicorn
+    from skyledger.api.service.app import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the service did not start within 120 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+@dataclass
+class Served:
+    url: str
+    settings: object
+
+
+#: The attacks that would run for minutes (pg_sleep(600), a cross join) end at these.
+ATTACK_LIMITS = {"tap_sync_timeout_s": 3.0, "tap_async_duration_s": 3.0}
+
+
+@pytest.fixture(scope="module")
+def attacked(tap_server, tmp_path_factory) -> Iterator[Served]:
+    """The service on tap_server's database, with short timeouts and a home of its own
+    (its jobs); the shared server is used as it is when its timeouts are short already."""
+    s = attacked.settings
+    if s.tap_sync_timeout_s <= ATTACK_LIMITS["tap_sync_timeout_s"] and s.tap_async_duration_s <= ATTACK_LIMITS["tap_async_duration_s"]:
+        yield Served(tap_server.url, s)
+        return
+    home = tmp_path_factory.mktemp("attacked") / "home"
+    home.mkdir()
+    settings = s.model_copy(update=ATTACK_LIMITS | {"home": home})
+    with serve(settings) as url:
+        yield Served(url, settings)
 
 
 @pytest.fixture
-def client(tap_server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=tap_server.url, timeout=REQUEST_TIMEOUT_S, follow_redirects=False) as c:
+def client(attacked) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=attacked.url, timeout=REQUEST_TIMEOUT_S, follow_redirects=False) as c:
         yield c
 
 
 @pytest.fixture
-def canary(tap_server) -> Iterator[str]:
+def canary(attacked) -> Iterator[str]:
     """A base table only the owner may read, holding a secret (created before the digest)."""
-    with admin_connect(tap_server.settings) as admin:
+    with admin_connect(attacked.settings) as admin:
         admin.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(CANARY_TABLE)))
         admin.execute(sql.SQL("CREATE TABLE public.{} (secret text)").format(sql.Identifier(CANARY_TABLE)))
         admin.execute(sql.SQL("INSERT INTO public.{} VALUES (%s)").format(sql.Identifier(CANARY_TABLE)), (CANARY_SECRET,))
     yield CANARY_TABLE
-    with admin_connect(tap_server.settings) as admin:
+    with admin_connect(attacked.settings) as admin:
         admin.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(CANARY_TABLE)))
 
 
 @pytest.fixture
-def unchanged(tap_server, canary) -> Iterator[None]:
+def unchanged(attacked, canary) -> Iterator[None]:
     """The database digest and the attack files are the same after the test as before."""
     for path in FILES_AN_ATTACK_MIGHT_WRITE:
         path.unlink(missing_ok=True)
-    before = database_digest(tap_server.settings)
+    before = database_digest(attacked.settings)
     yield
-    after = database_digest(tap_server.settings)
+    after = database_digest(attacked.settings)
     assert {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v} == {}
     assert after == before
     assert [p for p in FILES_AN_ATTACK_MIGHT_WRITE if p.exists()] == []
@@ -322,20 +369,20 @@ def _attack_outcomes(client: httpx.Client, attack: Attack) -> list[Outcome]:
     return outcomes
 
 
-def test_every_attack_as_raw_text_is_refused_on_sync_and_async(tap_server, client, unchanged):
+def test_every_attack_as_raw_text_is_refused_on_sync_and_async(attacked, client, unchanged):
     failures = []
-    with SessionWatch(tap_server.settings) as watch:
+    with SessionWatch(attacked.settings) as watch:
         for attack in ATTACKS:
             for outcome in _attack_outcomes(client, attack):
                 # Statements the read path answers harmlessly (LISTEN, text with ':x') may
                 # be answered or refused by ADQL; every other one must be refused.
-                found = problems(outcome, must_refuse=attack.refused is not None, settings=tap_server.settings)
+                found = problems(outcome, must_refuse=attack.refused is not None, settings=attacked.settings)
                 failures += [f"{attack.name}: {p}" for p in found]
     assert failures == []
-    assert_only_the_reader(watch, tap_server.settings)
+    assert_only_the_reader(watch, attacked.settings)
 
 
-def test_a_very_long_query_in_the_url_is_refused(tap_server, client):
+def test_a_very_long_query_in_the_url_is_refused(attacked, client):
     long = next(a for a in ATTACKS if a.name == "very_long_text").statement
     outcome = classify("sync GET", sync_get(client, long))
     assert problems(outcome, must_refuse=True) == []
@@ -406,22 +453,22 @@ ADQL_ATTACKS: list[tuple[str, str, bool]] = [
 ]
 
 
-def test_every_attack_as_adql_is_refused(tap_server, client, unchanged):
+def test_every_attack_as_adql_is_refused(attacked, client, unchanged):
     failures = []
-    with SessionWatch(tap_server.settings) as watch:
+    with SessionWatch(attacked.settings) as watch:
         for name, query, must_refuse in WRAPPED + ADQL_ATTACKS:
             for outcome in (classify("sync POST", sync_post(client, query)), run_async(client, {"QUERY": query})):
-                failures += [f"{name}: {p}" for p in problems(outcome, must_refuse=must_refuse, settings=tap_server.settings)]
+                failures += [f"{name}: {p}" for p in problems(outcome, must_refuse=must_refuse, settings=attacked.settings)]
     assert failures == []
-    assert_only_the_reader(watch, tap_server.settings)
+    assert_only_the_reader(watch, attacked.settings)
 
 
-def test_other_query_languages_are_refused(tap_server, client, unchanged):
+def test_other_query_languages_are_refused(attacked, client, unchanged):
     failures = []
     for lang in ("SQL", "PostgreSQL", "PQL", "ADQL; DROP TABLE survey", ""):
         for statement in ("SELECT pg_read_file('/etc/passwd')", f"SELECT secret FROM public.{CANARY_TABLE}", "DROP TABLE survey"):
             outcome = classify(f"sync LANG={lang!r}", sync_post(client, statement, LANG=lang))
-            failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+            failures += problems(outcome, must_refuse=True, settings=attacked.settings)
     assert failures == []
 
 
@@ -461,7 +508,7 @@ def _short(value: str) -> str:
     return repr(value if len(value) < 40 else value[:20] + f"...({len(value)} chars)")
 
 
-def test_cone_search_parameters_refuse_injections(tap_server, client, unchanged):
+def test_cone_search_parameters_refuse_injections(attacked, client, unchanged):
     valid = {"RA": "150.0", "DEC": "2.0", "SR": "0.1"}
     failures = []
     for param in ("RA", "DEC", "SR", "VERB", "MAXREC", "RESPONSEFORMAT"):
@@ -473,16 +520,16 @@ def test_cone_search_parameters_refuse_injections(tap_server, client, unchanged)
                 outcome = classify(f"scs POST {param}={_short(value)}", client.post("/scs", data=params))
             else:
                 outcome = classify(f"scs GET {param}={_short(value)}", client.get("/scs", params=params))
-            failures += problems(outcome, must_refuse=strict, settings=tap_server.settings)
+            failures += problems(outcome, must_refuse=strict, settings=attacked.settings)
     # Out of the sky: refused.
     for params in ({"RA": "150", "DEC": "91", "SR": "0.1"}, {"RA": "150", "DEC": "-1e308", "SR": "0.1"},
                    {"RA": "150", "DEC": "2", "SR": "-1"}, {"DEC": "2", "SR": "0.1"}, {"RA": "150", "SR": "0.1"}):
         outcome = classify(f"scs GET {params}", client.get("/scs", params=params))
-        failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+        failures += problems(outcome, must_refuse=True, settings=attacked.settings)
     assert failures == []
 
 
-def test_spectrum_download_ids_refuse_injections(tap_server, client, unchanged):
+def test_spectrum_download_ids_refuse_injections(attacked, client, unchanged):
     failures = []
     for value, must_refuse in ALL_VALUES + [("-1", True), ("0", True), ("99999999999", True)]:
         if len(value) > 8000:
@@ -492,7 +539,7 @@ def test_spectrum_download_ids_refuse_injections(tap_server, client, unchanged):
             resp = client.get("/spectra/" + httpx_path(value), params=params)
             outcome = classify(f"spectra/{_short(value)} format={fmt}", resp)
             failures += problems(outcome, must_refuse=must_refuse or fmt not in (None, "fits", "votable"),
-                                 settings=tap_server.settings)
+                                 settings=attacked.settings)
     assert failures == []
 
 
@@ -504,7 +551,7 @@ def httpx_path(value: str) -> str:
     return quote(value, safe="")
 
 
-def test_datalink_ids_refuse_injections(tap_server, client, unchanged):
+def test_datalink_ids_refuse_injections(attacked, client, unchanged):
     failures = []
     for value, must_refuse in ALL_VALUES + [("ivo://evil/?1; DROP TABLE survey", True), ("file:///etc/passwd", True)]:
         if len(value) > 8000:
@@ -514,11 +561,11 @@ def test_datalink_ids_refuse_injections(tap_server, client, unchanged):
         # DataLink answers an unknown ID with a row whose error_message is a fault: a refusal.
         if not outcome.refused and b"Fault" in outcome.body:
             outcome.refused, outcome.message = True, "DataLink fault row"
-        failures += problems(outcome, must_refuse=must_refuse, settings=tap_server.settings)
+        failures += problems(outcome, must_refuse=must_refuse, settings=attacked.settings)
     assert failures == []
 
 
-def test_vosi_table_names_refuse_injections(tap_server, client, unchanged):
+def test_vosi_table_names_refuse_injections(attacked, client, unchanged):
     names = [
         "catalog.spectra; DROP TABLE survey",
         "' OR 1=1 --",
@@ -534,11 +581,11 @@ def test_vosi_table_names_refuse_injections(tap_server, client, unchanged):
     failures = []
     for name in names:
         outcome = classify(f"tables/{_short(name)}", client.get("/tap/tables/" + httpx_path(name)))
-        failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+        failures += problems(outcome, must_refuse=True, settings=attacked.settings)
     assert failures == []
 
 
-def test_paths_that_climb_out_are_refused(tap_server, client, unchanged):
+def test_paths_that_climb_out_are_refused(attacked, client, unchanged):
     """Jobs live on disk under the service's home: a job id is never a path."""
     failures = []
     for path in ("/tap/async/..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/tap/async/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
@@ -548,11 +595,11 @@ def test_paths_that_climb_out_are_refused(tap_server, client, unchanged):
                  "/spectra/..%2F..%2F..%2Fetc%2Fpasswd", "/tap/tables/..%2F..%2Fetc%2Fpasswd"):
         resp = client.get(path)
         outcome = classify(f"GET {path}", resp)
-        failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+        failures += problems(outcome, must_refuse=True, settings=attacked.settings)
         for method in ("DELETE", "POST"):
             resp = client.request(method, path, data={"PHASE": "RUN"} if method == "POST" else None)
             outcome = classify(f"{method} {path}", resp)
-            failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+            failures += problems(outcome, must_refuse=True, settings=attacked.settings)
     assert failures == []
 
 
@@ -565,7 +612,7 @@ UWS_PAYLOADS = {
 }
 
 
-def test_uws_parameters_refuse_injections(tap_server, client, unchanged):
+def test_uws_parameters_refuse_injections(attacked, client, unchanged):
     failures = []
     valid = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": "SELECT TOP 1 spectrum_id FROM catalog.spectra"}
     for param, values in UWS_PAYLOADS.items():
@@ -575,7 +622,7 @@ def test_uws_parameters_refuse_injections(tap_server, client, unchanged):
             url = job_url(client, created)
             if url is None:
                 failures += problems(classify(f"create {param}={_short(value)}", created), must_refuse=True,
-                                     settings=tap_server.settings)
+                                     settings=attacked.settings)
             else:
                 if param in ("MAXREC", "RESPONSEFORMAT"):
                     # TAP parameters are used when the job runs: it must end in ERROR.
@@ -595,7 +642,7 @@ def test_uws_parameters_refuse_injections(tap_server, client, unchanged):
                 outcome = classify(f"POST {target.rsplit('/', 1)[-1]} {param}={_short(value)}", client.post(target, data={param: value}))
                 if not outcome.refused and outcome.status < 500 and param in ("PHASE", "DESTRUCTION", "EXECUTIONDURATION"):
                     failures.append(f"{outcome.describe()}: accepted")
-                failures += problems(outcome, must_refuse=False, settings=tap_server.settings)
+                failures += problems(outcome, must_refuse=False, settings=attacked.settings)
                 job = client.get(pending)
                 if job.status_code != 200:
                     failures.append(f"job {pending} unreadable after {param}={_short(value)}: {job.status_code}")
@@ -607,18 +654,18 @@ def test_uws_parameters_refuse_injections(tap_server, client, unchanged):
     assert failures == []
 
 
-def test_sync_parameters_refuse_injections(tap_server, client, unchanged):
+def test_sync_parameters_refuse_injections(attacked, client, unchanged):
     failures = []
     query = "SELECT TOP 1 spectrum_id FROM catalog.spectra"
     cases = [("MAXREC", v) for v in UWS_PAYLOADS["MAXREC"]] + [("RESPONSEFORMAT", v) for v in UWS_PAYLOADS["RESPONSEFORMAT"]]
     cases += [("FORMAT", "'; DROP TABLE survey --"), ("REQUEST", "doQuery; DROP TABLE survey"), ("REQUEST", "")]
     for param, value in cases:
         outcome = classify(f"sync {param}={_short(value)}", sync_post(client, query, **{param: value}))
-        failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+        failures += problems(outcome, must_refuse=True, settings=attacked.settings)
     assert failures == []
 
 
-def test_upload_never_makes_the_service_fetch_a_url(tap_server, client, unchanged):
+def test_upload_never_makes_the_service_fetch_a_url(attacked, client, unchanged):
     """TAP UPLOAD names a URL the service would fetch: a way to make it reach the network
     (or its own files). The service is upload-free: it may ignore or refuse UPLOAD, but it
     never connects (a listener here would see it) and never reads a file."""
@@ -639,7 +686,7 @@ def test_upload_never_makes_the_service_fetch_a_url(tap_server, client, unchange
                     outcome = classify(f"sync UPLOAD={upload}", sync_post(client, query, UPLOAD=upload))
                 else:
                     outcome = run_async(client, params, route=f"async UPLOAD={upload}")
-                failures += problems(outcome, must_refuse=True, settings=tap_server.settings)
+                failures += problems(outcome, must_refuse=True, settings=attacked.settings)
         try:
             conn, _ = listener.accept()
             conn.close()
@@ -651,7 +698,7 @@ def test_upload_never_makes_the_service_fetch_a_url(tap_server, client, unchange
     assert failures == []
 
 
-def test_bodies_that_are_not_forms_are_refused(tap_server, client, unchanged):
+def test_bodies_that_are_not_forms_are_refused(attacked, client, unchanged):
     failures = []
     bodies = [
         ("1 MB of form noise", b"QUERY=" + b"%FF" * 350_000, "application/x-www-form-urlencoded"),
@@ -671,7 +718,7 @@ def test_bodies_that_are_not_forms_are_refused(tap_server, client, unchanged):
                 failures.append(f"{name} {path}: a job was created from it")
                 delete_job(client, url)
                 continue
-            failures += problems(classify(f"{name} {path}", resp), must_refuse=True, settings=tap_server.settings)
+            failures += problems(classify(f"{name} {path}", resp), must_refuse=True, settings=attacked.settings)
     assert failures == []
 
 
@@ -694,41 +741,14 @@ LIMITED = {
 }
 
 
-@contextmanager
-def serve(settings) -> Iterator[str]:
-    """The service of ``settings`` in a uvicorn thread on a free port (for limits other
-    than the shared server's); yields its base URL."""
-    import socket
-
-    import uvicorn
-    from skyledger.api.service.app import create_app
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the service did not start within 120 s"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def limited(tap_server, tmp_path_factory):
     """The same database served with small limits (and a home of its own for the jobs)."""
     home = tmp_path_factory.mktemp("limited") / "home"
     home.mkdir()
-    settings = tap_server.settings.model_copy(update=LIMITED | {"home": home})
+    settings = attacked.settings.model_copy(update=LIMITED | {"home": home})
     with serve(settings) as url:
-        yield type("Limited", (), {"url": url, "settings": settings})()
+        yield Served(url, settings)
 
 
 @pytest.fixture
