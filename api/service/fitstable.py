@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from astropy.io import fits
 
-from .columns import INT_ARRAY_NULL, Encoding, Field, arrays, booleans, encoding, fixed_arrays, numbers, texts
+from .columns import (
+    INT_ARRAY_NULL,
+    Encoding,
+    Field,
+    arrays,
+    booleans,
+    encoding,
+    fixed_arrays,
+    numbers,
+    texts,
+)
 
 __all__ = ["fits_stream"]
 
@@ -33,7 +43,9 @@ _TFORM = {"short": "I", "int": "J", "long": "K", "float": "E", "double": "D"}
 _TNULL = INT_ARRAY_NULL
 
 
-def _spool(chunks: Iterable[Sequence[tuple]], encs: Sequence[Encoding], spool) -> tuple[int, list[int], int]:
+def _spool(
+    chunks: Iterable[Sequence[tuple]], encs: Sequence[Encoding], spool
+) -> tuple[int, list[int], int]:
     """Pickle the chunks to ``spool``; return the row count, each column's width (text:
     longest UTF-8 value; array: most elements) and the heap size in bytes."""
     n_rows, widths, heap = 0, [1] * len(encs), 0
@@ -45,7 +57,9 @@ def _spool(chunks: Iterable[Sequence[tuple]], encs: Sequence[Encoding], spool) -
         n_rows += len(rows)
         for j, (enc, values) in enumerate(zip(encs, zip(*rows))):
             if enc.kind in ("text", "timestamp"):
-                encoded = [len(s.encode("utf-8")) for s in texts(values, enc) if s is not None]
+                encoded = [
+                    len(s.encode("utf-8")) for s in texts(values, enc) if s is not None
+                ]
                 widths[j] = max([widths[j], *encoded])
             elif enc.kind == "array":
                 sizes = [a.size for a in arrays(values, enc) if a is not None]
@@ -81,7 +95,10 @@ def _headers(fields, encs, widths, n_rows, heap, overflow: bool, infos) -> bytes
     primary["BITPIX"] = 8
     primary["NAXIS"] = 0
     primary["EXTEND"] = True
-    primary["QSTATUS"] = ("OVERFLOW" if overflow else "OK", "TAP QUERY_STATUS (OVERFLOW: cut at MAXREC)")
+    primary["QSTATUS"] = (
+        "OVERFLOW" if overflow else "OK",
+        "TAP QUERY_STATUS (OVERFLOW: cut at MAXREC)",
+    )
     for name, value in (infos or {}).items():
         # Header cards hold printable ASCII only: other characters as escapes.
         text = f"{name}: {value}".encode("ascii", "backslashreplace").decode("ascii")
@@ -96,7 +113,9 @@ def _headers(fields, encs, widths, n_rows, heap, overflow: bool, infos) -> bytes
         cards.append((f"TFORM{i}", tform, "data format"))
         if field.unit:
             cards.append((f"TUNIT{i}", field.unit, "unit"))
-        if enc.kind == "number" and enc.is_int:  # (astropy cannot read TNULL on array columns)
+        if (
+            enc.kind == "number" and enc.is_int
+        ):  # (astropy cannot read TNULL on array columns)
             cards.append((f"TNULL{i}", _TNULL[enc.datatype], "NULL value"))
         if field.ucd:
             cards.append((f"TUCD{i}", field.ucd, "UCD"))
@@ -147,16 +166,24 @@ def _encode(rows: list[tuple], encs, widths, heap_offset: int) -> tuple[bytes, i
             blocks.append(out.astype(_U1).reshape(n, 1))
         elif enc.kind == "fixed_array":
             arr, _ = fixed_arrays(values, enc)
-            blocks.append(np.ascontiguousarray(arr.astype(">f8")).view(_U1).reshape(n, -1))
+            blocks.append(
+                np.ascontiguousarray(arr.astype(">f8")).view(_U1).reshape(n, -1)
+            )
         elif enc.kind == "array":
-            counts = np.fromiter((0 if a is None else a.size for a in arrays(values, enc)), np.int64, n)
+            counts = np.fromiter(
+                (0 if a is None else a.size for a in arrays(values, enc)), np.int64, n
+            )
             offsets = heap_offset + (np.cumsum(counts) - counts) * enc.dtype.itemsize
             heap_offset += int(counts.sum()) * enc.dtype.itemsize
             descriptor = np.stack([counts, offsets], axis=1).astype(">i8")
             blocks.append(np.ascontiguousarray(descriptor).view(_U1).reshape(n, 16))
         else:
-            strings = [b"" if s is None else s.encode("utf-8") for s in texts(values, enc)]
-            blocks.append(np.array(strings, dtype=f"S{width}").view(_U1).reshape(n, width))
+            strings = [
+                b"" if s is None else s.encode("utf-8") for s in texts(values, enc)
+            ]
+            blocks.append(
+                np.array(strings, dtype=f"S{width}").view(_U1).reshape(n, width)
+            )
     table = np.hstack(blocks) if blocks else np.empty((n, 0), _U1)
     return table.tobytes(), heap_offset
 
@@ -166,7 +193,11 @@ def _heap(rows: list[tuple], encs) -> bytes:
     parts = []
     for enc, values in zip(encs, zip(*rows)):
         if enc.kind == "array":
-            parts += [a.astype(enc.dtype).tobytes() for a in arrays(values, enc) if a is not None]
+            parts += [
+                a.astype(enc.dtype).tobytes()
+                for a in arrays(values, enc)
+                if a is not None
+            ]
     return b"".join(parts)
 
 

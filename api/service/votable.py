@@ -22,9 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from .columns import INT_ARRAY_NULL, Encoding, Field, arrays, booleans, encoding, fixed_arrays, numbers, texts
+from .columns import (
+    INT_ARRAY_NULL,
+    Encoding,
+    Field,
+    arrays,
+    booleans,
+    encoding,
+    fixed_arrays,
+    numbers,
+    text_bytes,
+    texts,
+)
 
-__all__ = ["votable_stream", "error_document", "binary2_rows", "tabledata_rows"]
+__all__ = ["binary2_rows", "error_document", "tabledata_rows", "votable_stream"]
 
 _HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -52,7 +63,9 @@ def _attr(value: str) -> str:
 def _info(name: str, value: str, content: str | None = None) -> str:
     if content is None:
         return f'<INFO name="{_attr(name)}" value="{_attr(value)}"/>\n'
-    return f'<INFO name="{_attr(name)}" value="{_attr(value)}">{_text(content)}</INFO>\n'
+    return (
+        f'<INFO name="{_attr(name)}" value="{_attr(value)}">{_text(content)}</INFO>\n'
+    )
 
 
 def _field(field: Field, enc: Encoding) -> str:
@@ -74,7 +87,10 @@ def _field(field: Field, enc: Encoding) -> str:
 def error_document(message: str) -> bytes:
     """A TAP 1.1 error document: ``QUERY_STATUS`` ``ERROR`` with ``message`` as its text."""
     return (
-        _HEAD + '<RESOURCE type="results">\n' + _info("QUERY_STATUS", "ERROR", message) + "</RESOURCE>\n</VOTABLE>\n"
+        _HEAD
+        + '<RESOURCE type="results">\n'
+        + _info("QUERY_STATUS", "ERROR", message)
+        + "</RESOURCE>\n</VOTABLE>\n"
     ).encode("utf-8")
 
 
@@ -97,7 +113,11 @@ def votable_stream(
     head.append("<TABLE>\n")
     head += [_field(f, e) for f, e in zip(fields, encs)]
     binary = serialization.upper() == "BINARY2"
-    head.append('<DATA><BINARY2><STREAM encoding="base64">\n' if binary else "<DATA><TABLEDATA>\n")
+    head.append(
+        '<DATA><BINARY2><STREAM encoding="base64">\n'
+        if binary
+        else "<DATA><TABLEDATA>\n"
+    )
     yield "".join(head).encode("utf-8")
     if binary:
         carry = b""
@@ -118,7 +138,11 @@ def votable_stream(
         yield b"</TABLEDATA></DATA>\n"
     tail = "</TABLE>\n"
     if overflow() if callable(overflow) else overflow:
-        tail += _info("QUERY_STATUS", "OVERFLOW", "The result was truncated at MAXREC rows; ask for more with MAXREC.")
+        tail += _info(
+            "QUERY_STATUS",
+            "OVERFLOW",
+            "The result was truncated at MAXREC rows; ask for more with MAXREC.",
+        )
     yield (tail + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
 
 
@@ -128,12 +152,6 @@ def votable_stream(
 def _fixed(arr: np.ndarray, n: int) -> tuple[np.ndarray, None]:
     """A fixed-width segment: each row's bytes of ``arr`` as an (n, width) uint8 array."""
     return np.ascontiguousarray(arr).view(_U1).reshape(n, -1), None
-
-
-def _variable(parts: list[bytes] | np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A variable-width segment: the rows' bytes one after the other, and their lengths."""
-    flat = parts if isinstance(parts, np.ndarray) else np.frombuffer(b"".join(parts), _U1)
-    return flat, lengths
 
 
 def _prefix(counts: np.ndarray, n: int) -> tuple[np.ndarray, None]:
@@ -164,18 +182,23 @@ def binary2_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> bytes:
             items = arrays(values, enc)
             masks[:, j] = [a is None for a in items]
             present = [a for a in items if a is not None]
-            counts = np.fromiter((0 if a is None else a.size for a in items), np.int64, n)
-            flat = np.concatenate(present).astype(enc.dtype) if present else np.empty(0, enc.dtype)
+            counts = np.fromiter(
+                (0 if a is None else a.size for a in items), np.int64, n
+            )
+            flat = (
+                np.concatenate(present).astype(enc.dtype)
+                if present
+                else np.empty(0, enc.dtype)
+            )
             segments.append(_prefix(counts, n))
-            segments.append(_variable(flat.view(_U1), counts * enc.dtype.itemsize))
+            segments.append((flat.view(_U1), counts * enc.dtype.itemsize))
         else:  # text, timestamp
-            strings = texts(values, enc)
-            masks[:, j] = [s is None for s in strings]
-            codec, width = ("utf-16-be", 2) if enc.datatype == "unicodeChar" else ("ascii", 1)
-            parts = [b"" if s is None else s.encode(codec, "replace") for s in strings]
-            lengths = np.fromiter(map(len, parts), np.int64, n)
-            segments.append(_prefix(lengths // width, n))
-            segments.append(_variable(parts, lengths))
+            unicode = enc.datatype == "unicodeChar"
+            flat, lengths, masks[:, j] = text_bytes(
+                values, enc, "utf-16-be" if unicode else "ascii"
+            )
+            segments.append(_prefix(lengths // 2 if unicode else lengths, n))
+            segments.append((flat, lengths))
     bitmap = np.packbits(masks, axis=1) if encs else np.empty((n, 0), _U1)
     return _assemble(n, [(bitmap, None), *segments])
 
@@ -192,7 +215,10 @@ def _assemble(n: int, segments: list[tuple[np.ndarray, np.ndarray | None]]) -> b
             merged.append(seg)
     if len(merged) == 1:
         return merged[0][0].tobytes()
-    widths = [np.full(n, seg[0].shape[1], np.int64) if seg[1] is None else seg[1] for seg in merged]
+    widths = [
+        np.full(n, seg[0].shape[1], np.int64) if seg[1] is None else seg[1]
+        for seg in merged
+    ]
     row_length = np.sum(widths, axis=0)
     offset = np.cumsum(row_length) - row_length
     out = np.empty(int(row_length.sum()), _U1)
@@ -224,12 +250,20 @@ def _cells(values: Sequence[Any], enc: Encoding) -> list[str]:
         fmt = _float if enc.dtype.kind == "f" else lambda v: str(int(v))
         return ["<TD/>" if v is None else f"<TD>{fmt(v)}</TD>" for v in values]
     if enc.kind == "bool":
-        return ["<TD/>" if v is None else ("<TD>T</TD>" if v else "<TD>F</TD>") for v in values]
+        return [
+            "<TD/>" if v is None else ("<TD>T</TD>" if v else "<TD>F</TD>")
+            for v in values
+        ]
     if enc.kind in ("array", "fixed_array"):
         items = arrays(values, enc)
         fmt = _float if enc.dtype.kind == "f" else str
-        return ["<TD/>" if a is None else "<TD>" + " ".join(map(fmt, a.tolist())) + "</TD>" for a in items]
-    return ["<TD/>" if s is None else f"<TD>{_text(s)}</TD>" for s in texts(values, enc)]
+        return [
+            "<TD/>" if a is None else "<TD>" + " ".join(map(fmt, a.tolist())) + "</TD>"
+            for a in items
+        ]
+    return [
+        "<TD/>" if s is None else f"<TD>{_text(s)}</TD>" for s in texts(values, enc)
+    ]
 
 
 def tabledata_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> str:
