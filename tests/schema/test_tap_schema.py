@@ -119,7 +119,7 @@ def test_a_new_release_is_listed_and_an_older_one_only_with_the_columns_it_has(f
     assert _listed(fresh_settings, "table_name LIKE 'dr7.%'") == _declared(declared)
     assert ("dr7.lines", "spectrum_id", "dr7.spectra", "spectrum_id") in _keys(fresh_settings)
     schemas = run_reader_query(fresh_settings, "SELECT schema_name, description FROM tap_schema.schemas").rows
-    assert [d for s, d in schemas if s == "dr7"][0].startswith("Release dr7: the collection current frozen on")
+    assert next(d for s, d in schemas if s == "dr7").startswith("Release dr7: the collection current frozen on")
 
     # A release written by older code: a table it lacks, a column it lacks. (Only the
     # owner can change a release's DDL; the read-only triggers stop row changes.)
@@ -202,3 +202,30 @@ def test_runs_ingest_files_and_spectrum_pixels_show_the_right_rows(fresh_setting
     assert rows == [(current, "lines", "succeeded", None, "cpu", True, True),
                     (failed, "lines", "failed", "out of memory", "cpu", False, True),
                     (running, "abundances", "running", None, "cpu", False, False)]
+
+
+def test_the_tap_schema_tables_in_the_database_are_the_declared_ones(database):
+    """Migration 0023 pasted tap_schema_ddl(): the declarations must still describe its tables."""
+    with database.engine.connect() as conn:
+        for table in TAP_SCHEMA_TABLES:
+            got = [tuple(r) for r in conn.execute(text(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum) "
+                "FROM pg_attribute AS a WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 "
+                "AND NOT a.attisdropped ORDER BY a.attnum"), {"t": table.qualified})]
+            assert got == [(c.name, {"text": "text", "int4": "integer"}[c.pg_type], c.description)
+                           for c in table.columns], table.qualified
+            key = conn.execute(text(
+                "SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index AS x "
+                "CROSS JOIN unnest(x.indkey) WITH ORDINALITY AS k(attnum, i) "
+                "JOIN pg_attribute AS a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
+                "WHERE x.indrelid = CAST(:t AS regclass) AND x.indisprimary"), {"t": table.qualified}).scalar_one()
+            assert tuple(key) == table.key, table.qualified
+
+
+def test_array_and_scalar_types_map_to_adql():
+    assert adql_type("_float8") == adql_type("float8[]") == ("DOUBLE", "*")
+    assert adql_type("_float4") == adql_type("float4[]") == ("REAL", "*")
+    assert adql_type("_int4") == adql_type("int4[]") == ("INTEGER", "*")
+    assert adql_type("text") == ("VARCHAR", "*") and adql_type("int8") == ("BIGINT", None)
+    with pytest.raises(KeyError):
+        adql_type("jsonb")
