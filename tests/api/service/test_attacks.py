@@ -36,6 +36,7 @@ from skyledger.schema.readpath import QUERY_ROLE
 from sqlalchemy import make_url
 
 from tests.api.read_path_attacks import ATTACKS, Attack
+from tests.api.service.conftest import start_server, stop_server
 from tests.api.test_read_path_attacks import (
     FILES_AN_ATTACK_MIGHT_WRITE,
     database_digest,
@@ -268,29 +269,13 @@ class SessionWatch:
 
 @contextmanager
 def serve(settings) -> Iterator[str]:
-    """The service of ``settings`` in a uvicorn thread on a free port (for limits other
-    than the shared server's); yields its base URL."""
-    import socket
-
-    import uvicorn
-    from skyledger.api.service.app import create_app
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the service did not start within 120 s"
+    """The service of ``settings`` (other limits than the shared server's) on a free port;
+    yields its base URL."""
+    srv = start_server(settings)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield srv.url
     finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
+        stop_server(srv)
 
 
 @dataclass
@@ -746,7 +731,7 @@ def limited(tap_server, tmp_path_factory):
     """The same database served with small limits (and a home of its own for the jobs)."""
     home = tmp_path_factory.mktemp("limited") / "home"
     home.mkdir()
-    settings = attacked.settings.model_copy(update=LIMITED | {"home": home})
+    settings = tap_server.settings.model_copy(update=LIMITED | {"home": home})
     with serve(settings) as url:
         yield Served(url, settings)
 
