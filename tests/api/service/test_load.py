@@ -115,7 +115,7 @@ def test_fifty_sync_queries_and_ten_jobs_at_once(tap_server):
                 answered[kind] += 1
                 if outcome.body != reference[QUERIES[i % len(QUERIES)]]:
                     failures.append(f"{kind} #{i}: answer differs from the same query alone: {outcome.describe()}")
-    assert failures == []
+    assert failures == [], "\n".join(failures)
     # Refusals are allowed, but not of everything: the service did work under load.
     assert answered["sync"] >= 1 and answered["async"] >= 1, answered
 
