@@ -117,7 +117,7 @@ def classify(route: str, resp: httpx.Response) -> Outcome:
                     pass
             message = " ".join(text.split())
         return Outcome(route, status, body, True, message)
-    if status == 200 and message is not None:
+    if status in (200, 503) and message is not None:  # 503: busy, said in an error document
         return Outcome(route, status, body, True, message)
     return Outcome(route, status, body, False)
 
