@@ -21,10 +21,7 @@ from skyledger.schema.errors import QueryError
 from skyledger.schema.readpath import Limits, connect_reader, stream_statement
 from skyledger.schema.settings import Settings
 
-try:
-    from .adql import translate
-except ImportError:  # INTERIM until i23-adql is merged
-    from ._interim import translate
+from .adql import translate
 from .formats import Field, Format, resolve_format, stream_result
 
 __all__ = ["TapRequest", "parse_tap_params", "Result", "open_result"]
@@ -112,19 +109,47 @@ class Result:
         self.close()
 
 
+def _columns_of(conn: psycopg.Connection):
+    """``columns_of`` for adql.translate: a table's columns in order, from tap_schema."""
+    cache: dict[str, list[str]] = {}
+
+    def columns_of(table: str) -> list[str]:
+        key = table.lower()
+        if key not in cache:
+            try:
+                with conn.transaction():
+                    cache[key] = [row[0] for row in conn.execute(
+                        "SELECT column_name FROM tap_schema.columns WHERE lower(table_name) = %s "
+                        "ORDER BY column_index", (key,))]
+            except psycopg.Error:
+                cache[key] = []
+        return cache[key]
+
+    return columns_of
+
+
 def open_result(settings: Settings, req: TapRequest, *, timeout_s: float, cancel_hook=None) -> Result:
     """Translate, connect as the reader, start the statement and read its first chunk, so
     that every error the statement raises up front comes out of here (and is answered
     with its status) rather than half-way through a response."""
-    tr = translate(req.query)
-    # TOP within MAXREC is the query's own answer: cut there, and no OVERFLOW.
-    by_top = tr.top is not None and tr.top <= req.maxrec
-    limit = tr.top if by_top else req.maxrec
-    return open_statement(
-        settings, tr.sql, fmt=req.format, limit=limit, overflow=not by_top, timeout_s=timeout_s,
-        sources=tr.sources, xtypes=tr.xtypes,
-        infos={"QUERY": req.query, "MAXREC": str(req.maxrec)}, cancel_hook=cancel_hook,
-    )
+
+    def plan(conn: psycopg.Connection) -> _Plan:
+        tr = translate(req.query, columns_of=_columns_of(conn))
+        # TOP within MAXREC is the query's own answer: cut there, and no OVERFLOW.
+        by_top = tr.top is not None and tr.top <= req.maxrec
+        return _Plan(tr.sql, tr.top if by_top else req.maxrec, not by_top, tr.sources, tr.xtypes)
+
+    return _open(settings, plan, fmt=req.format, timeout_s=timeout_s,
+                 infos={"QUERY": req.query, "MAXREC": str(req.maxrec)}, cancel_hook=cancel_hook)
+
+
+@dataclass
+class _Plan:
+    sql: str
+    limit: int
+    overflow: bool = True
+    sources: Any = None
+    xtypes: Any = None
 
 
 def open_statement(
@@ -133,26 +158,30 @@ def open_statement(
     *,
     fmt: Format,
     limit: int,
-    overflow: bool = True,
     timeout_s: float,
     sources=None,
-    xtypes=None,
     infos: dict[str, str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
-    cancel_hook=None,
 ) -> Result:
-    """Run ``sql`` (a SELECT without LIMIT) on the read path with ``LIMIT limit + 1`` (the
-    extra row marks an overflow; ``overflow=False``: ``LIMIT limit``, never an overflow);
-    ``overrides``: field attributes by column name (the cone search's required UCDs)."""
-    statement = f"{sql}\nLIMIT {limit + 1 if overflow else limit}"
-    limits = Limits(statement_timeout_s=timeout_s, max_rows=limit)
+    """Run ``sql`` (a SELECT without LIMIT, written by the service) on the read path like
+    a TAP query; ``overrides``: field attributes by column name (the cone search's UCDs)."""
+    return _open(settings, lambda conn: _Plan(sql, limit, True, sources), fmt=fmt, timeout_s=timeout_s,
+                 infos=infos, overrides=overrides)
+
+
+def _open(settings, plan, *, fmt: Format, timeout_s: float, infos=None, overrides=None, cancel_hook=None) -> Result:
+    """Connect as the reader, ``plan(conn)`` the statement, and start it with
+    ``LIMIT limit + 1`` (the extra row marks an overflow; without overflow ``LIMIT limit``)."""
     stack = ExitStack()
     try:
-        conn = stack.enter_context(connect_reader(settings, limits))
+        conn = stack.enter_context(connect_reader(settings, Limits(statement_timeout_s=timeout_s)))
         if cancel_hook is not None:
             cancel_hook(conn)
-        sources = list(sources or [])
-        xtypes = list(xtypes or [])
+        p = plan(conn)
+        limits = Limits(statement_timeout_s=timeout_s, max_rows=p.limit)
+        statement = f"{p.sql}\nLIMIT {p.limit + 1 if p.overflow else p.limit}"
+        sources = list(p.sources or [])
+        xtypes = list(p.xtypes or [])
         meta = _column_metadata(conn, {s[0] for s in sources if s})
         stream = stack.enter_context(stream_statement(conn, statement, limits))
         fields = []

@@ -242,8 +242,8 @@ class JobManager:
         if conn is not None:
             try:
                 conn.cancel_safe()  # stops the statement on the server now, not at the next chunk
-            except Exception:  # the connection may be closing on its own
-                pass
+            except Exception as err:  # the connection may be closing on its own
+                log.warning("cancelling job %s: %s", job_id, err)
         return job
 
     def delete(self, job_id: str) -> None:

@@ -108,3 +108,27 @@ def tap_server(tap_database):
     srv = start_server(settings, tap_database)
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def start_tap_server(tap_database):
+    """Start more servers over ``tap_database`` with other settings:
+    ``start_tap_server(tap_sync_timeout_s=1.0, ...)``; all stopped at the module's end."""
+    started: list[TapServer] = []
+
+    def start(**overrides) -> TapServer:
+        home = tap_database.home / f"service-{len(started) + 1}"
+        home.mkdir()
+        settings = tap_database.model_copy(update={"home": home, **overrides})
+        srv = start_server(settings, tap_database)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        stop_server(srv)
+
+
+def owner_conninfo(srv: TapServer) -> str:
+    """libpq conninfo of the test database as its owner (for pg_stat_activity checks)."""
+    return make_url(srv.owner_settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
