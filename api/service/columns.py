@@ -13,7 +13,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import repeat
@@ -27,12 +27,14 @@ __all__ = [
     "Field",
     "arrays",
     "booleans",
+    "columns_of",
     "encoding",
     "fixed_arrays",
     "iso_timestamp",
     "null_mask",
     "numbers",
     "pg_type_name",
+    "row_chunks",
     "text_bytes",
     "texts",
 ]
@@ -119,9 +121,7 @@ def encoding(field: Field) -> Encoding:
     """How ``field`` is written; types without a numeric or array meaning are text."""
     pg_type = pg_type_name(field.pg_type)
     xtype = (field.xtype or "").lower() or None
-    if (
-        xtype is None and pg_type in _GEOMETRY
-    ):  # PostgreSQL's own point, circle, polygon
+    if xtype is None and pg_type in _GEOMETRY:  # PostgreSQL's own point, circle, polygon
         xtype = pg_type
     if xtype in _GEOMETRY:
         length = _GEOMETRY[xtype]
@@ -144,11 +144,32 @@ def encoding(field: Field) -> Encoding:
     return Encoding("text", "unicodeChar", "*", None, field.xtype)
 
 
+def row_chunks(
+    chunks: Iterable[Iterable[Sequence[Any]]],
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """The non-empty chunks, each as a list or tuple of rows."""
+    for chunk in chunks:
+        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
+        if rows:
+            yield rows
+
+
+def columns_of(rows: Sequence[Sequence[Any]], n_fields: int) -> list[tuple]:
+    """The chunk's values column by column; a row without one value per field is an error
+    (rather than a silently shifted table)."""
+    try:
+        columns = list(zip(*rows, strict=True))
+    except ValueError:
+        columns = None
+    if columns is None or len(columns) != n_fields:
+        lengths = sorted({len(row) for row in rows})
+        raise ValueError(f"rows have {lengths} values for {n_fields} fields")
+    return columns
+
+
 def null_mask(values: Sequence[Any]) -> np.ndarray:
     """True where a value is None (NULL)."""
-    if isinstance(values, (tuple, list)) and not values.count(
-        None
-    ):  # C speed, the common case
+    if isinstance(values, (tuple, list)) and not values.count(None):  # C speed, the common case
         return np.zeros(len(values), bool)
     return np.fromiter(map(operator.is_, values, repeat(None)), bool, len(values))
 
@@ -168,9 +189,7 @@ def numbers(values: Sequence[Any], dtype: np.dtype) -> tuple[np.ndarray, np.ndar
 def booleans(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``values`` as a bool array (False where NULL) and the NULL mask."""
     mask = null_mask(values)
-    return np.array(
-        [bool(v) for v in values] if mask.any() else values, dtype=bool
-    ), mask
+    return np.array([bool(v) for v in values] if mask.any() else values, dtype=bool), mask
 
 
 def iso_timestamp(value: Any) -> str:
@@ -227,9 +246,7 @@ def texts(values: Sequence[Any], enc: Encoding) -> list[str | None]:
     return [None if v is None else _text(v) for v in values]
 
 
-def text_bytes(
-    values: Sequence[Any], enc: Encoding, codec: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def text_bytes(values: Sequence[Any], enc: Encoding, codec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The values of a text or timestamp column encoded with ``codec`` one after the
     other (NULL as nothing), each value's length in bytes, and the NULL mask."""
     mask = null_mask(values)
@@ -245,20 +262,14 @@ def text_bytes(
     flat = joined.encode(codec, "replace")
     lengths = np.fromiter(map(len, strings), np.int64, len(strings))
     unit = 2 if codec == "utf-16-be" else 1
-    if (
-        len(flat) != unit * lengths.sum()
-    ):  # some characters take more than one code unit
-        lengths = np.fromiter(
-            (len(s.encode(codec, "replace")) for s in strings), np.int64, len(strings)
-        )
+    if len(flat) != unit * lengths.sum():  # some characters take more than one code unit
+        lengths = np.fromiter((len(s.encode(codec, "replace")) for s in strings), np.int64, len(strings))
     else:
         lengths *= unit
     return np.frombuffer(flat, np.uint8), lengths, mask
 
 
-_NUMBER = re.compile(
-    r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)", re.IGNORECASE
-)
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)", re.IGNORECASE)
 
 
 def _elements(value: Any) -> Any:

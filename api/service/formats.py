@@ -25,7 +25,7 @@ from typing import Any
 
 from skyledger.schema.errors import QueryError
 
-from .columns import Encoding, Field, arrays, encoding, texts
+from .columns import Encoding, Field, arrays, columns_of, encoding, row_chunks, texts
 from .votable import error_document, votable_stream
 
 __all__ = [
@@ -81,15 +81,11 @@ def resolve_format(value: str | None) -> Format:
     VOTable BINARY2); an unknown value raises :class:`QueryError` naming the accepted ones."""
     if value is None or not value.strip():
         return VOTABLE
-    key = ";".join(
-        part.strip().replace(" ", "") for part in value.strip().lower().split(";")
-    )
+    key = ";".join(part.strip().replace(" ", "") for part in value.strip().lower().split(";"))
     if key in _VALUES:
         return _VALUES[key]
     accepted = ", ".join(sorted(_VALUES))
-    raise QueryError(
-        f"unknown RESPONSEFORMAT {value!r}: use one of {accepted} (default: votable, BINARY2)"
-    )
+    raise QueryError(f"unknown RESPONSEFORMAT {value!r}: use one of {accepted} (default: votable, BINARY2)")
 
 
 def stream_result(
@@ -145,36 +141,21 @@ def _delimited_column(values: Sequence[Any], enc: Encoding) -> list[str]:
         return ["" if v is None else ("true" if v else "false") for v in values]
     if enc.kind in ("array", "fixed_array"):
         if enc.is_int:  # a NULL element has no number: "null"
-            return [
-                ""
-                if a is None
-                else " ".join("null" if x is None else str(int(x)) for x in a)
-                for a in values
-            ]
-        return [
-            "" if a is None else " ".join(map(_csv_float, a.tolist()))
-            for a in arrays(values, enc)
-        ]
+            return ["" if a is None else " ".join("null" if x is None else str(int(x)) for x in a) for a in values]
+        return ["" if a is None else " ".join(map(_csv_float, a.tolist())) for a in arrays(values, enc)]
     return ["" if s is None else s for s in texts(values, enc)]
 
 
-def _delimited(
-    fields: Sequence[Field], chunks: Iterable[Sequence[tuple]], delimiter: str
-) -> Iterator[bytes]:
+def _delimited(fields: Sequence[Field], chunks: Iterable[Sequence[tuple]], delimiter: str) -> Iterator[bytes]:
     encs = [encoding(f) for f in fields]
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow([f.name for f in fields])
     yield buffer.getvalue().encode("utf-8")
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
+    for rows in row_chunks(chunks):
         buffer.seek(0)
         buffer.truncate()
-        columns = [
-            _delimited_column(values, enc) for values, enc in zip(zip(*rows), encs)
-        ]
+        columns = [_delimited_column(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)]
         writer.writerows(zip(*columns))
         yield buffer.getvalue().encode("utf-8")
 
@@ -195,14 +176,8 @@ def _json_column(values: Sequence[Any], enc: Encoding) -> list[Any]:
         return [None if v is None else bool(v) for v in values]
     if enc.kind in ("array", "fixed_array"):
         if enc.is_int:
-            return [
-                None if a is None else [None if x is None else int(x) for x in a]
-                for a in values
-            ]
-        return [
-            None if a is None else [_json_float(x) for x in a.tolist()]
-            for a in arrays(values, enc)
-        ]
+            return [None if a is None else [None if x is None else int(x) for x in a] for a in values]
+        return [None if a is None else [_json_float(x) for x in a.tolist()] for a in arrays(values, enc)]
     return texts(values, enc)
 
 
@@ -215,20 +190,12 @@ def _json_metadata(field: Field, enc: Encoding) -> dict[str, Any]:
 
 def _json(fields, chunks, overflow, infos) -> Iterator[bytes]:
     encs = [encoding(f) for f in fields]
-    metadata = json.dumps(
-        [_json_metadata(f, e) for f, e in zip(fields, encs)], ensure_ascii=False
-    )
+    metadata = json.dumps([_json_metadata(f, e) for f, e in zip(fields, encs)], ensure_ascii=False)
     yield f'{{"metadata": {metadata},\n"data": ['.encode()
     separator = "\n"
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
-        columns = [_json_column(values, enc) for values, enc in zip(zip(*rows), encs)]
-        text = ",\n".join(
-            json.dumps(list(row), ensure_ascii=False, allow_nan=False)
-            for row in zip(*columns)
-        )
+    for rows in row_chunks(chunks):
+        columns = [_json_column(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)]
+        text = ",\n".join(json.dumps(list(row), ensure_ascii=False, allow_nan=False) for row in zip(*columns))
         yield (separator + text).encode("utf-8")
         separator = ",\n"
     status = "OVERFLOW" if _is_overflow(overflow) else "OK"

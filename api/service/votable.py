@@ -28,9 +28,11 @@ from .columns import (
     Field,
     arrays,
     booleans,
+    columns_of,
     encoding,
     fixed_arrays,
     numbers,
+    row_chunks,
     text_bytes,
     texts,
 )
@@ -63,9 +65,7 @@ def _attr(value: str) -> str:
 def _info(name: str, value: str, content: str | None = None) -> str:
     if content is None:
         return f'<INFO name="{_attr(name)}" value="{_attr(value)}"/>\n'
-    return (
-        f'<INFO name="{_attr(name)}" value="{_attr(value)}">{_text(content)}</INFO>\n'
-    )
+    return f'<INFO name="{_attr(name)}" value="{_attr(value)}">{_text(content)}</INFO>\n'
 
 
 def _field(field: Field, enc: Encoding) -> str:
@@ -87,10 +87,7 @@ def _field(field: Field, enc: Encoding) -> str:
 def error_document(message: str) -> bytes:
     """A TAP 1.1 error document: ``QUERY_STATUS`` ``ERROR`` with ``message`` as its text."""
     return (
-        _HEAD
-        + '<RESOURCE type="results">\n'
-        + _info("QUERY_STATUS", "ERROR", message)
-        + "</RESOURCE>\n</VOTABLE>\n"
+        _HEAD + '<RESOURCE type="results">\n' + _info("QUERY_STATUS", "ERROR", message) + "</RESOURCE>\n</VOTABLE>\n"
     ).encode("utf-8")
 
 
@@ -113,28 +110,19 @@ def votable_stream(
     head.append("<TABLE>\n")
     head += [_field(f, e) for f, e in zip(fields, encs)]
     binary = serialization.upper() == "BINARY2"
-    head.append(
-        '<DATA><BINARY2><STREAM encoding="base64">\n'
-        if binary
-        else "<DATA><TABLEDATA>\n"
-    )
+    head.append('<DATA><BINARY2><STREAM encoding="base64">\n' if binary else "<DATA><TABLEDATA>\n")
     yield "".join(head).encode("utf-8")
     if binary:
         carry = b""
-        for chunk in chunks:
-            rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-            if not rows:
-                continue
+        for rows in row_chunks(chunks):
             raw = carry + binary2_rows(rows, encs)
             cut = len(raw) - len(raw) % 3
             carry = raw[cut:]
             yield base64.b64encode(memoryview(raw)[:cut]) + b"\n"
         yield base64.b64encode(carry) + b"</STREAM></BINARY2></DATA>\n"
     else:
-        for chunk in chunks:
-            rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-            if rows:
-                yield tabledata_rows(rows, encs).encode("utf-8")
+        for rows in row_chunks(chunks):
+            yield tabledata_rows(rows, encs).encode("utf-8")
         yield b"</TABLEDATA></DATA>\n"
     tail = "</TABLE>\n"
     if overflow() if callable(overflow) else overflow:
@@ -163,7 +151,7 @@ def binary2_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> bytes:
     significant bit), then each value big-endian, variable-length ones after a 4-byte
     element count."""
     n = len(rows)
-    columns = list(zip(*rows)) if encs else []
+    columns = columns_of(rows, len(encs))
     masks = np.zeros((n, len(encs)), bool)
     segments: list[tuple[np.ndarray, np.ndarray | None]] = []
     for j, (enc, values) in enumerate(zip(encs, columns)):
@@ -182,21 +170,13 @@ def binary2_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> bytes:
             items = arrays(values, enc)
             masks[:, j] = [a is None for a in items]
             present = [a for a in items if a is not None]
-            counts = np.fromiter(
-                (0 if a is None else a.size for a in items), np.int64, n
-            )
-            flat = (
-                np.concatenate(present).astype(enc.dtype)
-                if present
-                else np.empty(0, enc.dtype)
-            )
+            counts = np.fromiter((0 if a is None else a.size for a in items), np.int64, n)
+            flat = np.concatenate(present).astype(enc.dtype) if present else np.empty(0, enc.dtype)
             segments.append(_prefix(counts, n))
             segments.append((flat.view(_U1), counts * enc.dtype.itemsize))
         else:  # text, timestamp
             unicode = enc.datatype == "unicodeChar"
-            flat, lengths, masks[:, j] = text_bytes(
-                values, enc, "utf-16-be" if unicode else "ascii"
-            )
+            flat, lengths, masks[:, j] = text_bytes(values, enc, "utf-16-be" if unicode else "ascii")
             segments.append(_prefix(lengths // 2 if unicode else lengths, n))
             segments.append((flat, lengths))
     bitmap = np.packbits(masks, axis=1) if encs else np.empty((n, 0), _U1)
@@ -215,10 +195,7 @@ def _assemble(n: int, segments: list[tuple[np.ndarray, np.ndarray | None]]) -> b
             merged.append(seg)
     if len(merged) == 1:
         return merged[0][0].tobytes()
-    widths = [
-        np.full(n, seg[0].shape[1], np.int64) if seg[1] is None else seg[1]
-        for seg in merged
-    ]
+    widths = [np.full(n, seg[0].shape[1], np.int64) if seg[1] is None else seg[1] for seg in merged]
     row_length = np.sum(widths, axis=0)
     offset = np.cumsum(row_length) - row_length
     out = np.empty(int(row_length.sum()), _U1)
@@ -250,25 +227,17 @@ def _cells(values: Sequence[Any], enc: Encoding) -> list[str]:
         fmt = _float if enc.dtype.kind == "f" else lambda v: str(int(v))
         return ["<TD/>" if v is None else f"<TD>{fmt(v)}</TD>" for v in values]
     if enc.kind == "bool":
-        return [
-            "<TD/>" if v is None else ("<TD>T</TD>" if v else "<TD>F</TD>")
-            for v in values
-        ]
+        return ["<TD/>" if v is None else ("<TD>T</TD>" if v else "<TD>F</TD>") for v in values]
     if enc.kind in ("array", "fixed_array"):
         items = arrays(values, enc)
         fmt = _float if enc.dtype.kind == "f" else str
-        return [
-            "<TD/>" if a is None else "<TD>" + " ".join(map(fmt, a.tolist())) + "</TD>"
-            for a in items
-        ]
-    return [
-        "<TD/>" if s is None else f"<TD>{_text(s)}</TD>" for s in texts(values, enc)
-    ]
+        return ["<TD/>" if a is None else "<TD>" + " ".join(map(fmt, a.tolist())) + "</TD>" for a in items]
+    return ["<TD/>" if s is None else f"<TD>{_text(s)}</TD>" for s in texts(values, enc)]
 
 
 def tabledata_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> str:
     """``rows`` as TABLEDATA ``<TR>`` elements; NULL is an empty cell."""
     if not encs:
         return "<TR></TR>" * len(rows)
-    columns = [_cells(values, enc) for values, enc in zip(zip(*rows), encs)]
+    columns = [_cells(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)]
     return "".join("<TR>" + "".join(cells) + "</TR>\n" for cells in zip(*columns))

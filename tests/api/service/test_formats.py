@@ -50,7 +50,8 @@ ROWS = [
     (2**62, -0.0, 1e-30, -(2**31) + 1, 2**15 - 1, True, "", datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
      [], [], (0.0, 0.0), (0.0, 0.0, 0.0), [0.0, 0.0, 1.0, 0.0, 1.0, 1.0]),
     (5, 1e300, 3.4e38, 5, 0, False, 'quote " apostrophe \' <tag> & amp\nnew line\ttab', T0,
-     [float("inf"), float("-inf")], [2**31 - 1], (359.9, -89.9), (359.9, -89.9, 1e-6), [1.5, -1.5, 2.5, -2.5, 3.5, 0.0]),
+     [float("inf"), float("-inf")], [2**31 - 1], (359.9, -89.9), (359.9, -89.9, 1e-6),
+     [1.5, -1.5, 2.5, -2.5, 3.5, 0.0]),
 ]  # fmt: skip
 INFOS = {
     "QUERY": 'SELECT TOP 5 * FROM catalog.sources WHERE name = "x" AND ra < 3',
@@ -73,20 +74,14 @@ CIRCLES = [
 ]
 
 
-def write(
-    fmt: str, rows=ROWS, *, chunk_sizes=(2, 0, 1, 2), overflow=False, fields=FIELDS
-) -> bytes:
+def write(fmt: str, rows=ROWS, *, chunk_sizes=(2, 0, 1, 2), overflow=False, fields=FIELDS) -> bytes:
     """``rows`` written in ``fmt``, given to the writer in chunks of ``chunk_sizes`` rows (an empty one too)."""
     chunks, start = [], 0
     for size in chunk_sizes:
         chunks.append(list(rows[start : start + size]))
         start += size
     chunks.append(list(rows[start:]))
-    return b"".join(
-        stream_result(
-            resolve_format(fmt), fields, iter(chunks), overflow=overflow, infos=INFOS
-        )
-    )
+    return b"".join(stream_result(resolve_format(fmt), fields, iter(chunks), overflow=overflow, infos=INFOS))
 
 
 def read_votable(data: bytes):
@@ -97,9 +92,7 @@ def read_votable(data: bytes):
 
 
 def statuses(votable) -> list[str]:
-    return [
-        info.value for info in votable.resources[0].infos if info.name == "QUERY_STATUS"
-    ]
+    return [info.value for info in votable.resources[0].infos if info.name == "QUERY_STATUS"]
 
 
 def masked(column, i) -> bool:
@@ -112,9 +105,7 @@ def float_list(values) -> list[float]:
 
 
 def same_floats(a, b) -> bool:
-    return len(a) == len(b) and all(
-        (math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b)
-    )
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b))
 
 
 # -- RESPONSEFORMAT ----------------------------------------------------------------------------------
@@ -272,9 +263,7 @@ def test_overflow_may_be_decided_after_the_last_chunk():
     def overflow():
         return len(pulled) == len(ROWS)  # asked only once every row was written
 
-    out = stream_result(
-        resolve_format("votable"), FIELDS, chunks(), overflow=overflow, infos={}
-    )
+    out = stream_result(resolve_format("votable"), FIELDS, chunks(), overflow=overflow, infos={})
     assert statuses(read_votable(b"".join(out))) == ["OK", "OVERFLOW"]
 
 
@@ -317,19 +306,14 @@ def test_pyvo_reads_the_votable(fmt):
     assert results.query_status == "OK"
     assert len(results) == len(ROWS)
     assert results.fieldnames == tuple(f.name for f in FIELDS)
-    assert (
-        results.getdesc("ra").unit == "deg"
-        and results.getdesc("ra").ucd == "pos.eq.ra;meta.main"
-    )
+    assert results.getdesc("ra").unit == "deg" and results.getdesc("ra").ucd == "pos.eq.ra;meta.main"
     table = results.to_table()
     assert table["name"][2] == ROWS[2][6]
     assert table["source_id"][3] == 2**62
     overflowed = TAPResults(read_votable(write(fmt, overflow=True)))
     assert overflowed.query_status == "OVERFLOW"
     assert len(overflowed) == len(ROWS)
-    with pytest.warns(
-        DALOverflowWarning, match="truncated"
-    ):  # as TAPQuery.execute checks it
+    with pytest.warns(DALOverflowWarning, match="truncated"):  # as TAPQuery.execute checks it
         overflowed.check_overflow_warning(client_set_maxrec=None)
 
 
@@ -392,15 +376,18 @@ def test_postgresql_geometry_text_and_other_values():
     rows = [("(1.5,-2)", "<(10,20),0.5>", "((0,0),(1,0),(1,1))", Decimal("1.25"), date(2024, 2, 29),
              timedelta(hours=1))]  # fmt: skip
     for fmt in ("votable", "votable/td"):
-        data = b"".join(
-            stream_result(resolve_format(fmt), fields, [rows], overflow=False, infos={})
-        )
+        data = b"".join(stream_result(resolve_format(fmt), fields, [rows], overflow=False, infos={}))
         t = read_votable(data).get_first_table().to_table()
         assert tuple(t["p"][0]) == (1.5, -2.0) and tuple(t["c"][0]) == (10.0, 20.0, 0.5)
         assert float_list(t["g"][0]) == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
-        assert (
-            t["n"][0] == 1.25 and t["d"][0] == "2024-02-29" and t["i"][0] == "1:00:00"
-        )
+        assert t["n"][0] == 1.25 and t["d"][0] == "2024-02-29" and t["i"][0] == "1:00:00"
+
+
+@pytest.mark.parametrize("fmt", [f.name for f in FORMATS])
+def test_a_row_without_one_value_per_field_is_an_error(fmt):
+    short = [ROWS[0], ROWS[0][:-1]]
+    with pytest.raises(ValueError, match="values for 13 fields"):
+        b"".join(stream_result(resolve_format(fmt), FIELDS, [short], overflow=False, infos={}))
 
 
 # -- CSV, TSV ----------------------------------------------------------------------------------------
@@ -408,9 +395,7 @@ def test_postgresql_geometry_text_and_other_values():
 
 @pytest.mark.parametrize(("fmt", "delimiter"), [("csv", ","), ("tsv", "\t")])
 def test_delimited_round_trip(fmt, delimiter):
-    rows = list(
-        csv.reader(io.StringIO(write(fmt).decode("utf-8")), delimiter=delimiter)
-    )
+    rows = list(csv.reader(io.StringIO(write(fmt).decode("utf-8")), delimiter=delimiter))
     assert rows[0] == [f.name for f in FIELDS]
     body = rows[1:]
     assert len(body) == len(ROWS)
@@ -419,11 +404,7 @@ def test_delimited_round_trip(fmt, delimiter):
     assert body[2][1] == "NaN" and body[2][6] == ROWS[2][6]
     assert body[4][6] == ROWS[4][6]  # quotes, delimiters and newlines quoted
     assert body[3][0] == str(2**62)
-    assert (
-        body[0][8] == "3600.0 3601.5"
-        and body[2][8] == "1.0 NaN 3.0"
-        and body[3][8] == ""
-    )
+    assert body[0][8] == "3600.0 3601.5" and body[2][8] == "1.0 NaN 3.0" and body[3][8] == ""
     assert body[2][9] == "5 null 7"
     assert body[2][10] == "10.5 -20.25"
 
@@ -438,10 +419,7 @@ def test_csv_read_by_astropy():
 
 
 def test_csv_empty_result_has_the_header():
-    assert (
-        write("csv", rows=[], chunk_sizes=()).decode()
-        == ",".join(f.name for f in FIELDS) + "\r\n"
-    )
+    assert write("csv", rows=[], chunk_sizes=()).decode() == ",".join(f.name for f in FIELDS) + "\r\n"
 
 
 # -- JSON --------------------------------------------------------------------------------------------
@@ -492,17 +470,11 @@ def test_fits_round_trip():
         assert header["TUNIT9"] == "Angstrom"
         assert hdus[0].header["QSTATUS"] == "OK"
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # units outside the FITS standard, undefined logicals
+        warnings.simplefilter("ignore")  # units outside the FITS standard, undefined logicals
         t = Table.read(io.BytesIO(data), hdu=1)
     assert str(t["ra"].unit) == "deg" and t["wave"].unit is not None
     assert t["source_id"].mask.tolist() == [False, True, False, False, False]
-    assert (
-        t["source_id"][3] == 2**62
-        and t["flags"][3] == 2**15 - 1
-        and t["n_pix"][3] == -(2**31) + 1
-    )
+    assert t["source_id"][3] == 2**62 and t["flags"][3] == 2**15 - 1 and t["n_pix"][3] == -(2**31) + 1
     assert t["ra"][0] == 150.25 and math.isnan(t["ra"][1]) and math.isnan(t["ra"][2])
     assert list(t["name"].filled("")) == ["plain", "", ROWS[2][6], "", ROWS[4][6]]
     assert [v or None for v in t["observed"].filled("")] == ISO
@@ -512,10 +484,7 @@ def test_fits_round_trip():
     assert list(t["wave"][4]) == [math.inf, -math.inf] and len(t["wave"][1]) == 0
     assert list(t["mask"][4]) == [2**31 - 1] and list(t["mask"][0]) == [0, 1]
     assert list(t["outline"][4]) == list(ROWS[4][12])
-    assert (
-        tuple(t["pos"][2]) == (10.5, -20.25)
-        and np.isnan(t["pos"].filled(np.nan)[1]).all()
-    )
+    assert tuple(t["pos"][2]) == (10.5, -20.25) and np.isnan(t["pos"].filled(np.nan)[1]).all()
     # Logicals keep NULL as undefined (astropy shows it when asked for the bytes).
     with fits.open(io.BytesIO(data), logical_as_bytes=True) as hdus:
         assert list(hdus[1].data["good"]) == [
@@ -549,18 +518,14 @@ def peak_bytes(fmt: str, n_rows: int, chunk: int = 2000) -> tuple[int, int]:
     def chunks():
         for start in range(0, n_rows, chunk):
             yield [
-                (i, i * 1e-3, 0.5, i % 2 == 0, f"source-{i}", T0, [1.0, 2.0, 3.0])
-                if i % 11
-                else (i,) + (None,) * 6
+                (i, i * 1e-3, 0.5, i % 2 == 0, f"source-{i}", T0, [1.0, 2.0, 3.0]) if i % 11 else (i,) + (None,) * 6
                 for i in range(start, min(start + chunk, n_rows))
             ]
 
     size = 0
     tracemalloc.start()
     try:
-        for piece in stream_result(
-            resolve_format(fmt), WIDE, chunks(), overflow=False, infos={}
-        ):
+        for piece in stream_result(resolve_format(fmt), WIDE, chunks(), overflow=False, infos={}):
             size += len(piece)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -592,10 +557,6 @@ def test_votable_is_valid_against_the_votable_1_4_schema(fmt):
 
     xsd = files("astropy.io.votable") / "data" / "VOTable.v1.4.xsd"
     schema = etree.XMLSchema(etree.parse(str(xsd)))
-    data = (
-        service_error_document("no such table")
-        if fmt == "error"
-        else write(fmt, overflow=True)
-    )
+    data = service_error_document("no such table") if fmt == "error" else write(fmt, overflow=True)
     document = etree.parse(io.BytesIO(data))
     assert schema.validate(document), schema.error_log
