@@ -22,12 +22,12 @@ from .catalog import catalog_views
 from .results import ViewColumn
 
 __all__ = [
-    "ADQL_TYPES",
+    "VOTABLE_TYPES",
     "LINKS",
     "SCHEMA",
     "TAP_SCHEMA_TABLES",
     "TapTable",
-    "adql_type",
+    "tap_datatype",
     "catalog_tap_tables",
     "refresh_tap_schema",
     "tap_schema_ddl",
@@ -40,18 +40,23 @@ SCHEMA = "tap_schema"
 #: ADQL datatype of each PostgreSQL type the views and releases use (TAP 1.1, 4.3).
 #: Arrays are listed in both spellings: ``float4[]`` (:func:`skyledger.schema.results.pg_type`)
 #: and ``_float4`` (PostgreSQL's own type name, what a result's type OID resolves to).
-ADQL_TYPES = {
-    "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float4": "REAL", "float8": "DOUBLE",
-    "text": "VARCHAR", "bool": "BOOLEAN", "timestamptz": "TIMESTAMP",
-    "_float8": "DOUBLE", "_float4": "REAL", "_int4": "INTEGER",
-    "float8[]": "DOUBLE", "float4[]": "REAL", "int4[]": "INTEGER",
+VOTABLE_TYPES = {
+    "int2": "short", "int4": "int", "int8": "long", "float4": "float", "float8": "double",
+    "text": "char", "bool": "boolean", "timestamptz": "char",
 }  # fmt: skip
+# TAP 1.1 (section 4.3) describes columns in the VOTable type system: datatype,
+# arraysize and the DALI xtype (TAP 1.0 used ADQL type names such as VARCHAR).
 
 
-def adql_type(pg_type: str) -> tuple[str, str | None]:
-    """(datatype, arraysize) of a PostgreSQL type: variable-length text and arrays are ``*``."""
-    is_array = pg_type.startswith("_") or pg_type.endswith("[]")
-    return ADQL_TYPES[pg_type], "*" if is_array or pg_type == "text" else None
+def tap_datatype(pg_type: str) -> tuple[str, str | None, str | None]:
+    """(datatype, arraysize, xtype) of a PostgreSQL type as TAP_SCHEMA.columns lists it:
+    text, timestamps and arrays (``_float8`` or ``float8[]``) are variable-length (``*``)."""
+    element = pg_type[1:] if pg_type.startswith("_") else pg_type.removesuffix("[]")
+    is_array = element != pg_type
+    if is_array and element not in ("int2", "int4", "int8", "float4", "float8"):
+        raise KeyError(f"no TAP datatype for PostgreSQL type {pg_type}")
+    variable = is_array or element in ("text", "timestamptz")
+    return VOTABLE_TYPES[element], "*" if variable else None, "timestamp" if element == "timestamptz" else None
 
 
 class TapTable:
@@ -195,10 +200,10 @@ def tap_schema_rows(tables: Sequence[TapTable], schema_descriptions: dict[str, s
             "description": table.description, "utype": None, "table_index": index,
         })
         for position, col in enumerate(table.columns):
-            datatype, arraysize = adql_type(col.pg_type)
+            datatype, arraysize, xtype = tap_datatype(col.pg_type)
             rows["columns"].append({
                 "table_name": table.qualified, "column_name": col.name, "datatype": datatype,
-                "arraysize": arraysize, "xtype": None, "size": None,
+                "arraysize": arraysize, "xtype": xtype, "size": None,
                 "description": col.description, "unit": col.unit, "ucd": col.ucd, "utype": None,
                 "principal": int(col.name in table.key or (col.ucd or "").endswith("meta.main")),
                 "indexed": int(col.name == (table.key or ("",))[0]), "std": int(table.schema == SCHEMA),

@@ -17,14 +17,14 @@ from skyledger.api.releases.tables import release_tap_tables
 from skyledger.schema import runs
 from skyledger.schema.errors import QueryError
 from skyledger.schema.readpath import query_login, run_reader_query
-from skyledger.schema.tap import TAP_SCHEMA_TABLES, adql_type, catalog_tap_tables, refresh_tap_schema
+from skyledger.schema.tap import TAP_SCHEMA_TABLES, catalog_tap_tables, tap_datatype, refresh_tap_schema
 
-COLUMNS = ("SELECT table_name, column_name, datatype, arraysize, unit, ucd, description, column_index "
+COLUMNS = ("SELECT table_name, column_name, datatype, arraysize, xtype, unit, ucd, description, column_index "
            "FROM tap_schema.columns")
 
 
 def _declared(tables) -> list[tuple]:
-    return [(t.qualified, c.name, *adql_type(c.pg_type), c.unit, c.ucd, c.description, i)
+    return [(t.qualified, c.name, *tap_datatype(c.pg_type), c.unit, c.ucd, c.description, i)
             for t in tables for i, c in enumerate(t.columns)]
 
 
@@ -69,11 +69,13 @@ def test_the_reader_sees_every_catalog_view_and_column_as_declared(settings, dat
 
 def test_units_ucds_and_array_types_come_from_the_model_columns(settings):
     rows = {r[1]: r for r in _listed(settings, "table_name = 'catalog.spectrum_pixels'")}
-    assert rows["wave"][2:6] == ("DOUBLE", "*", "Angstrom", "em.wl")
-    assert rows["flux"][2:4] == ("REAL", "*") and rows["mask"][2:4] == ("INTEGER", "*")
-    assert rows["spectrum_id"][2:4] == ("BIGINT", None)
+    assert rows["wave"][2:7] == ("double", "*", None, "Angstrom", "em.wl")
+    assert rows["flux"][2:4] == ("float", "*") and rows["mask"][2:4] == ("int", "*")
+    assert rows["spectrum_id"][2:4] == ("long", None)
     ra = _listed(settings, "table_name = 'catalog.spectra' AND column_name = 'ra'")
-    assert ra[0][4:6] == ("deg", "pos.eq.ra;meta.main")
+    assert ra[0][5:7] == ("deg", "pos.eq.ra;meta.main")
+    finished = _listed(settings, "table_name = 'catalog.runs' AND column_name = 'finished_at'")
+    assert finished[0][2:5] == ("char", "*", "timestamp")
 
 
 def test_keys_link_ids_to_the_tables_they_identify(settings):
@@ -222,10 +224,13 @@ def test_the_tap_schema_tables_in_the_database_are_the_declared_ones(database):
             assert tuple(key) == table.key, table.qualified
 
 
-def test_array_and_scalar_types_map_to_adql():
-    assert adql_type("_float8") == adql_type("float8[]") == ("DOUBLE", "*")
-    assert adql_type("_float4") == adql_type("float4[]") == ("REAL", "*")
-    assert adql_type("_int4") == adql_type("int4[]") == ("INTEGER", "*")
-    assert adql_type("text") == ("VARCHAR", "*") and adql_type("int8") == ("BIGINT", None)
+def test_types_map_to_the_votable_type_system_of_tap_1_1():
+    assert tap_datatype("_float8") == tap_datatype("float8[]") == ("double", "*", None)
+    assert tap_datatype("_float4") == tap_datatype("float4[]") == ("float", "*", None)
+    assert tap_datatype("_int4") == tap_datatype("int4[]") == ("int", "*", None)
+    assert tap_datatype("text") == ("char", "*", None) and tap_datatype("int8") == ("long", None, None)
+    assert tap_datatype("timestamptz") == ("char", "*", "timestamp")
     with pytest.raises(KeyError):
-        adql_type("jsonb")
+        tap_datatype("jsonb")
+    with pytest.raises(KeyError):
+        tap_datatype("_text")
