@@ -147,12 +147,17 @@ def problems(outcome: Outcome, *, must_refuse: bool, settings=None) -> list[str]
 # TAP requests
 
 
+#: Answers come as CSV unless a test asks otherwise: the default (VOTable BINARY2) is
+#: base64, in which a leaked value would not be seen.
+READABLE = {"RESPONSEFORMAT": "csv"}
+
+
 def sync_post(client: httpx.Client, query: str, **extra: str) -> httpx.Response:
-    return client.post("/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, **extra})
+    return client.post("/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, **READABLE, **extra})
 
 
 def sync_get(client: httpx.Client, query: str, **extra: str) -> httpx.Response:
-    return client.get("/tap/sync", params={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, **extra})
+    return client.get("/tap/sync", params={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, **READABLE, **extra})
 
 
 def job_url(client: httpx.Client, resp: httpx.Response) -> str | None:
@@ -187,7 +192,7 @@ def delete_job(client: httpx.Client, url: str) -> None:
 def run_async(client: httpx.Client, params: dict[str, str], route: str = "async") -> Outcome:
     """Create a job with PHASE=RUN, wait for it to end, return its error or its result;
     the job is deleted afterwards (the per-client quota stays free)."""
-    created = client.post("/tap/async", data={"REQUEST": "doQuery", "LANG": "ADQL", **params, "PHASE": "RUN"})
+    created = client.post("/tap/async", data={"REQUEST": "doQuery", "LANG": "ADQL", **READABLE, **params, "PHASE": "RUN"})
     url = job_url(client, created)
     if url is None:
         return classify(route + " (create)", created)
@@ -466,6 +471,31 @@ def test_every_attack_as_adql_is_refused(attacked, client, unchanged):
                 failures += [f"{name}: {p}" for p in problems(outcome, must_refuse=must_refuse, settings=attacked.settings)]
     assert failures == [], "\n".join(failures)
     assert_only_the_reader(watch, attacked.settings)
+
+
+def test_one_persons_running_query_is_not_shown_to_another(attacked, client):
+    """Every TAP request runs as the same login, and PostgreSQL shows a login its own
+    sessions' statements in pg_stat_activity: readable there, one person's query (with
+    whatever it names) would be readable by everyone while it runs."""
+    marker = "alice-private-target-5b1d"
+    slow = SLOW_ADQL + f" WHERE a.table_name <> '{marker}'"
+    answer: dict[str, httpx.Response] = {}
+    alice = threading.Thread(target=lambda: answer.setdefault("r", sync_post(http_client(attacked.url), slow)))
+    seen_running = False
+    bodies = []
+    with admin_connect(attacked.settings) as admin:
+        alice.start()
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        while alice.is_alive() and time.monotonic() < deadline:
+            if any(marker in s[4] for s in sessions(admin) if s[3] == "active"):
+                seen_running = True
+                for query in ("SELECT query FROM pg_catalog.pg_stat_activity", "SELECT query FROM pg_stat_activity"):
+                    bodies.append(sync_post(client, query).content)
+                break
+            time.sleep(0.01)
+    alice.join(timeout=REQUEST_TIMEOUT_S)
+    assert seen_running, "the slow query was never seen running"
+    assert [b[:300] for b in bodies if marker.encode() in b] == []
 
 
 def test_other_query_languages_are_refused(attacked, client, unchanged):
