@@ -138,6 +138,8 @@ def problems(outcome: Outcome, *, must_refuse: bool, settings=None) -> list[str]
             found.append(f"body holds the database password: {outcome.describe()}")
     if outcome.refused and not outcome.message.strip():
         found.append(f"refused without saying why: {outcome.describe()}")
+    if outcome.refused and re.search(r"internal error|Internal Server Error", outcome.message):
+        found.append(f"refused by an internal error, not with a reason: {outcome.describe()}")
     if must_refuse and not outcome.refused and outcome.status < 500:
         found.append(f"answered instead of refused: {outcome.describe()}")
     return found
@@ -940,3 +942,60 @@ def test_sync_rows_are_capped_with_the_overflow_info(limited, limited_client):
     # MAXREC below the cap is honoured the same way.
     resp = sync_post(limited_client, query, MAXREC="2", RESPONSEFORMAT="votable/td")
     assert len([el for el in ET.fromstring(resp.content).iter() if _local(el.tag) == "TR"]) == 2
+
+
+def client_from(url: str, address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (all of 127.0.0.0/8 is this
+    machine): to the service, another person."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S, follow_redirects=False, transport=transport,
+                        headers={"connection": "close"})
+
+
+def test_the_job_quota_is_per_client(limited):
+    quota = LIMITED["tap_jobs_per_client"]
+    created = []
+    with client_from(limited.url, "127.0.0.2") as alice, client_from(limited.url, "127.0.0.3") as bob:
+        try:
+            for _ in range(quota):
+                url = job_url(alice, alice.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL}))
+                assert url is not None
+                created.append((alice, url))
+            assert job_url(alice, alice.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL})) is None
+            url = job_url(bob, bob.post("/tap/async", data={"LANG": "ADQL", "QUERY": SLOW_ADQL}))
+            assert url is not None, "a full quota of one client refused another"
+            created.append((bob, url))
+        finally:
+            for who, url in created:
+                delete_job(who, url)
+
+
+def test_one_persons_jobs_are_not_listed_to_or_deleted_by_another(limited):
+    """Jobs are anonymous; a job id is all that gives access to a job's query and result.
+    The job list must not hand those ids to everyone, nor may another client delete or
+    abort a job that is not theirs."""
+    marker = "bob-must-not-see-this-9e2a"
+    query = f"SELECT TOP 1 table_name FROM TAP_SCHEMA.tables WHERE table_name <> '{marker}'"
+    with client_from(limited.url, "127.0.0.2") as alice, client_from(limited.url, "127.0.0.3") as bob:
+        url = job_url(alice, alice.post("/tap/async", data={"LANG": "ADQL", "QUERY": query}))
+        assert url is not None
+        job_id = url.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            listing = bob.get("/tap/async")
+            assert listing.status_code == 200
+            failures = []
+            if job_id in listing.text:
+                failures.append(f"another client's job list shows job {job_id}")
+            for method, target, data in (("DELETE", url, None), ("POST", url, {"ACTION": "DELETE"}),
+                                         ("POST", url + "/phase", {"PHASE": "ABORT"}),
+                                         ("POST", url + "/parameters", {"QUERY": "SELECT TOP 1 * FROM catalog.spectra"})):
+                bob.request(method, target, data=data)
+                mine = alice.get(url)
+                if mine.status_code != 200:
+                    failures.append(f"{method} {target.rsplit('/', 1)[-1]} {data} by another client removed the job")
+                    break
+                if "<uws:phase>PENDING</uws:phase>" not in mine.text or marker not in mine.text:
+                    failures.append(f"{method} {target.rsplit('/', 1)[-1]} {data} by another client changed the job")
+            assert failures == [], "\n".join(failures)
+        finally:
+            delete_job(alice, url)
