@@ -999,3 +999,55 @@ def test_one_persons_jobs_are_not_listed_to_or_deleted_by_another(limited):
             assert failures == [], "\n".join(failures)
         finally:
             delete_job(alice, url)
+
+
+#: Text that breaks XML written by hand: markup, an attribute's end, CDATA's end, control characters.
+XML_BREAKERS = ['</uws:runId><uws:phase>COMPLETED</uws:phase>', '" onload="x', "]]><x/>", "&amp;&#0;&bogus;",
+                "a\x01b\x08c\x1bd", "\ufffe\uffff", "\ud800"]
+
+
+def test_documents_stay_well_formed_xml_whatever_was_sent(attacked, client, unchanged):
+    """Job documents repeat RUNID, parameter names and values; error documents repeat the
+    query: escaped or refused, they must stay XML a client can parse."""
+    failures = []
+    for text in XML_BREAKERS:
+        what = _short(text)
+        params = {"LANG": "ADQL", "QUERY": f"SELECT TOP 1 table_name FROM TAP_SCHEMA.tables WHERE table_name = '{text}'",
+                  "RUNID": text, f"x{text}": "1"}
+        try:
+            created = client.post("/tap/async", data=params)
+        except UnicodeEncodeError:
+            continue  # a lone surrogate cannot even be sent as UTF-8
+        url = job_url(client, created)
+        if url is None:
+            outcome = classify(f"create {what}", created)
+            failures += problems(outcome, must_refuse=True, settings=attacked.settings)
+            if error_document_message(created.content) is None and created.status_code != 400:
+                failures.append(f"create {what}: the refusal is no parseable error document: {created.text[:200]!r}")
+        else:
+            try:
+                for resource in ("", "/parameters"):
+                    doc = client.get(url + resource)
+                    try:
+                        ET.fromstring(doc.content)
+                    except ET.ParseError as err:
+                        failures.append(f"job{resource} after {what}: not well-formed XML ({err}): {doc.text[:200]!r}")
+                client.post(url + "/phase", data={"PHASE": "RUN"})
+                wait_for_final_phase(client, url)
+                error = client.get(url + "/error")
+                if error.status_code == 200 and error.content.strip():
+                    try:
+                        ET.fromstring(error.content)
+                    except ET.ParseError as err:
+                        failures.append(f"job/error after {what}: not well-formed XML ({err}): {error.text[:200]!r}")
+            finally:
+                delete_job(client, url)
+        sync = sync_post(client, f"SELECT '{text}' FROM", RESPONSEFORMAT="votable/td")
+        if sync.status_code < 500:
+            try:
+                ET.fromstring(sync.content)
+            except ET.ParseError as err:
+                failures.append(f"sync error after {what}: not well-formed XML ({err}): {sync.text[:200]!r}")
+        else:
+            failures.append(f"sync {what}: HTTP {sync.status_code}")
+    assert failures == [], "\n".join(failures)
