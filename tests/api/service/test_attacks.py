@@ -349,7 +349,7 @@ def unchanged(attacked, canary) -> Iterator[None]:
 
 def assert_only_the_reader(watch: SessionWatch, settings) -> None:
     login = query_login(settings)
-    assert watch.polls > 0
+    assert watch.polls > 0 and login in watch.seen, f"the watch never saw the service's sessions: {watch.seen}"
     others = {user: sorted(queries)[:5] for user, queries in watch.seen.items() if user != login}
     assert others == {}, f"sessions of logins other than {login!r} on the service's database: {others}"
 
@@ -599,6 +599,14 @@ def test_datalink_ids_refuse_injections(attacked, client, unchanged):
         if not outcome.refused and b"Fault" in outcome.body:
             outcome.refused, outcome.message = True, "DataLink fault row"
         failures += problems(outcome, must_refuse=must_refuse, settings=attacked.settings)
+    # DataLink takes several IDs at once: ten thousand (one request, 100 kB) are answered
+    # or refused, never a server error or a hang (the request bound).
+    from urllib.parse import urlencode
+
+    many = urlencode([("ID", str(n)) for n in range(10_000)])
+    resp = client.post("/datalink", content=many, headers={"content-type": "application/x-www-form-urlencoded"})
+    outcome = classify("datalink 10000 IDs", resp)
+    failures += problems(outcome, must_refuse=False, settings=attacked.settings)
     assert failures == [], "\n".join(failures)
 
 
