@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
 from urllib.parse import urljoin
 
@@ -339,12 +340,14 @@ def unchanged(attacked, canary) -> Iterator[None]:
     """The database digest and the attack files are the same after the test as before."""
     for path in FILES_AN_ATTACK_MIGHT_WRITE:
         path.unlink(missing_ok=True)
+    files_before = set(Path("/tmp").glob("skyledger-attack-*"))
     before = database_digest(attacked.settings)
     yield
     after = database_digest(attacked.settings)
     assert {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v} == {}
     assert after == before
     assert [p for p in FILES_AN_ATTACK_MIGHT_WRITE if p.exists()] == []
+    assert set(Path("/tmp").glob("skyledger-attack-*")) - files_before == set()
 
 
 def assert_only_the_reader(watch: SessionWatch, settings) -> None:
