@@ -14,13 +14,11 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-
 from skyledger.schema.errors import DatabaseError, QueryError
 from skyledger.schema.settings import Settings
 
 from . import scs, spectra
 from .http import VOTABLE, base_url, request_params, stream_body, votable_error
-
 from .tap import router as tap_router
 from .uws import JobManager
 

@@ -8,12 +8,11 @@ from urllib.parse import parse_qsl
 import anyio
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
-
 from skyledger.schema.errors import QueryError
 
 from .formats import error_document
 
-__all__ = ["request_params", "votable_error", "stream_body", "base_url", "VOTABLE"]
+__all__ = ["VOTABLE", "base_url", "request_params", "stream_body", "votable_error"]
 
 VOTABLE = "application/x-votable+xml"
 

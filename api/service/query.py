@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-
 from skyledger.schema.errors import QueryError
 from skyledger.schema.readpath import Limits, connect_reader, stream_statement
 from skyledger.schema.settings import Settings
@@ -24,7 +23,7 @@ from skyledger.schema.settings import Settings
 from .adql import translate
 from .formats import Field, Format, resolve_format, stream_result
 
-__all__ = ["TapRequest", "parse_tap_params", "Result", "open_result"]
+__all__ = ["Result", "TapRequest", "open_result", "parse_tap_params"]
 
 #: LANG values accepted (TAP 1.1 says "ADQL"; versions as the capabilities list them).
 LANGS = {"adql", "adql-2.0", "adql-2.1"}
@@ -45,12 +44,11 @@ def lower_keys(params: Mapping[str, str]) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in params.items()}
 
 
-def parse_tap_params(params: Mapping[str, str], *, default_maxrec: int, max_rows: int, sync: bool) -> TapRequest:
+def parse_tap_params(params: Mapping[str, str], *, default_maxrec: int, max_rows: int) -> TapRequest:
     """The query a TAP request asks for; :class:`QueryError` saying what to fix otherwise."""
     p = lower_keys(params)
-    request = p.get("request", "doQuery" if not sync else None)
-    if request is None:
-        raise QueryError("REQUEST is missing: send REQUEST=doQuery with LANG=ADQL and QUERY")
+    # TAP 1.1 no longer requires REQUEST; when sent, it must be doQuery.
+    request = p.get("request", "doQuery")
     if request.lower() != "doquery":
         raise QueryError(f"REQUEST={request!r} is not supported; use REQUEST=doQuery")
     lang = p.get("lang", "ADQL")
@@ -102,10 +100,10 @@ class Result:
     def close(self) -> None:
         self._stack.close()
 
-    def __enter__(self) -> Result:
+    def __enter__(self) -> Result:  # noqa: PYI034 - final class
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -188,8 +186,8 @@ def _open(settings, plan, *, fmt: Format, timeout_s: float, infos=None, override
         for i, (name, pg_type) in enumerate(zip(stream.columns, stream.types)):
             src = sources[i] if i < len(sources) else None
             unit, ucd, desc = meta.get((src[0].lower(), src[1].lower()), (None, None, None)) if src else (None, None, None)
-            attrs = dict(name=name, pg_type=pg_type, unit=unit, ucd=ucd, description=desc,
-                         xtype=xtypes[i] if i < len(xtypes) else None)
+            attrs = {"name": name, "pg_type": pg_type, "unit": unit, "ucd": ucd, "description": desc,
+                     "xtype": xtypes[i] if i < len(xtypes) else None}
             attrs.update((overrides or {}).get(name, {}))
             fields.append(Field(**attrs))
         first = next(stream.chunks, None)

@@ -18,7 +18,7 @@ from skyledger.schema.settings import Settings
 # TABLEDATA: SCS 1.03 clients predate BINARY2.
 from .query import Result, lower_keys, open_statement, resolve_format
 
-__all__ = ["cone_query", "scs_error", "MAX_SR_DEG"]
+__all__ = ["MAX_SR_DEG", "cone_query", "scs_error"]
 
 #: Largest search radius, degrees: beyond, one cone is a table scan better asked through TAP.
 MAX_SR_DEG = 10.0

@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
-
 from skyledger.schema.errors import QueryError
 from skyledger.schema.readpath import Limits, run_reader_query
 from skyledger.schema.settings import Settings
 
-__all__ = ["SpectrumNotFound", "read_spectrum", "spectrum_fits", "spectrum_votable", "datalink_xml", "DOWNLOAD_FORMATS"]
+__all__ = ["DOWNLOAD_FORMATS", "SpectrumNotFound", "datalink_xml", "read_spectrum", "spectrum_fits", "spectrum_votable"]
 
 #: format= value -> media type.
 DOWNLOAD_FORMATS = {"fits": "application/fits", "votable": "application/x-votable+xml"}

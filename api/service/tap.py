@@ -5,13 +5,12 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
-
 from skyledger.schema.errors import DatabaseError, QueryError
 
 from . import vosi
 from .http import VOTABLE, base_url, request_params, stream_body, votable_error
 from .query import lower_keys, open_result, parse_tap_params
-from .uws import JobRefused, job_xml, jobs_xml, parse_iso
+from .uws import ACTIVE, JobRefused, job_xml, jobs_xml, parse_iso
 
 __all__ = ["router"]
 
@@ -31,7 +30,7 @@ async def sync(request: Request) -> Response:
     s = _settings(request)
     try:
         params = await request_params(request)
-        req = parse_tap_params(params, default_maxrec=s.tap_default_maxrec, max_rows=s.tap_sync_max_rows, sync=True)
+        req = parse_tap_params(params, default_maxrec=s.tap_default_maxrec, max_rows=s.tap_sync_max_rows)
     except QueryError as err:
         return votable_error(str(err))
     slots: anyio.Semaphore = request.app.state.sync_slots
@@ -142,13 +141,25 @@ async def job_get(request: Request, job_id: str) -> Response:
                 return votable_error(f"WAIT={p['wait']!r} is not a number of seconds", 400)
             # UWS 1.1 blocking; -1 means "as long as the server allows" (here 60 s).
             seconds = 60.0 if seconds < 0 else min(seconds, 60.0)
-            phase = p.get("phase", "").upper() or None
-            job = await anyio.to_thread.run_sync(jobs.wait, job_id, seconds, phase)
+            job = await _wait(jobs, job_id, seconds, p.get("phase", "").upper() or None)
         else:
             job = jobs.get(job_id)
     except KeyError:
         return _not_found(job_id)
     return Response(job_xml(job, _job_url(request, job_id)), media_type=XML)
+
+
+async def _wait(jobs, job_id: str, seconds: float, phase: str | None):
+    """UWS 1.1 blocking: the job once it leaves ``phase`` (by default its phase now) or an
+    active phase, or after ``seconds``. Polls the job file from the event loop, so waiting
+    clients hold no worker thread."""
+    job = jobs.get(job_id)
+    start = phase or job.phase
+    with anyio.move_on_after(seconds):
+        while job.phase == start and job.phase in ACTIVE:
+            await anyio.sleep(0.2)
+            job = jobs.get(job_id)
+    return job
 
 
 @router.delete("/async/{job_id}")

@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -31,7 +31,7 @@ from skyledger.schema.settings import Settings
 
 from .query import lower_keys, open_result, parse_tap_params
 
-__all__ = ["Job", "JobManager", "JobRefused", "job_xml", "jobs_xml", "ACTIVE"]
+__all__ = ["ACTIVE", "Job", "JobManager", "JobRefused", "job_xml", "jobs_xml"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Job:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_iso(value: str) -> float:
@@ -81,7 +81,7 @@ def parse_iso(value: str) -> float:
     except ValueError:
         raise QueryError(f"{value!r} is not an ISO 8601 time such as 2026-12-31T12:00:00Z") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -94,7 +94,6 @@ class JobManager:
         self._pool = ThreadPoolExecutor(max_workers=settings.tap_async_workers, thread_name_prefix="tap-job")
         self._aborts: dict[str, threading.Event] = {}
         self._conns: dict[str, Any] = {}
-        self._changed = threading.Condition(self._lock)
         self._recover()
 
     # ------------------------------------------------------------------ storage
@@ -109,7 +108,6 @@ class JobManager:
         tmp = d / "job.json.tmp"
         tmp.write_text(json.dumps(asdict(job)))
         os.replace(tmp, d / "job.json")
-        self._changed.notify_all()
 
     def get(self, job_id: str) -> Job:
         """The job; KeyError when there is none (or it was destroyed)."""
@@ -242,7 +240,7 @@ class JobManager:
         if conn is not None:
             try:
                 conn.cancel_safe()  # stops the statement on the server now, not at the next chunk
-            except Exception as err:  # the connection may be closing on its own
+            except Exception as err:  # noqa: BLE001 - the connection may be closing on its own
                 log.warning("cancelling job %s: %s", job_id, err)
         return job
 
@@ -253,22 +251,6 @@ class JobManager:
             return
         with self._lock:
             shutil.rmtree(self._dir(job_id), ignore_errors=True)
-            self._changed.notify_all()
-
-    def wait(self, job_id: str, seconds: float, phase: str | None) -> Job:
-        """UWS 1.1 blocking: return when the job leaves ``phase`` (or an active phase)
-        or after ``seconds``."""
-        deadline = time.monotonic() + seconds
-        with self._lock:
-            job = self.get(job_id)
-            start_phase = phase or job.phase
-            while job.phase == start_phase and job.phase in ACTIVE:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(min(left, 1.0))
-                job = self.get(job_id)
-            return job
 
     def shutdown(self) -> None:
         for job in self.jobs():
@@ -299,7 +281,7 @@ class JobManager:
             if job is None or event.is_set():
                 return
             self._run(job, event)
-        except Exception as err:  # noqa: BLE001 - a job's failure is its ERROR phase, never the pool's
+        except Exception as err:
             message = str(err) if isinstance(err, SkyledgerError) else f"internal error: {type(err).__name__}: {err}"
             if not isinstance(err, SkyledgerError):
                 log.exception("async job %s failed", job_id)
@@ -311,7 +293,7 @@ class JobManager:
 
     def _run(self, job: Job, event: threading.Event) -> None:
         s = self.settings
-        req = parse_tap_params(job.params, default_maxrec=s.tap_default_maxrec, max_rows=s.tap_async_max_rows, sync=False)
+        req = parse_tap_params(job.params, default_maxrec=s.tap_default_maxrec, max_rows=s.tap_async_max_rows)
 
         def remember(conn):
             with self._lock:

@@ -10,14 +10,13 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import psycopg
-
 from skyledger.schema.errors import QueryError, SkyledgerError
 from skyledger.schema.readpath import Limits, connect_reader
 from skyledger.schema.settings import Settings
 
 from .query import resolve_format
 
-__all__ = ["capabilities_xml", "availability_xml", "tableset_xml", "table_xml", "read_tap_schema"]
+__all__ = ["availability_xml", "capabilities_xml", "read_tap_schema", "table_xml", "tableset_xml"]
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 

@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 from psycopg import sql
-from sqlalchemy import make_url
-
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import connect
 from skyledger.schema.readpath import QUERY_ROLE
 from skyledger.schema.settings import Settings
+from sqlalchemy import make_url
 
 SAMPLE = sample_data_dir()
 #: One-spectrum files of three surveys (SDSS twice: two nearby galaxies to cone-search).

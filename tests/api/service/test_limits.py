@@ -27,7 +27,7 @@ def reader_sessions(srv, *, running: bool = False) -> int:
     with psycopg.connect(_owner(srv), autocommit=True) as conn:
         return conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'skyledger_query'"
-            + (" AND state = 'active' AND query LIKE '%%COUNT(*)%%'" if running else "")
+            + (" AND state = 'active' AND query ILIKE '%%count(*)%%'" if running else "")
         ).fetchone()[0]
 
 

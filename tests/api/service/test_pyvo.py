@@ -15,7 +15,6 @@ import requests
 from astropy.io import fits
 from astropy.io.votable import parse_single_table
 from astropy.table import Table
-
 from skyledger.schema.readpath import run_reader_query
 
 ORDERED = "SELECT spectrum_id, survey, object_id, ra, dec, n_pix FROM catalog.spectra ORDER BY spectrum_id"
@@ -213,8 +212,8 @@ def test_scs_error_document(tap_server):
 
 @pytest.mark.parametrize("fmt", ["fits", "votable"])
 def test_spectrum_download(tap_server, fmt):
-    (spectrum_id, n_pix, flux_unit), = sql_rows(
-        tap_server, "SELECT spectrum_id, n_pix, flux_unit FROM catalog.spectra WHERE survey = 'desi_coadd'")
+    (spectrum_id, n_pix), = sql_rows(
+        tap_server, "SELECT spectrum_id, n_pix FROM catalog.spectra WHERE survey = 'desi_coadd'")
     r = requests.get(f"{tap_server.url}/spectra/{spectrum_id}", params={"format": fmt}, timeout=60)
     assert r.status_code == 200, r.text
     if fmt == "fits":
@@ -247,7 +246,7 @@ def test_datalink_via_pyvo_leads_to_the_spectrum(tap_server):
 
 def test_capabilities_and_availability(tap, tap_server):
     caps = tap.capabilities
-    tap_cap = [c for c in caps if c.standardid and c.standardid.startswith("ivo://ivoa.net/std/TAP")][0]
+    tap_cap = next(c for c in caps if c.standardid and c.standardid.startswith("ivo://ivoa.net/std/TAP"))
     assert {v.content for lang in tap_cap.languages for v in lang.versions} >= {"2.0", "2.1"}
     assert tap.hardlimit == tap_server.settings.tap_async_max_rows
     assert tap.maxrec == tap_server.settings.tap_default_maxrec
