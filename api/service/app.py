@@ -18,7 +18,7 @@ from skyledger.schema.errors import DatabaseError, QueryError
 from skyledger.schema.settings import Settings
 
 from . import scs, spectra
-from .http import VOTABLE, base_url, request_params, stream_body, votable_error
+from .http import VOTABLE, base_url, request_items, stream_body, votable_error
 from .tap import router as tap_router
 from .uws import JobManager
 
@@ -85,14 +85,17 @@ def _add_data_routes(app: FastAPI) -> None:
     async def datalink(request: Request) -> Response:
         s = request.app.state.settings
         try:
-            params = await request_params(request)
+            items = await request_items(request)
         except QueryError as err:
             return Response(spectra.datalink_error(str(err)), status_code=400, media_type=VOTABLE)
-        ids = [v for k, v in params.items() if k.lower() == "id"]
-        ids += [v for k, v in request.query_params.multi_items() if k.lower() == "id" and v not in ids]
+        ids = list(dict.fromkeys(v for k, v in items if k.lower() == "id"))
         if not ids:
             return Response(spectra.datalink_error("ID is missing: send ID=<spectrum_id>"), status_code=400,
                             media_type=VOTABLE)
+        if len(ids) > spectra.MAX_DATALINK_IDS:
+            return Response(spectra.datalink_error(
+                f"{len(ids):,} IDs in one request; at most {spectra.MAX_DATALINK_IDS:,} are answered at once: "
+                "send them in batches"), status_code=400, media_type=VOTABLE)
         parsed: dict[str, int | None] = {}
         for ident in ids:
             try:

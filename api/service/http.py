@@ -12,7 +12,7 @@ from skyledger.schema.errors import QueryError
 
 from .formats import error_document
 
-__all__ = ["VOTABLE", "base_url", "request_params", "stream_body", "votable_error"]
+__all__ = ["VOTABLE", "base_url", "request_items", "request_params", "stream_body", "votable_error"]
 
 VOTABLE = "application/x-votable+xml"
 
@@ -22,7 +22,12 @@ MAX_FORM_BYTES = 1 << 20
 
 async def request_params(request: Request) -> dict[str, str]:
     """Query-string and form parameters together (form values win); names as sent."""
-    params = dict(request.query_params)
+    return dict(await request_items(request))
+
+
+async def request_items(request: Request) -> list[tuple[str, str]]:
+    """Every (name, value) of the query string and then the form, repeated names kept."""
+    params = list(request.query_params.multi_items())
     if request.method == "POST":
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = b""
@@ -37,7 +42,7 @@ async def request_params(request: Request) -> dict[str, str]:
                     "application/x-www-form-urlencoded"
                 )
             try:
-                params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+                params += parse_qsl(body.decode("utf-8"), keep_blank_values=True)
             except UnicodeDecodeError:
                 raise QueryError("the form body is not UTF-8 text") from None
     return params

@@ -50,10 +50,10 @@ def parse_tap_params(params: Mapping[str, str], *, default_maxrec: int, max_rows
     # TAP 1.1 no longer requires REQUEST; when sent, it must be doQuery.
     request = p.get("request", "doQuery")
     if request.lower() != "doquery":
-        raise QueryError(f"REQUEST={request!r} is not supported; use REQUEST=doQuery")
+        raise QueryError(f"REQUEST={request[:40]!r} is not supported; use REQUEST=doQuery")
     lang = p.get("lang", "ADQL")
     if lang.lower() not in LANGS:
-        raise QueryError(f"LANG={lang!r} is not supported; use LANG=ADQL (ADQL-2.0 and ADQL-2.1 are accepted too)")
+        raise QueryError(f"LANG={lang[:40]!r} is not supported; use LANG=ADQL (ADQL-2.0 and ADQL-2.1 are accepted too)")
     query = p.get("query", "").strip()
     if not query:
         raise QueryError("QUERY is missing or empty: send an ADQL query such as SELECT TOP 10 * FROM catalog.spectra")
@@ -62,7 +62,7 @@ def parse_tap_params(params: Mapping[str, str], *, default_maxrec: int, max_rows
         try:
             maxrec = int(p["maxrec"])
         except ValueError:
-            raise QueryError(f"MAXREC={p['maxrec']!r} is not a whole number") from None
+            raise QueryError(f"MAXREC={p['maxrec'][:40]!r} is not a whole number") from None
         if maxrec < 0:
             raise QueryError(f"MAXREC={maxrec} is negative; send 0 for the metadata alone, or a positive row count")
     maxrec = min(maxrec, max_rows)

@@ -45,7 +45,7 @@ def _number(p: dict[str, str], name: str, low: float, high: float) -> float:
     try:
         value = float(p[name.lower()])
     except ValueError:
-        raise QueryError(f"{name}={p[name.lower()]!r} is not a number of degrees") from None
+        raise QueryError(f"{name}={p[name.lower()][:40]!r} is not a number of degrees") from None
     if not (math.isfinite(value) and low <= value <= high):
         raise QueryError(f"{name}={value:g} is outside [{low:g}, {high:g}] degrees")
     return value
@@ -59,7 +59,7 @@ def cone_query(settings: Settings, params: Mapping[str, str], datalink_url: str 
     try:
         verb = int(p.get("verb", "2"))
     except ValueError:
-        raise QueryError(f"VERB={p['verb']!r} is not 1, 2 or 3") from None
+        raise QueryError(f"VERB={p['verb'][:40]!r} is not 1, 2 or 3") from None
     columns = _VERB[min(3, max(1, verb))]
     # The numbers are Python floats (checked above), so their repr is a SQL literal.
     sql = (

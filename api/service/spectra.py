@@ -18,6 +18,9 @@ from skyledger.schema.settings import Settings
 
 __all__ = ["DOWNLOAD_FORMATS", "SpectrumNotFound", "datalink_xml", "read_spectrum", "spectrum_fits", "spectrum_votable"]
 
+#: Most IDs one DataLink request may name.
+MAX_DATALINK_IDS = 1000
+
 #: format= value -> media type.
 DOWNLOAD_FORMATS = {"fits": "application/fits", "votable": "application/x-votable+xml"}
 
@@ -40,7 +43,7 @@ def parse_id(value: str) -> int:
     try:
         spectrum_id = int(text)
     except ValueError:
-        raise QueryError(f"{value!r} is not a spectrum id (the spectrum_id column of catalog.spectra, a whole number)") from None
+        raise QueryError(f"{value[:40]!r} is not a spectrum id (the spectrum_id column of catalog.spectra, a whole number)") from None
     if not 0 < spectrum_id < 2**63:
         raise SpectrumNotFound(f"there is no spectrum {spectrum_id}")
     return spectrum_id

@@ -92,7 +92,8 @@ async def job_list(request: Request) -> Response:
     jobs = _jobs(request)
     await anyio.to_thread.run_sync(jobs.sweep)
     p = lower_keys(dict(request.query_params))
-    listed = jobs.jobs()
+    # Each client sees its own jobs only: a job's URL is what gives access to it.
+    listed = [j for j in jobs.jobs() if j.owner == _client(request)]
     phases = {v.upper() for k, v in request.query_params.multi_items() if k.lower() == "phase"}
     if phases:
         listed = [j for j in listed if j.phase in phases]
@@ -114,7 +115,7 @@ async def job_create(request: Request) -> Response:
     jobs = _jobs(request)
     try:
         params = await request_params(request)
-        owner = request.client.host if request.client else "unknown"
+        owner = _client(request)
         job = await anyio.to_thread.run_sync(jobs.create, params, owner, f"{base_url(request)}/datalink")
     except JobRefused as err:
         return votable_error(str(err), err.status, {"Retry-After": "30"} if err.status in (429, 503) else None)
@@ -130,6 +131,22 @@ def _get(request: Request, job_id: str):
         return _jobs(request).get(job_id)
     except KeyError:
         return None
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _not_yours(request: Request, job_id: str) -> Response | None:
+    """Jobs are anonymous: the job URL (a 128-bit random id) lets anyone read a job, but
+    only the client address that created it may change, abort or delete it."""
+    job = _get(request, job_id)
+    if job is None:
+        return _not_found(job_id)
+    if job.owner != _client(request):
+        return votable_error(f"job {job_id} was created by another client; only that client may change or delete it",
+                             403)
+    return None
 
 
 @router.get("/async/{job_id}")
@@ -167,16 +184,16 @@ async def _wait(jobs, job_id: str, seconds: float, phase: str | None):
 
 @router.delete("/async/{job_id}")
 async def job_delete(request: Request, job_id: str) -> Response:
-    if _get(request, job_id) is None:
-        return _not_found(job_id)
+    if (refusal := _not_yours(request, job_id)) is not None:
+        return refusal
     await anyio.to_thread.run_sync(_jobs(request).delete, job_id)
     return _see(f"{base_url(request)}/tap/async")
 
 
 @router.post("/async/{job_id}")
 async def job_post(request: Request, job_id: str) -> Response:
-    if _get(request, job_id) is None:
-        return _not_found(job_id)
+    if (refusal := _not_yours(request, job_id)) is not None:
+        return refusal
     try:
         p = lower_keys(await request_params(request))
     except QueryError as err:
@@ -222,8 +239,8 @@ async def job_phase(request: Request, job_id: str) -> Response:
 
 @router.post("/async/{job_id}/{attribute}")
 async def job_post_attribute(request: Request, job_id: str, attribute: str) -> Response:
-    if _get(request, job_id) is None:
-        return _not_found(job_id)
+    if (refusal := _not_yours(request, job_id)) is not None:
+        return refusal
     if attribute not in ("phase", "parameters", "executionduration", "destruction"):
         return votable_error(f"{attribute!r} of a job cannot be changed", 405)
     try:

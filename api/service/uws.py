@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -78,11 +80,11 @@ def parse_iso(value: str) -> float:
     text = value.strip().replace("Z", "+00:00")
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryError(f"{value!r} is not an ISO 8601 time such as 2026-12-31T12:00:00Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    except (ValueError, OverflowError):
+        raise QueryError(f"{value[:40]!r} is not an ISO 8601 time such as 2026-12-31T12:00:00Z") from None
 
 
 class JobManager:
@@ -172,7 +174,7 @@ class JobManager:
                 self.delete(old.id)
             now = time.time()
             job = Job(
-                id=secrets.token_hex(8), owner=owner, params=lower_keys(params), created=now,
+                id=secrets.token_hex(16), owner=owner, params=lower_keys(params), created=now,
                 destruction=now + s.tap_job_lifetime_s, duration_s=s.tap_async_duration_s,
             )
             job.run_id = job.params.pop("runid", None)
@@ -198,7 +200,9 @@ class JobManager:
         try:
             seconds = float(value)
         except ValueError:
-            raise QueryError(f"EXECUTIONDURATION={value!r} is not a number of seconds") from None
+            seconds = math.nan
+        if not math.isfinite(seconds):
+            raise QueryError(f"EXECUTIONDURATION={value[:40]!r} is not a number of seconds (0: the longest allowed)")
         with self._lock:
             job = self.get(job_id)
             if job.phase != "PENDING":
@@ -335,23 +339,34 @@ class JobManager:
 # ---------------------------------------------------------------------- XML
 
 
+#: Characters XML 1.0 cannot carry, even escaped (C0 controls but tab, newline and
+#: carriage return; surrogates; U+FFFE, U+FFFF).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: Any) -> str:
+    """``value`` as XML character data: escaped, and what XML cannot hold replaced by U+FFFD."""
+    return escape(_NOT_XML.sub("\ufffd", str(value)))
+
+
 def _el(tag: str, value: Any) -> str:
     if value is None:
         return f'<uws:{tag} xsi:nil="true"/>'
-    return f"<uws:{tag}>{escape(str(value))}</uws:{tag}>"
+    return f"<uws:{tag}>{xml_text(value)}</uws:{tag}>"
 
 
 def job_xml(job: Job, base: str) -> str:
     """The UWS 1.1 job document; ``base`` is the job's URL."""
     params = "".join(
-        f"<uws:parameter id={quoteattr(k)}>{escape(v)}</uws:parameter>" for k, v in sorted(job.params.items())
+        f"<uws:parameter id={quoteattr(_NOT_XML.sub(chr(0xFFFD), k))}>{xml_text(v)}</uws:parameter>"
+        for k, v in sorted(job.params.items())
     )
     results = ""
     if job.phase == "COMPLETED" and job.result_file:
         results = f'<uws:result id="result" xlink:href={quoteattr(base + "/results/result")} mime-type={quoteattr(job.result_type or "")}/>'
     error = ""
     if job.phase == "ERROR":
-        error = (f'<uws:errorSummary type="fatal" hasDetail="true"><uws:message>{escape(job.error or "")}'
+        error = (f'<uws:errorSummary type="fatal" hasDetail="true"><uws:message>{xml_text(job.error or "")}'
                  "</uws:message></uws:errorSummary>")
     info = ""
     if job.rows is not None:
