@@ -20,7 +20,7 @@ from skyledger.schema.errors import QueryError
 from skyledger.schema.readpath import Limits, connect_reader, stream_statement
 from skyledger.schema.settings import Settings
 
-from .adql import translate
+from .adql import AdqlError, translate
 from .formats import Field, Format, resolve_format, stream_result
 
 __all__ = ["Result", "TapRequest", "open_result", "parse_tap_params"]
@@ -126,6 +126,40 @@ def _columns_of(conn: psycopg.Connection):
     return columns_of
 
 
+def _tap_tables(conn: psycopg.Connection) -> set[str]:
+    """Qualified names (lower case) of the tables TAP_SCHEMA lists."""
+    with conn.transaction():
+        return {row[0] for row in conn.execute("SELECT lower(table_name) FROM tap_schema.tables")}
+
+
+def check_tables(sql: str, known: set[str]) -> None:
+    """Refuse a statement that reads a table TAP_SCHEMA does not list.
+
+    A reader may read some of PostgreSQL's own catalogs (pg_settings, pg_roles,
+    pg_stat_activity, which shows the text of other people's running queries under the
+    same login) and alembic_version; TAP offers the tables it lists, so the service
+    refuses the rest before the database sees them. The table functions the translator
+    writes (catalog.cone_search...) live in schema catalog.
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    tree = sqlglot.parse_one(sql, read="postgres")
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        schema = (table.db or "").lower()
+        if not isinstance(table.this, exp.Identifier):
+            if schema == "catalog":
+                continue  # a table function of the translator's
+            raise AdqlError("table functions are not part of ADQL; /tap/tables lists the tables to query")
+        name = table.name.lower()
+        if not schema and name in ctes:
+            continue
+        full = f"{schema}.{name}" if schema else name
+        if full not in known:
+            raise AdqlError(f"there is no table {full} to query here; /tap/tables (TAP_SCHEMA.tables) lists them")
+
+
 def open_result(
     settings: Settings, req: TapRequest, *, timeout_s: float, cancel_hook=None, datalink_url: str | None = None
 ) -> Result:
@@ -134,7 +168,14 @@ def open_result(
     with its status) rather than half-way through a response."""
 
     def plan(conn: psycopg.Connection) -> _Plan:
-        tr = translate(req.query, columns_of=_columns_of(conn))
+        try:
+            tr = translate(req.query, columns_of=_columns_of(conn))
+            check_tables(tr.sql, _tap_tables(conn))
+        except RecursionError:
+            raise AdqlError(
+                "the query nests too deeply to be translated: write it with fewer nested parentheses or "
+                "subqueries (a long chain of AND/OR is fine inside IN (...))"
+            ) from None
         # TOP within MAXREC is the query's own answer: cut there, and no OVERFLOW.
         by_top = tr.top is not None and tr.top <= req.maxrec
         return _Plan(tr.sql, tr.top if by_top else req.maxrec, not by_top, tr.sources, tr.xtypes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
@@ -13,6 +15,8 @@ from .query import lower_keys, open_result, parse_tap_params
 from .uws import ACTIVE, JobRefused, job_xml, jobs_xml, parse_iso
 
 __all__ = ["router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/tap")
 XML = "text/xml"
@@ -55,6 +59,10 @@ async def sync(request: Request) -> Response:
     except DatabaseError as err:
         slots.release()
         return votable_error(f"the database cannot be queried now: {err}", 503)
+    except Exception as err:
+        slots.release()
+        log.exception("sync query failed")
+        return votable_error(f"the service failed on this query ({type(err).__name__}); please report it", 500)
     except BaseException:
         slots.release()
         raise
