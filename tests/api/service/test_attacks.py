@@ -446,6 +446,27 @@ ADQL_ATTACKS: list[tuple[str, str, bool]] = [
     ("pg_roles", "SELECT rolname FROM pg_roles", True),
     ("information_schema", "SELECT table_schema, table_name FROM information_schema.tables", True),
     ("alembic_version", "SELECT version_num FROM public.alembic_version", True),
+    # The same tables reached from every place a table may stand.
+    ("system_table_in_derived_table", "SELECT * FROM (SELECT usename, query FROM pg_catalog.pg_stat_activity) AS x", True),
+    ("system_table_in_exists", ("SELECT spectrum_id FROM catalog.spectra AS s WHERE EXISTS "
+                                "(SELECT 1 FROM pg_catalog.pg_stat_activity AS a WHERE a.query LIKE '%')"), True),
+    ("system_table_in_in", "SELECT spectrum_id FROM catalog.spectra WHERE survey IN (SELECT query FROM pg_catalog.pg_stat_activity)", True),
+    ("system_table_in_union", "SELECT table_name FROM TAP_SCHEMA.tables UNION SELECT query FROM pg_catalog.pg_stat_activity", True),
+    ("system_table_in_join", "SELECT s.spectrum_id, a.query FROM catalog.spectra AS s JOIN pg_catalog.pg_stat_activity AS a ON 1 = 1", True),
+    ("system_table_in_cte", "WITH x AS (SELECT query FROM pg_catalog.pg_stat_activity) SELECT * FROM x", True),
+    ("system_table_lateral", ("SELECT s.spectrum_id, x.query FROM catalog.spectra AS s, "
+                              "LATERAL (SELECT query FROM pg_catalog.pg_stat_activity) AS x"), True),
+    ("system_table_scalar_subquery", "SELECT (SELECT MAX(query) FROM pg_catalog.pg_stat_activity) AS q FROM catalog.spectra", True),
+    ("system_table_mixed_case", "SELECT query FROM Pg_Catalog.PG_STAT_ACTIVITY", True),
+    ("system_table_quoted", 'SELECT "query" FROM "pg_catalog"."pg_stat_activity"', True),
+    ("system_table_unqualified", "SELECT query FROM pg_stat_activity", True),
+    ("cte_named_like_a_listed_table", ("WITH spectra AS (SELECT query AS survey FROM pg_catalog.pg_stat_activity) "
+                                       "SELECT survey FROM spectra"), True),
+    ("table_function", "SELECT * FROM pg_catalog.pg_stat_get_activity(NULL)", True),
+    ("settings_function", "SELECT current_setting('data_directory') AS d FROM catalog.spectra", True),
+    ("version_function", "SELECT version() AS v FROM catalog.spectra", True),
+    ("current_query", "SELECT current_query() AS q FROM catalog.spectra", True),
+    ("base_table_through_catalog_name", "SELECT * FROM catalog.ingest_file", True),
     ("select_into", "SELECT * INTO public.evil FROM catalog.spectra", True),
     ("for_update", "SELECT * FROM catalog.spectra FOR UPDATE", True),
     ("stacked_after_select", "SELECT spectrum_id FROM catalog.spectra; DROP TABLE survey", True),
