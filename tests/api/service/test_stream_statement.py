@@ -45,9 +45,8 @@ def test_an_exact_fit_is_not_truncated_and_no_rows_still_describe_the_columns(re
 ])
 def test_refusals_are_query_errors_and_leave_the_connection_usable(reader, statement, error, fragment):
     conn, limits = reader
-    with pytest.raises(error) as err:
-        with stream_statement(conn, statement, limits) as stream:
-            list(stream.chunks)
+    with pytest.raises(error) as err, stream_statement(conn, statement, limits) as stream:
+        list(stream.chunks)
     assert fragment in str(err.value)
     assert conn.execute("SELECT 1").fetchone() == (1,)
     conn.rollback()
@@ -55,9 +54,8 @@ def test_refusals_are_query_errors_and_leave_the_connection_usable(reader, state
 
 def test_writes_are_refused_read_only(reader):
     conn, limits = reader
-    with pytest.raises(ReadOnlyViolation):
-        with stream_statement(conn, "DELETE FROM tap_schema.columns", limits) as stream:
-            list(stream.chunks)
+    with pytest.raises(ReadOnlyViolation), stream_statement(conn, "DELETE FROM tap_schema.columns", limits) as stream:
+        list(stream.chunks)
 
 
 def test_leaving_early_cancels_the_rest_and_the_connection_goes_on(reader):
