@@ -219,6 +219,10 @@ SELECT reason FROM (
           AND has_function_privilege(p.oid, 'EXECUTE')
     UNION ALL SELECT 12, 'may run DO blocks (USAGE on plpgsql)' FROM pg_language
         WHERE lanname = 'plpgsql' AND has_language_privilege(oid, 'USAGE')
+    UNION ALL SELECT 13, 'may read other sessions'' statements (SELECT on pg_stat_activity, revoked by migration 0024)'
+        WHERE has_table_privilege('pg_catalog.pg_stat_activity', 'SELECT')
+           OR has_function_privilege('pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE')
+           OR has_function_privilege('pg_catalog.pg_stat_get_backend_activity(integer)', 'EXECUTE')
 ) AS r ORDER BY k, reason
 """
 

@@ -102,6 +102,8 @@ ATTACKS: list[Attack] = [
     Attack("advisory_lock_shared", "SELECT pg_try_advisory_lock_shared(1, 2)", r"permission denied"),
     Attack("terminate_backend", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()", r"permission denied"),
     Attack("cancel_backend", "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()", r"permission denied"),
+    Attack("read_other_sessions", "SELECT query FROM pg_stat_activity WHERE pid <> pg_backend_pid()", r"permission denied"),
+    Attack("read_backend_activity", "SELECT pg_stat_get_backend_activity(1)", r"permission denied"),
     Attack("lock_table", "LOCK TABLE flag_definition IN ACCESS EXCLUSIVE MODE", DENIED),
     Attack("select_for_update", "SELECT * FROM catalog.spectra FOR UPDATE", DENIED),
     # Resources.
