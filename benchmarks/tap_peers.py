@@ -47,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Self
 
@@ -292,6 +293,10 @@ class Peer:
         if resp.status_code not in (200, 303):
             raise RuntimeError(f"{self.name} async submit {resp.status_code}: {resp.text[:500]}")
         job = str(resp.url.join(resp.headers["location"])) if resp.status_code == 303 else str(resp.url)
+        # As pyvo's run_async: create, then start the job (DaCHS 2.7 keeps a job created
+        # with PHASE=RUN in PENDING; skyledger starts it either way).
+        if self.http.get(f"{job}/phase").text.strip() == "PENDING":
+            self.http.post(f"{job}/phase", data={"PHASE": "RUN"})
         while True:
             phase = self.http.get(f"{job}/phase").text.strip()
             if phase in ("COMPLETED", "ERROR", "ABORTED"):
@@ -316,7 +321,8 @@ def votable_rows(source: bytes | Path) -> tuple[int, list[int], str]:
     """Rows, the spectrum_id column and the QUERY_STATUS of a VOTable result."""
     from astropy.io.votable import parse
 
-    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fh:
+    with warnings.catch_warnings(), open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fh:
+        warnings.simplefilter("ignore")  # VOUnit's view of "Angstrom" is no concern here
         vot = parse(fh, verify="ignore")
     resource = vot.resources[0]
     status = next((info.value for info in resource.infos if info.name == "QUERY_STATUS"), "?")
@@ -436,7 +442,10 @@ def run(args: argparse.Namespace) -> None:
     state = json.loads((work / "skyledger.json").read_text())
     args.expect_rows = state["rows"]
     started = None
-    if args.skyledger_url:
+    peers = []
+    if args.dachs_only:
+        pass
+    elif args.skyledger_url:
         sky_base = args.skyledger_url
         sky_proc = listening_process(httpx.URL(sky_base).port or 80)
     else:
@@ -444,8 +453,9 @@ def run(args: argparse.Namespace) -> None:
         sky_base = f"http://127.0.0.1:{args.skyledger_port}/tap"
         wait_available(sky_base, started)
         sky_proc = psutil.Process(started.pid)
+    if not args.dachs_only:
+        peers.append(Peer("skyledger", sky_base, sky_proc))
     wait_available(args.dachs_url)
-    peers = [Peer("skyledger", sky_base, sky_proc)] if not args.dachs_only else []
     peers.append(Peer("DaCHS", args.dachs_url, listening_process(httpx.URL(args.dachs_url).port or 80)))
     when = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()[0]

@@ -23,7 +23,7 @@ install -o dachsroot -g gavo -m 0644 "$csv" "$rd_dir/data/spectra.csv"
 
 as_dachs() { su -s /bin/sh dachsroot -c "$*"; }
 as_dachs dachs imp skybench/q          # creates catalog.spectra, loads the rows, builds the index
-as_dachs dachs serve stop 2>/dev/null || true
+dachs serve stop 2>/dev/null || true     # a server from an earlier setup
 dachs serve start                      # drops to the 'gavo' user itself
 for _ in $(seq 60); do
   curl -sf http://127.0.0.1:8080/tap/availability >/dev/null && break
