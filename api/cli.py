@@ -434,6 +434,30 @@ def sql_command(
         typer.echo(f"note: only the first {limits.max_rows:,} rows are shown (--max-rows)", err=True)
 
 
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+) -> None:
+    """Serve the catalogue over HTTP: IVOA TAP 1.1 at /tap, cone search at /scs, spectrum
+    download and DataLink, and the QA page at / (docs/query_service.md).
+
+    Every query runs as a catalogue reader through the read path; limits are the
+    SKYLEDGER_TAP_* settings.
+    """
+    import uvicorn
+
+    from skyledger.api.service.app import create_app
+    from skyledger.schema.readpath import connect_reader
+
+    settings = _settings(ctx)
+    # Fail now, with the read path's message, rather than on the first request.
+    connect_reader(settings).close()
+    typer.echo(f"skyledger query service on http://{host}:{port}/ (TAP at /tap); Ctrl-C stops it")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
 def main() -> None:
     """Console-script entry point: a user error prints one clear line and exits 1."""
     try:

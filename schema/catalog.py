@@ -1,8 +1,8 @@
 """The `catalog` schema that people query: every view, its columns and their metadata.
 
 The result views are derived from the result-table declarations
-(:mod:`skyledger.schema.results`); the four other views (spectra, runs, releases, flag
-definitions) are written by hand in their migrations, and their columns are declared
+(:mod:`skyledger.schema.results`); the other views (spectra, current runs, releases, flag
+definitions, runs, ingest files, spectrum pixels) are written by hand in their migrations, and their columns are declared
 here from the model columns they show. Comments on the views, TAP_SCHEMA rows and
 ``docs/catalog.md`` are generated from this module.
 
@@ -99,8 +99,47 @@ FLAG_DEFINITIONS = CatalogView(
     tuple(_(getattr(m.FlagDefinition, c)) for c in ("table_name", "column_name", "bit", "name", "description")),
 )
 
+RUNS = CatalogView(
+    "runs",
+    "Every run of every task (succeeded, failed or running), with its counts and whether the current "
+    "collection holds it",
+    (
+        _(m.Run.id, name="run_id"),
+        *(_(getattr(m.Run, c)) for c in ("task", "version", "status", "n_inputs", "n_results", "n_flagged",
+                                          "error", "device", "started_at", "finished_at")),
+        ViewColumn("is_current", "bool",
+                   "True when the run is in the collection current, whose runs the result views choose from",
+                   ucd="meta.code"),
+    ),
+)
+
+INGEST_FILES = CatalogView(
+    "ingest_files",
+    "Every file the ingest has seen (loaded, rejected or duplicate), every version, with what it wrote",
+    (
+        _(m.IngestFile.id, name="file_id"),
+        _(m.Survey.name, name="survey", description="Survey name"),
+        _(m.IngestFile.uri, name="file"),
+        _(m.IngestFile.version, name="file_version"),
+        *(_(getattr(m.IngestFile, c)) for c in ("status", "reason", "reader", "n_sources", "n_spectra", "n_lines",
+                                                 "batch_id", "started_at", "finished_at", "duration_s")),
+    ),
+)
+
+SPECTRUM_PIXELS = CatalogView(
+    "spectrum_pixels",
+    "The pixels of every spectrum of catalog.spectra that has any: one row per spectrum, one array "
+    "element per pixel",
+    (
+        _(m.Spectrum.id, name="spectrum_id"),
+        _(m.WavelengthGrid.wave),
+        *(_(getattr(m.Spectrum, c)) for c in ("flux", "ivar", "mask", "resolution", "flux_unit")),
+    ),
+)
+
 #: The views written by hand in their migrations, in the order they were added.
-CORE_VIEWS: tuple[CatalogView, ...] = (SPECTRA, CURRENT_RUNS, RELEASES, FLAG_DEFINITIONS)
+CORE_VIEWS: tuple[CatalogView, ...] = (SPECTRA, CURRENT_RUNS, RELEASES, FLAG_DEFINITIONS, RUNS, INGEST_FILES,
+                                       SPECTRUM_PIXELS)
 
 
 def catalog_views() -> list[CatalogView]:

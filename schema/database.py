@@ -146,10 +146,15 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
-    """Apply migrations up to ``revision``; returns the revision the database is at."""
+    """Apply migrations up to ``revision``, then regenerate TAP_SCHEMA's rows from this
+    code's declarations (where the schema has it); returns the revision the database is at."""
     command.upgrade(alembic_config(engine), revision)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         rev = current_revision(conn)
+        if conn.execute(text("SELECT to_regclass('tap_schema.columns')")).scalar() is not None:
+            from .tap import refresh_tap_schema  # loads the task modules, which declare result tables
+
+            refresh_tap_schema(conn)
     assert rev is not None
     return rev
 

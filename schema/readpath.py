@@ -21,7 +21,9 @@ not by inspecting the text. This module imports psycopg and nothing heavy: the C
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +44,8 @@ __all__ = [
     "query_login",
     "connect_reader",
     "run_statement",
+    "Stream",
+    "stream_statement",
     "run_reader_query",
     "ensure_query_role",
     "excess_privileges",
@@ -444,6 +448,106 @@ def run_statement(conn: psycopg.Connection, statement: str, limits: Limits) -> Q
         except psycopg.Error:
             conn.close()
     return QueryResult(columns, rows, truncated)
+
+
+def _check_text(statement: str, limits: Limits) -> None:
+    if len(statement) > limits.max_statement_chars:
+        raise QueryError(
+            f"the statement is {len(statement):,} characters long; at most {limits.max_statement_chars:,} are accepted"
+        )
+    if "\x00" in statement:
+        raise QueryError("the statement contains a NUL character")
+
+
+def _describe_types(conn: psycopg.Connection, statement: str) -> tuple[list[str], list[str]] | None:
+    """Column names and PostgreSQL type names (``_float8`` for arrays) of a statement,
+    from Parse and Describe, which plan and run nothing; None when the server refuses
+    the text (the run then raises the server's message)."""
+    pgconn = conn.pgconn
+    encoding = conn.info.encoding
+    pgconn.prepare(b"", statement.encode(encoding))
+    described = pgconn.describe_prepared(b"")
+    if described.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        return None
+    names = [(described.fname(i) or b"").decode(encoding) for i in range(described.nfields)]
+    oids = [described.ftype(i) for i in range(described.nfields)]
+    known = dict(conn.execute("SELECT oid::int8, typname::text FROM pg_type WHERE oid = ANY(%s::oid[])", (oids,)))
+    return names, [known.get(oid, "text") for oid in oids]
+
+
+@dataclass
+class Stream:
+    """A statement's rows as they arrive: ``chunks`` yields lists of at most
+    ``chunk_rows`` rows and stops at ``limits.max_rows``; ``truncated`` becomes True
+    when it stopped there with more rows behind."""
+
+    columns: list[str]
+    types: list[str]
+    chunks: Iterator[list[tuple[Any, ...]]]
+    rows: int = 0
+    truncated: bool = False
+    _cursor: Any = field(default=None, repr=False)
+
+
+@contextmanager
+def stream_statement(
+    conn: psycopg.Connection, statement: str, limits: Limits, *, chunk_rows: int = 1000
+) -> Iterator[Stream]:
+    """Run one statement on a reader connection and hand its rows on chunk by chunk.
+
+    The protections of :func:`run_statement` (one statement, the connection's limits,
+    a row cap, rollback afterwards, closing when the rollback fails); memory holds one
+    chunk. Leaving the block early (a client gone, a job aborted) cancels the rest of
+    the statement. Errors, also while iterating, are :class:`QueryError`.
+    """
+    _check_text(statement, limits)
+    kwargs = {"size": max(1, min(limits.max_rows + 1, chunk_rows))} if psycopg.pq.version() >= 170000 else {}
+    cur = conn.cursor()
+    try:
+        try:
+            described = _describe_types(conn, statement)
+            if described is None:
+                # Let the server say what is wrong, with the mapping every run uses.
+                cur.execute(statement)
+                described = ([], [])
+        except psycopg.Error as err:
+            raise _query_error(err, limits) from err
+        stream = cur.stream(statement, **kwargs)
+        result = Stream(described[0], described[1], iter(()), _cursor=cur)
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            chunk: list[tuple[Any, ...]] = []
+            try:
+                for row in stream:
+                    if result.rows == limits.max_rows:
+                        result.truncated = True
+                        break
+                    chunk.append(tuple(row))
+                    result.rows += 1
+                    if len(chunk) >= chunk_rows:
+                        yield chunk
+                        chunk = []
+                if chunk:
+                    yield chunk
+            except psycopg.ProgrammingError as err:
+                if _NO_RESULT not in str(err):
+                    raise _query_error(err, limits) from err
+            except psycopg.Error as err:
+                raise _query_error(err, limits) from err
+            finally:
+                stream.close()  # on a break: psycopg cancels the rest of the statement
+
+        result.chunks = chunks()
+        try:
+            yield result
+        finally:
+            result.chunks.close()
+    finally:
+        cur.close()
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            conn.close()
 
 
 def run_reader_query(settings: Settings, statement: str, limits: Limits | None = None) -> QueryResult:

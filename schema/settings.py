@@ -59,6 +59,35 @@ class Settings(BaseSettings):
     max_inflate_ratio: float = Field(100.0, gt=0)
     max_inflated_bytes: int = Field(4 << 30, gt=0)
 
+    # The query service (`skyledger serve`, docs/query_service.md has the table). Every
+    # statement also gets the read path's protections; these bound what one request or job
+    # may take, so that a refusal is an answer and never a hang.
+    #: MAXREC of a TAP query that names none (sync and async).
+    tap_default_maxrec: int = Field(10_000, ge=0)
+    #: Most rows a sync query returns, whatever MAXREC asks (the hard limit capabilities lists).
+    tap_sync_max_rows: int = Field(100_000, ge=1)
+    #: statement_timeout of a sync query, seconds.
+    tap_sync_timeout_s: float = Field(60.0, gt=0)
+    #: Sync queries running at once; more wait up to tap_sync_wait_s, then are refused
+    #: (the reader login has a connection limit of its own).
+    tap_sync_concurrency: int = Field(8, ge=1)
+    tap_sync_wait_s: float = Field(30.0, ge=0)
+    #: Most rows an async job returns (its hard MAXREC).
+    tap_async_max_rows: int = Field(1_000_000, ge=1)
+    #: Largest result file of an async job; a job writing more ends in ERROR.
+    tap_async_max_bytes: int = Field(1 << 30, gt=0)
+    #: Execution duration of an async job (its statement_timeout and wall-clock limit), seconds.
+    tap_async_duration_s: float = Field(600.0, gt=0)
+    #: Async jobs executing at once (the job thread pool); more wait in QUEUED.
+    tap_async_workers: int = Field(2, ge=1)
+    #: Active (PENDING, QUEUED, EXECUTING) jobs one client address may have.
+    tap_jobs_per_client: int = Field(5, ge=1)
+    #: Jobs kept on disk; the oldest finished ones go first, and creation is refused when
+    #: all are active.
+    tap_max_jobs: int = Field(1_000, ge=1)
+    #: A job and its result are destroyed this long after creation, seconds (7 days).
+    tap_job_lifetime_s: float = Field(7 * 86_400.0, gt=0)
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -71,3 +100,7 @@ class Settings(BaseSettings):
     @property
     def releases_dir(self) -> Path:
         return self.home / "releases"
+
+    @property
+    def tap_jobs_dir(self) -> Path:
+        return self.home / "tap" / "jobs"

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from skyledger.schema.runs import code_version, file_sha256
 from skyledger.schema.database import Database, psycopg_connection
+from skyledger.schema.tap import refresh_tap_schema
 
 from .content import FORMAT_VERSION, ReleaseInfo, RunRef, TableContent
 from .datamodel import datamodel_markdown
@@ -215,5 +216,10 @@ def create_release(
             # Two creates of one name raced: the other committed first.
             raise ReleaseError(f"release {name} was created by someone else meanwhile; nothing was written") from err
         raise
+    # TAP_SCHEMA lists the new release's tables. In a transaction of its own, after the
+    # commit: the refresh rewrites the rows of every release, and the create's snapshot
+    # would miss a release committed meanwhile.
+    with db.engine.begin() as tap_conn:
+        refresh_tap_schema(tap_conn)
     return ReleaseSummary(name=name, collection=collection, out_dir=out_dir, created_at=created_at, runs=runs,
                           tables={c.table.name: c.n_rows for c in contents}, files=files)

@@ -23,7 +23,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "catalog.md"
 # format_type() spellings of the types the declarations use.
 _FORMAT_TYPE = {"int2": "smallint", "int4": "integer", "int8": "bigint", "float4": "real",
                 "float8": "double precision", "text": "text", "bool": "boolean",
-                "timestamptz": "timestamp with time zone"}  # fmt: skip
+                "timestamptz": "timestamp with time zone", "float8[]": "double precision[]", "float4[]": "real[]",
+                "int4[]": "integer[]"}  # fmt: skip
 
 
 def _columns(conn, relation: str) -> list[tuple[str, str, str | None]]:

@@ -1,0 +1,1 @@
+"""The query service (`skyledger serve`): IVOA TAP, cone search, spectrum download and the QA page."""

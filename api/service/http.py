@@ -1,0 +1,72 @@
+"""Request and response helpers shared by the service's endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import parse_qsl
+
+import anyio
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from skyledger.schema.errors import QueryError
+
+from .formats import error_document
+
+__all__ = ["request_params", "votable_error", "stream_body", "base_url", "VOTABLE"]
+
+VOTABLE = "application/x-votable+xml"
+
+#: Largest form body read (a query is at most readpath's 100,000 characters).
+MAX_FORM_BYTES = 1 << 20
+
+
+async def request_params(request: Request) -> dict[str, str]:
+    """Query-string and form parameters together (form values win); names as sent."""
+    params = dict(request.query_params)
+    if request.method == "POST":
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = b""
+        async for part in request.stream():
+            body += part
+            if len(body) > MAX_FORM_BYTES:
+                raise QueryError(f"the request body is larger than {MAX_FORM_BYTES:,} bytes")
+        if body:
+            if ctype == "multipart/form-data":
+                raise QueryError(
+                    "multipart requests (table uploads) are not supported; send the parameters as "
+                    "application/x-www-form-urlencoded"
+                )
+            try:
+                params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            except UnicodeDecodeError:
+                raise QueryError("the form body is not UTF-8 text") from None
+    return params
+
+
+def votable_error(message: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A TAP error document (INFO QUERY_STATUS=ERROR). Query errors go out with 200, which
+    pyvo parses and raises with the message (it shows only the status line of a 4xx)."""
+    return Response(error_document(message), status_code=status, media_type=VOTABLE, headers=headers)
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def stream_body(body: Iterator[bytes], close, media_type: str, headers: dict[str, str] | None = None) -> StreamingResponse:
+    """Stream a blocking iterator from worker threads; ``close`` runs however the
+    response ends (finished, failed, client gone), so no statement or connection outlives it."""
+
+    async def chunks():
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(next, body, None)
+                if chunk is None:
+                    break
+                yield chunk
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close)
+
+    return StreamingResponse(chunks(), media_type=media_type, headers=headers)

@@ -1,0 +1,132 @@
+"""The service's limits answer with clean error documents and leave nothing running:
+sync timeout, sync concurrency, async result size, async execution duration, abort, and
+the reader login's sessions all gone afterwards."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+import requests
+from sqlalchemy import make_url
+
+#: Four spectra joined with themselves 14 times: 4**14 rows to count, far longer than
+#: any limit below (each test's limit cancels it).
+SLOW = "SELECT COUNT(*) AS n FROM " + ", ".join(f"catalog.spectra AS t{i}" for i in range(14))
+QUERY = "SELECT spectrum_id, survey, ra, dec FROM catalog.spectra ORDER BY spectrum_id"
+
+
+def _owner(srv) -> str:
+    return make_url(srv.owner_settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def reader_sessions(srv, *, running: bool = False) -> int:
+    """Sessions of the reader login on the test database (running: with a statement active)."""
+    with psycopg.connect(_owner(srv), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'skyledger_query'"
+            + (" AND state = 'active' AND query LIKE '%%COUNT(*)%%'" if running else "")
+        ).fetchone()[0]
+
+
+def wait_until(condition, timeout_s: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout_s:g} s"
+        time.sleep(0.1)  # polling the database, bounded by the deadline
+
+
+def sync(srv, query: str, **extra) -> requests.Response:
+    return requests.post(srv.url + "/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, **extra},
+                         timeout=300)
+
+
+def test_sync_timeout_is_an_error_document_and_ends_the_statement(start_tap_server):
+    srv = start_tap_server(tap_sync_timeout_s=1.0)
+    r = sync(srv, SLOW)
+    assert r.status_code == 200 and b'value="ERROR"' in r.content
+    assert b"statement_timeout" in r.content and b"cancelled" in r.content
+    wait_until(lambda: reader_sessions(srv) == 0, what="no reader session left")
+
+
+def test_sync_beyond_the_concurrency_is_refused_not_queued_forever(start_tap_server):
+    srv = start_tap_server(tap_sync_concurrency=1, tap_sync_wait_s=0.5, tap_sync_timeout_s=20.0)
+    slow = threading.Thread(target=sync, args=(srv, SLOW))
+    slow.start()
+    try:
+        wait_until(lambda: reader_sessions(srv, running=True) == 1, what="the slow query running")
+        r = sync(srv, QUERY)
+        assert r.status_code == 503 and b"busy" in r.content and r.headers["retry-after"]
+    finally:
+        slow.join(300)
+    assert sync(srv, QUERY).status_code == 200  # the slot came back
+    wait_until(lambda: reader_sessions(srv) == 0, what="no reader session left")
+
+
+def _job(srv, query: str, **extra) -> str:
+    r = requests.post(srv.url + "/tap/async", data={"LANG": "ADQL", "QUERY": query, "PHASE": "RUN", **extra},
+                      allow_redirects=False, timeout=60)
+    assert r.status_code == 303, r.text
+    return r.headers["location"]
+
+
+def _finished(url: str) -> str:
+    doc = requests.get(url, params={"WAIT": "30"}, timeout=120).text
+    phase = doc.split("<uws:phase>")[1].split("</uws:phase>")[0]
+    return phase if phase not in ("PENDING", "QUEUED", "EXECUTING") else ""
+
+
+def test_async_result_larger_than_allowed_ends_in_error(start_tap_server):
+    srv = start_tap_server(tap_async_max_bytes=300)
+    url = _job(srv, QUERY, RESPONSEFORMAT="votable/td")
+    wait_until(lambda: _finished(url), what="the job ending")
+    doc = requests.get(url, timeout=30).text
+    assert "<uws:phase>ERROR</uws:phase>" in doc and "300 bytes" in doc
+    assert requests.get(url + "/results/result", timeout=30).status_code == 404
+    assert b'value="ERROR"' in requests.get(url + "/error", timeout=30).content
+
+
+def test_async_execution_duration_cancels_the_statement(start_tap_server):
+    srv = start_tap_server(tap_async_duration_s=1.0)
+    url = _job(srv, SLOW)
+    wait_until(lambda: _finished(url), what="the job ending")
+    doc = requests.get(url, timeout=30).text
+    assert "<uws:phase>ERROR</uws:phase>" in doc and "cancelled" in doc
+    wait_until(lambda: reader_sessions(srv) == 0, what="no reader session left")
+
+
+def test_abort_stops_a_running_job_on_the_server(start_tap_server):
+    srv = start_tap_server(tap_async_duration_s=300.0)
+    url = _job(srv, SLOW)
+    wait_until(lambda: reader_sessions(srv, running=True) == 1, what="the job's statement running")
+    r = requests.post(url + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 303
+    assert "<uws:phase>ABORTED</uws:phase>" in requests.get(url, timeout=30).text
+    wait_until(lambda: reader_sessions(srv) == 0, what="the aborted statement gone")
+
+
+def test_execution_duration_and_destruction_can_be_lowered_not_raised(start_tap_server):
+    srv = start_tap_server(tap_async_duration_s=100.0)
+    r = requests.post(srv.url + "/tap/async", data={"LANG": "ADQL", "QUERY": QUERY}, allow_redirects=False, timeout=30)
+    url = r.headers["location"]
+    requests.post(url + "/executionduration", data={"EXECUTIONDURATION": "5000"}, timeout=30)
+    assert requests.get(url + "/executionduration", timeout=30).text == "100"
+    requests.post(url + "/executionduration", data={"EXECUTIONDURATION": "7"}, timeout=30)
+    assert requests.get(url + "/executionduration", timeout=30).text == "7"
+    requests.post(url + "/destruction", data={"DESTRUCTION": "2000-01-01T00:00:00Z"}, timeout=30)
+    # A destruction time in the past destroys the job at the next sweep (a list or a creation).
+    requests.get(srv.url + "/tap/async", timeout=30)
+    assert requests.get(url, timeout=30).status_code == 404
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"REQUEST": "doQuery", "LANG": "SQL", "QUERY": QUERY}, b"LANG"),
+    ({"REQUEST": "getCapabilities", "LANG": "ADQL", "QUERY": QUERY}, b"REQUEST"),
+    ({"REQUEST": "doQuery", "LANG": "ADQL"}, b"QUERY"),
+    ({"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": QUERY, "MAXREC": "many"}, b"MAXREC"),
+])
+def test_bad_parameters_are_error_documents(tap_server, params, message):
+    r = requests.post(tap_server.url + "/tap/sync", data=params, timeout=30)
+    assert r.status_code == 200 and b'value="ERROR"' in r.content and message in r.content
