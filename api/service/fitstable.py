@@ -22,7 +22,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from astropy.io import fits
 
-from .columns import INT_ARRAY_NULL, Encoding, Field, arrays, booleans, encoding, fixed_arrays, numbers, texts
+from .columns import (
+    INT_ARRAY_NULL,
+    Encoding,
+    Field,
+    arrays,
+    booleans,
+    columns_of,
+    encoding,
+    fixed_arrays,
+    numbers,
+    row_chunks,
+    texts,
+)
 
 __all__ = ["fits_stream"]
 
@@ -37,13 +49,11 @@ def _spool(chunks: Iterable[Sequence[tuple]], encs: Sequence[Encoding], spool) -
     """Pickle the chunks to ``spool``; return the row count, each column's width (text:
     longest UTF-8 value; array: most elements) and the heap size in bytes."""
     n_rows, widths, heap = 0, [1] * len(encs), 0
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
+    for rows in row_chunks(chunks):
+        columns = columns_of(rows, len(encs))
         pickle.dump(rows, spool, protocol=pickle.HIGHEST_PROTOCOL)
         n_rows += len(rows)
-        for j, (enc, values) in enumerate(zip(encs, zip(*rows))):
+        for j, (enc, values) in enumerate(zip(encs, columns)):
             if enc.kind in ("text", "timestamp"):
                 encoded = [len(s.encode("utf-8")) for s in texts(values, enc) if s is not None]
                 widths[j] = max([widths[j], *encoded])
@@ -61,6 +71,12 @@ def _chunks(spool) -> Iterator[list[tuple]]:
             yield pickle.load(spool)
         except EOFError:
             return
+
+
+def _ascii(text: str) -> str:
+    """``text`` as a header card may hold it: printable ASCII, other characters as
+    Python escapes (``\\xe9``), control characters as spaces."""
+    return re.sub(r"[^ -~]", " ", text.encode("ascii", "backslashreplace").decode("ascii"))
 
 
 def _tform(enc: Encoding, width: int) -> str:
@@ -81,27 +97,29 @@ def _headers(fields, encs, widths, n_rows, heap, overflow: bool, infos) -> bytes
     primary["BITPIX"] = 8
     primary["NAXIS"] = 0
     primary["EXTEND"] = True
-    primary["QSTATUS"] = ("OVERFLOW" if overflow else "OK", "TAP QUERY_STATUS (OVERFLOW: cut at MAXREC)")
+    primary["QSTATUS"] = (
+        "OVERFLOW" if overflow else "OK",
+        "TAP QUERY_STATUS (OVERFLOW: cut at MAXREC)",
+    )
     for name, value in (infos or {}).items():
         # Header cards hold printable ASCII only: other characters as escapes.
-        text = f"{name}: {value}".encode("ascii", "backslashreplace").decode("ascii")
-        primary.add_comment(re.sub(r"[^ -~]", " ", text))
+        primary.add_comment(_ascii(f"{name}: {value}"))
     table = fits.Header()
     row_width = 0
     cards: list[tuple[str, object, str]] = []
     for i, (field, enc, width) in enumerate(zip(fields, encs, widths), start=1):
         tform = _tform(enc, width)
         row_width += _row_bytes(enc, width)
-        cards.append((f"TTYPE{i}", field.name, "column name"))
+        cards.append((f"TTYPE{i}", _ascii(field.name), "column name"))
         cards.append((f"TFORM{i}", tform, "data format"))
         if field.unit:
-            cards.append((f"TUNIT{i}", field.unit, "unit"))
+            cards.append((f"TUNIT{i}", _ascii(field.unit), "unit"))
         if enc.kind == "number" and enc.is_int:  # (astropy cannot read TNULL on array columns)
             cards.append((f"TNULL{i}", _TNULL[enc.datatype], "NULL value"))
         if field.ucd:
-            cards.append((f"TUCD{i}", field.ucd, "UCD"))
+            cards.append((f"TUCD{i}", _ascii(field.ucd), "UCD"))
         if field.description:
-            cards.append((f"TCOMM{i}", field.description, None))
+            cards.append((f"TCOMM{i}", _ascii(field.description), None))
         if enc.xtype:
             cards.append((f"TXTYP{i}", enc.xtype, "DALI xtype"))
     table["XTENSION"] = "BINTABLE"
@@ -134,7 +152,7 @@ def _encode(rows: list[tuple], encs, widths, heap_offset: int) -> tuple[bytes, i
     """The chunk's table rows, and the heap offset after its arrays."""
     n = len(rows)
     blocks = []
-    for enc, width, values in zip(encs, widths, zip(*rows)):
+    for enc, width, values in zip(encs, widths, columns_of(rows, len(encs))):
         if enc.kind == "number":
             arr, mask = numbers(values, enc.dtype)
             if enc.is_int and mask.any():
@@ -164,7 +182,7 @@ def _encode(rows: list[tuple], encs, widths, heap_offset: int) -> tuple[bytes, i
 def _heap(rows: list[tuple], encs) -> bytes:
     """The chunk's array elements, row by row, column by column (the order of ``_encode``'s offsets)."""
     parts = []
-    for enc, values in zip(encs, zip(*rows)):
+    for enc, values in zip(encs, columns_of(rows, len(encs))):
         if enc.kind == "array":
             parts += [a.astype(enc.dtype).tobytes() for a in arrays(values, enc) if a is not None]
     return b"".join(parts)

@@ -25,10 +25,17 @@ from typing import Any
 
 from skyledger.schema.errors import QueryError
 
-from .columns import Encoding, Field, arrays, encoding, texts
+from .columns import Encoding, Field, arrays, columns_of, encoding, row_chunks, texts
 from .votable import error_document, votable_stream
 
-__all__ = ["Field", "Format", "FORMATS", "resolve_format", "stream_result", "error_document"]
+__all__ = [
+    "FORMATS",
+    "Field",
+    "Format",
+    "error_document",
+    "resolve_format",
+    "stream_result",
+]
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,12 @@ class Format:
 
 
 VOTABLE = Format("votable", "application/x-votable+xml", "xml", "BINARY2")
-VOTABLE_TD = Format("votable/td", "application/x-votable+xml;serialization=TABLEDATA", "xml", "TABLEDATA")
+VOTABLE_TD = Format(
+    "votable/td",
+    "application/x-votable+xml;serialization=TABLEDATA",
+    "xml",
+    "TABLEDATA",
+)
 CSV = Format("csv", "text/csv;header=present", "csv")
 TSV = Format("tsv", "text/tab-separated-values", "tsv")
 JSON = Format("json", "application/json", "json")
@@ -92,7 +104,13 @@ def stream_result(
     the request id): VOTable INFOs, FITS header comments, JSON ``infos``.
     """
     if fmt.serialization is not None:
-        return votable_stream(fields, chunks, serialization=fmt.serialization, overflow=overflow, infos=infos)
+        return votable_stream(
+            fields,
+            chunks,
+            serialization=fmt.serialization,
+            overflow=overflow,
+            infos=infos,
+        )
     if fmt.name in ("csv", "tsv"):
         return _delimited(fields, chunks, "\t" if fmt.name == "tsv" else ",")
     if fmt.name == "json":
@@ -134,13 +152,10 @@ def _delimited(fields: Sequence[Field], chunks: Iterable[Sequence[tuple]], delim
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow([f.name for f in fields])
     yield buffer.getvalue().encode("utf-8")
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
+    for rows in row_chunks(chunks):
         buffer.seek(0)
         buffer.truncate()
-        columns = [_delimited_column(values, enc) for values, enc in zip(zip(*rows), encs)]
+        columns = [_delimited_column(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)]
         writer.writerows(zip(*columns))
         yield buffer.getvalue().encode("utf-8")
 
@@ -176,13 +191,10 @@ def _json_metadata(field: Field, enc: Encoding) -> dict[str, Any]:
 def _json(fields, chunks, overflow, infos) -> Iterator[bytes]:
     encs = [encoding(f) for f in fields]
     metadata = json.dumps([_json_metadata(f, e) for f, e in zip(fields, encs)], ensure_ascii=False)
-    yield f'{{"metadata": {metadata},\n"data": ['.encode("utf-8")
+    yield f'{{"metadata": {metadata},\n"data": ['.encode()
     separator = "\n"
-    for chunk in chunks:
-        rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-        if not rows:
-            continue
-        columns = [_json_column(values, enc) for values, enc in zip(zip(*rows), encs)]
+    for rows in row_chunks(chunks):
+        columns = [_json_column(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)]
         text = ",\n".join(json.dumps(list(row), ensure_ascii=False, allow_nan=False) for row in zip(*columns))
         yield (separator + text).encode("utf-8")
         separator = ",\n"

@@ -22,9 +22,22 @@ from typing import Any
 
 import numpy as np
 
-from .columns import INT_ARRAY_NULL, Encoding, Field, arrays, booleans, encoding, fixed_arrays, numbers, texts
+from .columns import (
+    INT_ARRAY_NULL,
+    Encoding,
+    Field,
+    arrays,
+    booleans,
+    columns_of,
+    encoding,
+    fixed_arrays,
+    numbers,
+    row_chunks,
+    text_bytes,
+    texts,
+)
 
-__all__ = ["votable_stream", "error_document", "binary2_rows", "tabledata_rows"]
+__all__ = ["binary2_rows", "error_document", "tabledata_rows", "votable_stream"]
 
 _HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -101,24 +114,23 @@ def votable_stream(
     yield "".join(head).encode("utf-8")
     if binary:
         carry = b""
-        for chunk in chunks:
-            rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-            if not rows:
-                continue
+        for rows in row_chunks(chunks):
             raw = carry + binary2_rows(rows, encs)
             cut = len(raw) - len(raw) % 3
             carry = raw[cut:]
             yield base64.b64encode(memoryview(raw)[:cut]) + b"\n"
         yield base64.b64encode(carry) + b"</STREAM></BINARY2></DATA>\n"
     else:
-        for chunk in chunks:
-            rows = chunk if isinstance(chunk, (list, tuple)) else list(chunk)
-            if rows:
-                yield tabledata_rows(rows, encs).encode("utf-8")
+        for rows in row_chunks(chunks):
+            yield tabledata_rows(rows, encs).encode("utf-8")
         yield b"</TABLEDATA></DATA>\n"
     tail = "</TABLE>\n"
     if overflow() if callable(overflow) else overflow:
-        tail += _info("QUERY_STATUS", "OVERFLOW", "The result was truncated at MAXREC rows; ask for more with MAXREC.")
+        tail += _info(
+            "QUERY_STATUS",
+            "OVERFLOW",
+            "The result was truncated at MAXREC rows; ask for more with MAXREC.",
+        )
     yield (tail + "</RESOURCE>\n</VOTABLE>\n").encode("utf-8")
 
 
@@ -130,12 +142,6 @@ def _fixed(arr: np.ndarray, n: int) -> tuple[np.ndarray, None]:
     return np.ascontiguousarray(arr).view(_U1).reshape(n, -1), None
 
 
-def _variable(parts: list[bytes] | np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A variable-width segment: the rows' bytes one after the other, and their lengths."""
-    flat = parts if isinstance(parts, np.ndarray) else np.frombuffer(b"".join(parts), _U1)
-    return flat, lengths
-
-
 def _prefix(counts: np.ndarray, n: int) -> tuple[np.ndarray, None]:
     return _fixed(counts.astype(">u4"), n)
 
@@ -145,7 +151,7 @@ def binary2_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> bytes:
     significant bit), then each value big-endian, variable-length ones after a 4-byte
     element count."""
     n = len(rows)
-    columns = list(zip(*rows)) if encs else []
+    columns = columns_of(rows, len(encs))
     masks = np.zeros((n, len(encs)), bool)
     segments: list[tuple[np.ndarray, np.ndarray | None]] = []
     for j, (enc, values) in enumerate(zip(encs, columns)):
@@ -167,15 +173,12 @@ def binary2_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> bytes:
             counts = np.fromiter((0 if a is None else a.size for a in items), np.int64, n)
             flat = np.concatenate(present).astype(enc.dtype) if present else np.empty(0, enc.dtype)
             segments.append(_prefix(counts, n))
-            segments.append(_variable(flat.view(_U1), counts * enc.dtype.itemsize))
+            segments.append((flat.view(_U1), counts * enc.dtype.itemsize))
         else:  # text, timestamp
-            strings = texts(values, enc)
-            masks[:, j] = [s is None for s in strings]
-            codec, width = ("utf-16-be", 2) if enc.datatype == "unicodeChar" else ("ascii", 1)
-            parts = [b"" if s is None else s.encode(codec, "replace") for s in strings]
-            lengths = np.fromiter(map(len, parts), np.int64, n)
-            segments.append(_prefix(lengths // width, n))
-            segments.append(_variable(parts, lengths))
+            unicode = enc.datatype == "unicodeChar"
+            flat, lengths, masks[:, j] = text_bytes(values, enc, "utf-16-be" if unicode else "ascii")
+            segments.append(_prefix(lengths // 2 if unicode else lengths, n))
+            segments.append((flat, lengths))
     bitmap = np.packbits(masks, axis=1) if encs else np.empty((n, 0), _U1)
     return _assemble(n, [(bitmap, None), *segments])
 
@@ -236,5 +239,5 @@ def tabledata_rows(rows: Sequence[tuple], encs: Sequence[Encoding]) -> str:
     """``rows`` as TABLEDATA ``<TR>`` elements; NULL is an empty cell."""
     if not encs:
         return "<TR></TR>" * len(rows)
-    columns = [_cells(values, enc) for values, enc in zip(zip(*rows), encs)]
+    columns = [_cells(values, enc) for values, enc in zip(columns_of(rows, len(encs)), encs)]
     return "".join("<TR>" + "".join(cells) + "</TR>\n" for cells in zip(*columns))
