@@ -152,7 +152,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
     with engine.begin() as conn:
         rev = current_revision(conn)
         if conn.execute(text("SELECT to_regclass('tap_schema.columns')")).scalar() is not None:
-            from .tap import refresh_tap_schema  # loads the task modules, which declare result tables
+            # Imported here: it loads the task modules, which declare result tables.
+            from .tap import refresh_tap_schema
 
             refresh_tap_schema(conn)
     assert rev is not None

@@ -12,6 +12,7 @@ and after a release is created; the query service only ever reads them.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,12 +22,12 @@ from .catalog import catalog_views
 from .results import ViewColumn
 
 __all__ = [
-    "ADQL_TYPES",
+    "VOTABLE_TYPES",
     "LINKS",
     "SCHEMA",
     "TAP_SCHEMA_TABLES",
     "TapTable",
-    "adql_type",
+    "tap_datatype",
     "catalog_tap_tables",
     "refresh_tap_schema",
     "tap_schema_ddl",
@@ -39,18 +40,23 @@ SCHEMA = "tap_schema"
 #: ADQL datatype of each PostgreSQL type the views and releases use (TAP 1.1, 4.3).
 #: Arrays are listed in both spellings: ``float4[]`` (:func:`skyledger.schema.results.pg_type`)
 #: and ``_float4`` (PostgreSQL's own type name, what a result's type OID resolves to).
-ADQL_TYPES = {
-    "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float4": "REAL", "float8": "DOUBLE",
-    "text": "VARCHAR", "bool": "BOOLEAN", "timestamptz": "TIMESTAMP",
-    "_float8": "DOUBLE", "_float4": "REAL", "_int4": "INTEGER",
-    "float8[]": "DOUBLE", "float4[]": "REAL", "int4[]": "INTEGER",
+VOTABLE_TYPES = {
+    "int2": "short", "int4": "int", "int8": "long", "float4": "float", "float8": "double",
+    "text": "char", "bool": "boolean", "timestamptz": "char",
 }  # fmt: skip
+# TAP 1.1 (section 4.3) describes columns in the VOTable type system: datatype,
+# arraysize and the DALI xtype (TAP 1.0 used ADQL type names such as VARCHAR).
 
 
-def adql_type(pg_type: str) -> tuple[str, str | None]:
-    """(datatype, arraysize) of a PostgreSQL type: variable-length text and arrays are ``*``."""
-    is_array = pg_type.startswith("_") or pg_type.endswith("[]")
-    return ADQL_TYPES[pg_type], "*" if is_array or pg_type == "text" else None
+def tap_datatype(pg_type: str) -> tuple[str, str | None, str | None]:
+    """(datatype, arraysize, xtype) of a PostgreSQL type as TAP_SCHEMA.columns lists it:
+    text, timestamps and arrays (``_float8`` or ``float8[]``) are variable-length (``*``)."""
+    element = pg_type[1:] if pg_type.startswith("_") else pg_type.removesuffix("[]")
+    is_array = element != pg_type
+    if is_array and element not in ("int2", "int4", "int8", "float4", "float8"):
+        raise KeyError(f"no TAP datatype for PostgreSQL type {pg_type}")
+    variable = is_array or element in ("text", "timestamptz")
+    return VOTABLE_TYPES[element], "*" if variable else None, "timestamp" if element == "timestamptz" else None
 
 
 class TapTable:
@@ -165,10 +171,11 @@ def _links(tables: Sequence[TapTable]) -> list[tuple[TapTable, str, TapTable, st
     out = []
     for table in tables:
         names = {c.name for c in table.columns}
-        wanted = [(c, table.schema + "." + t, tc) for c, t, tc in table.foreign_keys]
-        wanted += [(c.name, f"{table.schema}.{LINKS[c.name][0]}", LINKS[c.name][1])
-                   for c in table.columns if c.name in LINKS]
-        for column, target_name, target_column in wanted:
+        wanted = {c: (table.schema + "." + t, tc) for c, t, tc in table.foreign_keys}
+        for c in table.columns:
+            if c.name in LINKS and c.name not in wanted:  # a declared link wins over the naming rule
+                wanted[c.name] = (f"{table.schema}.{LINKS[c.name][0]}", LINKS[c.name][1])
+        for column, (target_name, target_column) in wanted.items():
             target = by_name.get(target_name)
             if (column in names and target is not None and target is not table
                     and target_column in {c.name for c in target.columns}):
@@ -193,10 +200,10 @@ def tap_schema_rows(tables: Sequence[TapTable], schema_descriptions: dict[str, s
             "description": table.description, "utype": None, "table_index": index,
         })
         for position, col in enumerate(table.columns):
-            datatype, arraysize = adql_type(col.pg_type)
+            datatype, arraysize, xtype = tap_datatype(col.pg_type)
             rows["columns"].append({
                 "table_name": table.qualified, "column_name": col.name, "datatype": datatype,
-                "arraysize": arraysize, "xtype": None, "size": None,
+                "arraysize": arraysize, "xtype": xtype, "size": None,
                 "description": col.description, "unit": col.unit, "ucd": col.ucd, "utype": None,
                 "principal": int(col.name in table.key or (col.ucd or "").endswith("meta.main")),
                 "indexed": int(col.name == (table.key or ("",))[0]), "std": int(table.schema == SCHEMA),
@@ -278,8 +285,9 @@ def refresh_tap_schema(conn: Connection) -> dict[str, int]:
     Concurrent refreshes queue on the table lock; readers keep reading the old rows until
     the transaction commits. Returns the number of rows written per table.
     """
-    from skyledger.api.releases.tables import release_tap_tables
-
+    # The release tables are declared by the release writer, a layer above: imported by
+    # name at run time, like the task modules (docs/architecture.md).
+    release_tap_tables = importlib.import_module("skyledger.api.releases.tables").release_tap_tables
     conn.execute(text("LOCK TABLE " + ", ".join(f"{SCHEMA}.{t}" for t in _TABLE_ORDER) + " IN EXCLUSIVE MODE"))
     releases = _release_descriptions(conn)
     tables = [*catalog_tap_tables(), *(t for name in releases for t in release_tap_tables(name)),

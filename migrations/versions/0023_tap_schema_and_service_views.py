@@ -26,8 +26,7 @@ Create Date: 2026-12-07
 from alembic import op
 
 revision = "0023"
-# Lead: set to "0022" once 0022_adql_geometry.py is merged (the chain is 0021 -> 0022 -> 0023).
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -16,7 +16,7 @@ from skyledger.api.releases.tables import SPECTRA, release_table, release_tap_ta
 from skyledger.compute.framework.registry import get_task, task_names
 from skyledger.schema.catalog import catalog_views, markdown
 from skyledger.schema.results import best_rows_sql, copy_columns, declared_views, pg_type
-from skyledger.schema.tap import ADQL_TYPES, catalog_tap_tables, tap_schema_rows
+from skyledger.schema.tap import catalog_tap_tables, tap_datatype, tap_schema_rows
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "catalog.md"
 
@@ -107,8 +107,8 @@ def test_tap_schema_rows_cover_every_catalog_column_and_release_table():
     for view in catalog_views():
         cols = by_table[f"catalog.{view.name}"]
         assert [c["column_name"] for c in cols] == [c.name for c in view.columns]
-        assert [(c["datatype"], c["unit"], c["ucd"], c["description"]) for c in cols] == [
-            (ADQL_TYPES[c.pg_type], c.unit, c.ucd, c.description) for c in view.columns]
+        assert [(c["datatype"], c["arraysize"], c["xtype"], c["unit"], c["ucd"], c["description"]) for c in cols] == [
+            (*tap_datatype(c.pg_type), c.unit, c.ucd, c.description) for c in view.columns]
     lines = {c["column_name"]: c for c in by_table["dr1.lines"]}
     flux = next(c for c in release_table("lines").columns if c.name == "flux")
     assert lines["flux"]["unit"] == flux.unit and "flux_unit" not in lines

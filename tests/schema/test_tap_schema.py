@@ -17,14 +17,14 @@ from skyledger.api.releases.tables import release_tap_tables
 from skyledger.schema import runs
 from skyledger.schema.errors import QueryError
 from skyledger.schema.readpath import query_login, run_reader_query
-from skyledger.schema.tap import TAP_SCHEMA_TABLES, adql_type, catalog_tap_tables, refresh_tap_schema
+from skyledger.schema.tap import TAP_SCHEMA_TABLES, catalog_tap_tables, tap_datatype, refresh_tap_schema
 
-COLUMNS = ("SELECT table_name, column_name, datatype, arraysize, unit, ucd, description, column_index "
+COLUMNS = ("SELECT table_name, column_name, datatype, arraysize, xtype, unit, ucd, description, column_index "
            "FROM tap_schema.columns")
 
 
 def _declared(tables) -> list[tuple]:
-    return [(t.qualified, c.name, *adql_type(c.pg_type), c.unit, c.ucd, c.description, i)
+    return [(t.qualified, c.name, *tap_datatype(c.pg_type), c.unit, c.ucd, c.description, i)
             for t in tables for i, c in enumerate(t.columns)]
 
 
@@ -69,11 +69,13 @@ def test_the_reader_sees_every_catalog_view_and_column_as_declared(settings, dat
 
 def test_units_ucds_and_array_types_come_from_the_model_columns(settings):
     rows = {r[1]: r for r in _listed(settings, "table_name = 'catalog.spectrum_pixels'")}
-    assert rows["wave"][2:6] == ("DOUBLE", "*", "Angstrom", "em.wl")
-    assert rows["flux"][2:4] == ("REAL", "*") and rows["mask"][2:4] == ("INTEGER", "*")
-    assert rows["spectrum_id"][2:4] == ("BIGINT", None)
+    assert rows["wave"][2:7] == ("double", "*", None, "Angstrom", "em.wl")
+    assert rows["flux"][2:4] == ("float", "*") and rows["mask"][2:4] == ("int", "*")
+    assert rows["spectrum_id"][2:4] == ("long", None)
     ra = _listed(settings, "table_name = 'catalog.spectra' AND column_name = 'ra'")
-    assert ra[0][4:6] == ("deg", "pos.eq.ra;meta.main")
+    assert ra[0][5:7] == ("deg", "pos.eq.ra;meta.main")
+    finished = _listed(settings, "table_name = 'catalog.runs' AND column_name = 'finished_at'")
+    assert finished[0][2:5] == ("char", "*", "timestamp")
 
 
 def test_keys_link_ids_to_the_tables_they_identify(settings):
@@ -119,7 +121,7 @@ def test_a_new_release_is_listed_and_an_older_one_only_with_the_columns_it_has(f
     assert _listed(fresh_settings, "table_name LIKE 'dr7.%'") == _declared(declared)
     assert ("dr7.lines", "spectrum_id", "dr7.spectra", "spectrum_id") in _keys(fresh_settings)
     schemas = run_reader_query(fresh_settings, "SELECT schema_name, description FROM tap_schema.schemas").rows
-    assert [d for s, d in schemas if s == "dr7"][0].startswith("Release dr7: the collection current frozen on")
+    assert next(d for s, d in schemas if s == "dr7").startswith("Release dr7: the collection current frozen on")
 
     # A release written by older code: a table it lacks, a column it lacks. (Only the
     # owner can change a release's DDL; the read-only triggers stop row changes.)
@@ -202,3 +204,33 @@ def test_runs_ingest_files_and_spectrum_pixels_show_the_right_rows(fresh_setting
     assert rows == [(current, "lines", "succeeded", None, "cpu", True, True),
                     (failed, "lines", "failed", "out of memory", "cpu", False, True),
                     (running, "abundances", "running", None, "cpu", False, False)]
+
+
+def test_the_tap_schema_tables_in_the_database_are_the_declared_ones(database):
+    """Migration 0023 pasted tap_schema_ddl(): the declarations must still describe its tables."""
+    with database.engine.connect() as conn:
+        for table in TAP_SCHEMA_TABLES:
+            got = [tuple(r) for r in conn.execute(text(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum) "
+                "FROM pg_attribute AS a WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 "
+                "AND NOT a.attisdropped ORDER BY a.attnum"), {"t": table.qualified})]
+            assert got == [(c.name, {"text": "text", "int4": "integer"}[c.pg_type], c.description)
+                           for c in table.columns], table.qualified
+            key = conn.execute(text(
+                "SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index AS x "
+                "CROSS JOIN unnest(x.indkey) WITH ORDINALITY AS k(attnum, i) "
+                "JOIN pg_attribute AS a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
+                "WHERE x.indrelid = CAST(:t AS regclass) AND x.indisprimary"), {"t": table.qualified}).scalar_one()
+            assert tuple(key) == table.key, table.qualified
+
+
+def test_types_map_to_the_votable_type_system_of_tap_1_1():
+    assert tap_datatype("_float8") == tap_datatype("float8[]") == ("double", "*", None)
+    assert tap_datatype("_float4") == tap_datatype("float4[]") == ("float", "*", None)
+    assert tap_datatype("_int4") == tap_datatype("int4[]") == ("int", "*", None)
+    assert tap_datatype("text") == ("char", "*", None) and tap_datatype("int8") == ("long", None, None)
+    assert tap_datatype("timestamptz") == ("char", "*", "timestamp")
+    with pytest.raises(KeyError):
+        tap_datatype("jsonb")
+    with pytest.raises(KeyError):
+        tap_datatype("_text")
