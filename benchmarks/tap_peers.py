@@ -434,7 +434,21 @@ def summarize(out: dict[str, Any], names: list[str]) -> list[str]:
     x, y = out[a]["sync"], out[b]["sync"]
     lines.append(f"| server peak RSS (MiB), 100,000 rows sync | {x['rss_peak_mib']:,.0f} | {y['rss_peak_mib']:,.0f} | "
                  f"{ratio(x['rss_peak_mib'], y['rss_peak_mib'])} |")  # fmt: skip
+    lines += ["", "| peer | async run | rows | submit to COMPLETED (s) | download (s) | total (s) | rows/s | server RSS before → peak (MiB) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name in names:
+        for label in ("async_10k", "async_1m"):
+            runs = out[name][label]
+            for i, r in enumerate(runs, 1):
+                n = runs[0]["rows"]
+                lines.append(f"| {name} | {label[6:]} #{i} | {n:,} | {r['run_s']:.2f} | {r['download_s']:.2f} | {r['seconds']:.2f} | "
+                             f"{n / r['seconds']:,.0f} | {r['rss_before_mib']:,.0f} → {r['rss_peak_mib']:,.0f} |")  # fmt: skip
     return lines
+
+
+def server_version(conninfo: str) -> str:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("SHOW server_version").fetchone()[0]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -472,7 +486,9 @@ def run(args: argparse.Namespace) -> None:
         "async_repeats": args.async_repeats, "load_before": load_before, "load_after": os.getloadavg()[0],
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "python": platform.python_version(), "commit": _git_commit(),
-        "dachs": _version(["dachs", "--version"]), "postgres_dachs": _version(["psql", "--version"]),
+        "dachs": _version(["dachs", "--version"]), "postgres_skyledger": server_version(state["query_url"]),
+        "postgres_dachs": _version(["psql", "--version"]), "astropy": _module_version("astropy"),
+        "httpx": httpx.__version__,
     }  # fmt: skip
     (work / "tap_peers.json").write_text(json.dumps(out, indent=1) + "\n")
     names = [p.name for p in peers]
@@ -488,6 +504,12 @@ def _version(cmd: list[str]) -> str:
         return ""
     res = subprocess.run(cmd, check=False, capture_output=True, text=True)
     return (res.stdout or res.stderr).strip().splitlines()[-1] if (res.stdout or res.stderr) else ""
+
+
+def _module_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
 
 
 def _git_commit() -> str:
