@@ -446,6 +446,42 @@ def summarize(out: dict[str, Any], names: list[str]) -> list[str]:
     return lines
 
 
+def sql_floor(args: argparse.Namespace) -> None:
+    """The database's part of the cone and the 100k queries: the SQL each service sends,
+    run here with psycopg (fetchall), without HTTP, ADQL parsing or serialization.
+    skyledger's SQL is its translator's output, run as the reader login; DaCHS's is what
+    its log (/var/gavo/logs/dcInfos) shows it sends for the same ADQL, run as DaCHS's
+    TAP login (``untrusted``, /var/gavo/etc/untrustedquery)."""
+    from skyledger.api.service.adql import translate
+
+    work = args.workdir.resolve()
+    state = json.loads((work / "skyledger.json").read_text())
+    cols = ", ".join(COLUMNS)
+    cone = f"SELECT {cols} FROM \"catalog\".spectra WHERE 1=CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 150.0, 2.0, 0.1))"
+    top = f"SELECT TOP 100000 {cols} FROM \"catalog\".spectra"
+    sky = {"cone": translate(cone).sql, "sync 100k": translate(top).sql + " LIMIT 100000"}
+    dachs = {"cone": f'SELECT {cols} FROM "catalog".spectra WHERE q3c_join(150.0, 2.0, ra, dec, 0.1) LIMIT 20000',
+             "sync 100k": f'SELECT {cols} FROM "catalog".spectra LIMIT 100000'}  # fmt: skip
+    etc = Path("/var/gavo/etc")
+    dsn = dict(line.split(" = ", 1) for f in ("dsn", "untrustedquery") for line in (etc / f).read_text().splitlines()
+               if " = " in line)  # fmt: skip
+    dachs_conninfo = f"host={dsn['host']} port={dsn['port']} dbname={dsn['database']} user={dsn['user']} password={dsn['password']}"
+    print("| query | skyledger SQL, median (ms) | DaCHS SQL, median (ms) | rows |\n|---|---:|---:|---:|")
+    with psycopg.connect(state["query_url"]) as a, psycopg.connect(dachs_conninfo) as b:
+        for label, sky_sql in sky.items():
+            repeats = 20 if label == "cone" else 5
+            med = []
+            for conn, text in ((a, sky_sql), (b, dachs[label])):
+                conn.execute(text).fetchall()  # warm
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    n = len(conn.execute(text).fetchall())
+                    times.append(time.perf_counter() - t0)
+                med.append(1000 * percentile(times, 50))
+            print(f"| {label} | {med[0]:,.1f} | {med[1]:,.1f} | {n:,} |")
+
+
 def server_version(conninfo: str) -> str:
     with psycopg.connect(conninfo) as conn:
         return conn.execute("SHOW server_version").fetchone()[0]
@@ -535,8 +571,10 @@ def main() -> None:
     r.add_argument("--sync-repeats", type=int, default=10)
     r.add_argument("--async-repeats", type=int, default=3)
     r.add_argument("--seed", type=int, default=23)
+    f = sub.add_parser("sql-floor", help="time the SQL each service sends, directly on its database")
+    f.add_argument("--workdir", type=Path, default=Path("/var/tmp/tapbench"))
     args = ap.parse_args()
-    {"prepare": prepare, "run": run}[args.command](args)
+    {"prepare": prepare, "run": run, "sql-floor": sql_floor}[args.command](args)
 
 
 if __name__ == "__main__":
