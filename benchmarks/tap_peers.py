@@ -229,18 +229,22 @@ class RssSampler:
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak_main = self.peak_children = 0
         self.baseline = self.rss()
         self.peak = self.baseline
 
     def rss(self) -> int:
-        total = 0
+        main = self._proc.memory_info().rss
+        children = 0
         # Children are listed at every sample: an async job's child lives a few seconds.
-        for p in [self._proc, *self._proc.children(recursive=True)]:
+        for p in self._proc.children(recursive=True):
             try:
-                total += p.memory_info().rss
+                children += p.memory_info().rss
             except psutil.NoSuchProcess:
                 pass
-        return total
+        self.peak_main = max(self.peak_main, main)
+        self.peak_children = max(self.peak_children, children)
+        return main + children
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -394,7 +398,8 @@ def measure(peers: list[Peer], args: argparse.Namespace, work: Path) -> dict[str
             for p in order(i):
                 with RssSampler(p.proc) as rss:
                     res = p.run_async(adql, maxrec=2 * args.expect_rows, sink=sink)
-                res.update(rss_before_mib=rss.baseline / 2**20, rss_peak_mib=rss.peak / 2**20)
+                res.update(rss_before_mib=rss.baseline / 2**20, rss_peak_mib=rss.peak / 2**20,
+                           rss_peak_main_mib=rss.peak_main / 2**20, rss_peak_children_mib=rss.peak_children / 2**20)  # fmt: skip
                 if i == 0:
                     n, _, status = votable_rows(sink)
                     res.update(rows=n, status=status)
@@ -434,15 +439,16 @@ def summarize(out: dict[str, Any], names: list[str]) -> list[str]:
     x, y = out[a]["sync"], out[b]["sync"]
     lines.append(f"| server peak RSS (MiB), 100,000 rows sync | {x['rss_peak_mib']:,.0f} | {y['rss_peak_mib']:,.0f} | "
                  f"{ratio(x['rss_peak_mib'], y['rss_peak_mib'])} |")  # fmt: skip
-    lines += ["", "| peer | async run | rows | submit to COMPLETED (s) | download (s) | total (s) | rows/s | server RSS before → peak (MiB) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += ["", "| peer | async run | rows | submit to COMPLETED (s) | download (s) | total (s) | rows/s | server RSS before → peak (MiB) | peak: server process + job processes (MiB) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for name in names:
         for label in ("async_10k", "async_1m"):
             runs = out[name][label]
             for i, r in enumerate(runs, 1):
                 n = runs[0]["rows"]
                 lines.append(f"| {name} | {label[6:]} #{i} | {n:,} | {r['run_s']:.2f} | {r['download_s']:.2f} | {r['seconds']:.2f} | "
-                             f"{n / r['seconds']:,.0f} | {r['rss_before_mib']:,.0f} → {r['rss_peak_mib']:,.0f} |")  # fmt: skip
+                             f"{n / r['seconds']:,.0f} | {r['rss_before_mib']:,.0f} → {r['rss_peak_mib']:,.0f} | "
+                             f"{r.get('rss_peak_main_mib', 0):,.0f} + {r.get('rss_peak_children_mib', 0):,.0f} |")  # fmt: skip
     return lines
 
 
