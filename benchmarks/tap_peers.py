@@ -1,8 +1,11 @@
 """skyledger's TAP service against GAVO DaCHS serving the same rows.
 
     python benchmarks/tap_peers.py prepare --workdir /var/tmp/tapbench      # once: rows into both
-    sudo bash benchmarks/dachs/setup.sh /var/tmp/tapbench/spectra.csv       # once: DaCHS table + server
-    python benchmarks/tap_peers.py run --workdir /var/tmp/tapbench          # the measurements
+    bash benchmarks/dachs/setup.sh /var/tmp/tapbench/spectra.csv            # once, as root: DaCHS table + server
+    python benchmarks/tap_peers.py run --workdir /var/tmp/tapbench          # the measurements (~3 min)
+    python benchmarks/tap_peers.py sql-floor --workdir /var/tmp/tapbench    # the databases' part alone
+
+docs/benchmarks.md ("Query service vs GAVO DaCHS") has the set-up and the results.
 
 ``prepare`` makes ``--rows`` (1,000,000) seeded synthetic catalogue entries on a
 survey-like footprint (ra 120..180 deg, dec -10..+14 deg, uniform on the sphere within
