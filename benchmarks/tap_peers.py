@@ -464,7 +464,7 @@ def sql_floor(args: argparse.Namespace) -> None:
     from skyledger.api.service.adql import translate
 
     work = args.workdir.resolve()
-    state = json.loads((work / "skyledger.json").read_text())
+    state = open_state(work)
     cols = ", ".join(COLUMNS)
     cone = f"SELECT {cols} FROM \"catalog\".spectra WHERE 1=CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 150.0, 2.0, 0.1))"
     top = f"SELECT TOP 100000 {cols} FROM \"catalog\".spectra"
@@ -496,9 +496,19 @@ def server_version(conninfo: str) -> str:
         return conn.execute("SHOW server_version").fetchone()[0]
 
 
+def open_state(work: Path) -> dict[str, Any]:
+    """What ``prepare`` left, with its embedded server running again (after a reboot or
+    ``embedded.stop``, the query login's socket is gone)."""
+    from skyledger.schema import embedded
+
+    state = json.loads((work / "skyledger.json").read_text())
+    embedded.start(work / "pgdata")
+    return state
+
+
 def run(args: argparse.Namespace) -> None:
     work = args.workdir.resolve()
-    state = json.loads((work / "skyledger.json").read_text())
+    state = open_state(work)
     args.expect_rows = state["rows"]
     started = None
     peers = []
