@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -486,7 +486,6 @@ class Stream:
     chunks: Iterator[list[tuple[Any, ...]]]
     rows: int = 0
     truncated: bool = False
-    _cursor: Any = field(default=None, repr=False)
 
 
 @contextmanager
@@ -513,7 +512,7 @@ def stream_statement(
         except psycopg.Error as err:
             raise _query_error(err, limits) from err
         stream = cur.stream(statement, **kwargs)
-        result = Stream(described[0], described[1], iter(()), _cursor=cur)
+        result = Stream(described[0], described[1], iter(()))
 
         def chunks() -> Iterator[list[tuple[Any, ...]]]:
             chunk: list[tuple[Any, ...]] = []

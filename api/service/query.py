@@ -98,7 +98,12 @@ class Result:
         self.stream = stream
 
     def close(self) -> None:
-        self._stack.close()
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()  # a writer's own clean-up (FITS's spool file) when it was not read to its end
+        finally:
+            self._stack.close()
 
     def __enter__(self) -> Result:  # noqa: PYI034 - final class
         return self

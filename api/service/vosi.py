@@ -114,11 +114,8 @@ def read_tap_schema(settings: Settings) -> dict[str, list[dict[str, Any]]]:
                 names = [c.name for c in cur.description]
                 out[key] = [dict(zip(names, row)) for row in cur]
             return out
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        # INTERIM until the tap_schema migration (sibling tapschema) is merged on this branch.
-        from skyledger.schema.tap import catalog_tap_tables, tap_schema_rows
-
-        return tap_schema_rows(catalog_tap_tables(), {"catalog": "skyledger catalogue views"})
+    except psycopg.Error as err:
+        raise QueryError(f"TAP_SCHEMA cannot be read ({err}); run `skyledger db upgrade`") from err
 
 
 def _column(c: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """The query service under test: a real uvicorn server in a thread, on a free port, over
 a fresh migrated database holding a few real spectra (the bundled SDSS, LEGA-C and DESI
-files, ingested through skyledger.ingest as `skyledger ingest` does).
+files, ingested through skyledger.ingest as `skyledger ingest` does) and results (the
+`lines` and `abundances` tasks run on them, as `skyledger process` does).
 
 Fixture ``tap_server`` (module scope: one ingest per test module) yields an object with
 ``.url`` ("http://127.0.0.1:PORT"), ``.settings`` (the service's; ``query_url`` is the
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import uvicorn
 from psycopg import sql
+from skyledger.compute.framework.registry import get_task
+from skyledger.compute.framework.runner import process
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import connect
@@ -35,6 +39,8 @@ SPECTRA_FILES = [
     SAMPLE / "legac_M19_56670_v3.0.fits",
     Path(__file__).resolve().parents[2] / "data" / "desi" / "coadd-5-169-thru20210419.fits",
 ]
+#: Compute tasks run on them, so that the result views (catalog.lines, ...) have rows.
+RESULT_TASKS = ("lines", "abundances")
 
 
 @dataclass
@@ -92,6 +98,14 @@ def tap_database(server, template_url, tmp_path_factory):
         summary = ingest_paths(db, SPECTRA_FILES)
         loaded = [o for o in summary.outcomes if o.status == "loaded"]
         assert len(loaded) == len(SPECTRA_FILES), [(o.status, o.reason) for o in summary.outcomes]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # four spectra: one thread is faster on a busy machine
+        try:
+            for task in RESULT_TASKS:
+                run = process(db, get_task(task), device="cpu", batch_size=16)
+                assert run.status == "succeeded", (task, run)
+        finally:
+            torch.set_num_threads(threads)
     finally:
         db.dispose()
     yield owner
