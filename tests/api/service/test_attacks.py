@@ -373,6 +373,8 @@ def _attack_outcomes(client: httpx.Client, attack: Attack) -> list[Outcome]:
 def test_every_attack_as_raw_text_is_refused_on_sync_and_async(attacked, client, unchanged):
     failures = []
     with SessionWatch(attacked.settings) as watch:
+        # One statement that surely runs long enough to be seen (until the short timeout).
+        failures += problems(classify("slow", sync_post(client, SLOW_ADQL)), must_refuse=True)
         for attack in ATTACKS:
             for outcome in _attack_outcomes(client, attack):
                 # Statements the read path answers harmlessly (LISTEN, text with ':x') may
@@ -492,6 +494,8 @@ ADQL_ATTACKS: list[tuple[str, str, bool]] = [
 def test_every_attack_as_adql_is_refused(attacked, client, unchanged):
     failures = []
     with SessionWatch(attacked.settings) as watch:
+        # One statement that surely runs long enough to be seen (until the short timeout).
+        failures += problems(classify("slow", sync_post(client, SLOW_ADQL)), must_refuse=True)
         for name, query, must_refuse in WRAPPED + ADQL_ATTACKS:
             for outcome in (classify("sync POST", sync_post(client, query)), run_async(client, {"QUERY": query})):
                 failures += [f"{name}: {p}" for p in problems(outcome, must_refuse=must_refuse, settings=attacked.settings)]

@@ -6,8 +6,10 @@ afterwards no session of the query login is left and the service still answers."
 from __future__ import annotations
 
 import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -190,3 +192,59 @@ def test_slow_queries_among_them_end_by_their_timeouts_and_free_everything(busy)
     assert failures == [], "\n".join(failures)
     assert n_sync >= 1 and n_async >= 1, (n_sync, n_async)
     _after_the_load(base, busy.settings, reference)
+
+
+#: A client that stops reading must not keep a sync slot longer than this (a generous
+#: multiple of the statement timeout below; only a slot held for good takes longer).
+STALL_BOUND_S = 90.0
+STALLED = {"tap_sync_concurrency": 2, "tap_sync_wait_s": 1.0, "tap_sync_timeout_s": 5.0}
+
+
+@pytest.fixture(scope="module")
+def stall_server(tap_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("stall") / "home"
+    home.mkdir()
+    srv = start_server(tap_server.settings.model_copy(update=STALLED | {"home": home}))
+    yield srv
+    stop_server(srv)
+
+
+def test_clients_that_stop_reading_do_not_hold_the_sync_slots_for_ever(stall_server):
+    """As many clients as there are sync slots ask for a large result and never read it,
+    keeping their connections open: the responses stall once the socket buffers fill.
+    Within a bound (a multiple of the statement timeout), the service answers others again
+    — else a handful of idle connections would refuse every sync query for as long as they
+    stay open."""
+    where = urlsplit(stall_server.url)
+    big = ("SELECT a.description, b.description AS d2 FROM TAP_SCHEMA.columns AS a, TAP_SCHEMA.columns AS b")
+    body = urlencode({"LANG": "ADQL", "QUERY": big, "MAXREC": "100000", "RESPONSEFORMAT": "csv"}).encode()
+    head = (b"POST /tap/sync HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n") % (where.netloc.encode(), len(body))
+    stalled = []
+    try:
+        for _ in range(STALLED["tap_sync_concurrency"]):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((where.hostname, where.port))
+            sock.sendall(head + body)
+            stalled.append(sock)
+        # The stalled responses have started (their first bytes are waiting in our buffers).
+        for sock in stalled:
+            sock.settimeout(REQUEST_TIMEOUT_S)
+            assert sock.recv(12).startswith(b"HTTP/1.1"), "no response started"
+        probe = "SELECT TOP 1 table_name FROM TAP_SCHEMA.tables"
+        deadline = time.monotonic() + STALL_BOUND_S
+        answered = None
+        while time.monotonic() < deadline:
+            outcome = _sync(stall_server.url, probe)
+            assert outcome.status in (200, 503), outcome.describe()
+            if outcome.status == 200:
+                answered = outcome
+                break
+            time.sleep(1.0)
+        assert answered is not None, (
+            f"{len(stalled)} clients that stopped reading still hold every sync slot after {STALL_BOUND_S:g} s "
+            f"(sessions of the query login now: {[(s[3], s[4][:60]) for s in _query_sessions(stall_server.settings)]})")
+    finally:
+        for sock in stalled:
+            sock.close()
