@@ -20,6 +20,7 @@ from skyledger.schema.settings import Settings
 from . import scs, spectra
 from .http import VOTABLE, base_url, request_items, stream_body, votable_error
 from .tap import router as tap_router
+from .tap import sync_delivery_s
 from .uws import JobManager
 
 __all__ = ["create_app"]
@@ -58,7 +59,7 @@ def _add_data_routes(app: FastAPI) -> None:
             )
         except (QueryError, DatabaseError) as err:
             return Response(scs.scs_error(str(err)), media_type=VOTABLE)
-        return stream_body(result.body, result.close, result.media_type)
+        return stream_body(result.body, result.close, result.media_type, deadline_s=sync_delivery_s(s))
 
     @app.get("/spectra/{spectrum_id}")
     async def spectrum(request: Request, spectrum_id: str, format: str = "fits") -> Response:

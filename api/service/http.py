@@ -58,9 +58,35 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def stream_body(body: Iterator[bytes], close, media_type: str, headers: dict[str, str] | None = None) -> StreamingResponse:
+class _DeadlineResponse(StreamingResponse):
+    """A streaming response that must be delivered within ``deadline_s``: a client that
+    stops reading (its socket buffers full, every send waiting) would otherwise keep the
+    statement, its connection and its sync slot for as long as it keeps the connection open."""
+
+    def __init__(self, content, *, deadline_s: float | None, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self.deadline_s = deadline_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.deadline_s is None:
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            with anyio.move_on_after(self.deadline_s):
+                await super().__call__(scope, receive, send)
+        finally:
+            # The body's own finally (the statement's close) runs now, not at garbage collection.
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+
+
+def stream_body(
+    body: Iterator[bytes], close, media_type: str, headers: dict[str, str] | None = None, *,
+    deadline_s: float | None = None,
+) -> StreamingResponse:
     """Stream a blocking iterator from worker threads; ``close`` runs however the
-    response ends (finished, failed, client gone), so no statement or connection outlives it."""
+    response ends (finished, failed, client gone, ``deadline_s`` passed), so no statement
+    or connection outlives it."""
 
     async def chunks():
         try:
@@ -73,4 +99,4 @@ def stream_body(body: Iterator[bytes], close, media_type: str, headers: dict[str
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(close)
 
-    return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+    return _DeadlineResponse(chunks(), deadline_s=deadline_s, media_type=media_type, headers=headers)

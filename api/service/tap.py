@@ -73,7 +73,14 @@ async def sync(request: Request) -> Response:
         finally:
             slots.release()
 
-    return stream_body(result.body, close, result.media_type)
+    return stream_body(result.body, close, result.media_type, deadline_s=sync_delivery_s(s))
+
+
+def sync_delivery_s(settings) -> float:
+    """How long a sync response may take to reach its client, from its first byte: twice
+    the statement timeout and half a minute more (150 s by default). A client that stops
+    reading loses the rest of the response, and the service its slot back."""
+    return 2 * settings.tap_sync_timeout_s + 30.0
 
 
 # ---------------------------------------------------------------------- async (UWS)
