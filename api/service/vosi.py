@@ -127,7 +127,7 @@ def _column(c: dict[str, Any]) -> str:
         f"<column><name>{escape(c['column_name'])}</name><description>{escape(c.get('description') or '')}</description>"
         + (f"<unit>{escape(c['unit'])}</unit>" if c.get("unit") else "")
         + (f"<ucd>{escape(c['ucd'])}</ucd>" if c.get("ucd") else "")
-        + f'<dataType xsi:type="vs:TAPType"{arraysize}{xtype}>{escape(c["datatype"])}</dataType>{flags}</column>'
+        + f'<dataType xsi:type="vs:VOTableType"{arraysize}{xtype}>{escape(c["datatype"])}</dataType>{flags}</column>'
     )
 
 
