@@ -390,68 +390,7 @@ def _query_error(err: psycopg.Error, limits: Limits) -> QueryError:
     return QueryError(f"the database rejected the query: {primary}")
 
 
-def _describe(conn: psycopg.Connection, statement: str) -> list[str]:
-    """Column names of a statement that returned no rows (a stream of none carries no
-    description): Parse and Describe it again, which plans nothing and runs nothing."""
-    pgconn = conn.pgconn
-    encoding = conn.info.encoding
-    pgconn.prepare(b"", statement.encode(encoding))
-    described = pgconn.describe_prepared(b"")
-    if described.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        return []
-    return [(described.fname(i) or b"").decode(encoding) for i in range(described.nfields)]
-
-
 _NO_RESULT = "didn't produce a result"
-
-
-def run_statement(conn: psycopg.Connection, statement: str, limits: Limits) -> QueryResult:
-    """Run one statement on a reader connection; at most ``limits.max_rows`` rows come back.
-
-    The transaction is rolled back afterwards, whatever the statement was, and the
-    connection is closed when it cannot be (a COPY left half-way).
-    """
-    if len(statement) > limits.max_statement_chars:
-        raise QueryError(
-            f"the statement is {len(statement):,} characters long; at most {limits.max_statement_chars:,} are accepted"
-        )
-    if "\x00" in statement:
-        raise QueryError("the statement contains a NUL character")
-    # stream() sends with the extended protocol (one statement per Parse; a second is a
-    # server error) and no parameters (so ':x' or '%s' in the text is just text), and
-    # fetches rows in chunks: the row cap bounds the client's memory.
-    kwargs = {"size": min(limits.max_rows + 1, 1000)} if psycopg.pq.version() >= 170000 else {}
-    rows: list[tuple[Any, ...]] = []
-    columns: list[str] | None = None
-    truncated = False
-    cur = conn.cursor()
-    stream = cur.stream(statement, **kwargs)
-    try:
-        try:
-            for row in stream:
-                if columns is None:
-                    columns = [c.name for c in cur.description or ()]
-                if len(rows) == limits.max_rows:
-                    truncated = True
-                    break
-                rows.append(tuple(row))
-        finally:
-            stream.close()  # on a break: psycopg cancels the rest of the statement
-        if columns is None:
-            columns = _describe(conn, statement)
-    except psycopg.ProgrammingError as err:
-        if _NO_RESULT not in str(err):
-            raise _query_error(err, limits) from err
-        columns = []  # a command without rows (SET, LISTEN, ...): undone by the rollback below
-    except psycopg.Error as err:
-        raise _query_error(err, limits) from err
-    finally:
-        cur.close()
-        try:
-            conn.rollback()
-        except psycopg.Error:
-            conn.close()
-    return QueryResult(columns, rows, truncated)
 
 
 def _check_text(statement: str, limits: Limits) -> None:
@@ -510,8 +449,11 @@ def stream_statement(
         try:
             described = _describe_types(conn, statement)
             if described is None:
-                # Let the server say what is wrong, with the mapping every run uses.
-                cur.execute(statement)
+                # Let the server say what is wrong, with the mapping every run uses. Through
+                # stream(), the extended protocol: execute() without parameters sends the
+                # simple protocol, which would run every statement of "COMMIT; DROP ...".
+                for _ in cur.stream(statement):
+                    break
                 described = ([], [])
         except psycopg.Error as err:
             raise _query_error(err, limits) from err
@@ -551,6 +493,18 @@ def stream_statement(
             conn.rollback()
         except psycopg.Error:
             conn.close()
+
+
+def run_statement(conn: psycopg.Connection, statement: str, limits: Limits) -> QueryResult:
+    """Run one statement on a reader connection; at most ``limits.max_rows`` rows come back.
+
+    :func:`stream_statement` with its rows gathered: the transaction is rolled back
+    afterwards, whatever the statement was, and the connection is closed when it cannot
+    be (a COPY left half-way).
+    """
+    with stream_statement(conn, statement, limits) as stream:
+        rows = [row for chunk in stream.chunks for row in chunk]
+    return QueryResult(stream.columns, rows, stream.truncated)
 
 
 def run_reader_query(settings: Settings, statement: str, limits: Limits | None = None) -> QueryResult:

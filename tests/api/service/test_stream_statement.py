@@ -37,6 +37,10 @@ def test_an_exact_fit_is_not_truncated_and_no_rows_still_describe_the_columns(re
 
 @pytest.mark.parametrize("statement, error, fragment", [
     ("SELECT 1; SELECT 2", QueryError, "more than one SQL statement"),
+    # Refused as two statements, never run one after the other (the second would meet
+    # only the read-only transaction and the reader's privileges).
+    ("COMMIT; DROP TABLE survey", QueryError, "more than one SQL statement"),
+    ("SET default_transaction_read_only = off; CREATE TABLE catalog.x (a int)", QueryError, "more than one SQL statement"),
     ("SELEC 1", QueryError, "syntax error"),
     ("CREATE TABLE catalog.x (a int)", QueryError, ""),
     ("SELECT 1 FROM pg_catalog.pg_authid", QueryError, "catalogue reader"),
