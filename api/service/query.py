@@ -140,10 +140,9 @@ def _tap_tables(conn: psycopg.Connection) -> set[str]:
 def check_tables(sql: str, known: set[str]) -> None:
     """Refuse a statement that reads a table TAP_SCHEMA does not list.
 
-    A reader may read some of PostgreSQL's own catalogs (pg_settings, pg_roles,
-    pg_stat_activity, which shows the text of other people's running queries under the
-    same login) and alembic_version; TAP offers the tables it lists, so the service
-    refuses the rest before the database sees them. The table functions the translator
+    A reader may read some of PostgreSQL's own catalogs (pg_settings, pg_roles; not
+    pg_stat_activity, which migration 0024 takes away) and alembic_version; TAP offers
+    the tables it lists, so the service refuses the rest before the database sees them. The table functions the translator
     writes (catalog.cone_search...) live in schema catalog.
     """
     import sqlglot
