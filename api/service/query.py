@@ -268,7 +268,7 @@ class _Primed:
         self._body = body
         self._first: bytes | None = next(body, None)
 
-    def __iter__(self) -> _Primed:  # noqa: PYI034 - final class
+    def __iter__(self) -> _Primed:
         return self
 
     def __next__(self) -> bytes:

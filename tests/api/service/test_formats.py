@@ -616,9 +616,9 @@ def test_fits_failing_part_way_raises_before_any_byte():
 
 @pytest.mark.parametrize("fmt", ["votable", "votable/td", "error", "votable failing", "votable/td failing"])
 def test_votable_is_valid_against_the_votable_1_4_schema(fmt):
-    from lxml import etree
-
     from importlib.resources import files
+
+    from lxml import etree
 
     xsd = files("astropy.io.votable") / "data" / "VOTable.v1.4.xsd"
     schema = etree.XMLSchema(etree.parse(str(xsd)))

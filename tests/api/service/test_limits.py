@@ -12,6 +12,8 @@ import pytest
 import requests
 from sqlalchemy import make_url
 
+from tests.api.service.conftest import SPECTRA_FILES
+
 #: Four spectra joined with themselves 14 times: 4**14 rows to count, far longer than
 #: any limit below (each test's limit cancels it).
 SLOW = "SELECT COUNT(*) AS n FROM " + ", ".join(f"catalog.spectra AS t{i}" for i in range(14))
@@ -188,11 +190,13 @@ def test_sync_csv_failing_part_way_is_an_incomplete_transfer(start_tap_server, f
     srv = start_tap_server(tap_sync_concurrency=1)
     params = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": FAILS_LATE, "RESPONSEFORMAT": fmt}
     received = bytearray()
-    with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):  # noqa: PT012
-        with httpx.stream("POST", srv.url + "/tap/sync", data=params, timeout=300) as r:
-            assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
-            for part in r.iter_bytes():
-                received += part
+    with (
+        pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"),
+        httpx.stream("POST", srv.url + "/tap/sync", data=params, timeout=300) as r,
+    ):
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+        for part in r.iter_bytes():
+            received += part
     assert received.count(b"\n") > 1000  # rows had arrived before the failure
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         sync(srv, FAILS_LATE, RESPONSEFORMAT=fmt)
@@ -206,6 +210,15 @@ def test_sync_fits_failing_part_way_is_an_error_document(tap_server):
     r = sync(tap_server, FAILS_LATE, RESPONSEFORMAT="fits")
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-votable+xml")
     assert b'value="ERROR"' in r.content and b"division by zero" in r.content
+    # A query that does not fail is still FITS, all of it (its first bytes made before the response).
+    import io
+
+    from astropy.io import fits
+
+    r = sync(tap_server, QUERY, RESPONSEFORMAT="fits")
+    assert r.headers["content-type"] == "application/fits"
+    with fits.open(io.BytesIO(r.content)) as hdul:
+        assert len(hdul["RESULTS"].data) == len(SPECTRA_FILES) and hdul[0].header["QSTATUS"] == "OK"
 
 
 @pytest.mark.parametrize("fmt", ["votable", "csv"])
