@@ -422,13 +422,17 @@ def _describe_types(conn: psycopg.Connection, statement: str) -> tuple[list[str]
 class Stream:
     """A statement's rows as they arrive: ``chunks`` yields lists of at most
     ``chunk_rows`` rows and stops at ``limits.max_rows``; ``truncated`` becomes True
-    when it stopped there with more rows behind."""
+    when it stopped there with more rows behind. ``error`` is the :class:`QueryError`
+    ``chunks`` raised when the statement failed part-way (a later row's error, the
+    statement timeout), kept so that whoever gets the rows through a writer that turns
+    the error into a status (a VOTable) can still tell the result is not whole."""
 
     columns: list[str]
     types: list[str]
     chunks: Iterator[list[tuple[Any, ...]]]
     rows: int = 0
     truncated: bool = False
+    error: QueryError | None = None
 
 
 @contextmanager
@@ -476,9 +480,11 @@ def stream_statement(
                     yield chunk
             except psycopg.ProgrammingError as err:
                 if _NO_RESULT not in str(err):
-                    raise _query_error(err, limits) from err
+                    result.error = _query_error(err, limits)
+                    raise result.error from err
             except psycopg.Error as err:
-                raise _query_error(err, limits) from err
+                result.error = _query_error(err, limits)
+                raise result.error from err
             finally:
                 stream.close()  # on a break: psycopg cancels the rest of the statement
 

@@ -8,9 +8,18 @@ of rows (FITS, whose header holds the row count, spools to a temporary file firs
 - VOTable 1.4, BINARY2 (TAP's default) or TABLEDATA: :mod:`.votable`;
 - CSV and TSV with a header row: NULL is an empty field, arrays are space-separated
   (DALI), booleans ``true``/``false``, timestamps ISO 8601;
-- JSON: ``{"metadata": [...], "data": [[...], ...], "query_status": "OK"|"OVERFLOW"}``;
-  NULL and NaN are ``null``;
+- JSON: ``{"metadata": [...], "data": [[...], ...], "query_status": "OK"|"OVERFLOW"|"ERROR"}``
+  (with ``"message"`` when ERROR); NULL and NaN are ``null``;
 - FITS: a binary table with TUNIT, TUCD and TCOMM: :mod:`.fitstable`.
+
+A statement can fail after its first rows were written (an error in a later row, the
+statement timeout): the chunk iterator raises :class:`QueryError` part-way. VOTable and
+JSON end their data after the last whole row and say ``QUERY_STATUS`` ``ERROR`` with the
+message at the end, where TAP clients look (the document stays valid). CSV and TSV have no
+place for a status, and a last line would read as data: the error is raised on, and the
+HTTP layer aborts the response (no final chunk of the chunked transfer), so a client sees
+an incomplete transfer rather than a short table that looks whole. FITS spools every row
+before its first byte, so its error comes before anything is sent (an error document).
 """
 
 from __future__ import annotations
@@ -102,24 +111,49 @@ def stream_result(
     ``overflow`` says the result was cut at MAXREC (TAP's OVERFLOW status); it may be a
     callable, asked after the last chunk. ``infos`` are extra name/value pairs (the query,
     the request id): VOTable INFOs, FITS header comments, JSON ``infos``.
+
+    A :class:`QueryError` out of ``chunks`` ends a VOTable or JSON result with status
+    ERROR and its message; CSV, TSV and FITS raise it (see the module's text).
     """
     if fmt.serialization is not None:
+        rows = _Rows(chunks)
         return votable_stream(
             fields,
-            chunks,
+            rows,
             serialization=fmt.serialization,
             overflow=overflow,
+            error=rows.message,
             infos=infos,
         )
     if fmt.name in ("csv", "tsv"):
         return _delimited(fields, chunks, "\t" if fmt.name == "tsv" else ",")
     if fmt.name == "json":
-        return _json(fields, chunks, overflow, infos)
+        rows = _Rows(chunks)
+        return _json(fields, rows, overflow, rows.message, infos)
     if fmt.name == "fits":
         from .fitstable import fits_stream  # astropy.io.fits, only when asked for
 
         return fits_stream(fields, chunks, overflow=overflow, infos=infos)
     raise QueryError(f"no writer for format {fmt.name!r}")
+
+
+class _Rows:
+    """The chunks of a result, ending early, without an exception, when reading them
+    raises :class:`QueryError` (the statement failed after its first rows); ``message()``
+    is then that error's text, for the writer to end its document with."""
+
+    def __init__(self, chunks: Iterable[Sequence[tuple]]) -> None:
+        self._chunks = chunks
+        self.error: QueryError | None = None
+
+    def __iter__(self) -> Iterator[Sequence[tuple]]:
+        try:
+            yield from self._chunks
+        except QueryError as err:
+            self.error = err
+
+    def message(self) -> str | None:
+        return None if self.error is None else str(self.error)
 
 
 def _is_overflow(overflow: bool | Callable[[], bool]) -> bool:
@@ -188,7 +222,7 @@ def _json_metadata(field: Field, enc: Encoding) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _json(fields, chunks, overflow, infos) -> Iterator[bytes]:
+def _json(fields, chunks, overflow, error, infos) -> Iterator[bytes]:
     encs = [encoding(f) for f in fields]
     metadata = json.dumps([_json_metadata(f, e) for f, e in zip(fields, encs)], ensure_ascii=False)
     yield f'{{"metadata": {metadata},\n"data": ['.encode()
@@ -198,6 +232,10 @@ def _json(fields, chunks, overflow, infos) -> Iterator[bytes]:
         text = ",\n".join(json.dumps(list(row), ensure_ascii=False, allow_nan=False) for row in zip(*columns))
         yield (separator + text).encode("utf-8")
         separator = ",\n"
-    status = "OVERFLOW" if _is_overflow(overflow) else "OK"
-    tail = f'],\n"query_status": "{status}", "infos": {json.dumps(infos or {}, ensure_ascii=False)}}}\n'
+    message = error()
+    if message is not None:
+        status = f'"ERROR", "message": {json.dumps(message, ensure_ascii=False)}'
+    else:
+        status = '"OVERFLOW"' if _is_overflow(overflow) else '"OK"'
+    tail = f'],\n"query_status": {status}, "infos": {json.dumps(infos or {}, ensure_ascii=False)}}}\n'
     yield tail.encode("utf-8")

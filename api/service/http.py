@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from urllib.parse import parse_qsl
 
@@ -15,6 +16,8 @@ from .formats import error_document
 __all__ = ["VOTABLE", "base_url", "request_items", "request_params", "stream_body", "votable_error"]
 
 VOTABLE = "application/x-votable+xml"
+
+log = logging.getLogger(__name__)
 
 #: Largest form body read (a query is at most readpath's 100,000 characters).
 MAX_FORM_BYTES = 1 << 20
@@ -68,6 +71,17 @@ class _DeadlineResponse(StreamingResponse):
         self.deadline_s = deadline_s
 
     async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self._deliver(scope, receive, send)
+        except QueryError as err:
+            # The statement failed after the response began, in a format with no place for a
+            # status (CSV, TSV; VOTable and JSON end with QUERY_STATUS=ERROR instead). Returning
+            # without the body's last message makes the server close the connection without
+            # the final chunk: the client sees an incomplete transfer, not a short table that
+            # looks whole.
+            log.warning("a streamed result was aborted part-way: %s", err)
+
+    async def _deliver(self, scope, receive, send) -> None:
         if self.deadline_s is None:
             await super().__call__(scope, receive, send)
             return

@@ -248,12 +248,38 @@ def _open(settings, plan, *, fmt: Format, timeout_s: float, infos=None, override
                 yield from stream.chunks
 
         body = stream_result(fmt, fields, chunks(), overflow=lambda: stream.truncated, infos=infos or {})
+        if fmt.name == "fits":
+            body = _Primed(body)
         if datalink_url and getattr(fmt, "serialization", None) and "spectrum_id" in stream.columns:
             body = with_datalink(body, "spectrum_id", datalink_url)
         return Result(fmt, body, stack, stream)
     except BaseException:
         stack.close()
         raise
+
+
+class _Primed:
+    """``body`` with its first chunk made now. The FITS writer reads every row (to a
+    spool) before its first byte, so a statement failing on a late row fails here, in
+    open_result, and is answered with an error document instead of a broken response."""
+
+    def __init__(self, body: Iterator[bytes]) -> None:
+        self._body = body
+        self._first: bytes | None = next(body, None)
+
+    def __iter__(self) -> _Primed:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return next(self._body)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
 
 def _xml_attr(text: str) -> str:

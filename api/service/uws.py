@@ -326,6 +326,10 @@ class JobManager:
                             "ask for fewer rows (MAXREC, TOP) or fewer columns"
                         )
                     out.write(chunk)
+                if result.stream.error is not None:
+                    # The statement failed part-way; the writer ended the file with QUERY_STATUS
+                    # ERROR, but a job's result is whole or absent: the job ends in ERROR.
+                    raise result.stream.error
                 rows, overflow = result.stream.rows, bool(result.stream.truncated)
         except BaseException:
             path.unlink(missing_ok=True)

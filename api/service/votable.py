@@ -4,6 +4,10 @@ The document is ``RESOURCE type="results"`` with ``INFO name="QUERY_STATUS" valu
 the caller's INFOs (the query, the request id), one TABLE whose FIELDs carry name, type,
 unit, UCD, xtype and description, and, when the result was cut at MAXREC, a second
 ``QUERY_STATUS`` INFO with value ``OVERFLOW`` after the TABLE (clients take the last).
+When the statement fails after rows were sent (an error in a later row, the statement
+timeout), the data and the TABLE are closed after the last whole row and the INFO after
+the TABLE is ``QUERY_STATUS`` ``ERROR`` with the message (DALI 1.1, section 4.4.1), so the
+document stays valid and clients raise the error instead of taking a short table.
 
 Rows come in chunks and leave as bytes chunk by chunk: BINARY2 rows are packed with
 numpy a chunk at a time (null bitmap, big-endian values, 4-byte length before each
@@ -97,12 +101,14 @@ def votable_stream(
     *,
     serialization: str = "BINARY2",
     overflow: bool | Callable[[], bool] = False,
+    error: Callable[[], str | None] | None = None,
     infos: dict[str, str] | None = None,
 ) -> Iterator[bytes]:
     """The VOTable of ``fields`` and the rows of ``chunks``, as UTF-8 byte chunks.
 
     ``overflow`` may be a callable, asked once every chunk has been written (a streaming
-    query only knows whether it was cut at MAXREC once it has fetched its last row).
+    query only knows whether it was cut at MAXREC once it has fetched its last row);
+    ``error``, asked then too, is the message of a failure that ended the rows early.
     """
     encs = [encoding(f) for f in fields]
     head = [_HEAD, '<RESOURCE type="results">\n', _info("QUERY_STATUS", "OK")]
@@ -125,7 +131,10 @@ def votable_stream(
             yield tabledata_rows(rows, encs).encode("utf-8")
         yield b"</TABLEDATA></DATA>\n"
     tail = "</TABLE>\n"
-    if overflow() if callable(overflow) else overflow:
+    message = error() if error is not None else None
+    if message is not None:
+        tail += _info("QUERY_STATUS", "ERROR", message)
+    elif overflow() if callable(overflow) else overflow:
         tail += _info(
             "QUERY_STATUS",
             "OVERFLOW",

@@ -547,17 +547,86 @@ def test_memory_does_not_grow_with_the_row_count(fmt, small, large):
     assert large_peak < 1.3 * small_peak + 1_000_000  # ...the memory did not
 
 
+# -- a statement failing part-way ------------------------------------------------------------------
+
+FAILURE = 'division by zero <in row 4> & "more"'
+
+
+def failing_chunks(n_ok: int = 3):
+    """The first ``n_ok`` rows in chunks of one row, then the QueryError the read path raises
+    when the statement fails on a later row (or its timeout fires) after rows were sent."""
+    for row in ROWS[:n_ok]:
+        yield [row]
+    raise QueryError(FAILURE)
+
+
+def write_failing(fmt: str, *, overflow=False) -> bytes:
+    return b"".join(stream_result(resolve_format(fmt), FIELDS, failing_chunks(), overflow=overflow, infos=INFOS))
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td"])
+def test_votable_failing_part_way_ends_with_an_error_info(fmt):
+    data = write_failing(fmt, overflow=True)  # an error outranks an overflow
+    votable = read_votable(data)  # well-formed: the data, the TABLE and the document are closed
+    assert statuses(votable) == ["OK", "ERROR"]
+    assert data.index(b'value="ERROR"') > data.index(b"</TABLE>")
+    assert votable.resources[0].infos[-1].content == FAILURE
+    table = votable.get_first_table().to_table()
+    assert table["source_id"][0] == ROWS[0][0] and len(table) == 3  # the rows before the failure, whole
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td"])
+def test_pyvo_raises_the_error_of_a_votable_failing_part_way(fmt):
+    from pyvo.dal import TAPResults
+    from pyvo.dal.exceptions import DALQueryError
+
+    # pyvo takes the last QUERY_STATUS of the results RESOURCE: the ERROR after the TABLE.
+    with pytest.raises(DALQueryError) as err:
+        TAPResults(read_votable(write_failing(fmt)))
+    assert err.value.reason == FAILURE
+
+
+def test_json_failing_part_way_says_error_with_the_message():
+    doc = json.loads(write_failing("json", overflow=True))  # still valid JSON
+    assert doc["query_status"] == "ERROR" and doc["message"] == FAILURE
+    assert [row[0] for row in doc["data"]] == [ROWS[0][0], None, 3]
+    assert doc["infos"] == INFOS
+    assert "message" not in json.loads(write("json"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_delimited_failing_part_way_raises_after_the_rows_sent(fmt):
+    """CSV and TSV have no place for a status: the writer raises, after the header and the
+    rows before the failure, and the HTTP layer aborts the response."""
+    out = stream_result(resolve_format(fmt), FIELDS, failing_chunks(), overflow=False, infos=INFOS)
+    sent = [next(out) for _ in range(4)]  # the header, then one chunk per row
+    assert sent[0].startswith(b"source_id")
+    with pytest.raises(QueryError, match="division by zero"):
+        next(out)
+
+
+def test_fits_failing_part_way_raises_before_any_byte():
+    out = stream_result(resolve_format("fits"), FIELDS, failing_chunks(), overflow=False, infos=INFOS)
+    with pytest.raises(QueryError, match="division by zero"):
+        next(out)  # the rows are spooled before the header: nothing was written
+
+
 # -- schema ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["votable", "votable/td", "error"])
+@pytest.mark.parametrize("fmt", ["votable", "votable/td", "error", "votable failing", "votable/td failing"])
 def test_votable_is_valid_against_the_votable_1_4_schema(fmt):
-    from lxml import etree
-
     from importlib.resources import files
+
+    from lxml import etree
 
     xsd = files("astropy.io.votable") / "data" / "VOTable.v1.4.xsd"
     schema = etree.XMLSchema(etree.parse(str(xsd)))
-    data = service_error_document("no such table") if fmt == "error" else write(fmt, overflow=True)
+    if fmt == "error":
+        data = service_error_document("no such table")
+    elif fmt.endswith(" failing"):
+        data = write_failing(fmt.split()[0])
+    else:
+        data = write(fmt, overflow=True)
     document = etree.parse(io.BytesIO(data))
     assert schema.validate(document), schema.error_log

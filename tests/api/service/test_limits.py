@@ -12,6 +12,8 @@ import pytest
 import requests
 from sqlalchemy import make_url
 
+from tests.api.service.conftest import SPECTRA_FILES
+
 #: Four spectra joined with themselves 14 times: 4**14 rows to count, far longer than
 #: any limit below (each test's limit cancels it).
 SLOW = "SELECT COUNT(*) AS n FROM " + ", ".join(f"catalog.spectra AS t{i}" for i in range(14))
@@ -130,3 +132,101 @@ def test_execution_duration_and_destruction_can_be_lowered_not_raised(start_tap_
 def test_bad_parameters_are_error_documents(tap_server, params, message):
     r = requests.post(tap_server.url + "/tap/sync", data=params, timeout=30)
     assert r.status_code == 200 and b'value="ERROR"' in r.content and message in r.content
+
+
+# -- a statement failing after the first chunk of rows -----------------------------------------------
+
+#: 4**6 = 4,096 rows in the order of k, the sum of six spectrum ids; only the last row, every
+#: id the largest, divides by zero. The rows before it leave the database first, several of
+#: readpath's 1,000-row chunks of them, and the response has begun when the statement fails.
+_SUM = " + ".join(f"t{i}.spectrum_id" for i in range(1, 7))
+_SIX = ", ".join(f"catalog.spectra AS t{i}" for i in range(1, 7))
+FAILS_LATE = (
+    f"SELECT s.k, 1 / (s.k - 6 * m.top_id) AS v FROM (SELECT TOP 5000 {_SUM} AS k FROM {_SIX} ORDER BY k) AS s, "
+    "(SELECT MAX(spectrum_id) AS top_id FROM catalog.spectra) AS m"
+)
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td"])
+def test_sync_votable_failing_part_way_ends_with_an_error_info(tap_server, fmt):
+    import io
+    import warnings
+
+    from astropy.io.votable import parse
+    from astropy.io.votable.exceptions import VOWarning
+
+    r = sync(tap_server, FAILS_LATE, RESPONSEFORMAT=fmt)
+    assert r.status_code == 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VOWarning)
+        votable = parse(io.BytesIO(r.content))  # a whole, well-formed document
+    infos = [i for i in votable.resources[0].infos if i.name == "QUERY_STATUS"]
+    assert [i.value for i in infos] == ["OK", "ERROR"] and "division by zero" in infos[-1].content
+    rows = votable.get_first_table().to_table()
+    assert 1000 < len(rows) < 4**6  # more than the first chunk was sent before the failure
+    wait_until(lambda: reader_sessions(tap_server) == 0, what="no reader session left")
+
+
+def test_pyvo_raises_a_failure_part_way(tap_server):
+    import pyvo
+    from pyvo.dal.exceptions import DALQueryError
+
+    with pytest.raises(DALQueryError, match="division by zero"):
+        pyvo.dal.TAPService(tap_server.url + "/tap").run_sync(FAILS_LATE)
+
+
+def test_sync_json_failing_part_way_says_error(tap_server):
+    doc = sync(tap_server, FAILS_LATE, RESPONSEFORMAT="json").json()
+    assert doc["query_status"] == "ERROR" and "division by zero" in doc["message"]
+    assert len(doc["data"]) > 1000
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_sync_csv_failing_part_way_is_an_incomplete_transfer(start_tap_server, fmt):
+    """CSV has no place for a status: the response is aborted (no final chunk), and the
+    client's HTTP library raises instead of handing over a short table that looks whole."""
+    import httpx
+
+    srv = start_tap_server(tap_sync_concurrency=1)
+    params = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": FAILS_LATE, "RESPONSEFORMAT": fmt}
+    received = bytearray()
+    with (
+        pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"),
+        httpx.stream("POST", srv.url + "/tap/sync", data=params, timeout=300) as r,
+    ):
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+        for part in r.iter_bytes():
+            received += part
+    assert received.count(b"\n") > 1000  # rows had arrived before the failure
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        sync(srv, FAILS_LATE, RESPONSEFORMAT=fmt)
+    # The statement, its connection and the one sync slot were given back.
+    assert sync(srv, QUERY, RESPONSEFORMAT=fmt).status_code == 200
+    wait_until(lambda: reader_sessions(srv) == 0, what="no reader session left")
+
+
+def test_sync_fits_failing_part_way_is_an_error_document(tap_server):
+    """FITS spools every row before its first byte: the failure comes before the response."""
+    r = sync(tap_server, FAILS_LATE, RESPONSEFORMAT="fits")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-votable+xml")
+    assert b'value="ERROR"' in r.content and b"division by zero" in r.content
+    # A query that does not fail is still FITS, all of it (its first bytes made before the response).
+    import io
+
+    from astropy.io import fits
+
+    r = sync(tap_server, QUERY, RESPONSEFORMAT="fits")
+    assert r.headers["content-type"] == "application/fits"
+    with fits.open(io.BytesIO(r.content)) as hdul:
+        assert len(hdul["RESULTS"].data) == len(SPECTRA_FILES) and hdul[0].header["QSTATUS"] == "OK"
+
+
+@pytest.mark.parametrize("fmt", ["votable", "csv"])
+def test_async_failing_part_way_ends_in_error_without_a_result(tap_server, fmt):
+    url = _job(tap_server, FAILS_LATE, RESPONSEFORMAT=fmt)
+    wait_until(lambda: _finished(url), what="the job ending")
+    doc = requests.get(url, timeout=30).text
+    assert "<uws:phase>ERROR</uws:phase>" in doc and "division by zero" in doc
+    assert "<uws:result " not in doc  # the partial file is not offered...
+    assert requests.get(url + "/results/result", timeout=30).status_code == 404  # ...nor served
+    assert b"division by zero" in requests.get(url + "/error", timeout=30).content

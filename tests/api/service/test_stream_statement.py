@@ -70,3 +70,22 @@ def test_leaving_early_cancels_the_rest_and_the_connection_goes_on(reader):
         assert len(next(stream.chunks)) == 2
     assert conn.execute("SELECT 2").fetchone() == (2,)
     conn.rollback()
+
+
+@pytest.mark.parametrize("statement, timeout_s, fragment", [
+    # Row 8 divides by zero: rows 1 to 7 leave the server first.
+    ("SELECT 1 / (g - 8) AS v FROM generate_series(1, 10) AS g", 30, "division by zero"),
+    # Each row sleeps a tenth of a second: the timeout fires with rows sent, the rest not made.
+    ("SELECT g, pg_sleep(0.1)::text AS s FROM generate_series(1, 1000) AS g", 2, "cancelled"),
+])
+def test_failing_part_way_raises_after_rows_and_is_kept_on_the_stream(settings, statement, timeout_s, fragment):
+    """A statement failing after rows came (a later row's error, the statement timeout): the
+    chunks raise QueryError, and ``stream.error`` keeps it for whoever sees only the rows."""
+    limits = Limits(max_rows=10_000, statement_timeout_s=timeout_s)
+    with connect_reader(settings, limits) as conn:
+        received = []
+        with pytest.raises(QueryError, match=fragment), stream_statement(conn, statement, limits, chunk_rows=1) as stream:
+            for chunk in stream.chunks:
+                received += chunk
+        assert received and stream.error is not None and fragment in str(stream.error)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
