@@ -36,6 +36,9 @@ def create(
     out: Annotated[
         Optional[Path], typer.Option(help="Directory for the files (default: SKYLEDGER_HOME/releases/NAME); must not exist.")
     ] = None,
+    hats: Annotated[
+        bool, typer.Option("--hats", help="Also write the tables with sky positions as HATS catalogues (hats/TABLE/) for lsdb.")
+    ] = False,
 ) -> None:
     """Freeze a collection: SQL schema NAME plus FITS, ECSV, Parquet, datamodel.md and manifest.json."""
     from .releases import check_name, create_release
@@ -46,7 +49,7 @@ def create(
     try:
         summary = create_release(
             db, name, collection=collection, notes=notes, out_dir=out or settings.releases_dir / name,
-            on_table=lambda c: typer.echo(f"  {c.table.name}: {c.n_rows:,} rows"),
+            on_table=lambda c: typer.echo(f"  {c.table.name}: {c.n_rows:,} rows"), hats=hats,
         )
     finally:
         db.dispose()

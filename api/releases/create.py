@@ -32,6 +32,7 @@ from .datamodel import datamodel_markdown
 from .ecsv import EcsvWriter
 from .errors import ReleaseError
 from .fits import FitsWriter
+from .hats import HATS_FORMAT, HatsTable, write_hats
 from .digest import TableDigest
 from .freeze import freeze_tables, load_search_path, record_digests, table_content
 from .parquet import ParquetTableWriter
@@ -121,7 +122,7 @@ def _describe(directory: Path, rel: str, fmt: str, table: str | None, n_rows: in
 
 
 def _manifest(info: ReleaseInfo, runs: list[RunRef], contents: list[TableContent], files: list[ReleaseFile],
-              digests: dict[str, TableDigest]) -> str:
+              digests: dict[str, TableDigest], hats: list[HatsTable] | None = None) -> str:
     body = {
         "format_version": FORMAT_VERSION,
         "release": info.name,
@@ -139,6 +140,10 @@ def _manifest(info: ReleaseInfo, runs: list[RunRef], contents: list[TableContent
         # SHA-256 of each SQL table's rows (api/releases/digest.py); `release verify` recomputes them.
         "sql_tables": {t: {"rows": d.n_rows, "sha256": d.sha256} for t, d in digests.items()},
     }
+    if hats is not None:
+        # `release create --hats`: the HATS catalogues (their files are in "files" above).
+        body["hats"] = {h.table: {"directory": f"hats/{h.table}", "rows": h.rows, "rows_without_position": h.no_position}
+                        for h in hats}
     return json.dumps(body, indent=1) + "\n"
 
 
@@ -161,8 +166,13 @@ def create_release(
     collection: str = "current",
     notes: str | None = None,
     on_table: Callable[[TableContent], None] | None = None,
+    hats: bool = False,
 ) -> ReleaseSummary:
-    """Freeze ``collection`` as release ``name``: schema, rows and files, all or nothing."""
+    """Freeze ``collection`` as release ``name``: schema, rows and files, all or nothing.
+
+    ``hats``: also write the tables with sky positions as HATS catalogues under
+    ``hats/TABLE/`` (:mod:`.hats`), each of their files listed with its SHA-256.
+    """
     check_name(name)
     out_dir = Path(out_dir).expanduser().resolve()
     renamed = False
@@ -191,9 +201,12 @@ def create_release(
                     files += _write_table(conn, tmp, info, content)
                     if on_table is not None:
                         on_table(content)
+                written_hats = write_hats(conn, name, tmp, contents) if hats else None
+                for h in written_hats or ():
+                    files += [_describe(tmp, p, HATS_FORMAT, h.table, None) for p in h.paths]
                 (tmp / DATAMODEL).write_text(datamodel_markdown(info, contents, list(FORMATS)))
                 files.append(_describe(tmp, DATAMODEL, "md", None, None))
-                (tmp / MANIFEST).write_text(_manifest(info, runs, contents, files, digests))
+                (tmp / MANIFEST).write_text(_manifest(info, runs, contents, files, digests, written_hats))
                 files.append(_describe(tmp, MANIFEST, "json", None, None))
                 with conn.cursor() as cur:
                     cur.executemany(

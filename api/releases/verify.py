@@ -191,9 +191,7 @@ def verify_release(session: Session, name: str, directory: Path | None = None) -
     for f in files:
         report.problems += _check_file(where, f)
         report.files_checked += 1
-    known = {f.path for f in files}
-    extra = sorted(p.name for p in where.iterdir() if p.name not in known)
-    report.problems += [f"{p}: not part of the release" for p in extra]
+    report.problems += [f"{p}: not part of the release" for p in _extra(where, {f.path for f in files})]
     report.problems += _check_manifest(where, files, digests)
     conn = psycopg_connection(session)
     if digests:
@@ -205,6 +203,21 @@ def verify_release(session: Session, name: str, directory: Path | None = None) -
             f"database schema revision {DIGESTS_SINCE}); only its row counts were checked")
         report.problems += _check_counts(conn, name, files)
     return report
+
+
+def _extra(directory: Path, known: set[str], prefix: str = "") -> list[str]:
+    """Entries of ``directory`` no recorded path names. A subdirectory holding recorded
+    files (``hats/...``) is searched in turn; any other one is reported whole."""
+    extra = []
+    for entry in sorted(directory.iterdir()):
+        rel = prefix + entry.name
+        if rel in known:
+            continue
+        if entry.is_dir() and not entry.is_symlink() and any(k.startswith(rel + "/") for k in known):
+            extra += _extra(entry, known, rel + "/")
+        else:
+            extra.append(rel)
+    return extra
 
 
 def _check_manifest(directory: Path, files: list[ReleaseFile], digests: dict[str, TableDigest]) -> list[str]:
