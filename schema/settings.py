@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     #: Worker processes (one torch thread each) a CPU task may use; on two cores the
     #: `lines` fit measured 1.35x faster with one per core than in one process with threads.
     cpu_workers: int = Field(1, ge=1)
+    #: Where `process` computes (docs/compute.md, "Running on Dask"). Unset: in this
+    #: process (the embedded demo). "local": a LocalCluster of cpu_workers processes.
+    #: "tcp://host:8786": that running Dask scheduler; its workers reach the database
+    #: themselves, with these settings.
+    dask_scheduler: str | None = None
     #: The login people's queries (`skyledger sql`) use on an external database: a member
     #: of skyledger_reader only. Unset: SKYLEDGER_DATABASE_URL's login, which is refused
     #: when it is more than a reader. The embedded server uses its own `skyledger_query`.
