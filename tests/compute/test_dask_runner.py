@@ -84,3 +84,41 @@ def test_a_local_cluster_computes_every_input_once(prefect_api, toy_db, fresh_se
         statuses = dict(conn.execute(text("SELECT id, status FROM run WHERE task = 'lookback'")).all())
     assert {statuses[r.run_id] for r in rows} == {"succeeded"}
     assert set(statuses) == {s.run_id for s in ran}
+
+
+def test_a_worker_killed_mid_batch_leaves_no_input_lost_or_twice(prefect_api, toy, toy_db, fresh_settings, tmp_path):  # noqa: F811
+    """The first batch to be computed SIGKILLs its own worker process (once, by a marker
+    file): Dask runs that Prefect task again on a live worker, whose new run takes the dead
+    run's claims (its run lock went with its connection)."""
+    marker = tmp_path / "killed"
+
+    class KilledOnce(toy.LookbackTask):
+        """The toy, but the first compute anywhere kills the process it runs in."""
+
+        def compute(self, batch, params, device, workers=1):
+            import os
+            import signal
+
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return super().compute(batch, params, device, workers)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    settings = fresh_settings.model_copy(update={"dask_scheduler": "local", "cpu_workers": 2})
+    [summaries] = process_on_dask(settings, [KilledOnce()], device="cpu", batch_size=1)
+
+    assert marker.exists(), "no worker was killed: the test tested nothing"
+    rows = _toy_rows(toy_db)
+    with toy_db.engine.connect() as conn:
+        statuses = dict(conn.execute(text("SELECT id, status FROM run WHERE task = 'lookback'")).all())
+    succeeded = [r for r in rows if statuses[r.run_id] == "succeeded"]
+    # Every input once among the runs that count, with the right value; the killed run
+    # never succeeded.
+    assert sorted(r.id for r in succeeded) == sorted({r.id for r in rows}) and len(succeeded) == 2
+    for row in succeeded:
+        assert row.lookback_gyr == pytest.approx(Planck18.lookback_time(row.z).to_value("Gyr"), rel=1e-12)
+    assert "running" in statuses.values()  # the killed run: visibly unfinished, as a killed process leaves it
+    assert {s.status for s in summaries if s.run_id is not None} == {"succeeded"}
