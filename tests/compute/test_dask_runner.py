@@ -122,3 +122,21 @@ def test_a_worker_killed_mid_batch_leaves_no_input_lost_or_twice(prefect_api, to
         assert row.lookback_gyr == pytest.approx(Planck18.lookback_time(row.z).to_value("Gyr"), rel=1e-12)
     assert "running" in statuses.values()  # the killed run: visibly unfinished, as a killed process leaves it
     assert {s.status for s in summaries if s.run_id is not None} == {"succeeded"}
+
+
+def test_the_process_flow_computes_on_dask_when_the_setting_says_so(prefect_api, toy_db, fresh_settings, monkeypatch):
+    """The `process` flow (and so `nightly`) builds its Settings from the environment."""
+    from skyledger.compute.framework.flows import process_tasks
+
+    monkeypatch.setenv("SKYLEDGER_DATABASE_URL", fresh_settings.database_url)
+    monkeypatch.setenv("SKYLEDGER_HOME", str(fresh_settings.home))
+    monkeypatch.setenv("SKYLEDGER_DEVICE", "cpu")
+    monkeypatch.setenv("SKYLEDGER_DASK_SCHEDULER", "local")
+    monkeypatch.setenv("SKYLEDGER_CPU_WORKERS", "2")
+    described = process_tasks(tasks=["lookback"], batch_size=1)
+
+    assert len(described) == 2  # one run (or "nothing to do") per worker
+    assert sum(d["n_inputs"] for d in described) == 2
+    rows = _toy_rows(toy_db)
+    assert len(rows) == 2 and len({r.id for r in rows}) == 2
+    assert {r.run_id for r in rows} <= {d["run_id"] for d in described if d["status"] == "succeeded"}
