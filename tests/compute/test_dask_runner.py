@@ -140,3 +140,42 @@ def test_the_process_flow_computes_on_dask_when_the_setting_says_so(prefect_api,
     rows = _toy_rows(toy_db)
     assert len(rows) == 2 and len({r.id for r in rows}) == 2
     assert {r.run_id for r in rows} <= {d["run_id"] for d in described if d["status"] == "succeeded"}
+
+
+def test_cli_process_on_a_local_cluster_gives_the_in_process_rows(prefect_api, fresh_settings, fresh_database, server,
+                                                                   template_url, tmp_path):
+    """`skyledger process` with SKYLEDGER_DASK_SCHEDULER=local against the in-process path,
+    on two databases holding the same catalogue (same ids, so the same Monte Carlo seeds)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from skyledger.compute.tasks.abundances import AbundancesTask
+    from skyledger.compute.framework.runner import process
+    from skyledger.schema.database import connect
+    from tests.compute.test_abundances_task import ingest, view_rows, write_catalog
+    from tests.conftest import _new_database, cli_env
+    from tests.api.test_cli import skyledger
+
+    catalog = write_catalog(tmp_path / "a.ecsv", "a")
+    for local_settings in _new_database(server, template_url, tmp_path / "local-home"):
+        local = connect(local_settings)
+        try:
+            ingest(local, catalog, survey="hii", dust_corrected=False)
+            assert process(local, AbundancesTask(), batch_size=1).status == "succeeded"
+            expected = view_rows(local)
+        finally:
+            local.dispose()
+
+    ingest(fresh_database, catalog, survey="hii", dust_corrected=False)
+    env = cli_env(fresh_settings) | {"SKYLEDGER_DASK_SCHEDULER": "local", "SKYLEDGER_CPU_WORKERS": "2",
+                                     "SKYLEDGER_DEVICE": "cpu", "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    proc = skyledger("process", "--task", "abundances", "--batch-size", "1", env=env)
+    assert "succeeded" in proc.stdout, proc.stdout
+    got = view_rows(fresh_database)
+
+    def without_run(rows):
+        return {key: {k: v for k, v in row.items() if k != "run_id"} for key, row in rows.items()}
+
+    assert len(expected) >= 4 and without_run(got) == without_run(expected)
+    with fresh_database.engine.connect() as conn:
+        statuses = conn.execute(text("SELECT status FROM run WHERE task = 'abundances'")).scalars().all()
+    assert statuses and set(statuses) == {"succeeded"}
