@@ -7,6 +7,7 @@ claims, so the rows are those of the in-process path, each input once.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -179,3 +180,35 @@ def test_cli_process_on_a_local_cluster_gives_the_in_process_rows(prefect_api, f
     with fresh_database.engine.connect() as conn:
         statuses = conn.execute(text("SELECT status FROM run WHERE task = 'abundances'")).scalars().all()
     assert statuses and set(statuses) == {"succeeded"}
+
+
+def test_gpu_tasks_on_a_running_scheduler_ask_for_the_gpu_resource(prefect_api, toy, toy_db, fresh_settings, tmp_path):  # noqa: F811
+    """A tcp:// address: the scheduler of a cluster started here, whose workers each have
+    GPU=1 (as `dask worker --resources GPU=1`). Device cuda: each Dask task that computes
+    holds the resource (the toy ignores the device, so no GPU is needed)."""
+    from distributed import LocalCluster
+
+    seen = tmp_path / "seen"
+    seen.mkdir()
+
+    class RecordsResources(toy.LookbackTask):
+        def compute(self, batch, params, device, workers=1):
+            import os
+
+            from distributed import get_worker
+
+            state = get_worker().state
+            held = [ts.resource_restrictions for ts in state.executing]  # this Dask task's
+            (seen / f"{os.getpid()}-{batch[0][0]}.json").write_text(json.dumps({"device": device, "held": held}))
+            return super().compute(batch, params, device, workers)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={"GPU": 1},
+                      dashboard_address=None) as cluster:
+        settings = fresh_settings.model_copy(update={"dask_scheduler": cluster.scheduler_address, "cpu_workers": 2})
+        [summaries] = process_on_dask(settings, [RecordsResources()], device="cuda", batch_size=1)
+
+    records = [json.loads(p.read_text()) for p in seen.iterdir()]
+    assert len(records) == 2 and all(r["device"] == "cuda" for r in records)
+    assert all(r["held"] == [{"GPU": 1}] for r in records), records
+    assert len({r.id for r in _toy_rows(toy_db)}) == 2
+    assert {s.status for s in summaries if s.run_id is not None} == {"succeeded"}
