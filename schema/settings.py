@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     #: A job and its result are destroyed this long after creation, seconds (7 days).
     tap_job_lifetime_s: float = Field(7 * 86_400.0, gt=0)
 
+    @field_validator("dask_scheduler", mode="after")
+    @classmethod
+    def _dask_scheduler(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty variable means unset: compute in-process
+        if value != "local" and "://" not in value:
+            raise ValueError(f"SKYLEDGER_DASK_SCHEDULER={value!r}: use 'local' or a scheduler address such as tcp://host:8786")
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -17,6 +17,7 @@ import pytest
 from astropy.cosmology import Planck18
 from prefect.settings import PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from skyledger.compute.framework import registry
@@ -24,6 +25,7 @@ from skyledger.compute.framework.dask_runner import process_on_dask, split_limit
 from skyledger.ingest.batch import ingest_paths
 from skyledger.ingest.sample_data import sample_data_dir
 from skyledger.schema.database import head_revision
+from skyledger.schema.settings import Settings
 from tests.compute.test_toy_task import _migrate_toy, toy  # noqa: F401 (a fixture)
 
 #: A guard against a hung Prefect server start, not a timing assertion (tests/ingest/test_flows.py).
@@ -57,6 +59,14 @@ def _toy_rows(db) -> list[tuple]:
     with db.engine.connect() as conn:
         return conn.execute(text("SELECT s.id, s.z, t.lookback_gyr, t.run_id FROM lookback AS t "
                                  "JOIN spectrum AS s ON s.id = t.spectrum_id ORDER BY s.id, t.run_id")).all()
+
+
+def test_the_setting_takes_local_or_an_address():
+    assert Settings(dask_scheduler="").dask_scheduler is None
+    assert Settings(dask_scheduler="local").dask_scheduler == "local"
+    assert Settings(dask_scheduler="tcp://10.0.0.5:8786").dask_scheduler == "tcp://10.0.0.5:8786"
+    with pytest.raises(ValidationError, match="tcp://host:8786"):
+        Settings(dask_scheduler="10.0.0.5:8786")
 
 
 def test_split_limit_shares_every_input_out():
