@@ -338,6 +338,13 @@ def process(
     settings = _settings(ctx)
     device = resolve_device(settings.device)
     tasks = [get_task(name) for name in (task or task_names())]
+    if settings.dask_scheduler:
+        from skyledger.compute.framework.dask_runner import process_on_dask
+
+        # Each worker opens the database itself; none is opened here (docs/compute.md, "Running on Dask").
+        process_on_dask(settings, tasks, device=device, limit=limit, batch_size=batch_size,
+                        on_task=lambda _t, summaries: [_print_run(s) for s in summaries])
+        return
     db = _open(ctx)
     try:
         for t in tasks:

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     #: Worker processes (one torch thread each) a CPU task may use; on two cores the
     #: `lines` fit measured 1.35x faster with one per core than in one process with threads.
     cpu_workers: int = Field(1, ge=1)
+    #: Where `process` computes (docs/compute.md, "Running on Dask"). Unset: in this
+    #: process (the embedded demo). "local": a LocalCluster of cpu_workers processes.
+    #: "tcp://host:8786": that running Dask scheduler; its workers reach the database
+    #: themselves, with these settings.
+    dask_scheduler: str | None = None
     #: The login people's queries (`skyledger sql`) use on an external database: a member
     #: of skyledger_reader only. Unset: SKYLEDGER_DATABASE_URL's login, which is refused
     #: when it is more than a reader. The embedded server uses its own `skyledger_query`.
@@ -87,6 +92,15 @@ class Settings(BaseSettings):
     tap_max_jobs: int = Field(1_000, ge=1)
     #: A job and its result are destroyed this long after creation, seconds (7 days).
     tap_job_lifetime_s: float = Field(7 * 86_400.0, gt=0)
+
+    @field_validator("dask_scheduler", mode="after")
+    @classmethod
+    def _dask_scheduler(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty variable means unset: compute in-process
+        if value != "local" and "://" not in value:
+            raise ValueError(f"SKYLEDGER_DASK_SCHEDULER={value!r}: use 'local' or a scheduler address such as tcp://host:8786")
+        return value
 
     @field_validator("home", mode="after")
     @classmethod

@@ -1,4 +1,5 @@
-"""Prefect flow that runs the compute tasks, one run per task, batches as retried tasks.
+"""Prefect flow that runs the compute tasks, one run per task, batches as retried tasks
+(or, with SKYLEDGER_DASK_SCHEDULER set, one run per Dask worker: :mod:`.dask_runner`).
 
 On a GPU the whole task holds a slot of a global concurrency limit named after the
 device (limit 1), so two flows never fight over one GPU's memory.
@@ -50,6 +51,17 @@ def process_tasks(tasks: list[str] | None = None, limit: int | None = None, batc
     logger = get_run_logger()
     settings = Settings()
     device = resolve_device(settings.device)
+    if settings.dask_scheduler:
+        # On Dask every worker opens the database itself, and the Dask resource GPU=1
+        # (not the concurrency limit below) keeps two tasks off one device.
+        from skyledger.compute.framework.dask_runner import process_on_dask
+
+        done = process_on_dask(settings, [get_task(name) for name in tasks or task_names()], device=device,
+                               limit=limit, batch_size=batch_size,
+                               on_task=lambda t, summaries: logger.info("%s v%s: %d runs on Dask, %d inputs", t.name,
+                                                                        t.version, len(summaries),
+                                                                        sum(s.n_inputs for s in summaries)))
+        return [describe(s) for summaries in done for s in summaries]
     db = connect(settings)
     results = []
     try:
