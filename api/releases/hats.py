@@ -54,19 +54,22 @@ def has_position(content: TableContent) -> bool:
     return set(POSITION) <= names or SPECTRUM_KEY in names
 
 
+def _arrow(conn: psycopg.Connection, release: str, table: str, columns) -> pa.Table:
+    """``columns`` of a release table, whole, as an Arrow table."""
+    schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in columns])
+    return pa.Table.from_batches(list(stream_batches(conn, release, table, columns)), schema=schema)
+
+
 def _positions(conn: psycopg.Connection, release: str, spectra: TableContent) -> pa.Table:
-    columns = [c for c in spectra.columns if c.name in (SPECTRUM_KEY, *POSITION)]
-    return pa.Table.from_batches(list(stream_batches(conn, release, "spectra", columns)),
-                                 schema=pa.schema([pa.field(c.name, arrow_type(c)) for c in columns]))
+    return _arrow(conn, release, "spectra", [c for c in spectra.columns if c.name in (SPECTRUM_KEY, *POSITION)])
 
 
 def _read(conn: psycopg.Connection, release: str, content: TableContent, positions: pa.Table) -> pa.Table:
-    schema = pa.schema([pa.field(c.name, arrow_type(c)) for c in content.columns])
-    table = pa.Table.from_batches(list(stream_batches(conn, release, content.table.name, content.columns)), schema=schema)
+    table = _arrow(conn, release, content.table.name, content.columns)
     if not set(POSITION) <= set(table.column_names):
         # A left join keeps every row; its order does not matter (HATS sorts by HEALPix pixel).
-        table = table.join(positions, SPECTRUM_KEY, join_type="left outer")
-        table = table.select([*schema.names, *POSITION])
+        names = table.column_names
+        table = table.join(positions, SPECTRUM_KEY, join_type="left outer").select([*names, *POSITION])
     return table
 
 
